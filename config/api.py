@@ -1,0 +1,98 @@
+"""The HTTP edge shared by every app: the base view and strict serializer fields."""
+
+from rest_framework import fields, serializers
+from rest_framework.views import APIView
+
+from config.errors import VALIDATION_MESSAGES, BodyIsEmpty
+from config.http import HalJsonParser, JsonParser
+
+
+class ApiView(APIView):
+    """Base view: a body is required where the view reads one (``bodyIsEmpty`` instead of 'field missing')."""
+
+    parser_classes = [JsonParser, HalJsonParser]
+
+    def read_body(self, request):
+        if request.stream is None:
+            raise BodyIsEmpty()
+        return request.data
+
+    def validated(self, request, serializer_class, **kwargs):
+        serializer = serializer_class(data=self.read_body(request), context={"request": request}, **kwargs)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Strict fields: JSON types are not coerced ("5" is not an integer, 5 is not a string).
+# ------------------------------------------------------------------------------------------------------------
+class StringField(serializers.CharField):
+    default_error_messages = {"fieldMustBeString": VALIDATION_MESSAGES["fieldMustBeString"]}
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("fieldMustBeString")
+        return super().to_internal_value(data)
+
+
+class IntegerField(serializers.IntegerField):
+    default_error_messages = {"fieldMustBeInteger": VALIDATION_MESSAGES["fieldMustBeInteger"]}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("fieldMustBeInteger")
+        return super().to_internal_value(data)
+
+
+class DateTimeField(serializers.DateTimeField):
+    default_error_messages = {
+        "dateHasInvalidFormat": VALIDATION_MESSAGES["dateHasInvalidFormat"],
+        "fieldMustBeString": VALIDATION_MESSAGES["fieldMustBeString"],
+    }
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("format", "%Y-%m-%dT%H:%M:%SZ")
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, value):
+        if not isinstance(value, str):
+            self.fail("fieldMustBeString")
+        try:
+            return super().to_internal_value(value)
+        except serializers.ValidationError:
+            self.fail("dateHasInvalidFormat")
+
+
+class StrictSerializer(serializers.Serializer):
+    """Rejects fields it does not declare (``unrecognizedField``) and anything that is not a JSON object."""
+
+    default_error_messages = {"fieldMustBeObject": VALIDATION_MESSAGES["fieldMustBeObject"]}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            self.fail("fieldMustBeObject")
+        errors = {}
+        unknown = set(data) - set(self.fields)
+        for name in sorted(unknown):
+            errors[name] = [fields.ErrorDetail(VALIDATION_MESSAGES["unrecognizedField"], code="unrecognizedField")]
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            errors = {**exc.detail, **errors} if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+    def run_validation(self, data=fields.empty):
+        if data is not fields.empty and data is not None and not isinstance(data, dict):
+            self.fail("fieldMustBeObject")
+        return super().run_validation(data)
+
+
+def error(code: str, message: str = "") -> serializers.ValidationError:
+    """A validation error carrying one of our error names as its code."""
+    return serializers.ValidationError(message or VALIDATION_MESSAGES.get(code, code), code=code)

@@ -1,0 +1,180 @@
+"""Settings shared by every environment.
+
+Every value comes from the environment through the one ``env`` object below and is read once, here. The
+environment-specific modules (local, test, production) only decide defaults and which secrets are mandatory.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+
+# ------------------------------------------------------------------------------------------------------------
+# Core
+# ------------------------------------------------------------------------------------------------------------
+SECRET_KEY = env("DJANGO_SECRET_KEY")
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+USE_X_FORWARDED_HOST = env.bool("DJANGO_USE_X_FORWARDED_HOST", default=False)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "vault",
+    "networks",
+    "notifications",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# ------------------------------------------------------------------------------------------------------------
+# Database
+# ------------------------------------------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL")}
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Concurrent writers (API, worker, beat) queue for the write lock up front instead of failing mid-transaction.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+# ------------------------------------------------------------------------------------------------------------
+# Vault
+# ------------------------------------------------------------------------------------------------------------
+# "try" or "live": decides the default token lifetime (7 days or 4 years).
+TOKENS_ENVIRONMENT = env.str("TOKENS_ENVIRONMENT", default="try")
+# Versioned AES-256 key ring, newest first: "2:<base64 32 bytes>,1:<base64 32 bytes>".
+VAULT_KEYS = env.str("VAULT_KEYS")
+# HMAC-SHA256 key for card fingerprints (base64 of 32 bytes); never the same as an encryption key.
+VAULT_FINGERPRINT_KEY = env.str("VAULT_FINGERPRINT_KEY")
+TOKEN_CONFLICT_TTL_SECONDS = env.int("TOKEN_CONFLICT_TTL_SECONDS", default=30 * 60)
+NAMESPACE_CARD_LIMIT = 16
+# Absolute links in API answers use the request's host unless this is set (e.g. behind a proxy).
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="")
+
+# ------------------------------------------------------------------------------------------------------------
+# Networks and webhooks
+# ------------------------------------------------------------------------------------------------------------
+TSP_LATENCY_MS = env.str("TSP_LATENCY_MS", default="0")
+TSP_FAILURE_RATE = env.float("TSP_FAILURE_RATE", default=0.0)
+WEBHOOK_ALLOW_LOOPBACK = env.bool("WEBHOOK_ALLOW_LOOPBACK", default=False)
+WEBHOOK_RETRY_SCHEDULE = env.list(
+    "WEBHOOK_RETRY_SCHEDULE", cast=int, default=[5, 300, 1800, 7200, 18000, 36000, 36000]
+)
+
+# ------------------------------------------------------------------------------------------------------------
+# Celery
+# ------------------------------------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = 300
+CELERY_TASK_SOFT_TIME_LIMIT = 240
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # keep our LOGGING, with its card-number redaction
+CELERY_BEAT_SCHEDULE = {
+    "vault-purge-expired-tokens": {
+        "task": "vault.tasks.purge_expired_tokens",
+        "schedule": 15 * 60,
+    },
+}
+
+# ------------------------------------------------------------------------------------------------------------
+# REST API
+# ------------------------------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["vault.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["vault.authentication.HasScope"],
+    "DEFAULT_PARSER_CLASSES": ["config.http.JsonParser"],
+    "DEFAULT_RENDERER_CLASSES": ["config.http.HalJsonRenderer", "config.http.JsonRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "config.http.LenientContentNegotiation",
+    "EXCEPTION_HANDLER": "config.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_THROTTLE_RATES": {},
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Token vault API",
+    "DESCRIPTION": (
+        "Card tokens (vault), network tokens from the card networks' token services, and signed webhooks. "
+        "Every call is authenticated with a merchant API key: `Authorization: Bearer <key>`."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {"ApiKey": {"type": "http", "scheme": "bearer", "description": "Merchant API key"}}
+    },
+    "SECURITY": [{"ApiKey": []}],
+    "ENUM_NAME_OVERRIDES": {},
+}
+
+# ------------------------------------------------------------------------------------------------------------
+# Logging: structured lines, card-number-looking digit runs redacted in every record.
+# ------------------------------------------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact_pan": {"()": "config.logging.RedactCardNumbersFilter"}},
+    "formatters": {"structured": {"()": "config.logging.StructuredFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "structured", "filters": ["redact_pan"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+    },
+}

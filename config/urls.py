@@ -1,0 +1,20 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from vault.api.views import EndpointNotFoundView, HealthView
+
+handler404 = "config.errors.handler404"
+handler500 = "config.errors.handler500"
+
+public = {"authentication_classes": [], "permission_classes": []}
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("healthz", HealthView.as_view(), name="healthz"),
+    path("api/schema/", SpectacularAPIView.as_view(**public), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", **public), name="docs"),
+    path("", include("vault.api.urls")),
+    # Anything else answers endpointNotFound in the API's error shape.
+    re_path(r"^(?!admin/|static/).*$", EndpointNotFoundView.as_view()),
+]

@@ -1,0 +1,246 @@
+"""Request and response bodies of the card-token API, as in the card-token provider's public documentation."""
+
+import re
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from config.api import DateTimeField, IntegerField, StrictSerializer, StringField, error
+from vault import cards
+
+DESCRIPTION_FORBIDDEN = re.compile(r"[&<]")
+SCHEME_REFERENCE = re.compile(r"^[a-zA-Z0-9 ]*$")
+DIGITS = re.compile(r"^[0-9]+$")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Input
+# ------------------------------------------------------------------------------------------------------------
+class CardNumberField(StringField):
+    """12 to 19 digits passing the Luhn check. Its errors never quote the number."""
+
+    def to_internal_value(self, data):
+        number = super().to_internal_value(data)
+        if not DIGITS.match(number):
+            raise error("stringFailedRegexCheck", "The card number must be digits only")
+        low, high = cards.LENGTH_RANGE
+        if len(number) < low:
+            raise error("stringIsTooShort", f"The card number must have at least {low} digits")
+        if len(number) > high:
+            raise error("stringIsTooLong", f"The card number must have at most {high} digits")
+        if not cards.luhn_valid(number):
+            raise error("panFailedLuhnCheck")
+        return number
+
+
+class DescriptionField(StringField):
+    def __init__(self, **kwargs):
+        super().__init__(min_length=1, max_length=255, **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if DESCRIPTION_FORBIDDEN.search(value):
+            raise error("stringFailedRegexCheck", "The description must not contain '&' or '<'")
+        return value
+
+
+class SchemeTransactionReferenceField(StringField):
+    def __init__(self, **kwargs):
+        super().__init__(min_length=1, max_length=56, **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not SCHEME_REFERENCE.match(value):
+            raise error("stringFailedRegexCheck", "Only letters, digits and spaces are allowed")
+        return value
+
+
+class CardHolderNameField(StringField):
+    def __init__(self, **kwargs):
+        super().__init__(min_length=1, max_length=255, **kwargs)
+
+
+class CardExpiryDateInput(StrictSerializer):
+    month = IntegerField(min_value=1, max_value=12)
+    year = IntegerField(min_value=2000, max_value=2099)
+
+    def validate(self, attrs):
+        today = timezone.now().date()
+        if (attrs["year"], attrs["month"]) < (today.year, today.month):
+            raise error("fieldHasInvalidValue", "The card expiry date is in the past")
+        return attrs
+
+
+class BillingAddressInput(StrictSerializer):
+    address1 = StringField(min_length=1, max_length=80)
+    address2 = StringField(min_length=1, max_length=80, required=False)
+    address3 = StringField(min_length=1, max_length=80, required=False)
+    postalCode = StringField(min_length=1, max_length=15)
+    city = StringField(min_length=1, max_length=50)
+    state = StringField(min_length=1, max_length=30, required=False)
+    countryCode = StringField(min_length=2, max_length=2)
+
+    def validate_countryCode(self, value):
+        if value not in cards.COUNTRY_CODES:
+            raise error("fieldHasInvalidValue", "The country code must be an ISO 3166-1 alpha-2 code, e.g. GB")
+        return value
+
+
+class PaymentInstrumentInput(StrictSerializer):
+    type = StringField(help_text='Always "card/front".')
+    cardHolderName = CardHolderNameField()
+    cardNumber = CardNumberField()
+    cardExpiryDate = CardExpiryDateInput()
+    billingAddress = BillingAddressInput(required=False)
+
+    def validate_type(self, value):
+        if value != "card/front":
+            raise error("fieldHasInvalidValue", 'The payment instrument type must be "card/front"')
+        return value
+
+
+class TokenCreateInput(StrictSerializer):
+    description = DescriptionField(required=False)
+    tokenExpiryDateTime = DateTimeField(required=False)
+    namespace = StringField(min_length=1, max_length=64, required=False)
+    schemeTransactionReference = SchemeTransactionReferenceField(required=False)
+    paymentInstrument = PaymentInstrumentInput()
+
+    def validate_tokenExpiryDateTime(self, value):
+        if value <= timezone.now():
+            raise error("fieldHasInvalidValue", "The token expiry date/time must be in the future")
+        return value
+
+
+class TokenQueryInput(StrictSerializer):
+    namespace = StringField(min_length=1, max_length=64, required=False)
+    tokenId = StringField(min_length=1, max_length=19, required=False)
+    page = IntegerField(min_value=1, required=False, default=1)
+    pageSize = IntegerField(min_value=1, max_value=100, required=False, default=20)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Output
+# ------------------------------------------------------------------------------------------------------------
+class LinkOutput(serializers.Serializer):
+    href = serializers.URLField()
+
+
+class CurieOutput(serializers.Serializer):
+    href = serializers.CharField()
+    name = serializers.CharField()
+    templated = serializers.BooleanField()
+
+
+class CardExpiryDateOutput(serializers.Serializer):
+    month = serializers.IntegerField()
+    year = serializers.IntegerField()
+
+
+class BillingAddressOutput(serializers.Serializer):
+    address1 = serializers.CharField()
+    address2 = serializers.CharField(required=False)
+    address3 = serializers.CharField(required=False)
+    postalCode = serializers.CharField()
+    city = serializers.CharField()
+    state = serializers.CharField(required=False)
+    countryCode = serializers.CharField()
+
+
+class MaskedCardOutput(serializers.Serializer):
+    type = serializers.CharField(default="card/masked")
+    cardNumber = serializers.CharField(help_text="Masked: first four and last four digits.")
+    cardHolderName = serializers.CharField()
+    cardExpiryDate = CardExpiryDateOutput()
+    billingAddress = BillingAddressOutput(required=False)
+    bin = serializers.CharField()
+    brand = serializers.ChoiceField(
+        choices=["VISA", "MASTERCARD", "AMEX", "DISCOVER", "DINERS", "JCB", "UNIONPAY", "MAESTRO", "UNKNOWN"]
+    )
+
+
+class TokenPaymentInstrumentOutput(serializers.Serializer):
+    type = serializers.CharField(default="card/tokenized")
+    href = serializers.URLField()
+
+
+class ConflictCardOutput(serializers.Serializer):
+    cardHolderName = serializers.CharField(required=False)
+    cardExpiryDate = CardExpiryDateOutput(required=False)
+    billingAddress = BillingAddressOutput(required=False)
+
+
+class ConflictsOutput(serializers.Serializer):
+    paymentInstrument = ConflictCardOutput()
+    conflictsExpiryDateTime = serializers.DateTimeField()
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {
+            "oneOf": [
+                {"type": "object", "properties": {"href": {"type": "string", "format": "uri"}}},
+                {"type": "array", "items": {"type": "object"}},
+            ]
+        },
+    }
+)
+class LinksField(serializers.DictField):
+    pass
+
+
+class TokenOutput(serializers.Serializer):
+    tokenPaymentInstrument = TokenPaymentInstrumentOutput()
+    tokenId = serializers.CharField()
+    description = serializers.CharField()
+    tokenExpiryDateTime = serializers.DateTimeField()
+    namespace = serializers.CharField(required=False)
+    paymentInstrument = MaskedCardOutput()
+    conflicts = ConflictsOutput(required=False, help_text="Only on 409: the requested values that differ.")
+    _links = LinksField()
+
+
+class TokenListOutput(serializers.Serializer):
+    _embedded = serializers.DictField(child=serializers.ListField(child=TokenOutput()))
+    page = serializers.DictField(child=serializers.IntegerField())
+    _links = LinksField()
+
+
+class RootOutput(serializers.Serializer):
+    _links = LinksField()
+
+
+class TokenConflictsOutput(serializers.Serializer):
+    tokenId = serializers.CharField()
+    paymentInstrument = MaskedCardOutput(help_text="The data stored now.")
+    conflicts = ConflictsOutput(help_text="The pending requested data that differed.")
+    _links = LinksField()
+
+
+class PlainCardOutput(serializers.Serializer):
+    type = serializers.CharField(default="card/plain")
+    cardNumber = serializers.CharField(help_text="The full card number.")
+    cardHolderName = serializers.CharField()
+    cardExpiryDate = CardExpiryDateOutput()
+    billingAddress = BillingAddressOutput(required=False)
+
+
+class DetokenizeOutput(serializers.Serializer):
+    tokenId = serializers.CharField()
+    tokenExpiryDateTime = serializers.DateTimeField()
+    paymentInstrument = PlainCardOutput()
+
+
+class ErrorItemOutput(serializers.Serializer):
+    errorName = serializers.CharField()
+    message = serializers.CharField()
+    jsonPath = serializers.CharField()
+
+
+class ErrorOutput(serializers.Serializer):
+    errorName = serializers.CharField()
+    message = serializers.CharField()
+    validationErrors = ErrorItemOutput(many=True, required=False)
+

@@ -1,0 +1,309 @@
+"""The card-token API (``/tokens``): thin views over vault.services and vault.selectors."""
+
+from django.db import connection
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.api import ApiView, StringField
+from config.errors import EndpointNotFound, ResourceNotFound
+from vault import selectors, services
+from vault.api import serializers as s
+from vault.api.representations import base_url, conflicts_body, curies, masked_card, timestamp, token_body
+from vault.authentication import actor_for
+
+ERRORS = {
+    400: OpenApiResponse(s.ErrorOutput, description="bodyDoesNotMatchSchema, bodyIsNotJson, bodyIsEmpty or a business rule"),
+    401: OpenApiResponse(s.ErrorOutput, description="accessDenied: no or unknown API key"),
+    403: OpenApiResponse(s.ErrorOutput, description="accessDenied: the key lacks the scope"),
+    404: OpenApiResponse(s.ErrorOutput, description="resourceNotFound"),
+    415: OpenApiResponse(s.ErrorOutput, description="unsupportedContentType"),
+}
+READ_ERRORS = {code: ERRORS[code] for code in (401, 403, 404)}
+
+
+class TokensView(ApiView):
+    required_scope = "tokens"
+
+    @extend_schema(
+        operation_id="tokens_root_or_query",
+        summary="The tokens root resource, or tokens by namespace or tokenId",
+        description=(
+            "Without parameters: the root resource with the `tokens:tokens` action link. With `namespace`: that "
+            "namespace's tokens, paginated, in `_embedded.tokens`. With `tokenId`: that token."
+        ),
+        parameters=[
+            OpenApiParameter("namespace", str, description="List the tokens of this namespace"),
+            OpenApiParameter("tokenId", str, description="Find the token with this tokenId"),
+            OpenApiParameter("page", int, description="Page number, from 1"),
+            OpenApiParameter("pageSize", int, description="Tokens a page, 1 to 100 (default 20)"),
+        ],
+        responses={200: s.TokenListOutput, **READ_ERRORS, 400: ERRORS[400]},
+    )
+    def get(self, request):
+        query = s.TokenQueryInput(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        if "tokenId" in params:
+            token = selectors.token_get(merchant=request.user, token_id=params["tokenId"])
+            return Response(token_body(request, token, conflict=selectors.conflict_pending(token=token)))
+        if "namespace" in params:
+            return Response(self._page(request, params))
+        return Response({"_links": {"tokens:tokens": {"href": f"{base_url(request)}/tokens"}, "curies": curies(request)}})
+
+    def _page(self, request, params) -> dict:
+        tokens = selectors.token_list(merchant=request.user, namespace=params["namespace"])
+        size, number = params["pageSize"], params["page"]
+        total = tokens.count()
+        items = list(tokens[(number - 1) * size: number * size])
+        self_href = f"{base_url(request)}/tokens?namespace={params['namespace']}&pageSize={size}"
+        links = {"self": {"href": f"{self_href}&page={number}"}}
+        if number * size < total:
+            links["next"] = {"href": f"{self_href}&page={number + 1}"}
+        if number > 1:
+            links["prev"] = {"href": f"{self_href}&page={number - 1}"}
+        links["curies"] = curies(request)
+        return {
+            "_embedded": {"tokens": [token_body(request, token) for token in items]},
+            "page": {"number": number, "size": size, "totalElements": total, "totalPages": -(-total // size)},
+            "_links": links,
+        }
+
+    @extend_schema(
+        operation_id="tokens_create",
+        summary="Create a token",
+        request=s.TokenCreateInput,
+        responses={
+            201: OpenApiResponse(s.TokenOutput, description="Created: the first time this card is tokenized"),
+            200: OpenApiResponse(s.TokenOutput, description="OK: the card is already tokenized with matching data"),
+            409: OpenApiResponse(s.TokenOutput, description="Conflict: stored data kept, differing data in `conflicts`"),
+            **{code: ERRORS[code] for code in (400, 401, 403, 415)},
+        },
+    )
+    def post(self, request):
+        data = self.validated(request, s.TokenCreateInput)
+        instrument = data["paymentInstrument"]
+        result = services.card_tokenize(
+            merchant=request.user,
+            card=services.Card(
+                number=instrument["cardNumber"],
+                holder_name=instrument["cardHolderName"],
+                expiry_month=instrument["cardExpiryDate"]["month"],
+                expiry_year=instrument["cardExpiryDate"]["year"],
+                billing_address=instrument.get("billingAddress"),
+            ),
+            description=data.get("description"),
+            namespace=data.get("namespace"),
+            expires_at=data.get("tokenExpiryDateTime"),
+            scheme_transaction_reference=data.get("schemeTransactionReference"),
+        )
+        code = {
+            services.Outcome.CREATED: status.HTTP_201_CREATED,
+            services.Outcome.MATCHED: status.HTTP_200_OK,
+            services.Outcome.CONFLICT: status.HTTP_409_CONFLICT,
+        }[result.outcome]
+        conflict = result.conflict if result.outcome == services.Outcome.CONFLICT else None
+        if result.outcome == services.Outcome.MATCHED:
+            conflict = selectors.conflict_pending(token=result.token)
+        return Response(token_body(request, result.token, conflict=conflict), status=code)
+
+
+class TokenView(ApiView):
+    required_scope = "tokens"
+
+    @extend_schema(operation_id="token_get", summary="Get a token", responses={200: s.TokenOutput, **READ_ERRORS})
+    def get(self, request, reference):
+        token = selectors.token_get(merchant=request.user, reference=reference)
+        return Response(token_body(request, token, conflict=selectors.conflict_pending(token=token)))
+
+    @extend_schema(
+        operation_id="token_delete",
+        summary="Delete a token",
+        description="Destroys the card data; the href answers 404 afterwards. A masked tombstone remains for audit.",
+        responses={204: None, **READ_ERRORS},
+    )
+    def delete(self, request, reference):
+        token = selectors.token_get(merchant=request.user, reference=reference)
+        services.token_delete(token=token, actor=actor_for(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+UPDATE_ERRORS = {code: ERRORS[code] for code in (400, 401, 403, 404, 415)}
+
+
+class TokenDetailUpdateView(ApiView):
+    """``PUT {href}/<detail>``: one detail of the token replaced; answers 204."""
+
+    required_scope = "tokens"
+
+    def put(self, request, reference):
+        token = selectors.token_get(merchant=request.user, reference=reference)
+        services.token_update(token=token, **self.changes(self.parse(request)))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def parse(self, request):
+        raise NotImplementedError
+
+    def changes(self, value) -> dict:
+        raise NotImplementedError
+
+
+class BareStringUpdateView(TokenDetailUpdateView):
+    """The body is one JSON string; its errors point at ``$``."""
+
+    field_class = StringField
+    detail = ""
+
+    def parse(self, request):
+        return self.field_class().run_validation(self.read_body(request))
+
+    def changes(self, value):
+        return {self.detail: value}
+
+
+def _bare_string_view(name, detail, field_class, summary):
+    view = type(name, (BareStringUpdateView,), {"field_class": field_class, "detail": detail})
+    view.put = extend_schema(
+        operation_id=f"token_update_{detail}", summary=summary, request=OpenApiTypes.STR,
+        responses={204: None, **UPDATE_ERRORS},
+    )(BareStringUpdateView.put)
+    return view
+
+
+TokenDescriptionView = _bare_string_view(
+    "TokenDescriptionView", "description", s.DescriptionField, "Update the description (a bare JSON string)"
+)
+TokenCardHolderNameView = _bare_string_view(
+    "TokenCardHolderNameView", "card_holder_name", s.CardHolderNameField,
+    "Update the card holder name (a bare JSON string)",
+)
+TokenSchemeTransactionReferenceView = _bare_string_view(
+    "TokenSchemeTransactionReferenceView", "scheme_transaction_reference", s.SchemeTransactionReferenceField,
+    "Update the scheme transaction reference (a bare JSON string)",
+)
+
+
+class TokenCardExpiryDateView(TokenDetailUpdateView):
+    @extend_schema(operation_id="token_update_cardExpiryDate", summary="Update the card expiry date",
+                   request=s.CardExpiryDateInput, responses={204: None, **UPDATE_ERRORS})
+    def put(self, request, reference):
+        return super().put(request, reference)
+
+    def parse(self, request):
+        return self.validated(request, s.CardExpiryDateInput)
+
+    def changes(self, value):
+        return {"expiry": (value["month"], value["year"])}
+
+
+class TokenBillingAddressView(TokenDetailUpdateView):
+    @extend_schema(operation_id="token_update_billingAddress", summary="Update the billing address",
+                   request=s.BillingAddressInput, responses={204: None, **UPDATE_ERRORS})
+    def put(self, request, reference):
+        return super().put(request, reference)
+
+    def parse(self, request):
+        return self.validated(request, s.BillingAddressInput)
+
+    def changes(self, value):
+        return {"billing_address": dict(value)}
+
+
+class TokenConflictsView(ApiView):
+    required_scope = "tokens"
+
+    @extend_schema(
+        operation_id="token_conflicts_get",
+        summary="The stored data and the pending conflicting data",
+        responses={200: s.TokenConflictsOutput, **READ_ERRORS},
+    )
+    def get(self, request, reference):
+        token = selectors.token_get(merchant=request.user, reference=reference)
+        conflict = selectors.conflict_pending(token=token)
+        if conflict is None:
+            raise ResourceNotFound("The token has no pending conflict")
+        body = token_body(request, token, conflict=conflict)
+        return Response({
+            "tokenId": token.token_id,
+            "paymentInstrument": masked_card(token),
+            "conflicts": conflicts_body(conflict),
+            "_links": body["_links"],
+        })
+
+    @extend_schema(
+        operation_id="token_conflicts_apply",
+        summary="Apply the pending conflicting data to the token",
+        request=None,
+        responses={204: None, **READ_ERRORS},
+    )
+    def put(self, request, reference):
+        token = selectors.token_get(merchant=request.user, reference=reference)
+        services.conflict_apply(token=token)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TokenDetokenizeView(ApiView):
+    required_scope = "tokens:detokenize"
+
+    @extend_schema(
+        operation_id="token_detokenize",
+        summary="The full card, for payment processing (scope tokens:detokenize)",
+        description="Audited. Counts as a use of the token: past half its lifetime, its expiry is extended.",
+        request=None,
+        responses={200: s.DetokenizeOutput, **READ_ERRORS},
+    )
+    def post(self, request, reference):
+        token = selectors.token_get(merchant=request.user, reference=reference)
+        token, number = services.token_detokenize(token=token, actor=actor_for(request))
+        card = {
+            "type": "card/plain",
+            "cardNumber": number,
+            "cardHolderName": token.card_holder_name,
+            "cardExpiryDate": {"month": token.expiry_month, "year": token.expiry_year},
+        }
+        if token.billing_address:
+            card["billingAddress"] = token.billing_address
+        response = Response({
+            "tokenId": token.token_id,
+            "tokenExpiryDateTime": timestamp(token.expires_at),
+            "paymentInstrument": card,
+        })
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class HealthView(APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(operation_id="healthz", summary="Health: 200 when the database answers", auth=[],
+                   responses={200: {"type": "object"}, 503: {"type": "object"}})
+    def get(self, request):
+        checks = {}
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            checks["database"] = "ok"
+        except Exception:  # noqa: BLE001 - any database failure is "down"
+            checks["database"] = "down"
+        healthy = all(value == "ok" for value in checks.values())
+        return Response({"status": "ok" if healthy else "down", "checks": checks}, status=200 if healthy else 503)
+
+
+class EndpointNotFoundView(APIView):
+    """Any path the API does not know: ``endpointNotFound`` in the error shape, whatever the method."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    schema = None
+
+    def dispatch(self, request, *args, **kwargs):
+        self.args, self.kwargs, self.request = args, kwargs, self.initialize_request(request, *args, **kwargs)
+        self.headers = self.default_response_headers
+        response = self.handle_exception(EndpointNotFound())
+        self.response = self.finalize_response(self.request, response, *args, **kwargs)
+        return self.response
+

@@ -1,0 +1,15 @@
+from django.apps import AppConfig
+
+
+class VaultConfig(AppConfig):
+    name = "vault"
+    verbose_name = "Vault"
+
+    def ready(self):
+        from django.core.signals import setting_changed
+
+        from vault import crypto
+
+        # Fail at start-up, not at the first card, when the key ring is malformed.
+        crypto.key_ring()
+        setting_changed.connect(crypto.reset_key_ring)

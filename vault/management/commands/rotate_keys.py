@@ -1,0 +1,26 @@
+from django.core.management.base import BaseCommand
+from tqdm import tqdm
+
+from vault import services
+from vault.crypto import key_ring
+from vault.models import Token
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-encrypt every stored card number under the newest key of VAULT_KEYS. Safe to interrupt and rerun; "
+        "the API keeps serving meanwhile. Once it reports 0 rows left, older keys can leave the ring."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--batch-size", type=int, default=500)
+
+    def handle(self, *args, batch_size: int, **options):
+        newest = key_ring().newest_version
+        pending = Token.objects.filter(pan_ciphertext__isnull=False).exclude(key_version=newest).count()
+        self.stdout.write(f"Rotating {pending} card(s) to key version {newest}")
+        actor = services.Actor("command:rotate_keys")
+        with tqdm(total=pending, unit="card", disable=None, file=self.stderr) as bar:
+            rotated = services.keys_rotate(batch_size=batch_size, on_batch=bar.update, actor=actor)
+        left = Token.objects.filter(pan_ciphertext__isnull=False).exclude(key_version=newest).count()
+        self.stdout.write(self.style.SUCCESS(f"Rotated {rotated} card(s); {left} left on older key versions"))

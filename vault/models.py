@@ -1,0 +1,203 @@
+import hashlib
+import secrets
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+SCOPES = ("tokens", "tokens:detokenize", "network-tokens", "webhooks")
+DEFAULT_SCOPES = ("tokens", "network-tokens", "webhooks")
+
+# 34 characters: digits and capitals without I and O, which read as 1 and 0.
+TOKEN_ID_ALPHABET = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+TOKEN_ID_LENGTH = 19
+
+
+def new_merchant_id() -> str:
+    return f"mer_{secrets.token_hex(8)}"
+
+
+def new_token_id() -> str:
+    return "".join(secrets.choice(TOKEN_ID_ALPHABET) for _ in range(TOKEN_ID_LENGTH))
+
+
+def new_token_reference() -> str:
+    # 192 random bits, URL-safe: the last segment of the token's href.
+    return secrets.token_urlsafe(24)
+
+
+class Merchant(models.Model):
+    public_id = models.CharField(max_length=24, unique=True, default=new_merchant_id, editable=False)
+    name = models.CharField(max_length=200)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return f"{self.name} ({self.public_id})"
+
+
+class ApiKey(models.Model):
+    """A merchant's API key. Only its SHA-256 is stored (keys are 256-bit random, so a slow hash buys nothing)."""
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, default="default")
+    prefix = models.CharField(max_length=12, editable=False, help_text="First characters, to recognise the key.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self):
+        return f"{self.prefix}… ({self.name})"
+
+    @staticmethod
+    def hash(raw_key: str) -> str:
+        return hashlib.sha256(raw_key.encode()).hexdigest()
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+class Namespace(models.Model):
+    """A merchant's group of at most 16 cards (one shopper, say). Its row is the lock for the card limit."""
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="namespaces")
+    name = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["merchant", "name"], name="namespace_unique_per_merchant")]
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Token(models.Model):
+    """A card in the vault. The number is only ever stored encrypted; a deleted token keeps a masked tombstone."""
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="tokens")
+    namespace = models.ForeignKey(Namespace, on_delete=models.PROTECT, null=True, blank=True, related_name="tokens")
+    token_id = models.CharField(max_length=TOKEN_ID_LENGTH, unique=True, default=new_token_id, editable=False)
+    reference = models.CharField(max_length=32, unique=True, default=new_token_reference, editable=False)
+    description = models.CharField(max_length=255)
+
+    # Card: encrypted number and its HMAC fingerprint; masked parts for display and search.
+    fingerprint = models.CharField(max_length=64, null=True, editable=False)
+    pan_ciphertext = models.BinaryField(null=True, editable=False)
+    key_version = models.PositiveSmallIntegerField(null=True, editable=False)
+    bin = models.CharField(max_length=6, db_index=True, editable=False)
+    last_four = models.CharField(max_length=4, db_index=True, editable=False)
+    pan_length = models.PositiveSmallIntegerField(editable=False)
+    brand = models.CharField(max_length=12, db_index=True, editable=False)
+    card_holder_name = models.CharField(max_length=255, blank=True)
+    expiry_month = models.PositiveSmallIntegerField(null=True)
+    expiry_year = models.PositiveSmallIntegerField(null=True)
+    billing_address = models.JSONField(null=True, blank=True)
+    scheme_transaction_reference = models.CharField(max_length=56, null=True, blank=True)
+
+    expires_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    deleted_reason = models.CharField(max_length=20, blank=True)
+
+    class Meta:
+        constraints = [
+            # One live token per card, per merchant, per namespace (or none): the identity of a token.
+            models.UniqueConstraint(
+                fields=["merchant", "fingerprint", "namespace"],
+                condition=Q(deleted_at__isnull=True, namespace__isnull=False),
+                name="token_one_live_per_card_and_namespace",
+            ),
+            models.UniqueConstraint(
+                fields=["merchant", "fingerprint"],
+                condition=Q(deleted_at__isnull=True, namespace__isnull=True),
+                name="token_one_live_per_card_without_namespace",
+            ),
+            models.CheckConstraint(
+                condition=Q(deleted_at__isnull=False) | Q(pan_ciphertext__isnull=False, fingerprint__isnull=False),
+                name="token_live_has_card",
+            ),
+            models.CheckConstraint(
+                condition=Q(expiry_month__isnull=True) | Q(expiry_month__gte=1, expiry_month__lte=12),
+                name="token_expiry_month_valid",
+            ),
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return self.token_id
+
+    @property
+    def masked_number(self) -> str:
+        return self.bin[:4] + "*" * (self.pan_length - 8) + self.last_four
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    def is_expired(self, now=None) -> bool:
+        return self.expires_at <= (now or timezone.now())
+
+    def associated_data(self) -> bytes:
+        return f"token:{self.merchant_id}:{self.token_id}".encode()
+
+
+class TokenConflict(models.Model):
+    """Requested values that differed from a token's stored ones; pending until applied, dismissed or expired."""
+
+    token = models.OneToOneField(Token, on_delete=models.CASCADE, related_name="conflict")
+    card_holder_name = models.CharField(max_length=255, null=True, blank=True)
+    expiry_month = models.PositiveSmallIntegerField(null=True, blank=True)
+    expiry_year = models.PositiveSmallIntegerField(null=True, blank=True)
+    billing_address = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"conflict on {self.token.token_id}"
+
+    def is_pending(self, now=None) -> bool:
+        return self.expires_at > (now or timezone.now())
+
+
+class ExpiryExtension(models.Model):
+    token = models.ForeignKey(Token, on_delete=models.CASCADE, related_name="expiry_extensions")
+    old_expires_at = models.DateTimeField()
+    new_expires_at = models.DateTimeField()
+    reason = models.CharField(max_length=40)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class AuditLog(models.Model):
+    """Who did what to which object, when, with what result, from where. Written by services, never edited."""
+
+    SUCCESS, FAILURE = "success", "failure"
+
+    actor = models.CharField(max_length=120)
+    merchant = models.ForeignKey(Merchant, on_delete=models.SET_NULL, null=True, blank=True)
+    action = models.CharField(max_length=60, db_index=True)
+    object_type = models.CharField(max_length=40, blank=True)
+    object_id = models.CharField(max_length=64, blank=True, db_index=True)
+    result = models.CharField(max_length=10, choices=[(SUCCESS, "success"), (FAILURE, "failure")])
+    origin = models.CharField(max_length=64, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "audit log entry"
+        verbose_name_plural = "audit log"
+
+    def __str__(self):
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.result}"

@@ -1,0 +1,35 @@
+"""Every read the vault API and admin make: scoped to a merchant, live tokens only unless said otherwise."""
+
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from config.errors import ResourceNotFound
+from vault.models import Merchant, Namespace, Token, TokenConflict
+
+
+def live_tokens(*, merchant: Merchant) -> QuerySet[Token]:
+    return Token.objects.filter(merchant=merchant, deleted_at__isnull=True, expires_at__gt=timezone.now())
+
+
+def token_get(*, merchant: Merchant, reference: str | None = None, token_id: str | None = None) -> Token:
+    """The merchant's live token by href reference or tokenId; anything else (another merchant's, deleted,
+    expired, unknown) is ResourceNotFound, so nobody can tell those cases apart."""
+    lookup = {"reference": reference} if reference is not None else {"token_id": token_id}
+    token = live_tokens(merchant=merchant).select_related("namespace").filter(**lookup).first()
+    if token is None:
+        raise ResourceNotFound("The token does not exist")
+    return token
+
+
+def token_list(*, merchant: Merchant, namespace: str) -> QuerySet[Token]:
+    return live_tokens(merchant=merchant).filter(namespace__name=namespace).select_related("namespace").order_by("pk")
+
+
+def conflict_pending(*, token: Token) -> TokenConflict | None:
+    return TokenConflict.objects.filter(token=token, expires_at__gt=timezone.now()).first()
+
+
+def namespaces_with_counts() -> QuerySet[Namespace]:
+    return Namespace.objects.select_related("merchant").annotate(
+        card_count=Count("tokens", filter=Q(tokens__deleted_at__isnull=True, tokens__expires_at__gt=timezone.now()))
+    )

@@ -1,0 +1,377 @@
+"""Every write the vault makes. Views, admin actions, commands and tasks call these and nothing else.
+
+Each service is keyword-only, runs in one transaction, and says in its docstring what it writes and raises.
+"""
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from config.errors import BusinessRuleError, ResourceNotFound
+from vault import cards
+from vault.crypto import key_ring
+from vault.models import DEFAULT_SCOPES, ApiKey, AuditLog, ExpiryExtension, Merchant, Namespace, Token, TokenConflict
+
+UNSET = object()
+BILLING_FIELDS = ("address1", "address2", "address3", "postalCode", "city", "state", "countryCode")
+
+
+@dataclass(frozen=True)
+class Card:
+    """A card as a merchant sends it. ``repr`` never shows the number."""
+
+    number: str
+    holder_name: str
+    expiry_month: int
+    expiry_year: int
+    billing_address: dict | None = None
+
+    def __repr__(self):
+        return f"Card({cards.mask(self.number)})"
+
+
+class Outcome(StrEnum):
+    CREATED = "created"
+    MATCHED = "matched"
+    CONFLICT = "conflict"
+
+
+@dataclass
+class TokenizeResult:
+    token: Token
+    outcome: Outcome
+    conflict: TokenConflict | None = None
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting, for the audit log: a merchant's API key, a staff user, or the system."""
+
+    label: str
+    merchant: Merchant | None = None
+    origin: str = ""
+
+
+SYSTEM = Actor("system")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Merchants and keys
+# ------------------------------------------------------------------------------------------------------------
+def api_key_create(*, merchant: Merchant, scopes: list[str] | None = None, name: str = "default",
+                   raw_key: str | None = None) -> tuple[ApiKey, str]:
+    """Create a key for ``merchant``; returns the row and the raw key, which is never stored and never shown again.
+
+    ``raw_key`` lets the embedded run keep its demo key across restarts; everything else gets a fresh random one.
+    """
+    raw = raw_key or f"sk_{secrets.token_urlsafe(32)}"
+    key = ApiKey.objects.create(
+        merchant=merchant,
+        name=name,
+        prefix=raw[:11],
+        key_hash=ApiKey.hash(raw),
+        scopes=list(scopes if scopes is not None else DEFAULT_SCOPES),
+    )
+    return key, raw
+
+
+@transaction.atomic
+def merchant_create(*, name: str, scopes: list[str] | None = None) -> tuple[Merchant, str]:
+    """Create a merchant with one API key; returns the merchant and the raw key (shown once)."""
+    merchant = Merchant.objects.create(name=name)
+    _, raw = api_key_create(merchant=merchant, scopes=scopes)
+    return merchant, raw
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Audit
+# ------------------------------------------------------------------------------------------------------------
+def audit_record(*, actor: Actor, action: str, result: str = AuditLog.SUCCESS, obj: Token | None = None,
+                 object_type: str = "", object_id: str = "", detail: dict | None = None) -> AuditLog:
+    """Append one audit row. Never pass card data in ``detail``."""
+    if obj is not None:
+        object_type, object_id = "token", obj.token_id
+    return AuditLog.objects.create(
+        actor=actor.label[:120],
+        merchant=actor.merchant,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        result=result,
+        origin=actor.origin[:64],
+        detail=detail or {},
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Tokens
+# ------------------------------------------------------------------------------------------------------------
+def default_lifetime() -> timedelta:
+    return timedelta(days=4 * 365 + 1) if settings.TOKENS_ENVIRONMENT == "live" else timedelta(days=7)
+
+
+def _normalised_address(address: dict | None) -> dict | None:
+    if address is None:
+        return None
+    return {name: address[name] for name in BILLING_FIELDS if address.get(name) is not None}
+
+
+def card_tokenize(*, merchant: Merchant, card: Card, description: str | None = None, namespace: str | None = None,
+                  expires_at: datetime | None = None, scheme_transaction_reference: str | None = None) -> TokenizeResult:
+    """Store ``card`` for ``merchant`` (in ``namespace``) or find the token that already holds it.
+
+    Identity is (merchant, card number, namespace). The first request creates the token (CREATED). A later one
+    MATCHES when every compared value it supplies equals the stored one (absent optional values keep the stored
+    ones; a scheme transaction reference fills an empty one silently; the description is not compared), and is a
+    CONFLICT otherwise: the stored data stays, the differing values are kept as a pending conflict.
+
+    Concurrent calls for the same card end in one token: the database's unique constraint decides, the loser
+    retries and finds the winner's row. Raises ``BusinessRuleError(namespaceCardLimitReached)`` for a 17th card.
+    """
+    ring = key_ring()
+    fingerprint = ring.fingerprint(card.number)
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                ns = _namespace_locked(merchant=merchant, name=namespace) if namespace else None
+                existing = (
+                    Token.objects.select_for_update()
+                    .filter(merchant=merchant, fingerprint=fingerprint, namespace=ns, deleted_at__isnull=True)
+                    .first()
+                )
+                if existing is not None and existing.is_expired():
+                    _destroy(existing, reason="expired")
+                    existing = None
+                if existing is not None:
+                    return _match(existing, card=card, scheme_transaction_reference=scheme_transaction_reference)
+                if ns is not None:
+                    _check_namespace_room(ns)
+                token = Token(
+                    merchant=merchant,
+                    namespace=ns,
+                    fingerprint=fingerprint,
+                    bin=card.number[:6],
+                    last_four=card.number[-4:],
+                    pan_length=len(card.number),
+                    brand=cards.brand_of(card.number),
+                    card_holder_name=card.holder_name,
+                    expiry_month=card.expiry_month,
+                    expiry_year=card.expiry_year,
+                    billing_address=_normalised_address(card.billing_address),
+                    scheme_transaction_reference=scheme_transaction_reference,
+                    expires_at=expires_at or timezone.now() + default_lifetime(),
+                )
+                token.description = description or f"{token.brand.title()} card ending {token.last_four}"
+                token.key_version, token.pan_ciphertext = ring.encrypt(
+                    card.number, associated_data=token.associated_data()
+                )
+                token.save(force_insert=True)
+                return TokenizeResult(token=token, outcome=Outcome.CREATED)
+        except IntegrityError:
+            # Another request stored the same card (or created the namespace) first; look again.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _namespace_locked(*, merchant: Merchant, name: str) -> Namespace:
+    namespace, _ = Namespace.objects.get_or_create(merchant=merchant, name=name)
+    return Namespace.objects.select_for_update().get(pk=namespace.pk)
+
+
+def _check_namespace_room(namespace: Namespace) -> None:
+    live = Token.objects.filter(namespace=namespace, deleted_at__isnull=True, expires_at__gt=timezone.now()).count()
+    if live >= settings.NAMESPACE_CARD_LIMIT:
+        raise BusinessRuleError(
+            "namespaceCardLimitReached",
+            f"The namespace already holds {settings.NAMESPACE_CARD_LIMIT} cards, the most it can hold",
+        )
+
+
+def _match(token: Token, *, card: Card, scheme_transaction_reference: str | None) -> TokenizeResult:
+    changed = []
+    if scheme_transaction_reference and not token.scheme_transaction_reference:
+        token.scheme_transaction_reference = scheme_transaction_reference
+        changed.append("scheme_transaction_reference")
+
+    differences = {}
+    if card.holder_name != token.card_holder_name:
+        differences["card_holder_name"] = card.holder_name
+    if (card.expiry_month, card.expiry_year) != (token.expiry_month, token.expiry_year):
+        differences["expiry_month"], differences["expiry_year"] = card.expiry_month, card.expiry_year
+    address = _normalised_address(card.billing_address)
+    if address is not None and address != token.billing_address:
+        differences["billing_address"] = address
+
+    if changed:
+        token.updated_at = timezone.now()
+        token.save(update_fields=[*changed, "updated_at"])
+    if not differences:
+        return TokenizeResult(token=token, outcome=Outcome.MATCHED)
+
+    TokenConflict.objects.filter(token=token).delete()
+    conflict = TokenConflict.objects.create(
+        token=token,
+        expires_at=timezone.now() + timedelta(seconds=settings.TOKEN_CONFLICT_TTL_SECONDS),
+        **differences,
+    )
+    return TokenizeResult(token=token, outcome=Outcome.CONFLICT, conflict=conflict)
+
+
+@transaction.atomic
+def token_update(*, token: Token, description=UNSET, card_holder_name=UNSET, expiry: tuple[int, int] | object = UNSET,
+                 billing_address=UNSET, scheme_transaction_reference=UNSET) -> Token:
+    """Replace the given details of ``token`` (those left UNSET keep their value); writes only what changed."""
+    changes = {
+        "description": description,
+        "card_holder_name": card_holder_name,
+        "billing_address": billing_address if billing_address is UNSET else _normalised_address(billing_address),
+        "scheme_transaction_reference": scheme_transaction_reference,
+    }
+    if expiry is not UNSET:
+        changes["expiry_month"], changes["expiry_year"] = expiry
+    fields = []
+    for name, value in changes.items():
+        if value is not UNSET:
+            setattr(token, name, value)
+            fields.append(name)
+    token.updated_at = timezone.now()
+    token.save(update_fields=[*fields, "updated_at"])
+    return token
+
+
+@transaction.atomic
+def conflict_apply(*, token: Token) -> Token:
+    """Apply the pending conflict's values to ``token``. Raises ResourceNotFound when none is pending."""
+    conflict = TokenConflict.objects.select_for_update().filter(token=token, expires_at__gt=timezone.now()).first()
+    if conflict is None:
+        raise ResourceNotFound("The token has no pending conflict")
+    changes = {}
+    if conflict.card_holder_name is not None:
+        changes["card_holder_name"] = conflict.card_holder_name
+    if conflict.expiry_month is not None:
+        changes["expiry"] = (conflict.expiry_month, conflict.expiry_year)
+    if conflict.billing_address is not None:
+        changes["billing_address"] = conflict.billing_address
+    conflict.delete()
+    return token_update(token=token, **changes)
+
+
+@transaction.atomic
+def conflict_dismiss(*, token: Token) -> None:
+    """Forget the pending conflict of ``token``, keeping the stored data."""
+    TokenConflict.objects.filter(token=token).delete()
+
+
+def _destroy(token: Token, *, reason: str) -> None:
+    """Destroy the card data of ``token`` and leave a masked tombstone (token id, BIN, last four, brand)."""
+    token.pan_ciphertext = None
+    token.fingerprint = None
+    token.key_version = None
+    token.card_holder_name = ""
+    token.billing_address = None
+    token.expiry_month = token.expiry_year = None
+    token.scheme_transaction_reference = None
+    token.deleted_at = timezone.now()
+    token.deleted_reason = reason
+    token.save(update_fields=[
+        "pan_ciphertext", "fingerprint", "key_version", "card_holder_name", "billing_address", "expiry_month",
+        "expiry_year", "scheme_transaction_reference", "deleted_at", "deleted_reason",
+    ])
+    TokenConflict.objects.filter(token=token).delete()
+
+
+@transaction.atomic
+def token_delete(*, token: Token, actor: Actor = SYSTEM) -> None:
+    """Destroy the card behind ``token``; its href answers 404 from now on, the same card tokenizes anew."""
+    _destroy(token, reason="deleted")
+    audit_record(actor=actor, action="token.delete", obj=token)
+
+
+@transaction.atomic
+def token_use(*, token: Token, reason: str) -> ExpiryExtension | None:
+    """Record a use of ``token`` (detokenize, cryptogram): with less than half a lifetime left, extend by one.
+
+    Returns the extension row written, or None when the token still had more than half a lifetime left.
+    """
+    lifetime = default_lifetime()
+    token = Token.objects.select_for_update().get(pk=token.pk)
+    if token.expires_at - timezone.now() >= lifetime / 2:
+        return None
+    old = token.expires_at
+    token.expires_at = old + lifetime
+    token.updated_at = timezone.now()
+    token.save(update_fields=["expires_at", "updated_at"])
+    return ExpiryExtension.objects.create(token=token, old_expires_at=old, new_expires_at=token.expires_at, reason=reason)
+
+
+def token_detokenize(*, token: Token, actor: Actor) -> tuple[Token, str]:
+    """Decrypt the card number of ``token`` for payment processing; audited and counted as a use.
+
+    Returns the (possibly extended) token and the number. The number must go straight into the response.
+    """
+    with transaction.atomic():
+        extension = token_use(token=token, reason="detokenize")
+        if extension is not None:
+            token.expires_at = extension.new_expires_at
+        number = key_ring().decrypt(token.key_version, token.pan_ciphertext, associated_data=token.associated_data())
+        audit_record(actor=actor, action="token.detokenize", obj=token)
+    return token, number
+
+
+def tokens_purge_expired(*, batch_size: int = 500) -> int:
+    """Tombstone every live token whose expiry has passed, a batch per transaction; returns how many."""
+    purged = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                Token.objects.select_for_update()
+                .filter(deleted_at__isnull=True, expires_at__lte=timezone.now())
+                .order_by("pk")[:batch_size]
+            )
+            for token in batch:
+                _destroy(token, reason="expired")
+        purged += len(batch)
+        if len(batch) < batch_size:
+            return purged
+
+
+def keys_rotate(*, batch_size: int = 500, on_batch: Callable[[int], None] | None = None,
+                actor: Actor = SYSTEM) -> int:
+    """Re-encrypt every stored card number under the newest key version; returns how many rows changed.
+
+    Works in batches of ``batch_size`` rows, each its own transaction holding row locks only on its batch, so the
+    API keeps serving and an interrupted run loses nothing: a rerun picks up the rows still on old versions.
+    """
+    ring = key_ring()
+    newest = ring.newest_version
+    rotated = 0
+    last_pk = 0
+    audit_record(actor=actor, action="keys.rotate.start", detail={"to_version": newest})
+    while True:
+        with transaction.atomic():
+            batch = list(
+                Token.objects.select_for_update()
+                .filter(pk__gt=last_pk, pan_ciphertext__isnull=False)
+                .exclude(key_version=newest)
+                .order_by("pk")
+                .only("pk", "merchant_id", "token_id", "key_version", "pan_ciphertext")[:batch_size]
+            )
+            for token in batch:
+                number = ring.decrypt(token.key_version, token.pan_ciphertext, associated_data=token.associated_data())
+                token.key_version, token.pan_ciphertext = ring.encrypt(number, associated_data=token.associated_data())
+            Token.objects.bulk_update(batch, ["key_version", "pan_ciphertext"])
+        if not batch:
+            break
+        last_pk = batch[-1].pk
+        rotated += len(batch)
+        if on_batch:
+            on_batch(len(batch))
+    audit_record(actor=actor, action="keys.rotate.finish", detail={"to_version": newest, "rows": rotated})
+    return rotated
