@@ -1,6 +1,7 @@
 """The HTTP edge shared by every app: the base view and strict serializer fields."""
 
 from rest_framework import fields, serializers
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from config.errors import VALIDATION_MESSAGES, BodyIsEmpty
@@ -74,7 +75,7 @@ class StrictSerializer(serializers.Serializer):
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):
-            self.fail("fieldMustBeObject")
+            raise self._not_an_object()
         errors = {}
         unknown = set(data) - set(self.fields)
         for name in sorted(unknown):
@@ -89,8 +90,13 @@ class StrictSerializer(serializers.Serializer):
 
     def run_validation(self, data=fields.empty):
         if data is not fields.empty and data is not None and not isinstance(data, dict):
-            self.fail("fieldMustBeObject")
+            raise self._not_an_object()
         return super().run_validation(data)
+
+    def _not_an_object(self) -> serializers.ValidationError:
+        # Keyed, as DRF expects of a serializer's errors; the error handler maps the key to this object's path.
+        detail = fields.ErrorDetail(self.error_messages["fieldMustBeObject"], code="fieldMustBeObject")
+        return serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [detail]})
 
 
 def error(code: str, message: str = "") -> serializers.ValidationError:

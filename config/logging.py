@@ -8,8 +8,9 @@ import json
 import logging
 import re
 
-# 12 to 19 digits, optionally grouped by single spaces or dashes, not part of a longer digit run.
-PAN_LIKE = re.compile(r"(?<!\d)(?:\d[ -]?){11,18}\d(?!\d)")
+# A run of 12 or more digits (a longer one may hide a card number inside it), or 12 to 19 digits grouped by single
+# spaces or dashes; never the fraction of a decimal number (a task's 0.0123456789012345 s is no card number).
+PAN_LIKE = re.compile(r"(?<![\d.])(?:\d{12,}|(?:\d[ -]?){11,18}\d(?!\d))")
 
 
 def redact(text: str) -> str:

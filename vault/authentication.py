@@ -16,6 +16,14 @@ def actor_for(request) -> services.Actor:
     return services.Actor(f"api-key:{key.prefix}", merchant=key.merchant, origin=client_origin(request))
 
 
+def _recognisable_prefix(raw_key: str) -> str:
+    """The prefix of a presented key worth auditing: only for keys in our format, whose prefix is no secret.
+
+    Anything else (a password, a card number pasted by mistake) is not written down at all.
+    """
+    return raw_key[:11] if raw_key.startswith("sk_") and len(raw_key) >= 32 else ""
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """Authenticates the merchant; every failure is audited with the key's first characters only."""
 
@@ -36,7 +44,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             .first()
         )
         if key is None:
-            self._audit_failure(request, "unknown or revoked key", prefix=raw_key[:11])
+            self._audit_failure(request, "unknown or revoked key", prefix=_recognisable_prefix(raw_key))
             raise exceptions.AuthenticationFailed()
         return key.merchant, key
 

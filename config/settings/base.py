@@ -154,11 +154,6 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {"ApiKey": {"type": "http", "scheme": "bearer", "description": "Merchant API key"}}
-    },
-    "SECURITY": [{"ApiKey": []}],
-    "ENUM_NAME_OVERRIDES": {},
 }
 
 # ------------------------------------------------------------------------------------------------------------

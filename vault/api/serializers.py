@@ -113,11 +113,13 @@ class TokenCreateInput(StrictSerializer):
         return value
 
 
-class TokenQueryInput(StrictSerializer):
+class TokenQueryInput(serializers.Serializer):
+    """Query parameters: text by nature, so numbers are parsed from it (unlike JSON bodies)."""
+
     namespace = StringField(min_length=1, max_length=64, required=False)
     tokenId = StringField(min_length=1, max_length=19, required=False)
-    page = IntegerField(min_value=1, required=False, default=1)
-    pageSize = IntegerField(min_value=1, max_value=100, required=False, default=20)
+    page = serializers.IntegerField(min_value=1, required=False, default=1)
+    pageSize = serializers.IntegerField(min_value=1, max_value=100, required=False, default=20)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -164,25 +164,28 @@ class BareStringUpdateView(TokenDetailUpdateView):
         return {self.detail: value}
 
 
-def _bare_string_view(name, detail, field_class, summary):
-    view = type(name, (BareStringUpdateView,), {"field_class": field_class, "detail": detail})
-    view.put = extend_schema(
-        operation_id=f"token_update_{detail}", summary=summary, request=OpenApiTypes.STR,
-        responses={204: None, **UPDATE_ERRORS},
-    )(BareStringUpdateView.put)
-    return view
+def _bare_string_view(name, detail, field_class, summary, *, segment):
+    def put(self, request, reference):
+        return BareStringUpdateView.put(self, request, reference)
+
+    put = extend_schema(
+        operation_id=f"token_update_{segment}", summary=summary,
+        request=OpenApiTypes.STR, responses={204: None, **UPDATE_ERRORS},
+    )(put)
+    return type(name, (BareStringUpdateView,), {"field_class": field_class, "detail": detail, "put": put})
 
 
 TokenDescriptionView = _bare_string_view(
-    "TokenDescriptionView", "description", s.DescriptionField, "Update the description (a bare JSON string)"
+    "TokenDescriptionView", "description", s.DescriptionField, "Update the description (a bare JSON string)",
+    segment="description",
 )
 TokenCardHolderNameView = _bare_string_view(
     "TokenCardHolderNameView", "card_holder_name", s.CardHolderNameField,
-    "Update the card holder name (a bare JSON string)",
+    "Update the card holder name (a bare JSON string)", segment="cardHolderName",
 )
 TokenSchemeTransactionReferenceView = _bare_string_view(
     "TokenSchemeTransactionReferenceView", "scheme_transaction_reference", s.SchemeTransactionReferenceField,
-    "Update the scheme transaction reference (a bare JSON string)",
+    "Update the scheme transaction reference (a bare JSON string)", segment="schemeTransactionReference",
 )
 
 
