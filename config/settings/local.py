@@ -20,11 +20,12 @@ from .base import env  # noqa: E402
 # ------------------------------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL == "filesystem://":
-    for _folder in ("broker/in", "broker/processed"):
+    for _folder in ("broker/in", "broker/processed", "broker/control"):
         (_VAR / _folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_VAR / "broker" / "in"),
         "data_folder_out": str(_VAR / "broker" / "in"),
         "processed_folder": str(_VAR / "broker" / "processed"),
+        "control_folder": str(_VAR / "broker" / "control"),
         "store_processed": False,
     }
