@@ -49,6 +49,15 @@ class IntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class BooleanField(serializers.BooleanField):
+    default_error_messages = {"fieldMustBeBoolean": VALIDATION_MESSAGES["fieldMustBeBoolean"]}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("fieldMustBeBoolean")
+        return data
+
+
 class DateTimeField(serializers.DateTimeField):
     default_error_messages = {
         "dateHasInvalidFormat": VALIDATION_MESSAGES["dateHasInvalidFormat"],

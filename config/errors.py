@@ -124,6 +124,7 @@ VALIDATION_MESSAGES = {
     "fieldMustBeInteger": "The field must be an integer",
     "fieldMustBeObject": "The field must be an object",
     "fieldMustBeArray": "The field must be an array",
+    "fieldMustBeBoolean": "The field must be true or false",
     "integerIsTooSmall": "The integer is too small",
     "integerIsTooLarge": "The integer is too large",
     "fieldIsNull": "The field must not be null",
@@ -154,7 +155,12 @@ def validation_errors(detail, path: str = "$") -> list[dict]:
     if isinstance(detail, dict):
         errors = []
         for key, value in detail.items():
-            child = path if key in ("non_field_errors", api_settings.NON_FIELD_ERRORS_KEY) else f"{path}.{key}"
+            if key in ("non_field_errors", api_settings.NON_FIELD_ERRORS_KEY):
+                child = path
+            elif isinstance(key, int):
+                child = f"{path}[{key}]"
+            else:
+                child = f"{path}.{key}"
             errors.extend(validation_errors(value, child))
         return errors
     if isinstance(detail, list):

@@ -1,0 +1,135 @@
+import base64
+import secrets
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from vault.models import Merchant
+
+EVENT_TYPES = (
+    "token.created",
+    "token.updated",
+    "token.deleted",
+    "token.expiry_extended",
+    "network_token.created",
+    "network_token.failed",
+    "network_token.updated",
+)
+
+
+def new_event_id() -> str:
+    return f"msg_{secrets.token_urlsafe(18)}"
+
+
+def new_endpoint_id() -> str:
+    return f"ep_{secrets.token_urlsafe(12)}"
+
+
+def new_signing_secret() -> str:
+    # Standard Webhooks: "whsec_" + base64 of the HMAC key (24 random bytes here).
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+class Event(models.Model):
+    """The outbox: one row per thing that happened, written in the transaction that made it happen."""
+
+    public_id = models.CharField(max_length=40, unique=True, default=new_event_id, editable=False)
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(max_length=40, choices=[(t, t) for t in EVENT_TYPES], db_index=True)
+    data = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self):
+        return f"{self.type} {self.public_id}"
+
+
+class WebhookEndpoint(models.Model):
+    public_id = models.CharField(max_length=40, unique=True, default=new_endpoint_id, editable=False)
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="webhook_endpoints")
+    url = models.URLField(max_length=2048)
+    description = models.CharField(max_length=255, blank=True)
+    event_types = models.JSONField(default=list, blank=True, help_text="Empty: every event type.")
+    secret = models.CharField(max_length=80, default=new_signing_secret, editable=False)
+    previous_secret = models.CharField(max_length=80, blank=True, editable=False)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    is_enabled = models.BooleanField(default=True)
+    disabled_reason = models.CharField(max_length=255, blank=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    failing_since = models.DateTimeField(null=True, blank=True, help_text="Start of the current run of failures.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "webhook endpoint"
+
+    def __str__(self):
+        return f"{self.url} ({self.public_id})"
+
+    def wants(self, event_type: str) -> bool:
+        return not self.event_types or event_type in self.event_types
+
+    def signing_secrets(self, now=None) -> list[str]:
+        """The current secret, and the previous one while its 24 hours of grace last."""
+        now = now or timezone.now()
+        if self.previous_secret and self.previous_secret_expires_at and self.previous_secret_expires_at > now:
+            return [self.secret, self.previous_secret]
+        return [self.secret]
+
+
+class Delivery(models.Model):
+    """One event to one endpoint. Its schedule lives here (``next_attempt_at``), never in the broker."""
+
+    PENDING, SUCCEEDED, FAILED = "PENDING", "SUCCEEDED", "FAILED"
+    STATUSES = [(PENDING, "pending"), (SUCCEEDED, "succeeded"), (FAILED, "failed (dead letter)")]
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)
+    attempt_count = models.PositiveIntegerField(default=0, help_text="Attempts in the current cycle.")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # A worker owns the delivery until claimed_until (its attempt in flight); the sweeper does not re-queue it
+    # before queued_until (a message for it is already in the broker).
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    queued_until = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["event", "endpoint"], name="delivery_one_per_event_and_endpoint"),
+            models.CheckConstraint(
+                condition=Q(status="PENDING", next_attempt_at__isnull=False) | ~Q(status="PENDING"),
+                name="delivery_pending_has_next_attempt",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_due")]
+
+    def __str__(self):
+        return f"{self.event.type} → {self.endpoint.url} ({self.status})"
+
+
+class DeliveryAttempt(models.Model):
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.TextField(blank=True, help_text="The first 20 kB.")
+    error = models.CharField(max_length=500, blank=True)
+    succeeded = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+
+    def __str__(self):
+        return f"attempt {self.number}: {self.status_code or self.error}"

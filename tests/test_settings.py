@@ -14,6 +14,7 @@ PRODUCTION = {
     "DATABASE_URL": "postgres://vault@db.internal/vault",
     "CELERY_BROKER_URL": "redis://broker.internal:6379/0",
     "DJANGO_ALLOWED_HOSTS": "vault.example.com",
+    "PUBLIC_BASE_URL": "https://vault.example.com",
 }
 
 
@@ -25,7 +26,7 @@ def start_django(env: dict) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("missing", SECRETS + ("CELERY_BROKER_URL", "DATABASE_URL"))
+@pytest.mark.parametrize("missing", SECRETS + ("CELERY_BROKER_URL", "DATABASE_URL", "PUBLIC_BASE_URL"))
 def test_production_refuses_to_start_without_each_secret_and_server(missing):
     env = {**PRODUCTION, **{name: os.environ[name] for name in SECRETS}}
     del env[missing]

@@ -15,10 +15,19 @@ from django.utils import timezone
 
 from config.errors import BusinessRuleError, ResourceNotFound
 from vault import cards
+from vault.events import token_event
 from vault.crypto import key_ring
 from vault.models import DEFAULT_SCOPES, ApiKey, AuditLog, ExpiryExtension, Merchant, Namespace, Token, TokenConflict
 
 UNSET = object()
+API_NAMES = {
+    "description": "description",
+    "card_holder_name": "cardHolderName",
+    "expiry_month": "cardExpiryDate",
+    "expiry_year": "cardExpiryDate",
+    "billing_address": "billingAddress",
+    "scheme_transaction_reference": "schemeTransactionReference",
+}
 BILLING_FIELDS = ("address1", "address2", "address3", "postalCode", "city", "state", "countryCode")
 
 
@@ -172,6 +181,7 @@ def card_tokenize(*, merchant: Merchant, card: Card, description: str | None = N
                     card.number, associated_data=token.associated_data()
                 )
                 token.save(force_insert=True)
+                token_event(token, "token.created")
                 return TokenizeResult(token=token, outcome=Outcome.CREATED)
         except IntegrityError:
             # Another request stored the same card (or created the namespace) first; look again.
@@ -212,6 +222,7 @@ def _match(token: Token, *, card: Card, scheme_transaction_reference: str | None
     if changed:
         token.updated_at = timezone.now()
         token.save(update_fields=[*changed, "updated_at"])
+        token_event(token, "token.updated", changed=["schemeTransactionReference"])
     if not differences:
         return TokenizeResult(token=token, outcome=Outcome.MATCHED)
 
@@ -243,6 +254,7 @@ def token_update(*, token: Token, description=UNSET, card_holder_name=UNSET, exp
             fields.append(name)
     token.updated_at = timezone.now()
     token.save(update_fields=[*fields, "updated_at"])
+    token_event(token, "token.updated", changed=sorted({API_NAMES[name] for name in fields}))
     return token
 
 
@@ -285,6 +297,7 @@ def _destroy(token: Token, *, reason: str) -> None:
         "expiry_year", "scheme_transaction_reference", "deleted_at", "deleted_reason",
     ])
     TokenConflict.objects.filter(token=token).delete()
+    token_event(token, "token.deleted", reason=reason)
 
 
 @transaction.atomic
@@ -308,7 +321,12 @@ def token_use(*, token: Token, reason: str) -> ExpiryExtension | None:
     token.expires_at = old + lifetime
     token.updated_at = timezone.now()
     token.save(update_fields=["expires_at", "updated_at"])
-    return ExpiryExtension.objects.create(token=token, old_expires_at=old, new_expires_at=token.expires_at, reason=reason)
+    extension = ExpiryExtension.objects.create(
+        token=token, old_expires_at=old, new_expires_at=token.expires_at, reason=reason
+    )
+    token_event(token, "token.expiry_extended", previousExpiryDateTime=old.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                reason=reason)
+    return extension
 
 
 def token_detokenize(*, token: Token, actor: Actor) -> tuple[Token, str]:

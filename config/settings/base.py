@@ -95,7 +95,7 @@ VAULT_KEYS = env.str("VAULT_KEYS")
 VAULT_FINGERPRINT_KEY = env.str("VAULT_FINGERPRINT_KEY")
 TOKEN_CONFLICT_TTL_SECONDS = env.int("TOKEN_CONFLICT_TTL_SECONDS", default=30 * 60)
 NAMESPACE_CARD_LIMIT = 16
-# Absolute links in API answers use the request's host unless this is set (e.g. behind a proxy).
+# Where merchants reach this API: the base of token hrefs in webhook events, and of the links in API answers.
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="")
 
 # ------------------------------------------------------------------------------------------------------------
@@ -154,6 +154,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"EventTypeEnum": "notifications.models.EVENT_TYPES"},
 }
 
 # ------------------------------------------------------------------------------------------------------------
@@ -172,4 +173,20 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
     },
+}
+
+# ------------------------------------------------------------------------------------------------------------
+# Webhook delivery (see notifications/services.py for how these fit together)
+# ------------------------------------------------------------------------------------------------------------
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=15.0)
+# How long a worker owns a delivery it is attempting; must exceed the timeout. After it, a killed worker's
+# delivery goes to another worker.
+WEBHOOK_CLAIM_LEASE_SECONDS = env.int("WEBHOOK_CLAIM_LEASE_SECONDS", default=60)
+# How long the sweeper trusts a queued message to arrive before queueing the delivery again.
+WEBHOOK_QUEUE_LEASE_SECONDS = env.int("WEBHOOK_QUEUE_LEASE_SECONDS", default=120)
+WEBHOOK_SWEEP_INTERVAL_SECONDS = env.float("WEBHOOK_SWEEP_INTERVAL_SECONDS", default=5.0)
+WEBHOOK_DISABLE_AFTER_DAYS = env.int("WEBHOOK_DISABLE_AFTER_DAYS", default=5)
+CELERY_BEAT_SCHEDULE["notifications-sweep-deliveries"] = {
+    "task": "notifications.tasks.sweep_deliveries",
+    "schedule": WEBHOOK_SWEEP_INTERVAL_SECONDS,
 }

@@ -9,6 +9,7 @@ export_generated_secrets()
 os.environ.setdefault("DATABASE_URL", f"sqlite:///{tempfile.gettempdir()}/tokenvault-test.sqlite3")
 os.environ.setdefault("TSP_LATENCY_MS", "0")
 os.environ.setdefault("WEBHOOK_ALLOW_LOOPBACK", "true")
+os.environ.setdefault("PUBLIC_BASE_URL", "http://testserver")
 
 from .base import *  # noqa: E402,F403
 from .base import DATABASES  # noqa: E402

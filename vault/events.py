@@ -1,0 +1,28 @@
+"""The webhook events the vault emits, built from a token's masked data only (never a number, never a name)."""
+
+from datetime import UTC
+
+from django.conf import settings
+
+from notifications.services import event_emit
+from vault.models import Token
+
+
+def _timestamp(value) -> str | None:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def token_event(token: Token, type: str, **extra) -> None:
+    """Emit ``type`` for ``token`` in the caller's transaction."""
+    card = {"type": "card/masked", "cardNumber": token.masked_number, "bin": token.bin, "brand": token.brand}
+    if token.expiry_month:
+        card["cardExpiryDate"] = {"month": token.expiry_month, "year": token.expiry_year}
+    data = {
+        "tokenId": token.token_id,
+        "href": f"{settings.PUBLIC_BASE_URL.rstrip('/')}/tokens/{token.reference}",
+        "tokenExpiryDateTime": _timestamp(token.expires_at),
+        "paymentInstrument": card,
+    }
+    if token.namespace_id:
+        data["namespace"] = token.namespace.name
+    event_emit(merchant=token.merchant, type=type, data={**data, **extra})
