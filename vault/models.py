@@ -178,6 +178,9 @@ class ExpiryExtension(models.Model):
     class Meta:
         ordering = ["-created_at"]
 
+    def __str__(self):
+        return f"{self.old_expires_at:%Y-%m-%d} → {self.new_expires_at:%Y-%m-%d} ({self.reason})"
+
 
 class AuditLog(models.Model):
     """Who did what to which object, when, with what result, from where. Written by services, never edited."""

@@ -90,6 +90,19 @@ def api_key_create(*, merchant: Merchant, scopes: list[str] | None = None, name:
     return key, raw
 
 
+def api_keys_revoke(*, keys, actor: Actor) -> int:
+    """Revoke every key of the ``keys`` queryset not revoked yet, one audit row each; returns how many."""
+    now = timezone.now()
+    with transaction.atomic():
+        revoked = list(keys.select_for_update().filter(revoked_at__isnull=True))
+        for key in revoked:
+            key.revoked_at = now
+            key.save(update_fields=["revoked_at"])
+            audit_record(actor=actor, action="admin.api_key.revoke", object_type="api_key", object_id=key.prefix,
+                         detail={"merchant_id": key.merchant_id})
+    return len(revoked)
+
+
 @transaction.atomic
 def merchant_create(*, name: str, scopes: list[str] | None = None) -> tuple[Merchant, str]:
     """Create a merchant with one API key; returns the merchant and the raw key (shown once)."""
@@ -302,7 +315,13 @@ def _destroy(token: Token, *, reason: str) -> None:
 
 @transaction.atomic
 def token_delete(*, token: Token, actor: Actor = SYSTEM) -> None:
-    """Destroy the card behind ``token``; its href answers 404 from now on, the same card tokenizes anew."""
+    """Destroy the card behind ``token``; its href answers 404 from now on, the same card tokenizes anew.
+
+    Raises ResourceNotFound when a concurrent request deleted it first (one delete, one audit row, one event).
+    """
+    token = Token.objects.select_for_update().select_related("merchant", "namespace").get(pk=token.pk)
+    if token.deleted_at is not None:
+        raise ResourceNotFound("The token does not exist")
     _destroy(token, reason="deleted")
     audit_record(actor=actor, action="token.delete", obj=token)
 

@@ -172,6 +172,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # 4xx answers are the client's business and are in the audit log where it matters; 5xx stay logged.
+        "django.request": {"level": "ERROR"},
     },
 }
 
