@@ -8,6 +8,7 @@ import copy
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -125,8 +126,11 @@ def path_of(href: str) -> str:
 # ------------------------------------------------------------------------------------------------------------
 # A real Celery worker on the real broker (CELERY_BROKER_URL, a Redis server started by `make test`).
 # ------------------------------------------------------------------------------------------------------------
-@pytest.fixture
-def celery_worker_process(transactional_db, settings):
+def start_celery_worker(*, beat: bool = False, env: dict | None = None) -> subprocess.Popen:
+    """A real ``celery worker`` process on the real broker, using the test database; ``beat`` embeds the scheduler.
+
+    Call it inside a test that uses the transactional database, so the worker sees what the test committed.
+    """
     broker = os.environ.get("CELERY_BROKER_URL", "")
     if not broker.startswith("redis://"):
         pytest.fail("this test needs a real Redis broker: run it through `make test` or set CELERY_BROKER_URL")
@@ -135,21 +139,32 @@ def celery_worker_process(transactional_db, settings):
         database_url = f"sqlite:///{db['NAME']}"
     else:
         database_url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "config.settings.test"}
-    log = open(ROOT / "var" / "test-worker.log", "ab") if (ROOT / "var").is_dir() else subprocess.DEVNULL
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "--loglevel=INFO",
-         "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        yield process
-    finally:
+    command = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "--loglevel=INFO",
+               "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    if beat:
+        command += ["--beat", "--schedule", os.path.join(tempfile.mkdtemp(), "beat-schedule")]
+    (ROOT / "var").mkdir(exist_ok=True)
+    log = open(ROOT / "var" / "test-worker.log", "ab")
+    full_env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "config.settings.test",
+                **(env or {})}
+    return subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_celery_worker(process: subprocess.Popen) -> None:
+    if process.poll() is None:
         process.terminate()
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db):
+    process = start_celery_worker()
+    yield process
+    stop_celery_worker(process)
 
 
 def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1):
