@@ -139,7 +139,7 @@ def delivery_attempt(*, delivery_id: int) -> DeliveryAttempt | None:
 
 @transaction.atomic
 def _record(delivery: Delivery, *, answer, error: str, started: datetime, duration_ms: int) -> DeliveryAttempt:
-    delivery = Delivery.objects.select_for_update().select_related("endpoint").get(pk=delivery.pk)
+    delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
     endpoint = WebhookEndpoint.objects.select_for_update().get(pk=delivery.endpoint_id)
     succeeded = answer is not None and 200 <= answer.status < 300
     if answer is not None and not succeeded:

@@ -319,7 +319,7 @@ def token_delete(*, token: Token, actor: Actor = SYSTEM) -> None:
 
     Raises ResourceNotFound when a concurrent request deleted it first (one delete, one audit row, one event).
     """
-    token = Token.objects.select_for_update().select_related("merchant", "namespace").get(pk=token.pk)
+    token = Token.objects.select_for_update(of=("self",)).select_related("merchant", "namespace").get(pk=token.pk)
     if token.deleted_at is not None:
         raise ResourceNotFound("The token does not exist")
     _destroy(token, reason="deleted")
