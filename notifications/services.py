@@ -172,7 +172,8 @@ def _record(delivery: Delivery, *, answer, error: str, started: datetime, durati
             delivery.status, delivery.next_attempt_at = Delivery.FAILED, None
         else:
             delivery.next_attempt_at = now + timedelta(seconds=delay)
-        _note_endpoint_failure(endpoint, gone=gone, now=now)
+        if endpoint.is_enabled:
+            _note_endpoint_failure(endpoint, gone=gone, now=now)
     delivery.updated_at = now
     delivery.save(update_fields=[
         "status", "attempt_count", "next_attempt_at", "claimed_until", "queued_until", "last_status_code",
@@ -227,25 +228,30 @@ def _note_endpoint_failure(endpoint: WebhookEndpoint, *, gone: bool, now: dateti
 # Replays (merchants' redeliver, operators' retry and replay)
 # ------------------------------------------------------------------------------------------------------------
 def deliveries_replay(*, deliveries) -> int:
-    """Start a fresh cycle of attempts for each delivery now (attempt history is kept); returns how many."""
+    """Start a fresh cycle of attempts now for each delivery to an enabled endpoint; returns how many.
+
+    Attempt history is kept. An attempt in flight keeps its claim: the fresh cycle starts after it.
+    """
     now = timezone.now()
     with transaction.atomic():
-        ids = list(deliveries.values_list("pk", flat=True))
+        ids = list(deliveries.filter(endpoint__is_enabled=True).values_list("pk", flat=True))
         Delivery.objects.filter(pk__in=ids).update(
-            status=Delivery.PENDING, attempt_count=0, next_attempt_at=now, claimed_until=None, queued_until=None,
-            updated_at=now,
+            status=Delivery.PENDING, attempt_count=0, next_attempt_at=now, queued_until=None, updated_at=now,
         )
         _queue_after_commit(ids)
     return len(ids)
 
 
-def delivery_retry_now(*, delivery: Delivery) -> None:
-    """A pending delivery's next attempt, now rather than at its scheduled time."""
+def delivery_retry_now(*, delivery: Delivery) -> bool:
+    """A pending delivery's next attempt now rather than at its scheduled time; False when it is not pending or
+    its endpoint is disabled (nothing is queued then)."""
     with transaction.atomic():
-        Delivery.objects.filter(pk=delivery.pk, status=Delivery.PENDING).update(
+        moved = Delivery.objects.filter(pk=delivery.pk, status=Delivery.PENDING, endpoint__is_enabled=True).update(
             next_attempt_at=timezone.now(), queued_until=None, updated_at=timezone.now()
         )
-        _queue_after_commit([delivery.pk])
+        if moved:
+            _queue_after_commit([delivery.pk])
+    return bool(moved)
 
 
 def event_redeliver(*, event: Event) -> int:
@@ -283,8 +289,9 @@ def endpoint_create(*, merchant: Merchant, url: str, event_types: list[str] | No
 
 @transaction.atomic
 def endpoint_update(*, endpoint: WebhookEndpoint, url=UNSET, event_types=UNSET, description=UNSET,
-                    enabled=UNSET) -> WebhookEndpoint:
-    """Change the given fields (a new URL is vetted: ssrf.UnsafeUrl). Enabling clears the failure streak."""
+                    enabled=UNSET, disabled_reason: str = "Disabled by request") -> WebhookEndpoint:
+    """Change the given fields (a new URL is vetted: ssrf.UnsafeUrl). Enabling clears the failure streak;
+    disabling records ``disabled_reason``."""
     fields = []
     if url is not UNSET:
         ssrf.vetted_addresses(url)
@@ -301,7 +308,7 @@ def endpoint_update(*, endpoint: WebhookEndpoint, url=UNSET, event_types=UNSET, 
         if enabled:
             endpoint.disabled_reason, endpoint.disabled_at, endpoint.failing_since = "", None, None
         else:
-            endpoint.disabled_reason, endpoint.disabled_at = "Disabled by request", timezone.now()
+            endpoint.disabled_reason, endpoint.disabled_at = disabled_reason[:255], timezone.now()
         fields += ["is_enabled", "disabled_reason", "disabled_at", "failing_since"]
     endpoint.updated_at = timezone.now()
     endpoint.save(update_fields=[*fields, "updated_at"])
@@ -309,15 +316,14 @@ def endpoint_update(*, endpoint: WebhookEndpoint, url=UNSET, event_types=UNSET, 
 
 
 def endpoint_disable(*, endpoint: WebhookEndpoint, reason: str) -> WebhookEndpoint:
-    endpoint = endpoint_update(endpoint=endpoint, enabled=False)
-    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(disabled_reason=reason[:255])
-    endpoint.disabled_reason = reason[:255]
-    return endpoint
+    """Stop deliveries to ``endpoint`` (pending ones fail at their next attempt, replayable once re-enabled)."""
+    return endpoint_update(endpoint=endpoint, enabled=False, disabled_reason=reason)
 
 
 @transaction.atomic
 def endpoint_rotate_secret(*, endpoint: WebhookEndpoint) -> WebhookEndpoint:
-    """A new signing secret; the old one keeps signing alongside it for 24 hours."""
+    """A new signing secret; the one it replaces keeps signing alongside it for 24 hours. Only one previous secret
+    is kept: rotating again within those hours retires the older one at once."""
     endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
     endpoint.previous_secret = endpoint.secret
     endpoint.previous_secret_expires_at = timezone.now() + SECRET_GRACE
