@@ -1,0 +1,698 @@
+"""Webhook delivery end to end: the outbox, signed attempts to a real HTTP receiver, retries, leases, the sweeper.
+
+Actors (tests/conftest.py): alice is a merchant with the default scopes; bob is another merchant who must see none
+of alice's events; carol is alice's payment processor key (detokenize). ``receiver`` is a real HTTP server on
+loopback (tests/receiver.py) standing for alice's webhook consumer.
+
+Attempts are driven by calling ``services.delivery_attempt`` directly and made due by editing ``next_attempt_at``;
+the broker is outside the product, so ``notifications.tasks.deliver.delay`` is replaced by a recorder (``queued``)
+except in the tests marked ``celery``, which run a real worker on the real Redis broker. Signatures are checked with
+the Standard Webhooks library, never with our own signing code.
+"""
+
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+from kombu.exceptions import OperationalError
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from notifications import services, tasks
+from notifications.models import Delivery, DeliveryAttempt, Event, WebhookEndpoint
+from tests.conftest import MASTERCARD, VISA, card_request, client_for, path_of, wait_for
+from tests.receiver import Receiver, Reply
+from vault import services as vault_services
+from vault.models import Token
+
+DEFAULT_SCHEDULE = [5, 300, 1800, 7200, 18000, 36000, 36000]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Fixtures and helpers
+# ------------------------------------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def queued(request, monkeypatch):
+    """The delivery ids handed to the broker, which is outside the product (a real one only in celery tests)."""
+    if request.node.get_closest_marker("celery"):
+        return None
+    ids: list[int] = []
+    monkeypatch.setattr(tasks.deliver, "delay", lambda delivery_id: ids.append(delivery_id))
+    return ids
+
+
+@pytest.fixture
+def receiver():
+    """alice's webhook consumer: a real HTTP server on 127.0.0.1, answering 204 unless told otherwise."""
+    with Receiver() as server:
+        yield server
+
+
+@pytest.fixture
+def endpoint(alice, receiver):
+    """alice's endpoint for every event type, pointing at ``receiver``."""
+    return services.endpoint_create(merchant=alice, url=receiver.url)
+
+
+def delivery_for(endpoint, type="token.created") -> Delivery:
+    return Delivery.objects.select_related("event").get(endpoint=endpoint, event__type=type)
+
+
+def make_due(delivery: Delivery) -> None:
+    """Move time on: the delivery's next attempt is due now."""
+    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+
+
+def attempt_now(delivery: Delivery) -> DeliveryAttempt | None:
+    make_due(delivery)
+    return services.delivery_attempt(delivery_id=delivery.pk)
+
+
+def verified(secret: str, request) -> dict:
+    """The payload, after the Standard Webhooks library (not our code) accepted the signature."""
+    return Webhook(secret).verify(request.body, request.headers)
+
+
+def seconds_until(moment: datetime) -> float:
+    return (moment - timezone.now()).total_seconds()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# What a delivery looks like
+# ------------------------------------------------------------------------------------------------------------
+def test_a_delivered_event_verifies_with_standard_webhooks_and_holds_the_token_but_never_the_card_number(
+    endpoint, receiver, tokenize, api
+):
+    created = tokenize().json()
+    delivery = delivery_for(endpoint)
+
+    attempt = services.delivery_attempt(delivery_id=delivery.pk)
+
+    assert attempt is not None and attempt.succeeded
+    [request] = receiver.requests
+    assert request.method == "POST" and request.path == "/hook"
+    assert request.headers["content-type"].startswith("application/json")
+    assert request.headers["webhook-id"] == delivery.event.public_id
+    payload = verified(endpoint.secret, request)
+    assert set(payload) == {"type", "timestamp", "data"}
+    assert payload["type"] == "token.created"
+    sent_at = datetime.fromisoformat(payload["timestamp"].replace("Z", "+00:00"))
+    assert abs((timezone.now() - sent_at).total_seconds()) < 60
+    data = payload["data"]
+    assert data["tokenId"] == created["tokenId"]
+    assert data["href"] == created["tokenPaymentInstrument"]["href"]
+    assert data["paymentInstrument"]["type"] == "card/masked"
+    assert data["paymentInstrument"]["cardNumber"] == "4444********1111"
+    assert VISA not in request.text
+    # the signature covers the body: one byte changed and the library refuses it
+    with pytest.raises(WebhookVerificationError):
+        Webhook(endpoint.secret).verify(request.body.replace(b"token.created", b"token.deleted"), request.headers)
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.SUCCEEDED and delivery.delivered_at is not None
+    shown = api.get(f"/events/{delivery.event.public_id}").json()
+    assert [(d["status"], d["attempts"]) for d in shown["deliveries"]] == [("SUCCEEDED", 1)]
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 204, 299])
+def test_any_2xx_answer_is_a_success(endpoint, receiver, tokenize, status):
+    receiver.always(Reply(status))
+    tokenize()
+
+    attempt = services.delivery_attempt(delivery_id=delivery_for(endpoint).pk)
+
+    assert attempt.succeeded and attempt.status_code == status
+    assert delivery_for(endpoint).status == Delivery.SUCCEEDED
+
+
+@pytest.mark.parametrize("status", [400, 404, 429, 500, 503])
+def test_any_other_answer_is_a_failure_that_is_retried(endpoint, receiver, tokenize, status):
+    receiver.always(Reply(status))
+    tokenize()
+
+    attempt = services.delivery_attempt(delivery_id=delivery_for(endpoint).pk)
+
+    assert not attempt.succeeded and attempt.status_code == status
+    delivery = delivery_for(endpoint)
+    assert delivery.status == Delivery.PENDING and delivery.next_attempt_at > timezone.now()
+
+
+def test_a_receiver_failing_twice_then_succeeding_gets_the_event_on_the_third_attempt_with_the_same_webhook_id(
+    endpoint, receiver, tokenize
+):
+    receiver.reply(
+        Reply(500, body="boom"),
+        Reply(500, body="still down", delay=0.2),
+        Reply(200, body="x" * 50 * 1024),
+    )
+    tokenize()
+    delivery = delivery_for(endpoint)
+
+    first = services.delivery_attempt(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    assert not first.succeeded
+    assert delivery.status == Delivery.PENDING and delivery.next_attempt_at > timezone.now()
+    attempt_now(delivery)
+    attempt_now(delivery)
+
+    requests = receiver.requests
+    assert len(requests) == 3
+    assert {r.headers["webhook-id"] for r in requests} == {delivery.event.public_id}
+    assert len({r.body for r in requests}) == 1
+    for request in requests:
+        assert verified(endpoint.secret, request)["type"] == "token.created"
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.SUCCEEDED
+    assert delivery.attempt_count == 3 and delivery.last_status_code == 200 and delivery.next_attempt_at is None
+    attempts = list(DeliveryAttempt.objects.filter(delivery=delivery).order_by("number"))
+    assert [a.number for a in attempts] == [1, 2, 3]
+    assert [a.status_code for a in attempts] == [500, 500, 200]
+    assert [a.succeeded for a in attempts] == [False, False, True]
+    assert all(a.started_at is not None and 0 <= a.duration_ms < 5000 for a in attempts)
+    assert attempts[1].duration_ms >= 200  # the receiver took 0.2 s over that one
+    assert attempts[0].response_body == "boom"
+    assert attempts[0].error == "HTTP 500"
+    assert len(attempts[2].response_body) == 20 * 1024
+    assert attempts[2].response_body == "x" * 20 * 1024
+
+
+def test_a_receiver_that_hangs_is_cut_at_the_timeout(endpoint, receiver, tokenize, settings):
+    settings.WEBHOOK_TIMEOUT_SECONDS = 1
+    receiver.always(Reply(hang=True))
+    tokenize()
+    delivery = delivery_for(endpoint)
+
+    started = time.monotonic()
+    attempt = services.delivery_attempt(delivery_id=delivery.pk)
+    elapsed = time.monotonic() - started
+
+    assert len(receiver.requests) == 1
+    assert "timed out" in attempt.error
+    assert attempt.status_code is None and not attempt.succeeded
+    assert 900 <= attempt.duration_ms <= 1600
+    assert elapsed < 2.5
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.PENDING
+    assert delivery.next_attempt_at > timezone.now()
+    assert "timed out" in delivery.last_error
+
+
+def test_a_receiver_that_stalls_in_the_middle_of_its_answer_is_cut_at_the_timeout_too(
+    endpoint, receiver, tokenize, settings
+):
+    settings.WEBHOOK_TIMEOUT_SECONDS = 1
+    receiver.always(Reply(200, body="x" * 1000, stall_after=10))
+    tokenize()
+    delivery = delivery_for(endpoint)
+
+    attempt = services.delivery_attempt(delivery_id=delivery.pk)
+
+    assert "timed out" in attempt.error and not attempt.succeeded
+    assert 900 <= attempt.duration_ms <= 1600
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.PENDING and delivery.next_attempt_at > timezone.now()
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_a_failure_and_is_not_followed(endpoint, receiver, tokenize, status):
+    with Receiver() as elsewhere:
+        receiver.always(Reply(status, headers={"Location": elsewhere.url}))
+        tokenize()
+        delivery = delivery_for(endpoint)
+
+        attempt = services.delivery_attempt(delivery_id=delivery.pk)
+
+        assert attempt.status_code == status and not attempt.succeeded
+        assert "redirect" in attempt.error
+        assert len(receiver.requests) == 1
+        assert elsewhere.requests == []
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.PENDING and delivery.next_attempt_at > timezone.now()
+
+
+def test_410_gone_disables_the_endpoint_and_fails_the_delivery(endpoint, receiver, tokenize):
+    receiver.always(Reply(410))
+    tokenize()
+    delivery = delivery_for(endpoint)
+
+    attempt = services.delivery_attempt(delivery_id=delivery.pk)
+
+    assert attempt.status_code == 410 and not attempt.succeeded
+    endpoint.refresh_from_db()
+    assert endpoint.is_enabled is False
+    assert "410" in endpoint.disabled_reason
+    assert endpoint.disabled_at is not None
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.FAILED and delivery.next_attempt_at is None
+    # a disabled endpoint gets no deliveries for later events
+    tokenize(cardNumber=MASTERCARD)
+    assert Delivery.objects.filter(endpoint=endpoint).count() == 1
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The retry schedule, Retry-After, dead letters and replays
+# ------------------------------------------------------------------------------------------------------------
+def test_each_failed_attempt_waits_its_scheduled_time_with_jitter_then_the_delivery_is_a_replayable_dead_letter(
+    endpoint, receiver, tokenize, settings, queued, django_capture_on_commit_callbacks
+):
+    schedule = list(settings.WEBHOOK_RETRY_SCHEDULE)
+    assert schedule == DEFAULT_SCHEDULE
+    receiver.always(Reply(500))
+    tokenize()
+    delivery = delivery_for(endpoint)
+
+    ratios = []
+    for n, wait in enumerate(schedule, start=1):
+        before = timezone.now()
+        attempt = attempt_now(delivery)
+        after = timezone.now()
+        assert attempt.number == n and not attempt.succeeded
+        delivery.refresh_from_db()
+        assert delivery.status == Delivery.PENDING, f"after attempt {n}"
+        # the wait was measured from a moment between before and after
+        longest = (delivery.next_attempt_at - before).total_seconds()
+        shortest = (delivery.next_attempt_at - after).total_seconds()
+        assert 0.8 * wait - 0.01 <= longest and shortest <= 1.2 * wait + 0.01, f"after attempt {n}: {shortest}s"
+        ratios.append(longest / wait)
+    assert max(ratios) - min(ratios) > 0.01, f"no jitter: {ratios}"
+
+    last = attempt_now(delivery)
+
+    assert last.number == len(schedule) + 1
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.FAILED and delivery.next_attempt_at is None
+    assert DeliveryAttempt.objects.filter(delivery=delivery).count() == len(schedule) + 1
+    assert services.deliveries_sweep() == 0  # a dead letter is not retried by itself
+
+    with django_capture_on_commit_callbacks(execute=True):
+        replayed = services.deliveries_replay(deliveries=Delivery.objects.filter(pk=delivery.pk))
+
+    assert replayed == 1
+    assert queued == [delivery.pk]
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.PENDING and delivery.attempt_count == 0
+    assert delivery.next_attempt_at <= timezone.now()
+    receiver.always(Reply(200))
+    attempt = services.delivery_attempt(delivery_id=delivery.pk)
+    assert attempt.succeeded
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.SUCCEEDED
+    assert DeliveryAttempt.objects.filter(delivery=delivery).count() == len(schedule) + 2  # history kept
+    assert {r.headers["webhook-id"] for r in receiver.requests} == {delivery.event.public_id}
+
+
+def test_jitter_spreads_first_retries_of_many_deliveries(alice, receiver, settings):
+    receiver.always(Reply(500))
+    endpoints = [services.endpoint_create(merchant=alice, url=receiver.url) for _ in range(8)]
+    vault_services.card_tokenize(merchant=alice, card=vault_services.Card(VISA, "Sherlock Holmes", 5, 2035))
+
+    waits = []
+    for endpoint in endpoints:
+        delivery = delivery_for(endpoint)
+        services.delivery_attempt(delivery_id=delivery.pk)
+        delivery.refresh_from_db()
+        waits.append(seconds_until(delivery.next_attempt_at))
+
+    assert all(0.8 * 5 - 0.5 <= wait <= 1.2 * 5 for wait in waits), waits
+    assert max(waits) - min(waits) > 0.05, f"every delivery waits the same: {waits}"
+
+
+@pytest.mark.parametrize(
+    "retry_after, expected",
+    [
+        ("120", 120),
+        ("99999999999", 24 * 3600),  # absurd: bounded to a day
+        ("0", 1),  # "now" still waits the minimum
+    ],
+)
+def test_retry_after_replaces_the_scheduled_wait_within_bounds(endpoint, receiver, tokenize, retry_after, expected):
+    receiver.always(Reply(503, headers={"Retry-After": retry_after}))
+    tokenize()
+    delivery = delivery_for(endpoint)
+
+    services.delivery_attempt(delivery_id=delivery.pk)
+
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.PENDING
+    assert seconds_until(delivery.next_attempt_at) == pytest.approx(expected, abs=2)
+
+
+def test_retry_after_as_an_http_date_is_honoured(endpoint, receiver, tokenize):
+    at = timezone.now().astimezone(UTC) + timedelta(seconds=600)
+    receiver.always(Reply(429, headers={"Retry-After": format_datetime(at, usegmt=True)}))
+    tokenize()
+    delivery = delivery_for(endpoint)
+
+    services.delivery_attempt(delivery_id=delivery.pk)
+
+    delivery.refresh_from_db()
+    assert seconds_until(delivery.next_attempt_at) == pytest.approx(600, abs=3)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Endpoints that keep failing
+# ------------------------------------------------------------------------------------------------------------
+def test_an_endpoint_failing_for_five_days_straight_is_disabled_and_says_why(endpoint, receiver, tokenize, api):
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+        failing_since=timezone.now() - timedelta(days=5, minutes=1)
+    )
+    receiver.always(Reply(500))
+    tokenize()
+
+    services.delivery_attempt(delivery_id=delivery_for(endpoint).pk)
+
+    endpoint.refresh_from_db()
+    assert endpoint.is_enabled is False
+    assert "5 days" in endpoint.disabled_reason
+    assert endpoint.disabled_at is not None
+    shown = api.get(f"/webhook-endpoints/{endpoint.public_id}").json()
+    assert shown["enabled"] is False and shown["disabledReason"] == endpoint.disabled_reason
+
+
+def test_an_endpoint_failing_for_less_than_five_days_stays_enabled(endpoint, receiver, tokenize):
+    since = timezone.now() - timedelta(days=4, hours=23)
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failing_since=since)
+    receiver.always(Reply(500))
+    tokenize()
+
+    services.delivery_attempt(delivery_id=delivery_for(endpoint).pk)
+
+    endpoint.refresh_from_db()
+    assert endpoint.is_enabled is True and endpoint.disabled_reason == ""
+    assert endpoint.failing_since == since
+
+
+def test_a_success_in_between_clears_the_failure_streak(endpoint, receiver, tokenize):
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failing_since=timezone.now() - timedelta(days=4, hours=23))
+    receiver.reply(Reply(200), Reply(500))
+    tokenize()
+
+    services.delivery_attempt(delivery_id=delivery_for(endpoint).pk)
+
+    endpoint.refresh_from_db()
+    assert endpoint.failing_since is None
+    tokenize(cardNumber=MASTERCARD)
+    services.delivery_attempt(delivery_id=Delivery.objects.filter(endpoint=endpoint).latest("pk").pk)
+    endpoint.refresh_from_db()
+    assert endpoint.is_enabled is True
+    assert abs(seconds_until(endpoint.failing_since)) < 60  # a new streak, starting now
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The outbox
+# ------------------------------------------------------------------------------------------------------------
+def test_an_event_whose_transaction_rolls_back_is_never_sent(
+    alice, endpoint, receiver, queued, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        with pytest.raises(RuntimeError), transaction.atomic():
+            vault_services.card_tokenize(merchant=alice, card=vault_services.Card(VISA, "Sherlock Holmes", 5, 2035))
+            raise RuntimeError("the change fails after its event was written")
+
+    assert not Token.objects.exists()
+    assert not Event.objects.exists()
+    assert not Delivery.objects.exists()
+    assert queued == []
+    Delivery.objects.update(queued_until=None, next_attempt_at=timezone.now() - timedelta(days=1))
+    assert services.deliveries_sweep() == 0
+    assert queued == []
+    assert receiver.requests == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_is_sent_even_when_queueing_it_after_commit_fails(endpoint, receiver, tokenize, monkeypatch):
+    # a real commit (transactional test): the on-commit queueing runs for real and meets a dead broker
+    tried = []
+
+    def broker_down(delivery_id):
+        tried.append(delivery_id)
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.deliver, "delay", broker_down)
+
+    response = tokenize()
+
+    assert response.status_code == 201
+    delivery = delivery_for(endpoint)
+    assert tried == [delivery.pk]  # queueing was tried after the commit, and failed
+    assert delivery.status == Delivery.PENDING
+    assert Token.objects.filter(token_id=response.json()["tokenId"]).exists()
+    assert receiver.requests == []
+
+    # the broker message is lost; once its queue lease has passed the sweeper queues the delivery again
+    sent = []
+    monkeypatch.setattr(tasks.deliver, "delay", sent.append)
+    Delivery.objects.filter(pk=delivery.pk).update(
+        queued_until=timezone.now() - timedelta(seconds=1), next_attempt_at=timezone.now() - timedelta(minutes=3)
+    )
+    assert services.deliveries_sweep() == 1
+    assert sent == [delivery.pk]
+    attempt = services.delivery_attempt(delivery_id=sent[0])
+
+    assert attempt.succeeded
+    [request] = receiver.requests
+    assert verified(endpoint.secret, request)["data"]["tokenId"] == response.json()["tokenId"]
+
+
+def test_a_committed_event_is_queued_once_its_transaction_commits(
+    endpoint, tokenize, queued, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        tokenize()
+        assert queued == []  # not before the commit
+
+    delivery = delivery_for(endpoint)
+    assert queued == []
+    for callback in callbacks:
+        callback()
+    assert queued == [delivery.pk]
+    delivery.refresh_from_db()
+    assert delivery.queued_until > timezone.now()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Leases and the sweeper
+# ------------------------------------------------------------------------------------------------------------
+def test_the_sweeper_requeues_a_delivery_whose_worker_was_killed_mid_attempt(endpoint, receiver, tokenize, queued):
+    tokenize()
+    delivery = delivery_for(endpoint)
+    past = timezone.now() - timedelta(seconds=1)
+    # a worker claimed it, a message was queued, and both leases ran out: the worker died
+    Delivery.objects.filter(pk=delivery.pk).update(
+        claimed_until=past, queued_until=past, next_attempt_at=past - timedelta(minutes=2)
+    )
+
+    assert services.deliveries_sweep() == 1
+    assert queued == [delivery.pk]
+    attempt = services.delivery_attempt(delivery_id=delivery.pk)
+
+    assert attempt.succeeded
+    assert len(receiver.requests) == 1
+    assert delivery_for(endpoint).status == Delivery.SUCCEEDED
+
+
+def test_the_sweeper_leaves_a_delivery_a_worker_is_attempting_right_now(endpoint, receiver, tokenize, queued):
+    tokenize()
+    delivery = delivery_for(endpoint)
+    Delivery.objects.filter(pk=delivery.pk).update(
+        claimed_until=timezone.now() + timedelta(seconds=60), queued_until=None,
+        next_attempt_at=timezone.now() - timedelta(minutes=1),
+    )
+
+    assert services.deliveries_sweep() == 0
+    assert queued == []
+    assert services.delivery_attempt(delivery_id=delivery.pk) is None  # a second worker keeps its hands off
+    assert receiver.requests == []
+
+
+def test_the_sweeper_trusts_a_queued_message_until_its_queue_lease_passes(endpoint, tokenize, queued):
+    tokenize()
+    delivery = delivery_for(endpoint)
+    Delivery.objects.filter(pk=delivery.pk).update(
+        queued_until=timezone.now() + timedelta(seconds=60), next_attempt_at=timezone.now() - timedelta(minutes=1)
+    )
+    assert services.deliveries_sweep() == 0
+    assert queued == []
+
+    Delivery.objects.filter(pk=delivery.pk).update(queued_until=timezone.now() - timedelta(seconds=1))
+
+    assert services.deliveries_sweep() == 1
+    assert queued == [delivery.pk]
+
+
+def test_the_sweeper_leaves_deliveries_that_are_not_due_yet(endpoint, receiver, tokenize, queued):
+    tokenize()
+    delivery = delivery_for(endpoint)
+    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now() + timedelta(minutes=5))
+
+    assert services.deliveries_sweep() == 0
+    assert services.delivery_attempt(delivery_id=delivery.pk) is None
+    assert receiver.requests == []
+
+
+def test_a_duplicate_message_for_a_delivered_event_sends_nothing(endpoint, receiver, tokenize, queued):
+    tokenize()
+    delivery = delivery_for(endpoint)
+    assert services.delivery_attempt(delivery_id=delivery.pk).succeeded
+
+    assert services.delivery_attempt(delivery_id=delivery.pk) is None
+    tasks.deliver(delivery.pk)  # the task body itself, as a redelivered broker message would run it
+
+    assert len(receiver.requests) == 1
+    assert DeliveryAttempt.objects.filter(delivery=delivery).count() == 1
+    assert services.deliveries_sweep() == 0 and queued == []
+
+
+def test_a_message_for_a_delivery_that_no_longer_exists_does_nothing(db):
+    assert services.delivery_attempt(delivery_id=987654321) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_message_while_an_attempt_is_in_flight_sends_nothing(alice, receiver):
+    endpoint = services.endpoint_create(merchant=alice, url=receiver.url)
+    receiver.reply(Reply(200, delay=0.6))
+    vault_services.card_tokenize(merchant=alice, card=vault_services.Card(VISA, "Sherlock Holmes", 5, 2035))
+    delivery = delivery_for(endpoint)
+    results = {}
+
+    def first_worker():
+        try:
+            results["first"] = services.delivery_attempt(delivery_id=delivery.pk)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=first_worker)
+    worker.start()
+    receiver.wait_for_requests(1, timeout=5)  # the first worker is now waiting for the answer
+
+    second = services.delivery_attempt(delivery_id=delivery.pk)
+    worker.join(timeout=10)
+
+    assert second is None
+    assert results["first"].succeeded
+    assert len(receiver.requests) == 1
+    assert DeliveryAttempt.objects.filter(delivery=delivery).count() == 1
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Secret rotation
+# ------------------------------------------------------------------------------------------------------------
+def test_after_a_secret_rotation_deliveries_verify_with_both_secrets_and_after_24_hours_only_with_the_new_one(
+    endpoint, receiver, tokenize
+):
+    old = endpoint.secret
+
+    rotated = services.endpoint_rotate_secret(endpoint=endpoint)
+
+    new = rotated.secret
+    assert new != old and new.startswith("whsec_")
+    assert seconds_until(rotated.previous_secret_expires_at) == pytest.approx(24 * 3600, abs=60)
+    tokenize()
+    assert services.delivery_attempt(delivery_id=delivery_for(endpoint).pk).succeeded
+    [during] = receiver.requests
+    signatures = during.headers["webhook-signature"].split(" ")
+    assert len(signatures) == 2 and all(s.startswith("v1,") for s in signatures)
+    assert verified(old, during)["type"] == "token.created"
+    assert verified(new, during)["type"] == "token.created"
+
+    # 24 hours later
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+        previous_secret_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    receiver.clear()
+    tokenize(cardNumber=MASTERCARD)
+    assert services.delivery_attempt(delivery_id=Delivery.objects.filter(endpoint=endpoint).latest("pk").pk).succeeded
+    [after] = receiver.requests
+    assert len(after.headers["webhook-signature"].split(" ")) == 1
+    assert verified(new, after)["type"] == "token.created"
+    with pytest.raises(WebhookVerificationError):
+        verified(old, after)
+
+
+def test_rotating_through_the_api_returns_the_new_secret_once(endpoint, api):
+    response = api.post(f"/webhook-endpoints/{endpoint.public_id}/rotate-secret")
+
+    assert response.status_code == 200
+    endpoint.refresh_from_db()
+    assert response.json()["secret"] == endpoint.secret
+    assert "secret" not in api.get(f"/webhook-endpoints/{endpoint.public_id}").json()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Events from the vault
+# ------------------------------------------------------------------------------------------------------------
+def test_every_vault_action_emits_its_event_to_the_merchants_own_endpoints_only(
+    alice, bob, api, bob_api, carol_api, tokenize, receiver
+):
+    with Receiver() as bobs_receiver, Receiver() as deletes_receiver:
+        alices = services.endpoint_create(merchant=alice, url=receiver.url)
+        created_endpoint = api.post(
+            "/webhook-endpoints", {"url": deletes_receiver.url, "eventTypes": ["token.deleted"]}, format="json"
+        )
+        assert created_endpoint.status_code == 201
+        deletes_secret = created_endpoint.json()["secret"]
+        deletes_only = WebhookEndpoint.objects.get(public_id=created_endpoint.json()["id"])
+        bobs = services.endpoint_create(merchant=bob, url=bobs_receiver.url)
+
+        created = tokenize()
+        token_id = created.json()["tokenId"]
+        path = path_of(created.json()["tokenPaymentInstrument"]["href"])
+        assert api.put(f"{path}/description", "Sherlock's card", format="json").status_code == 204
+        Token.objects.filter(token_id=token_id).update(expires_at=timezone.now() + timedelta(days=1))
+        assert carol_api.post(f"{path}/detokenize").status_code == 200  # past half-life: extended
+        assert api.delete(path).status_code == 204
+        bobs_token = tokenize(client=bob_api)
+        assert bobs_token.status_code == 201
+
+        alice_events = list(Event.objects.filter(merchant=alice).order_by("created_at", "pk"))
+        assert [e.type for e in alice_events] == [
+            "token.created", "token.updated", "token.expiry_extended", "token.deleted",
+        ]
+        assert all(e.data["tokenId"] == token_id for e in alice_events)
+        assert alice_events[1].data["changed"] == ["description"]
+        assert "previousExpiryDateTime" in alice_events[2].data
+        for event in alice_events:
+            assert list(Delivery.objects.filter(event=event, endpoint=alices)) != []
+        assert [d.event.type for d in Delivery.objects.filter(endpoint=deletes_only)] == ["token.deleted"]
+        bob_deliveries = list(Delivery.objects.filter(endpoint=bobs).select_related("event"))
+        assert [(d.event.merchant_id, d.event.type) for d in bob_deliveries] == [(bob.pk, "token.created")]
+        assert not Delivery.objects.filter(endpoint=bobs, event__merchant=alice).exists()
+        assert not Delivery.objects.filter(event__merchant=bob).exclude(endpoint=bobs).exists()
+        for event in Event.objects.all():
+            assert VISA not in json.dumps(event.data)
+
+        for delivery in Delivery.objects.order_by("pk"):
+            assert services.delivery_attempt(delivery_id=delivery.pk).succeeded
+
+        got = [verified(alices.secret, r) for r in receiver.requests]
+        assert sorted(p["type"] for p in got) == sorted(e.type for e in alice_events)
+        [deleted] = [verified(deletes_secret, r) for r in deletes_receiver.requests]
+        assert deleted["type"] == "token.deleted" and deleted["data"]["tokenId"] == token_id
+        [bobs_own] = [verified(bobs.secret, r) for r in bobs_receiver.requests]
+        assert bobs_own["data"]["tokenId"] == bobs_token.json()["tokenId"] != token_id
+        for request in receiver.requests + deletes_receiver.requests + bobs_receiver.requests:
+            assert VISA not in request.text
+
+
+# ------------------------------------------------------------------------------------------------------------
+# A real worker on the real broker
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.celery
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_delivers_a_tokenized_cards_webhook_without_anything_called_by_hand(
+    alice, receiver, celery_worker_process
+):
+    endpoint = services.endpoint_create(merchant=alice, url=receiver.url)
+
+    response = client_for(alice.raw_key).post("/tokens", card_request(), format="json")
+
+    assert response.status_code == 201
+    [request] = receiver.wait_for_requests(1, timeout=30)
+    payload = verified(endpoint.secret, request)
+    assert payload["type"] == "token.created"
+    assert payload["data"]["tokenId"] == response.json()["tokenId"]
+    assert VISA not in request.text
+    wait_for(lambda: delivery_for(endpoint).status == Delivery.SUCCEEDED, timeout=15)
