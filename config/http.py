@@ -1,6 +1,7 @@
 """Media types of the API: strict JSON in, HAL JSON out. Named in REST_FRAMEWORK settings, so it imports no views."""
 
 import json
+from datetime import UTC, datetime
 
 from rest_framework import renderers
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -45,3 +46,8 @@ class LenientContentNegotiation(DefaultContentNegotiation):
             return renderers[0], renderers[0].media_type
 
 
+
+
+def timestamp(value: datetime | None) -> str | None:
+    """Date-times in API answers and webhook payloads: ISO 8601, UTC, whole seconds (``2035-05-01T12:00:00Z``)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None

@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
+from config.admin import ReadOnlyInline
 from notifications import services
 from notifications.models import Delivery, DeliveryAttempt, Event, WebhookEndpoint
 from vault import services as vault_services
@@ -101,20 +102,6 @@ class OperationsAdmin(admin.ModelAdmin):
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, self.confirmation_template, context)
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 def _disabled_note(count: int, what: str) -> str:

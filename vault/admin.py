@@ -23,6 +23,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from config.admin import ReadOnlyInline
 from config.errors import ResourceNotFound
 from vault import selectors, services
 from vault.models import (
@@ -362,21 +363,10 @@ class NamespaceFilter(admin.ListFilter):
         }
 
 
-class ExpiryExtensionInline(admin.TabularInline):
+class ExpiryExtensionInline(ReadOnlyInline):
     model = ExpiryExtension
     fields = ["old_expires_at", "new_expires_at", "reason", "created_at"]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Token)

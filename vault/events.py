@@ -1,15 +1,10 @@
 """The webhook events the vault emits, built from a token's masked data only (never a number, never a name)."""
 
-from datetime import UTC
-
 from django.conf import settings
 
+from config.http import timestamp
 from notifications.services import event_emit
 from vault.models import Token
-
-
-def _timestamp(value) -> str | None:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
 def token_event(token: Token, type: str, **extra) -> None:
@@ -20,7 +15,7 @@ def token_event(token: Token, type: str, **extra) -> None:
     data = {
         "tokenId": token.token_id,
         "href": f"{settings.PUBLIC_BASE_URL.rstrip('/')}/tokens/{token.reference}",
-        "tokenExpiryDateTime": _timestamp(token.expires_at),
+        "tokenExpiryDateTime": timestamp(token.expires_at),
         "paymentInstrument": card,
     }
     if token.namespace_id:

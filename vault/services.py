@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from config.errors import BusinessRuleError, ResourceNotFound
+from config.http import timestamp
 from vault import cards
 from vault.events import token_event
 from vault.crypto import key_ring
@@ -343,7 +344,7 @@ def token_use(*, token: Token, reason: str) -> ExpiryExtension | None:
     extension = ExpiryExtension.objects.create(
         token=token, old_expires_at=old, new_expires_at=token.expires_at, reason=reason
     )
-    token_event(token, "token.expiry_extended", previousExpiryDateTime=old.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    token_event(token, "token.expiry_extended", previousExpiryDateTime=timestamp(old),
                 reason=reason)
     return extension
 

@@ -1,13 +1,12 @@
 """Webhook endpoints and events for merchants (scope ``webhooks``): thin views over notifications.services."""
 
-from datetime import UTC
-
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 
 from config.api import ApiView
 from config.errors import BodyDoesNotMatchSchema
+from config.http import timestamp
 from notifications import selectors, services, ssrf
 from notifications.api import serializers as s
 from vault.api.serializers import ErrorOutput
@@ -21,10 +20,6 @@ ERRORS = {
 READ_ERRORS = {code: ERRORS[code] for code in (401, 403, 404)}
 
 
-def _time(value):
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
-
-
 def endpoint_body(endpoint) -> dict:
     return {
         "id": endpoint.public_id,
@@ -33,8 +28,8 @@ def endpoint_body(endpoint) -> dict:
         "eventTypes": endpoint.event_types,
         "enabled": endpoint.is_enabled,
         "disabledReason": endpoint.disabled_reason or None,
-        "failingSince": _time(endpoint.failing_since),
-        "createdAt": _time(endpoint.created_at),
+        "failingSince": timestamp(endpoint.failing_since),
+        "createdAt": timestamp(endpoint.created_at),
     }
 
 
@@ -42,7 +37,7 @@ def event_body(event) -> dict:
     return {
         "id": event.public_id,
         "type": event.type,
-        "createdAt": _time(event.created_at),
+        "createdAt": timestamp(event.created_at),
         "data": event.data,
         "deliveries": [
             {
@@ -52,8 +47,8 @@ def event_body(event) -> dict:
                 "attempts": delivery.attempt_count,
                 "lastStatusCode": delivery.last_status_code,
                 "lastError": delivery.last_error or None,
-                "nextAttemptAt": _time(delivery.next_attempt_at),
-                "deliveredAt": _time(delivery.delivered_at),
+                "nextAttemptAt": timestamp(delivery.next_attempt_at),
+                "deliveredAt": timestamp(delivery.delivered_at),
             }
             for delivery in event.deliveries.all()
         ],
@@ -133,7 +128,7 @@ class EndpointRotateSecretView(ApiView):
         endpoint = selectors.endpoint_get(merchant=request.user, public_id=public_id)
         endpoint = services.endpoint_rotate_secret(endpoint=endpoint)
         return Response({
-            "secret": endpoint.secret, "previousSecretExpiresAt": _time(endpoint.previous_secret_expires_at)
+            "secret": endpoint.secret, "previousSecretExpiresAt": timestamp(endpoint.previous_secret_expires_at)
         })
 
 

@@ -3,17 +3,13 @@
 Built as plain dicts (the hot path of every tokenize); ``serializers.TokenOutput`` documents the same shape.
 """
 
-from datetime import UTC
-
 from django.conf import settings
+
+from config.http import timestamp
 
 from vault.models import Token, TokenConflict
 
 TOKEN_LINKS = ("description", "cardHolderName", "cardExpiryDate", "billingAddress", "schemeTransactionReference")
-
-
-def timestamp(value) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def base_url(request) -> str:

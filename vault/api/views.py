@@ -12,7 +12,8 @@ from config.api import ApiView, StringField
 from config.errors import EndpointNotFound, ResourceNotFound
 from vault import selectors, services
 from vault.api import serializers as s
-from vault.api.representations import base_url, conflicts_body, curies, masked_card, timestamp, token_body
+from config.http import timestamp
+from vault.api.representations import base_url, conflicts_body, curies, masked_card, token_body
 from vault.authentication import actor_for
 
 ERRORS = {
