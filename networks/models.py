@@ -1,0 +1,177 @@
+import secrets
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from vault.models import Merchant, Token
+
+NETWORKS = ("VISA", "MASTERCARD", "AMEX")
+
+
+def new_request_id() -> str:
+    return f"req_{secrets.token_urlsafe(12)}"
+
+
+def new_batch_id() -> str:
+    return f"bat_{secrets.token_urlsafe(12)}"
+
+
+class Issuer(models.Model):
+    """An issuing bank, found by the BIN range of its cards; the TSP asks it to approve each token."""
+
+    name = models.CharField(max_length=120)
+    network = models.CharField(max_length=12, choices=[(n, n) for n in NETWORKS])
+    bin_low = models.CharField(max_length=6, help_text="First BIN of the range, 6 digits.")
+    bin_high = models.CharField(max_length=6, help_text="Last BIN of the range, 6 digits.")
+    card_art_ids = models.JSONField(default=list, blank=True)
+    rate_limit_per_second = models.PositiveIntegerField(default=50)
+    # The scheduler's clock for this issuer: the earliest moment its next call may start (see networks.scheduling).
+    next_call_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["network", "bin_low"]
+        constraints = [
+            models.CheckConstraint(condition=Q(bin_low__lte=models.F("bin_high")), name="issuer_bin_range_ordered"),
+            models.CheckConstraint(condition=Q(rate_limit_per_second__gte=1), name="issuer_rate_limit_positive"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.network} {self.bin_low}–{self.bin_high})"
+
+
+class NetworkToken(models.Model):
+    """A payment-network token (DPAN) from a TSP; its number is encrypted like a card number."""
+
+    ACTIVE, INACTIVE, SUSPENDED, DELETED = "ACTIVE", "INACTIVE", "SUSPENDED", "DELETED"
+    STATUSES = [(s, s) for s in (ACTIVE, INACTIVE, SUSPENDED, DELETED)]
+
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="network_tokens")
+    vault_token = models.ForeignKey(Token, on_delete=models.SET_NULL, null=True, blank=True,
+                                    related_name="network_tokens")
+    token_id = models.CharField(max_length=64, unique=True, help_text="The TSP's tokenId.")
+    network = models.CharField(max_length=12, choices=[(n, n) for n in NETWORKS], db_index=True)
+    status = models.CharField(max_length=10, choices=STATUSES, db_index=True)
+    issuer = models.ForeignKey(Issuer, on_delete=models.PROTECT, related_name="network_tokens")
+    dpan_ciphertext = models.BinaryField(null=True, editable=False)
+    key_version = models.PositiveSmallIntegerField(null=True, editable=False)
+    token_last_digits = models.CharField(max_length=4)
+    token_expiry_month = models.PositiveSmallIntegerField()
+    token_expiry_year = models.PositiveSmallIntegerField()
+    card_bin = models.CharField(max_length=6)
+    card_last_digits = models.CharField(max_length=4)
+    card_expiry_month = models.PositiveSmallIntegerField()
+    card_expiry_year = models.PositiveSmallIntegerField()
+    payment_account_reference = models.CharField(max_length=29, db_index=True)
+    account_id = models.CharField(max_length=64, blank=True)
+    correlation_id = models.CharField(max_length=36)
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.network} {self.token_id}"
+
+    def associated_data(self) -> bytes:
+        return f"network-token:{self.merchant_id}:{self.token_id}".encode()
+
+
+class LifecycleEvent(models.Model):
+    """What the TSP told us happened to a network token (SUSPENDED, ACTIVE, DELETED, CARD_UPDATED)."""
+
+    SUSPENDED, RESUMED, DELETED, CARD_UPDATED = "SUSPENDED", "ACTIVE", "DELETED", "CARD_UPDATED"
+    TYPES = [(t, t) for t in (SUSPENDED, RESUMED, DELETED, CARD_UPDATED)]
+
+    network_token = models.ForeignKey(NetworkToken, on_delete=models.CASCADE, related_name="lifecycle_events")
+    type = models.CharField(max_length=12, choices=TYPES)
+    old_status = models.CharField(max_length=10)
+    new_status = models.CharField(max_length=10)
+    detail = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=60, help_text="Who triggered it: the TSP simulator, an operator, …")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self):
+        return f"{self.type} {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class ProvisioningRequest(models.Model):
+    """An asynchronous request for a network token: the card waits here, encrypted, until a worker takes it."""
+
+    PENDING, SUCCEEDED, FAILED = "PENDING", "SUCCEEDED", "FAILED"
+    STATUSES = [(s, s) for s in (PENDING, SUCCEEDED, FAILED)]
+
+    public_id = models.CharField(max_length=40, unique=True, default=new_request_id, editable=False)
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="network_token_requests")
+    correlation_id = models.CharField(max_length=36)
+    status = models.CharField(max_length=10, choices=STATUSES, default=PENDING, db_index=True)
+    vault_token = models.ForeignKey(Token, on_delete=models.SET_NULL, null=True, blank=True)
+    # A card sent in the request itself (not from the vault): encrypted, and destroyed once the request ends.
+    card_ciphertext = models.BinaryField(null=True, editable=False)
+    key_version = models.PositiveSmallIntegerField(null=True, editable=False)
+    account_id = models.CharField(max_length=64, blank=True)
+    email = models.CharField(max_length=254, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    network_token = models.ForeignKey(NetworkToken, on_delete=models.SET_NULL, null=True, blank=True)
+    failure_reason = models.CharField(max_length=255, blank=True)
+    failure_code = models.CharField(max_length=40, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def associated_data(self) -> bytes:
+        return f"provisioning-request:{self.merchant_id}:{self.public_id}".encode()
+
+
+class Batch(models.Model):
+    PENDING, RUNNING, COMPLETED = "PENDING", "RUNNING", "COMPLETED"
+    STATUSES = [(s, s) for s in (PENDING, RUNNING, COMPLETED)]
+
+    public_id = models.CharField(max_length=40, unique=True, default=new_batch_id, editable=False)
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="network_token_batches")
+    status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)
+    total = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "batches"
+
+    def __str__(self):
+        return self.public_id
+
+
+class BatchItem(models.Model):
+    """One vault token of a batch. QUEUED items were released by the scheduler and sit in the broker; a RUNNING
+    one is in a worker's hands (since ``called_at``)."""
+
+    PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED = "PENDING", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
+    STATUSES = [(s, s) for s in (PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED)]
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="items")
+    index = models.PositiveIntegerField(help_text="Position in the request's items array.")
+    token_reference = models.CharField(max_length=200, help_text="The href or tokenId the merchant sent.")
+    vault_token = models.ForeignKey(Token, on_delete=models.SET_NULL, null=True, blank=True)
+    issuer = models.ForeignKey(Issuer, on_delete=models.PROTECT, null=True, blank=True)
+    account_id = models.CharField(max_length=64, blank=True)
+    email = models.CharField(max_length=254, blank=True)
+    status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    called_at = models.DateTimeField(null=True, blank=True, help_text="When the TSP call started.")
+    attempts = models.PositiveIntegerField(default=0)
+    network_token = models.ForeignKey(NetworkToken, on_delete=models.SET_NULL, null=True, blank=True)
+    failure_reason = models.CharField(max_length=255, blank=True)
+    failure_code = models.CharField(max_length=40, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["batch", "index"]
+        constraints = [models.UniqueConstraint(fields=["batch", "index"], name="batch_item_unique_index")]
+        indexes = [models.Index(fields=["status", "issuer"], name="batch_item_schedulable")]

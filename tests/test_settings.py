@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-SECRETS = ("DJANGO_SECRET_KEY", "VAULT_KEYS", "VAULT_FINGERPRINT_KEY")
+SECRETS = ("DJANGO_SECRET_KEY", "VAULT_KEYS", "VAULT_FINGERPRINT_KEY", "NETWORK_TOKENS_JWE_KEY")
 PRODUCTION = {
     "DJANGO_SETTINGS_MODULE": "config.settings.production",
     "DATABASE_URL": "postgres://vault@db.internal/vault",

@@ -104,6 +104,11 @@ PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="")
 # Networks and webhooks
 # ------------------------------------------------------------------------------------------------------------
 TSP_LATENCY_MS = env.str("TSP_LATENCY_MS", default="0")
+# The RSA private key (base64 of its PEM) that decrypts JWE-encrypted cards sent to /network-tokens; its public half
+# is served at /network-tokens/encryption-key.
+NETWORK_TOKENS_JWE_KEY = env.str("NETWORK_TOKENS_JWE_KEY")
+# The simulator's lifecycle endpoint (POST /network-tokens/{tokenId}/simulate-lifecycle): tests and demos only.
+TSP_SIMULATOR_ENDPOINTS = env.bool("TSP_SIMULATOR_ENDPOINTS", default=True)
 TSP_FAILURE_RATE = env.float("TSP_FAILURE_RATE", default=0.0)
 WEBHOOK_ALLOW_LOOPBACK = env.bool("WEBHOOK_ALLOW_LOOPBACK", default=False)
 WEBHOOK_RETRY_SCHEDULE = env.list(
@@ -194,3 +199,4 @@ CELERY_BEAT_SCHEDULE["notifications-sweep-deliveries"] = {
     "task": "notifications.tasks.sweep_deliveries",
     "schedule": WEBHOOK_SWEEP_INTERVAL_SECONDS,
 }
+CELERY_BEAT_SCHEDULE["networks-dispatch-batches"] = {"task": "networks.tasks.dispatch_batches", "schedule": 1.0}

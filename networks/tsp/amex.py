@@ -1,0 +1,18 @@
+"""American Express Token Service, simulated. tokenId rule: the same tokenId for the same merchant, card,
+accountId and email (an email is required)."""
+
+from networks.tsp.base import ProvisionRequest, SimulatedProvider, digits_from, keyed_digest
+
+
+class AmexProvider(SimulatedProvider):
+    network = "AMEX"
+    token_bin = "374245"
+    token_length = 15
+    eci = "05"
+    par_prefix = "A001"
+    requires_email = True
+
+    def token_id_for(self, request: ProvisionRequest) -> str:
+        digest = keyed_digest("amex-token-id", request.merchant_id, request.card.number, request.account_id,
+                              request.email.lower())
+        return f"AETS{digits_from(digest, 22)}"

@@ -1,0 +1,162 @@
+"""The token service provider (TSP) interface, and the simulator mechanics every network shares.
+
+A provider promises:
+- ``provision(request)`` returns a ``Provisioned`` token (``ACTIVE``, or ``INACTIVE`` when the issuer wants a step-up)
+  or raises ``Declined`` (the issuer said no: final) or ``TspError`` (no answer: ``transient`` says whether trying
+  again may help, ``timeout`` whether it was a timeout rather than an error answer).
+- ``cryptogram(token_id=…)`` returns a fresh single-use cryptogram and its ECI, or raises ``TspError``.
+
+The simulators behave like the real services, only locally:
+
+**Issuer decisions** are fixed by the card number's last four digits, so integrations can test every path:
+``…0002`` is declined, ``…0036`` needs a step-up (the token is created ``INACTIVE``), every other card is approved
+(the public test cards among them).
+
+**Latency and failures** come from the settings: ``TSP_LATENCY_MS`` (``"0"``, ``"250"`` or ``"1000-3000"``) and
+``TSP_FAILURE_RATE`` (0 to 1: the share of calls that fail transiently, half of them as timeouts).
+
+**Token numbers** lie in each network's own token BIN range, pass the Luhn check and never equal the card number.
+The **payment account reference** (PAR) is the same for the same card number, whatever the merchant or network.
+"""
+
+import base64
+import hashlib
+import hmac
+import random
+import secrets
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.utils import timezone
+
+from vault import cards
+
+DECLINE_SUFFIX = "0002"
+STEP_UP_SUFFIX = "0036"
+TOKEN_LIFETIME_YEARS = 3
+
+
+class Declined(Exception):
+    """The issuer refused to tokenize this card. Final."""
+
+
+class TspError(Exception):
+    """The TSP did not give an answer. ``transient``: worth retrying; ``timeout``: it did not answer in time."""
+
+    def __init__(self, message: str, *, transient: bool = True, timeout: bool = False):
+        super().__init__(message)
+        self.transient = transient
+        self.timeout = timeout
+
+
+@dataclass(frozen=True)
+class CardData:
+    number: str
+    expiry_month: int
+    expiry_year: int
+    holder_name: str = ""
+
+    def __repr__(self):
+        return f"CardData({cards.mask(self.number)})"
+
+
+@dataclass(frozen=True)
+class ProvisionRequest:
+    merchant_id: str
+    card: CardData
+    account_id: str = ""
+    email: str = ""
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    token_id: str
+    token_number: str
+    token_expiry_month: int
+    token_expiry_year: int
+    status: str  # ACTIVE or INACTIVE
+    payment_account_reference: str
+
+    def __repr__(self):
+        return f"Provisioned({self.token_id}, {cards.mask(self.token_number)}, {self.status})"
+
+
+def _simulator_key(purpose: str) -> bytes:
+    # The simulators' own secrets, derived from the fingerprint key so that stable ids survive restarts.
+    return hmac.new(base64.b64decode(settings.VAULT_FINGERPRINT_KEY), purpose.encode(), hashlib.sha256).digest()
+
+
+def keyed_digest(purpose: str, *parts: str) -> bytes:
+    return hmac.new(_simulator_key(purpose), "\x1f".join(parts).encode(), hashlib.sha256).digest()
+
+
+def digits_from(digest: bytes, count: int) -> str:
+    return str(int.from_bytes(digest, "big"))[-count:].rjust(count, "0")
+
+
+def latency_seconds() -> float:
+    spec = str(settings.TSP_LATENCY_MS).strip() or "0"
+    low, _, high = spec.partition("-")
+    return random.uniform(float(low), float(high or low)) / 1000
+
+
+class SimulatedProvider(ABC):
+    """A network's TSP, simulated. Subclasses give the network's name, token BIN, ECI and tokenId rule."""
+
+    network: str
+    token_bin: str
+    token_length: int = 16
+    eci: str
+    par_prefix: str
+    requires_email: bool = False
+
+    @abstractmethod
+    def token_id_for(self, request: ProvisionRequest) -> str:
+        """The tokenId this network gives ``request`` (its reuse rule lives here)."""
+
+    def provision(self, request: ProvisionRequest) -> Provisioned:
+        self._network_round_trip()
+        number = request.card.number
+        if number.endswith(DECLINE_SUFFIX):
+            raise Declined("The issuer declined to tokenize this card")
+        token_id = self.token_id_for(request)
+        expires = timezone.now().date()
+        return Provisioned(
+            token_id=token_id,
+            token_number=self._token_number(token_id, number),
+            token_expiry_month=expires.month,
+            token_expiry_year=expires.year + TOKEN_LIFETIME_YEARS,
+            status="INACTIVE" if number.endswith(STEP_UP_SUFFIX) else "ACTIVE",
+            payment_account_reference=self.payment_account_reference(number),
+        )
+
+    def cryptogram(self, *, token_id: str) -> tuple[str, str]:
+        self._network_round_trip()
+        return base64.b64encode(secrets.token_bytes(20)).decode(), self.eci
+
+    def payment_account_reference(self, number: str) -> str:
+        # PAR: 29 characters, stable per card number across merchants and networks.
+        body = base64.b32encode(keyed_digest("par", number)).decode()[:25]
+        return f"{self.par_prefix}{body}"
+
+    def _token_number(self, token_id: str, card_number: str) -> str:
+        # Derived from the tokenId: a reused tokenId keeps its token number.
+        for salt in range(100):
+            body = digits_from(keyed_digest("dpan", token_id, str(salt)), self.token_length - len(self.token_bin) - 1)
+            partial = self.token_bin + body
+            candidate = partial + cards.luhn_check_digit(partial)
+            if candidate != card_number:
+                return candidate
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _network_round_trip() -> None:
+        delay = latency_seconds()
+        if delay:
+            time.sleep(delay)
+        if random.random() < settings.TSP_FAILURE_RATE:
+            if random.random() < 0.5:
+                raise TspError("The token service did not answer in time", timeout=True)
+            raise TspError("The token service is unavailable")
