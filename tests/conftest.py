@@ -126,8 +126,9 @@ def path_of(href: str) -> str:
 # ------------------------------------------------------------------------------------------------------------
 # A real Celery worker on the real broker (CELERY_BROKER_URL, a Redis server started by `make test`).
 # ------------------------------------------------------------------------------------------------------------
-def start_celery_worker(*, beat: bool = False, env: dict | None = None) -> subprocess.Popen:
-    """A real ``celery worker`` process on the real broker, using the test database; ``beat`` embeds the scheduler.
+def start_celery_worker(*, beat: bool = False, env: dict | None = None, concurrency: int = 1) -> subprocess.Popen:
+    """A real ``celery worker`` process on the real broker, using the test database; ``beat`` embeds the scheduler,
+    ``concurrency`` above 1 runs that many threads.
 
     Call it inside a test that uses the transactional database, so the worker sees what the test committed.
     """
@@ -139,7 +140,8 @@ def start_celery_worker(*, beat: bool = False, env: dict | None = None) -> subpr
         database_url = f"sqlite:///{db['NAME']}"
     else:
         database_url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    command = [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo", "--loglevel=INFO",
+    pool = ["--pool=solo"] if concurrency == 1 else ["--pool=threads", f"--concurrency={concurrency}"]
+    command = [sys.executable, "-m", "celery", "-A", "config", "worker", *pool, "--loglevel=INFO",
                "--without-gossip", "--without-mingle", "--without-heartbeat"]
     if beat:
         command += ["--beat", "--schedule", os.path.join(tempfile.mkdtemp(), "beat-schedule")]
