@@ -43,6 +43,8 @@ class Issuer(models.Model):
 class NetworkToken(models.Model):
     """A payment-network token (DPAN) from a TSP; its number is encrypted like a card number."""
 
+    encrypted_field = "dpan_ciphertext"
+
     ACTIVE, INACTIVE, SUSPENDED, DELETED = "ACTIVE", "INACTIVE", "SUSPENDED", "DELETED"
     STATUSES = [(s, s) for s in (ACTIVE, INACTIVE, SUSPENDED, DELETED)]
 
@@ -101,6 +103,8 @@ class LifecycleEvent(models.Model):
 
 class ProvisioningRequest(models.Model):
     """An asynchronous request for a network token: the card waits here, encrypted, until a worker takes it."""
+
+    encrypted_field = "card_ciphertext"
 
     PENDING, SUCCEEDED, FAILED = "PENDING", "SUCCEEDED", "FAILED"
     STATUSES = [(s, s) for s in (PENDING, SUCCEEDED, FAILED)]

@@ -75,7 +75,7 @@ def test_rotation_re_encrypts_every_card_and_the_old_key_can_then_leave_the_ring
     settings.VAULT_KEYS = f"2:{b64key(2)},1:{b64key(1)}"
     out = StringIO()
     call_command("rotate_keys", stdout=out, stderr=StringIO())
-    assert "Rotated 2 card(s); 0 left" in out.getvalue()
+    assert "Rotated 2 value(s); 0 left" in out.getvalue()
     assert set(Token.objects.values_list("key_version", flat=True)) == {2}
     assert AuditLog.objects.filter(action="keys.rotate.finish", detail__rows=2).exists()
 
@@ -105,3 +105,22 @@ def test_an_interrupted_rotation_finishes_on_rerun_without_losing_a_card(setting
     for token, number in zip(tokens, numbers, strict=True):
         token.refresh_from_db()
         assert ring.decrypt(token.key_version, token.pan_ciphertext, associated_data=token.associated_data()) == number
+
+
+def test_rotation_also_re_encrypts_network_token_numbers(settings, alice):
+    from networks import services as network_services
+    from networks import tsp
+    from networks.models import NetworkToken
+
+    settings.VAULT_KEYS = f"1:{b64key(1)}"
+    origin = network_services.Origin(merchant=alice, correlation_id="rotation")
+    token = network_services.network_token_provision(origin=origin, card=tsp.CardData(MASTERCARD, 5, 2035))
+    number = key_ring().decrypt(1, token.dpan_ciphertext, associated_data=token.associated_data())
+
+    settings.VAULT_KEYS = f"2:{b64key(2)},1:{b64key(1)}"
+    services.keys_rotate()
+    settings.VAULT_KEYS = f"2:{b64key(2)}"
+
+    token = NetworkToken.objects.get(pk=token.pk)
+    assert token.key_version == 2
+    assert key_ring().decrypt(2, token.dpan_ciphertext, associated_data=token.associated_data()) == number

@@ -82,6 +82,9 @@ class Namespace(models.Model):
 class Token(models.Model):
     """A card in the vault. The number is only ever stored encrypted; a deleted token keeps a masked tombstone."""
 
+    # The column key rotation re-encrypts (with key_version and associated_data()); see vault.services.keys_rotate.
+    encrypted_field = "pan_ciphertext"
+
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="tokens")
     namespace = models.ForeignKey(Namespace, on_delete=models.PROTECT, null=True, blank=True, related_name="tokens")
     token_id = models.CharField(max_length=TOKEN_ID_LENGTH, unique=True, default=new_token_id, editable=False)

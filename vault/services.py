@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from django.apps import apps
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -380,9 +381,15 @@ def tokens_purge_expired(*, batch_size: int = 500) -> int:
             return purged
 
 
+def encrypted_models() -> list:
+    """Every model holding data under the key ring: those naming their ``encrypted_field``."""
+    return [model for model in apps.get_models() if getattr(model, "encrypted_field", None)]
+
+
 def keys_rotate(*, batch_size: int = 500, on_batch: Callable[[int], None] | None = None,
                 actor: Actor = SYSTEM) -> int:
-    """Re-encrypt every stored card number under the newest key version; returns how many rows changed.
+    """Re-encrypt every encrypted column (card numbers, network token numbers, cards awaiting an async request)
+    under the newest key version; returns how many rows changed.
 
     Works in batches of ``batch_size`` rows, each its own transaction holding row locks only on its batch, so the
     API keeps serving and an interrupted run loses nothing: a rerun picks up the rows still on old versions.
@@ -390,26 +397,29 @@ def keys_rotate(*, batch_size: int = 500, on_batch: Callable[[int], None] | None
     ring = key_ring()
     newest = ring.newest_version
     rotated = 0
-    last_pk = 0
     audit_record(actor=actor, action="keys.rotate.start", detail={"to_version": newest})
-    while True:
-        with transaction.atomic():
-            batch = list(
-                Token.objects.select_for_update()
-                .filter(pk__gt=last_pk, pan_ciphertext__isnull=False)
-                .exclude(key_version=newest)
-                .order_by("pk")
-                .only("pk", "merchant_id", "token_id", "key_version", "pan_ciphertext")[:batch_size]
-            )
-            for token in batch:
-                number = ring.decrypt(token.key_version, token.pan_ciphertext, associated_data=token.associated_data())
-                token.key_version, token.pan_ciphertext = ring.encrypt(number, associated_data=token.associated_data())
-            Token.objects.bulk_update(batch, ["key_version", "pan_ciphertext"])
-        if not batch:
-            break
-        last_pk = batch[-1].pk
-        rotated += len(batch)
-        if on_batch:
-            on_batch(len(batch))
+    for model in encrypted_models():
+        field = model.encrypted_field
+        last_pk = 0
+        while True:
+            with transaction.atomic():
+                batch = list(
+                    model.objects.select_for_update(of=("self",))
+                    .filter(pk__gt=last_pk, **{f"{field}__isnull": False})
+                    .exclude(key_version=newest)
+                    .order_by("pk")[:batch_size]
+                )
+                for row in batch:
+                    aad = row.associated_data()
+                    plain = ring.decrypt(row.key_version, getattr(row, field), associated_data=aad)
+                    row.key_version, ciphertext = ring.encrypt(plain, associated_data=aad)
+                    setattr(row, field, ciphertext)
+                model.objects.bulk_update(batch, ["key_version", field])
+            if not batch:
+                break
+            last_pk = batch[-1].pk
+            rotated += len(batch)
+            if on_batch:
+                on_batch(len(batch))
     audit_record(actor=actor, action="keys.rotate.finish", detail={"to_version": newest, "rows": rotated})
     return rotated
