@@ -7,7 +7,7 @@ and token numbers only ever exist in memory, in the vault's encryption, or in a 
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from config.errors import ApiError, BusinessRuleError
@@ -83,9 +83,9 @@ def issuer_for(card_number: str, network: str) -> Issuer:
     return issuer
 
 
-def check_supported(card: tsp.CardData, *, email: str) -> str:
+def check_supported(number: str, *, email: str) -> str:
     """The card's network; raises networkNotSupported (422) or, for Amex without email, a 400."""
-    network = cards.brand_of(card.number)
+    network = cards.brand_of(number)
     provider = tsp.provider_for(network)
     if provider is None:
         raise network_not_supported()
@@ -104,7 +104,7 @@ def network_token_provision(*, origin: Origin, card: tsp.CardData, account_id: s
     the stored token is then returned, updated. Raises networkNotSupported/tokenizationDeclined (422),
     NetworkUnavailable/NetworkTimeout (502/504, ``transient`` on the cause) and emits ``network_token.created``.
     """
-    network = check_supported(card, email=email)
+    network = check_supported(card.number, email=email)
     issuer = issuer_for(card.number, network)
     scheduling.call_slot(issuer)
     try:
@@ -115,7 +115,11 @@ def network_token_provision(*, origin: Origin, card: tsp.CardData, account_id: s
         raise tokenization_declined() from None
     except tsp.TspError as exc:
         raise (NetworkTimeout() if exc.timeout else NetworkUnavailable()) from exc
-    return _store(origin=origin, card=card, issuer=issuer, provisioned=provisioned, account_id=account_id)
+    try:
+        return _store(origin=origin, card=card, issuer=issuer, provisioned=provisioned, account_id=account_id)
+    except IntegrityError:
+        # A concurrent request got the same (Visa or Amex) tokenId and stored it first: update that row.
+        return _store(origin=origin, card=card, issuer=issuer, provisioned=provisioned, account_id=account_id)
 
 
 @transaction.atomic
@@ -175,7 +179,7 @@ def provisioning_request_create(*, merchant: Merchant, correlation_id: str, card
     """
     from networks.tasks import run_provisioning_request
 
-    check_supported(card or card_from_vault(vault_token), email=email)
+    check_supported((card or card_from_vault(vault_token)).number, email=email)
     with transaction.atomic():
         request = ProvisioningRequest(merchant=merchant, correlation_id=correlation_id, vault_token=vault_token,
                                       account_id=account_id, email=email)
@@ -253,6 +257,7 @@ def batch_create(*, merchant: Merchant, entries: list[BatchEntry]) -> Batch:
     with their reason; the others wait for the dispatcher, which releases them fairly across issuers."""
     now = timezone.now()
     items = []
+    issuers: dict[tuple[str, str], Issuer] = {}
     for index, entry in enumerate(entries):
         item = BatchItem(index=index, token_reference=entry.token_reference, vault_token=entry.vault_token,
                          account_id=entry.account_id, email=entry.email)
@@ -260,8 +265,10 @@ def batch_create(*, merchant: Merchant, entries: list[BatchEntry]) -> Batch:
             if entry.vault_token is None:
                 raise BusinessRuleError("resourceNotFound", "The vault token does not exist", status_code=404)
             number = card_from_vault(entry.vault_token).number
-            network = check_supported(tsp.CardData(number, 1, 2000), email=entry.email)
-            item.issuer = issuer_for(number, network)
+            network = check_supported(number, email=entry.email)
+            if (network, number[:6]) not in issuers:
+                issuers[network, number[:6]] = issuer_for(number, network)
+            item.issuer = issuers[network, number[:6]]
         except ApiError as exc:
             item.status, item.failure_code, item.finished_at = BatchItem.FAILED, exc.error_name, now
             item.failure_reason = (exc.validation_errors[0]["message"] if exc.validation_errors else exc.message)[:255]
