@@ -1,6 +1,34 @@
 """Admin building blocks shared by the apps."""
 
-from django.contrib import admin
+import re
+
+from django.contrib import admin, messages
+from django.contrib.admin.views.main import SEARCH_VAR
+from django.http import HttpResponseRedirect
+
+# Twelve or more digits standing on their own (spaces and dashes removed): a card or token number. Digits glued to
+# letters are a TSP's tokenId (Visa's ``DNITHE`` and Amex's ``AETS`` carry twenty-odd digits) and may be searched.
+NUMBER_LIKE = re.compile(r"(?<![A-Za-z0-9])\d{12,}")
+
+
+def looks_like_a_card_number(query: str) -> bool:
+    parts = [term.replace("-", "") for term in query.split()] + [re.sub(r"[\s-]", "", query)]
+    return any(NUMBER_LIKE.search(part) for part in parts)
+
+
+class RefusesCardNumbersInSearch:
+    """Searching by a full card or token number is refused before it is echoed in the page or run as a query."""
+
+    def changelist_view(self, request, extra_context=None):
+        if looks_like_a_card_number(request.GET.get(SEARCH_VAR, "")):
+            self.message_user(
+                request, "Full card or token numbers are not accepted here: search by last four digits or BIN.",
+                messages.ERROR,
+            )
+            params = request.GET.copy()
+            del params[SEARCH_VAR]
+            return HttpResponseRedirect(f"{request.path}?{params.urlencode()}" if params else request.path)
+        return super().changelist_view(request, extra_context)
 
 
 class ReadOnlyInline(admin.TabularInline):

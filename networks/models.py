@@ -91,7 +91,7 @@ class LifecycleEvent(models.Model):
     old_status = models.CharField(max_length=10)
     new_status = models.CharField(max_length=10)
     detail = models.JSONField(default=dict, blank=True)
-    source = models.CharField(max_length=60, help_text="Who triggered it: the TSP simulator, an operator, …")
+    source = models.CharField(max_length=200, help_text="Who triggered it: the TSP simulator, an operator, …")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

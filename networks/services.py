@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from config.errors import ApiError, BusinessRuleError
 from config.http import timestamp
+from config.logging import redact
 from networks import scheduling, tsp
 from networks.models import Batch, BatchItem, Issuer, LifecycleEvent, NetworkToken, ProvisioningRequest
 from notifications.services import event_emit
@@ -74,7 +75,7 @@ def issuer_for(card_number: str, network: str) -> Issuer:
     bin_ = card_number[:6]
     issuer = (
         Issuer.objects.filter(network=network, bin_low__lte=bin_, bin_high__gte=bin_)
-        .order_by("bin_high").first()  # the narrowest range that holds the BIN was registered for it
+        .order_by("-bin_low", "bin_high").first()  # the innermost range holding the BIN was registered for it
     )
     if issuer is None:
         issuer, _ = Issuer.objects.get_or_create(
@@ -259,7 +260,8 @@ def batch_create(*, merchant: Merchant, entries: list[BatchEntry]) -> Batch:
     items = []
     issuers: dict[tuple[str, str], Issuer] = {}
     for index, entry in enumerate(entries):
-        item = BatchItem(index=index, token_reference=entry.token_reference, vault_token=entry.vault_token,
+        item = BatchItem(index=index, token_reference=_safe_reference(entry.token_reference),
+                         vault_token=entry.vault_token,
                          account_id=entry.account_id, email=entry.email)
         try:
             if entry.vault_token is None:
@@ -281,6 +283,11 @@ def batch_create(*, merchant: Merchant, entries: list[BatchEntry]) -> Batch:
         _complete_if_done(batch.pk)
         transaction.on_commit(_dispatch_soon, robust=True)
     return batch
+
+
+def _safe_reference(reference: str) -> str:
+    """A merchant may paste a card number where a token reference belongs: never keep that in clear."""
+    return redact(reference)[:200]
 
 
 def _dispatch_soon() -> None:
@@ -358,6 +365,15 @@ LIFECYCLE_STATUS = {
     LifecycleEvent.RESUMED: NetworkToken.ACTIVE,
     LifecycleEvent.DELETED: NetworkToken.DELETED,
 }
+# The statuses each event may come from: only an active token is suspended; a suspended one is resumed, and an
+# inactive one is activated once its step-up is done; anything not yet deleted can be deleted or have its card
+# updated.
+LIFECYCLE_FROM = {
+    LifecycleEvent.SUSPENDED: {NetworkToken.ACTIVE},
+    LifecycleEvent.RESUMED: {NetworkToken.SUSPENDED, NetworkToken.INACTIVE},
+    LifecycleEvent.DELETED: {NetworkToken.ACTIVE, NetworkToken.INACTIVE, NetworkToken.SUSPENDED},
+    LifecycleEvent.CARD_UPDATED: {NetworkToken.ACTIVE, NetworkToken.INACTIVE, NetworkToken.SUSPENDED},
+}
 
 
 @transaction.atomic
@@ -366,11 +382,14 @@ def lifecycle_apply(*, token: NetworkToken, type: str, source: str, expiry: tupl
     """Record what the TSP says happened to ``token`` and tell the merchant (``network_token.updated``).
 
     SUSPENDED and ACTIVE (resumed) change the status; DELETED also destroys the token number; CARD_UPDATED (a
-    reissued card) records the new card expiry and/or last digits. A deleted token takes no further events.
+    reissued card) records the new card expiry and/or last digits. An event that does not fit the token's status
+    (``LIFECYCLE_FROM``) raises lifecycleTransitionNotAllowed (422).
     """
     token = NetworkToken.objects.select_for_update().get(pk=token.pk)
-    if token.status == NetworkToken.DELETED:
-        raise BusinessRuleError("tokenNotActive", "The network token is deleted", status_code=422)
+    if token.status not in LIFECYCLE_FROM[type]:
+        raise BusinessRuleError(
+            "lifecycleTransitionNotAllowed", f"A {token.status} network token cannot become {type}", status_code=422
+        )
     old_status, detail = token.status, {}
     if type == LifecycleEvent.CARD_UPDATED:
         if expiry:

@@ -155,7 +155,7 @@ def test_it_refuses_a_full_card_number_as_a_search_and_does_not_echo_it(admin_cl
     assert response.redirect_chain[-1][0] == changelist("token")
     body = response.content.decode()
     assert "4444 3333 2222 1111" not in body and VISA not in body
-    assert "Full card numbers are not accepted" in body
+    assert "Full card or token numbers are not accepted" in body
 
 
 def test_the_expired_filter_separates_expired_tokens_from_live_ones(admin_client, alice, token):

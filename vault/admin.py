@@ -7,23 +7,20 @@ token "deleted" here is a tombstone, exactly as through the API. Viewing a token
 address) and every write are audited as ``admin:<username>``.
 """
 
-import re
 from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.views.main import SEARCH_VAR
 from django.db import transaction
 from django.db.models import Count, Q
-from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from config.admin import ReadOnlyInline
+from config.admin import ReadOnlyInline, RefusesCardNumbersInSearch
 from config.errors import ResourceNotFound
 from vault import selectors, services
 from vault.models import (
@@ -38,8 +35,6 @@ from vault.models import (
     TokenConflict,
 )
 
-# Twelve or more digits in a row, once spaces and dashes are gone: long enough to be (part of) a card number.
-_CARD_NUMBER_LIKE = re.compile(r"\d{12,}")
 
 
 def _actor(request) -> services.Actor:
@@ -82,21 +77,6 @@ def _conflict_table(token: Token, conflict: TokenConflict | None):
         format_html_join("", '<tr><th scope="row">{}</th><td>{}</td><td>{}</td></tr>', rows),
         f"{conflict.expires_at:%Y-%m-%d %H:%M}",
     )
-
-
-class RefusesCardNumbersInSearch:
-    """Searching by a full card number is refused before it is echoed back in the page or run as a query."""
-
-    def changelist_view(self, request, extra_context=None):
-        query = request.GET.get(SEARCH_VAR, "")
-        if _CARD_NUMBER_LIKE.search(re.sub(r"[\s-]", "", query)):
-            self.message_user(
-                request, "Full card numbers are not accepted here: search by last four digits or BIN.", messages.ERROR
-            )
-            params = request.GET.copy()
-            del params[SEARCH_VAR]
-            return HttpResponseRedirect(f"{request.path}?{params.urlencode()}" if params else request.path)
-        return super().changelist_view(request, extra_context)
 
 
 class ReadOnlyAdmin(RefusesCardNumbersInSearch, admin.ModelAdmin):

@@ -85,7 +85,7 @@ class Migration(migrations.Migration):
                 ('old_status', models.CharField(max_length=10)),
                 ('new_status', models.CharField(max_length=10)),
                 ('detail', models.JSONField(blank=True, default=dict)),
-                ('source', models.CharField(help_text='Who triggered it: the TSP simulator, an operator, …', max_length=60)),
+                ('source', models.CharField(help_text='Who triggered it: the TSP simulator, an operator, …', max_length=200)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
                 ('network_token', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='lifecycle_events', to='networks.networktoken')),
             ],

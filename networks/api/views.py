@@ -1,0 +1,332 @@
+"""The network-token API (``/network-tokens``, scope ``network-tokens``): thin views over networks.services and
+networks.selectors.
+
+Answers carry non-sensitive metadata only. The token number leaves only in a cryptogram answer, and only to a key
+that also has ``tokens:detokenize``; card numbers never leave at all.
+"""
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+
+from config.api import ApiView
+from config.errors import BodyDoesNotMatchSchema, EndpointNotFound, validation_errors
+from config.http import timestamp
+from networks import jwe, selectors, services, tsp
+from networks.api import serializers as s
+from networks.models import NetworkToken, ProvisioningRequest
+from vault.api.serializers import ErrorOutput
+from vault.authentication import actor_for
+from vault.models import Token
+
+ERRORS = {
+    400: OpenApiResponse(ErrorOutput, description="bodyDoesNotMatchSchema, bodyIsNotJson or bodyIsEmpty"),
+    401: OpenApiResponse(ErrorOutput, description="accessDenied: no or unknown API key"),
+    403: OpenApiResponse(ErrorOutput, description="accessDenied: the key lacks the network-tokens scope"),
+    404: OpenApiResponse(ErrorOutput, description="resourceNotFound"),
+    415: OpenApiResponse(ErrorOutput, description="unsupportedContentType"),
+    422: OpenApiResponse(ErrorOutput, description="networkNotSupported, tokenizationDeclined or tokenNotActive"),
+    502: OpenApiResponse(ErrorOutput, description="networkUnavailable: the network's token service failed"),
+    504: OpenApiResponse(ErrorOutput, description="networkUnavailable: the network's token service timed out"),
+}
+READ_ERRORS = {code: ERRORS[code] for code in (401, 403, 404)}
+
+CORRELATION_HEADER = "X-Correlation-Id"
+CORRELATION_PATH = f"$.headers.{CORRELATION_HEADER}"
+CORRELATION_MAX_LENGTH = 36
+CORRELATION_PARAMETER = OpenApiParameter(
+    CORRELATION_HEADER, str, OpenApiParameter.HEADER, required=True,
+    description="Your identifier of this tokenization session, 1 to 36 characters; echoed in answers and webhooks.",
+)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Bodies
+# ------------------------------------------------------------------------------------------------------------
+def network_token_body(token: NetworkToken) -> dict:
+    return {
+        **services.metadata(token),
+        "createdAt": timestamp(token.created_at),
+        "updatedAt": timestamp(token.updated_at),
+        "lifecycle": [
+            {"type": event.type, "oldStatus": event.old_status, "newStatus": event.new_status,
+             "at": timestamp(event.created_at)}
+            for event in selectors.lifecycle_list(token=token)
+        ],
+    }
+
+
+def request_body(request: ProvisioningRequest) -> dict:
+    failed = request.status == ProvisioningRequest.FAILED
+    return {
+        "requestId": request.public_id,
+        "correlationId": request.correlation_id,
+        "status": request.status,
+        "createdAt": timestamp(request.created_at),
+        "updatedAt": timestamp(request.updated_at),
+        "attempts": request.attempts,
+        "networkToken": services.metadata(request.network_token) if request.network_token_id else None,
+        "error": {"errorName": request.failure_code, "message": request.failure_reason} if failed else None,
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Provisioning: the correlation header, the body and its one card source
+# ------------------------------------------------------------------------------------------------------------
+def _correlation_errors(request) -> list[dict]:
+    value = request.headers.get(CORRELATION_HEADER)
+    if value is None:
+        name, message = "fieldIsMissing", f"The {CORRELATION_HEADER} header is required"
+    elif not value:
+        name, message = "fieldIsEmpty", f"The {CORRELATION_HEADER} header must not be empty"
+    elif len(value) > CORRELATION_MAX_LENGTH:
+        name, message = "stringIsTooLong", f"The {CORRELATION_HEADER} header has at most {CORRELATION_MAX_LENGTH} characters"
+    else:
+        return []
+    return [{"errorName": name, "message": message, "jsonPath": CORRELATION_PATH}]
+
+
+class ProvisioningView(ApiView):
+    required_scope = "network-tokens"
+
+    def provisioning_input(self, request) -> tuple[str, dict]:
+        """The correlation id and the validated body; header and body errors are reported together."""
+        errors = _correlation_errors(request)
+        try:
+            data = self.validated(request, s.ProvisionInput)
+        except serializers.ValidationError as exc:
+            raise BodyDoesNotMatchSchema(validation_errors=errors + validation_errors(exc.detail)) from None
+        if errors:
+            raise BodyDoesNotMatchSchema(validation_errors=errors)
+        return request.headers[CORRELATION_HEADER], data
+
+    @staticmethod
+    def card_source(request, data: dict) -> tuple[tsp.CardData | None, Token | None]:
+        """``(card, None)`` for a card in the body (plain or encrypted), ``(None, vault_token)`` for a vault token."""
+        if "token" in data:
+            return None, selectors.vault_token_get(merchant=request.user, value=data["token"])
+        if "card" in data:
+            card = data["card"]
+            return tsp.CardData(
+                card["cardNumber"], card["cardExpiryDate"]["month"], card["cardExpiryDate"]["year"],
+                card.get("cardHolderName", ""),
+            ), None
+        return jwe.decrypt_card(data["encryptedData"]), None
+
+
+class EncryptionKeyView(ApiView):
+    required_scope = "network-tokens"
+
+    @extend_schema(
+        operation_id="network_tokens_encryption_key",
+        summary="The public key to encrypt cards to (a JWK set)",
+        description="Encrypt the card object as a JWE compact string with alg RSA-OAEP-256 and enc A256GCM to this "
+                    "key and send it as `encryptedData`.",
+        responses={200: s.JwkSetOutput, **{code: ERRORS[code] for code in (401, 403)}},
+    )
+    def get(self, request):
+        return Response(jwe.public_jwks())
+
+
+class NetworkTokensView(ProvisioningView):
+    @extend_schema(
+        operation_id="network_tokens_create",
+        summary="Get a network token now (synchronous)",
+        description="The card comes from exactly one of `token` (a vault token's href or tokenId), `card` or "
+                    "`encryptedData`. Takes 1 to 3 seconds when the network is slow. Visa gives the same tokenId "
+                    "again for the same card and accountId, Amex for the same card, accountId and email (required "
+                    "for Amex); Mastercard a new one every time.",
+        parameters=[CORRELATION_PARAMETER],
+        request=s.ProvisionInput,
+        responses={201: s.NetworkTokenMetadataOutput, **ERRORS},
+    )
+    def post(self, request):
+        correlation_id, data = self.provisioning_input(request)
+        card, vault_token = self.card_source(request, data)
+        token = services.network_token_provision(
+            origin=services.Origin(merchant=request.user, correlation_id=correlation_id, vault_token=vault_token),
+            card=card or services.card_from_vault(vault_token),
+            account_id=data.get("accountId", ""),
+            email=data.get("email", ""),
+        )
+        return Response(services.metadata(token), status=status.HTTP_201_CREATED)
+
+
+class NetworkTokensAsyncView(ProvisioningView):
+    @extend_schema(
+        operation_id="network_tokens_create_async",
+        summary="Ask for a network token in the background",
+        description="Same body as the synchronous call. The outcome arrives as a `network_token.created` or "
+                    "`network_token.failed` webhook carrying the correlation id, and at "
+                    "`/network-tokens/requests/{requestId}`. Unsupported networks are refused at once.",
+        parameters=[CORRELATION_PARAMETER],
+        request=s.ProvisionInput,
+        responses={202: s.RequestAcceptedOutput, **{code: ERRORS[code] for code in (400, 401, 403, 404, 415, 422)}},
+    )
+    def post(self, request):
+        correlation_id, data = self.provisioning_input(request)
+        card, vault_token = self.card_source(request, data)
+        accepted = services.provisioning_request_create(
+            merchant=request.user, correlation_id=correlation_id, card=card, vault_token=vault_token,
+            account_id=data.get("accountId", ""), email=data.get("email", ""),
+        )
+        return Response(
+            {"requestId": accepted.public_id, "correlationId": accepted.correlation_id, "status": accepted.status},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class ProvisioningRequestView(ApiView):
+    required_scope = "network-tokens"
+
+    @extend_schema(operation_id="network_token_request_get", summary="An asynchronous request and its outcome",
+                   responses={200: s.ProvisioningRequestOutput, **READ_ERRORS})
+    def get(self, request, request_id):
+        return Response(request_body(selectors.provisioning_request_get(merchant=request.user, request_id=request_id)))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Batches
+# ------------------------------------------------------------------------------------------------------------
+class BatchesView(ApiView):
+    required_scope = "network-tokens"
+
+    @extend_schema(
+        operation_id="network_token_batches_create",
+        summary="Network tokens for up to 10,000 vault tokens",
+        description="Calls are spread across issuers within each issuer's rate limit. A token that is unknown, or "
+                    "whose card cannot get a network token, does not refuse the batch: it becomes a failed item.",
+        request=s.BatchCreateInput,
+        responses={202: s.BatchAcceptedOutput, **{code: ERRORS[code] for code in (400, 401, 403, 415)}},
+    )
+    def post(self, request):
+        items = self.validated(request, s.BatchCreateInput)["items"]
+        vault_tokens = selectors.vault_tokens_resolve(merchant=request.user, values=[item["token"] for item in items])
+        batch = services.batch_create(merchant=request.user, entries=[
+            services.BatchEntry(
+                token_reference=item["token"], vault_token=vault_tokens.get(item["token"]),
+                account_id=item.get("accountId", ""), email=item.get("email", ""),
+            )
+            for item in items
+        ])
+        batch = selectors.batch_get(merchant=request.user, batch_id=batch.public_id)  # its status as committed
+        return Response(
+            {"id": batch.public_id, "status": batch.status, "counts": selectors.batch_counts(batch=batch)},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class BatchView(ApiView):
+    required_scope = "network-tokens"
+
+    @extend_schema(
+        operation_id="network_token_batch_get",
+        summary="A batch: its status, counts by state and its failed items",
+        parameters=[
+            OpenApiParameter("page", int, description="Page of failed items, from 1"),
+            OpenApiParameter("pageSize", int, description="Failed items a page, 1 to 1000 (default 100)"),
+        ],
+        responses={200: s.BatchOutput, **READ_ERRORS, 400: ERRORS[400]},
+    )
+    def get(self, request, batch_id):
+        batch = selectors.batch_get(merchant=request.user, batch_id=batch_id)
+        query = s.BatchQueryInput(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        size, number = query.validated_data["pageSize"], query.validated_data["page"]
+        counts = selectors.batch_counts(batch=batch)
+        failed = selectors.batch_failed_items(batch=batch)[(number - 1) * size: number * size]
+        return Response({
+            "id": batch.public_id,
+            "status": batch.status,
+            "total": batch.total,
+            "counts": counts,
+            "createdAt": timestamp(batch.created_at),
+            "completedAt": timestamp(batch.completed_at),
+            "failedItems": [
+                {"index": item.index, "token": item.token_reference, "errorName": item.failure_code,
+                 "message": item.failure_reason}
+                for item in failed
+            ],
+            "page": {"number": number, "size": size, "totalElements": counts["FAILED"],
+                     "totalPages": -(-counts["FAILED"] // size)},
+        })
+
+
+# ------------------------------------------------------------------------------------------------------------
+# One network token
+# ------------------------------------------------------------------------------------------------------------
+class NetworkTokenView(ApiView):
+    required_scope = "network-tokens"
+
+    @extend_schema(operation_id="network_token_get", summary="A network token and its lifecycle",
+                   description="A deleted token still answers, with status DELETED.",
+                   responses={200: s.NetworkTokenOutput, **READ_ERRORS})
+    def get(self, request, token_id):
+        return Response(network_token_body(selectors.network_token_get(merchant=request.user, token_id=token_id)))
+
+    @extend_schema(operation_id="network_token_delete", summary="Delete a network token at its network",
+                   description="Answers 422 tokenNotActive when it is already deleted.",
+                   responses={204: None, **READ_ERRORS, 422: ERRORS[422]})
+    def delete(self, request, token_id):
+        token = selectors.network_token_get(merchant=request.user, token_id=token_id)
+        services.network_token_delete(token=token, source="merchant API")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class CryptogramsView(ApiView):
+    required_scope = "network-tokens"
+
+    @extend_schema(
+        operation_id="network_token_cryptogram_create",
+        summary="A single-use cryptogram for a payment with an ACTIVE token",
+        description="Audited; a use of the vault token behind it (past half its lifetime, its expiry is extended). "
+                    "`tokenNumber` is included only for keys that also have the tokens:detokenize scope.",
+        request=None,
+        responses={200: s.CryptogramOutput, **READ_ERRORS, **{code: ERRORS[code] for code in (422, 502, 504)}},
+    )
+    def post(self, request, token_id):
+        token = selectors.network_token_get(merchant=request.user, token_id=token_id)
+        answer = services.cryptogram_create(
+            token=token, actor=actor_for(request), reveal_number=request.auth.has_scope("tokens:detokenize")
+        )
+        response = Response(answer)
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class SimulateLifecycleView(ApiView):
+    """The TSP simulator's lifecycle events, for tests and demos; absent (endpointNotFound) in production."""
+
+    required_scope = "network-tokens"
+
+    def initial(self, request, *args, **kwargs):
+        # Read per request, before authentication: switched off, the route does not exist for anyone.
+        if not settings.TSP_SIMULATOR_ENDPOINTS:
+            raise EndpointNotFound()
+        super().initial(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="network_token_simulate_lifecycle",
+        summary="Simulator: the network reports a lifecycle event (not in production)",
+        description="SUSPENDED, ACTIVE (resumed), DELETED, or CARD_UPDATED with the reissued card's expiry and/or "
+                    "last digits. Sends a `network_token.updated` webhook. Answers endpointNotFound where the "
+                    "simulator endpoints are switched off.",
+        request=s.SimulateLifecycleInput,
+        responses={
+            200: s.NetworkTokenOutput,
+            404: OpenApiResponse(ErrorOutput, description="resourceNotFound, or endpointNotFound when switched off"),
+            **{code: ERRORS[code] for code in (400, 401, 403, 415, 422)},
+        },
+    )
+    def post(self, request, token_id):
+        token = selectors.network_token_get(merchant=request.user, token_id=token_id)
+        data = self.validated(request, s.SimulateLifecycleInput)
+        expiry = data.get("cardExpiryDate")
+        services.lifecycle_apply(
+            token=token, type=data["event"], source="TSP simulator (API)",
+            expiry=(expiry["month"], expiry["year"]) if expiry else None,
+            card_last_digits=data.get("cardLastDigits"),
+        )
+        return Response(network_token_body(selectors.network_token_get(merchant=request.user, token_id=token_id)))
+

@@ -1,0 +1,99 @@
+"""Cards sent encrypted to ``POST /network-tokens``: JWE compact serialization, RSA-OAEP-256 + A256GCM.
+
+The merchant's page (or its server) encrypts the card to the public key served at
+``GET /network-tokens/encryption-key`` (a JWK set), so the card number crosses the merchant's systems only as
+ciphertext. ``NETWORK_TOKENS_JWE_KEY`` holds the private half (base64 of a PEM RSA key); its ``kid`` is the key's
+RFC 7638 thumbprint, so a new key gets a new ``kid`` by itself.
+
+Only ``alg: RSA-OAEP-256`` with ``enc: A256GCM`` is accepted, and no ``zip``: anything else (RSA1_5's padding
+oracle, a compressed bomb, a downgraded cipher) is refused before any decryption. Every failure, whether
+cryptographic or a plaintext of the wrong shape, is one 400 at ``$.encryptedData`` whose message names error
+kinds only: never a byte of the plaintext, which is a card.
+"""
+
+import base64
+import functools
+import json
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from joserfc import jwe
+from joserfc.errors import JoseError
+from joserfc.jwk import RSAKey
+from rest_framework import serializers
+
+from config.errors import BodyDoesNotMatchSchema, validation_errors
+from networks import tsp
+
+ALGORITHM = "RSA-OAEP-256"
+ENCRYPTION = "A256GCM"
+JSON_PATH = "$.encryptedData"
+# Paths of the plaintext an error may name (a key we do not know could be a card number: never echoed).
+KNOWN_PATHS = frozenset({
+    "$", "$.cardNumber", "$.cardExpiryDate", "$.cardExpiryDate.month", "$.cardExpiryDate.year", "$.cardHolderName",
+})
+
+
+@functools.cache
+def private_key() -> RSAKey:
+    pem = base64.b64decode(settings.NETWORK_TOKENS_JWE_KEY)
+    key = RSAKey.import_key(pem, {"use": "enc", "alg": ALGORITHM})
+    key.ensure_kid()
+    return key
+
+
+@receiver(setting_changed)
+def _reset_private_key(*, setting, **kwargs):
+    if setting == "NETWORK_TOKENS_JWE_KEY":
+        private_key.cache_clear()
+
+
+def public_jwks() -> dict:
+    """The JWK set merchants encrypt cards to: the public half only."""
+    public = private_key().as_dict(private=False)
+    return {"keys": [{name: public[name] for name in ("kty", "use", "alg", "kid", "n", "e")}]}
+
+
+def _refused(message: str) -> BodyDoesNotMatchSchema:
+    return BodyDoesNotMatchSchema(validation_errors=[
+        {"errorName": "fieldHasInvalidValue", "message": message, "jsonPath": JSON_PATH}
+    ])
+
+
+def decrypt_card(compact: str) -> tsp.CardData:
+    """The card inside a JWE compact string, validated like a card sent in the body; raises a 400 otherwise."""
+    from networks.api.serializers import CardInput  # the card's shape is the API's: one definition of it
+
+    try:
+        plaintext = jwe.decrypt_compact(compact, private_key(), algorithms=[ALGORITHM, ENCRYPTION]).plaintext
+    except (JoseError, ValueError, TypeError, KeyError):
+        raise _refused(
+            f"The encrypted data could not be decrypted: it must be a JWE compact serialization with alg "
+            f"{ALGORITHM} and enc {ENCRYPTION}, encrypted to the key at /network-tokens/encryption-key"
+        ) from None
+    try:
+        data = json.loads(plaintext)
+    except (ValueError, UnicodeDecodeError):
+        raise _refused("The decrypted data is not JSON") from None
+    card = CardInput(data=data)
+    try:
+        card.is_valid(raise_exception=True)
+    except serializers.ValidationError as exc:
+        raise _refused(f"The decrypted card does not match the expected schema: {_summary(exc.detail)}") from None
+    value = card.validated_data
+    return tsp.CardData(
+        number=value["cardNumber"],
+        expiry_month=value["cardExpiryDate"]["month"],
+        expiry_year=value["cardExpiryDate"]["year"],
+        holder_name=value.get("cardHolderName", ""),
+    )
+
+
+def _summary(detail) -> str:
+    """Error names and the paths of known fields, e.g. ``panFailedLuhnCheck at $.cardNumber``."""
+    parts = []
+    for item in validation_errors(detail):
+        path = item["jsonPath"]
+        parts.append(f"{item['errorName']} at {path}" if path in KNOWN_PATHS else item["errorName"])
+    return ", ".join(dict.fromkeys(parts))

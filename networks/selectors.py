@@ -1,0 +1,112 @@
+"""Every read the network-token API makes: scoped to a merchant; another merchant's object is ResourceNotFound."""
+
+import re
+from urllib.parse import urlsplit
+
+from django.db.models import Count, Q, QuerySet
+
+from config.errors import ResourceNotFound
+from networks.models import Batch, BatchItem, LifecycleEvent, NetworkToken, ProvisioningRequest
+from vault import selectors as vault_selectors
+from vault.models import TOKEN_ID_ALPHABET, TOKEN_ID_LENGTH, Merchant, Token
+
+VAULT_TOKEN_ID = re.compile(f"^[{TOKEN_ID_ALPHABET}]{{{TOKEN_ID_LENGTH}}}$")
+VAULT_HREF_PATH = re.compile(r"^(?:.*/)?tokens/([A-Za-z0-9_-]+)/?$")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Vault tokens named in requests: an href (…/tokens/<reference>) or a tokenId
+# ------------------------------------------------------------------------------------------------------------
+def _parse_reference(value: str) -> tuple[str, str] | None:
+    """``("token_id", …)`` or ``("reference", …)``; None when ``value`` is neither an href nor a tokenId."""
+    if VAULT_TOKEN_ID.match(value):
+        return "token_id", value
+    match = VAULT_HREF_PATH.match(urlsplit(value).path)
+    return ("reference", match.group(1)) if match else None
+
+
+def vault_token_get(*, merchant: Merchant, value: str) -> Token:
+    """The merchant's live vault token named by href or tokenId, else ResourceNotFound."""
+    parsed = _parse_reference(value)
+    if parsed is None:
+        raise ResourceNotFound("The token does not exist")
+    kind, key = parsed
+    return vault_selectors.token_get(merchant=merchant, **{kind: key})
+
+
+def vault_tokens_resolve(*, merchant: Merchant, values: list[str]) -> dict[str, Token]:
+    """Each value (href or tokenId) that names a live vault token of the merchant, mapped to it.
+
+    One query per kind of reference, whatever the number of values: a batch of 10,000 costs two queries.
+    """
+    wanted: dict[str, dict[str, list[str]]] = {"token_id": {}, "reference": {}}
+    for value in values:
+        parsed = _parse_reference(value)
+        if parsed is not None:
+            wanted[parsed[0]].setdefault(parsed[1], []).append(value)
+    found: dict[str, Token] = {}
+    for kind, keys in wanted.items():
+        if not keys:
+            continue
+        for token in vault_selectors.live_tokens(merchant=merchant).filter(**{f"{kind}__in": list(keys)}):
+            for value in keys[getattr(token, kind)]:
+                found[value] = token
+    return found
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Network tokens
+# ------------------------------------------------------------------------------------------------------------
+def network_token_get(*, merchant: Merchant, token_id: str) -> NetworkToken:
+    """The merchant's network token, deleted ones included (they remain the TSP's record)."""
+    token = (
+        NetworkToken.objects.select_related("issuer", "vault_token")
+        .filter(merchant=merchant, token_id=token_id).first()
+    )
+    if token is None:
+        raise ResourceNotFound("The network token does not exist")
+    return token
+
+
+def lifecycle_list(*, token: NetworkToken) -> QuerySet[LifecycleEvent]:
+    """What happened to the token, oldest first."""
+    return LifecycleEvent.objects.filter(network_token=token).order_by("created_at", "pk")
+
+
+def newest_network_token_id(*, vault_token: Token) -> str | None:
+    """The tokenId of the newest network token of ``vault_token`` that is not deleted (one query)."""
+    return (
+        NetworkToken.objects.filter(vault_token=vault_token).exclude(status=NetworkToken.DELETED)
+        .order_by("-created_at", "-pk").values_list("token_id", flat=True).first()
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Asynchronous requests and batches
+# ------------------------------------------------------------------------------------------------------------
+def provisioning_request_get(*, merchant: Merchant, request_id: str) -> ProvisioningRequest:
+    request = (
+        ProvisioningRequest.objects.select_related("network_token__issuer")
+        .filter(merchant=merchant, public_id=request_id).first()
+    )
+    if request is None:
+        raise ResourceNotFound("The network token request does not exist")
+    return request
+
+
+def batch_get(*, merchant: Merchant, batch_id: str) -> Batch:
+    batch = Batch.objects.filter(merchant=merchant, public_id=batch_id).first()
+    if batch is None:
+        raise ResourceNotFound("The batch does not exist")
+    return batch
+
+
+def batch_counts(*, batch: Batch) -> dict[str, int]:
+    """Items of ``batch`` per status, every status present (one aggregate query)."""
+    return BatchItem.objects.filter(batch=batch).aggregate(**{
+        status: Count("pk", filter=Q(status=status)) for status, _ in BatchItem.STATUSES
+    })
+
+
+def batch_failed_items(*, batch: Batch) -> QuerySet[BatchItem]:
+    return BatchItem.objects.filter(batch=batch, status=BatchItem.FAILED).order_by("index")
