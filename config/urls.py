@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", **public), name="docs"),
     path("", include("vault.api.urls")),
     path("", include("notifications.api.urls")),
+    path("", include("networks.api.urls")),
     # Anything else answers endpointNotFound in the API's error shape.
     re_path(r"^(?!admin/|static/).*$", EndpointNotFoundView.as_view()),
 ]

@@ -282,6 +282,7 @@ def batch_create(*, merchant: Merchant, entries: list[BatchEntry]) -> Batch:
         BatchItem.objects.bulk_create(items, batch_size=1000)
         _complete_if_done(batch.pk)
         transaction.on_commit(_dispatch_soon, robust=True)
+    batch.refresh_from_db()
     return batch
 
 

@@ -29,7 +29,7 @@ from tests.conftest import (
     client_for,
     path_of,
 )
-from vault import services
+from vault import cards, services
 from vault.models import AuditLog, ExpiryExtension, Token, TokenConflict
 
 BASE = "http://testserver"
@@ -1122,3 +1122,32 @@ def test_no_response_but_detokenize_contains_the_card_number(tokenize, api, caro
 
     detokenized = carol_api.post(f"{path}/detokenize")
     assert VISA in detokenized.content.decode()
+
+
+def test_listing_a_namespace_costs_the_same_queries_however_many_tokens_and_network_tokens(api, alice):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from networks import services as network_services
+
+    def add_cards(first: int, count: int):
+        for i in range(first, first + count):
+            partial = f"411111111{i:06d}"
+            number = partial + cards.luhn_check_digit(partial)
+            token = services.card_tokenize(merchant=alice, namespace="FAMILY",
+                                           card=services.Card(number, "Sherlock Holmes", 5, 2035)).token
+            network_services.network_token_provision(
+                origin=network_services.Origin(merchant=alice, correlation_id="q", vault_token=token),
+                card=network_services.tsp.CardData(number, 5, 2035),
+            )
+
+    def queries_to_list() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            body = api.get("/tokens", {"namespace": "FAMILY", "pageSize": 16}).json()
+        assert all("tokens:networkToken" in t["_links"] for t in body["_embedded"]["tokens"])
+        return len(queries)
+
+    add_cards(0, 2)
+    few = queries_to_list()
+    add_cards(2, 10)
+    assert queries_to_list() == few

@@ -1,6 +1,6 @@
 """Every read the vault API and admin make: scoped to a merchant, live tokens only unless said otherwise."""
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from config.errors import ResourceNotFound
@@ -11,18 +11,29 @@ def live_tokens(*, merchant: Merchant) -> QuerySet[Token]:
     return Token.objects.filter(merchant=merchant, deleted_at__isnull=True, expires_at__gt=timezone.now())
 
 
+def with_network_token(tokens: QuerySet[Token]) -> QuerySet[Token]:
+    """Annotate ``newest_network_token_id``: the tokenId of each token's newest network token not deleted."""
+    NetworkToken = Token._meta.get_field("network_tokens").related_model  # networks builds on the vault
+    newest = (
+        NetworkToken.objects.filter(vault_token=OuterRef("pk")).exclude(status="DELETED")
+        .order_by("-created_at", "-pk").values("token_id")[:1]
+    )
+    return tokens.annotate(newest_network_token_id=Subquery(newest))
+
+
 def token_get(*, merchant: Merchant, reference: str | None = None, token_id: str | None = None) -> Token:
     """The merchant's live token by href reference or tokenId; anything else (another merchant's, deleted,
     expired, unknown) is ResourceNotFound, so nobody can tell those cases apart."""
     lookup = {"reference": reference} if reference is not None else {"token_id": token_id}
-    token = live_tokens(merchant=merchant).select_related("namespace").filter(**lookup).first()
+    token = with_network_token(live_tokens(merchant=merchant).select_related("namespace")).filter(**lookup).first()
     if token is None:
         raise ResourceNotFound("The token does not exist")
     return token
 
 
 def token_list(*, merchant: Merchant, namespace: str) -> QuerySet[Token]:
-    return live_tokens(merchant=merchant).filter(namespace__name=namespace).select_related("namespace").order_by("pk")
+    tokens = live_tokens(merchant=merchant).filter(namespace__name=namespace).select_related("namespace")
+    return with_network_token(tokens).order_by("pk")
 
 
 def conflict_pending(*, token: Token) -> TokenConflict | None:

@@ -83,7 +83,7 @@ class BatchItemsField(serializers.ListField):
         super().__init__(child=BatchItemInput(), **kwargs)
 
     def to_internal_value(self, data):
-        if isinstance(data, str) or not isinstance(data, list):
+        if not isinstance(data, list):
             self.fail("fieldMustBeArray")
         if not data:
             raise error("fieldIsEmpty", "The batch needs at least one item")
@@ -218,7 +218,7 @@ class BatchAcceptedOutput(serializers.Serializer):
 
 class FailedItemOutput(serializers.Serializer):
     index = serializers.IntegerField(help_text="Position in the request's items.")
-    token = serializers.CharField(help_text="The href or tokenId sent.")
+    token = serializers.CharField(help_text="The href or tokenId sent (anything like a card number redacted).")
     errorName = serializers.CharField()
     message = serializers.CharField()
 

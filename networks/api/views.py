@@ -26,7 +26,10 @@ ERRORS = {
     403: OpenApiResponse(ErrorOutput, description="accessDenied: the key lacks the network-tokens scope"),
     404: OpenApiResponse(ErrorOutput, description="resourceNotFound"),
     415: OpenApiResponse(ErrorOutput, description="unsupportedContentType"),
-    422: OpenApiResponse(ErrorOutput, description="networkNotSupported, tokenizationDeclined or tokenNotActive"),
+    422: OpenApiResponse(
+        ErrorOutput,
+        description="networkNotSupported, tokenizationDeclined, tokenNotActive or lifecycleTransitionNotAllowed",
+    ),
     502: OpenApiResponse(ErrorOutput, description="networkUnavailable: the network's token service failed"),
     504: OpenApiResponse(ErrorOutput, description="networkUnavailable: the network's token service timed out"),
 }
@@ -81,7 +84,8 @@ def _correlation_errors(request) -> list[dict]:
     elif not value:
         name, message = "fieldIsEmpty", f"The {CORRELATION_HEADER} header must not be empty"
     elif len(value) > CORRELATION_MAX_LENGTH:
-        name, message = "stringIsTooLong", f"The {CORRELATION_HEADER} header has at most {CORRELATION_MAX_LENGTH} characters"
+        name = "stringIsTooLong"
+        message = f"The {CORRELATION_HEADER} header has at most {CORRELATION_MAX_LENGTH} characters"
     else:
         return []
     return [{"errorName": name, "message": message, "jsonPath": CORRELATION_PATH}]
@@ -266,7 +270,7 @@ class NetworkTokenView(ApiView):
         return Response(network_token_body(selectors.network_token_get(merchant=request.user, token_id=token_id)))
 
     @extend_schema(operation_id="network_token_delete", summary="Delete a network token at its network",
-                   description="Answers 422 tokenNotActive when it is already deleted.",
+                   description="Answers 422 lifecycleTransitionNotAllowed when it is already deleted.",
                    responses={204: None, **READ_ERRORS, 422: ERRORS[422]})
     def delete(self, request, token_id):
         token = selectors.network_token_get(merchant=request.user, token_id=token_id)
@@ -310,8 +314,9 @@ class SimulateLifecycleView(ApiView):
         operation_id="network_token_simulate_lifecycle",
         summary="Simulator: the network reports a lifecycle event (not in production)",
         description="SUSPENDED, ACTIVE (resumed), DELETED, or CARD_UPDATED with the reissued card's expiry and/or "
-                    "last digits. Sends a `network_token.updated` webhook. Answers endpointNotFound where the "
-                    "simulator endpoints are switched off.",
+                    "last digits. Sends a `network_token.updated` webhook. An event that does not fit the token's "
+                    "status answers 422 lifecycleTransitionNotAllowed. Answers endpointNotFound where the simulator "
+                    "endpoints are switched off.",
         request=s.SimulateLifecycleInput,
         responses={
             200: s.NetworkTokenOutput,

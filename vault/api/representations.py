@@ -6,7 +6,7 @@ Built as plain dicts (the hot path of every tokenize); ``serializers.TokenOutput
 from django.conf import settings
 
 from config.http import timestamp
-
+from networks import selectors as network_selectors
 from vault.models import Token, TokenConflict
 
 TOKEN_LINKS = ("description", "cardHolderName", "cardExpiryDate", "billingAddress", "schemeTransactionReference")
@@ -60,8 +60,18 @@ def token_links(request, token: Token, *, conflict_pending: bool) -> dict:
         links[f"tokens:{name}"] = {"href": f"{href}/{name}"}
     if conflict_pending:
         links["tokens:conflicts"] = {"href": f"{href}/conflicts"}
+    network_token_id = _newest_network_token_id(token)
+    if network_token_id:
+        links["tokens:networkToken"] = {"href": f"{base_url(request)}/network-tokens/{network_token_id}"}
     links["curies"] = curies(request)
     return links
+
+
+def _newest_network_token_id(token: Token) -> str | None:
+    # Lists and lookups annotate it (selectors.with_network_token); a token fresh from a service costs a query.
+    if hasattr(token, "newest_network_token_id"):
+        return token.newest_network_token_id
+    return network_selectors.newest_network_token_id(vault_token=token)
 
 
 def token_body(request, token: Token, *, conflict: TokenConflict | None = None) -> dict:
