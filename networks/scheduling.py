@@ -56,13 +56,17 @@ def batches_dispatch() -> int:
     ).update(status=BatchItem.PENDING)
 
     per_issuer: list[list[int]] = []
-    busy_issuers = BatchItem.objects.filter(status=BatchItem.PENDING).values_list("issuer", flat=True).distinct()
-    for issuer in Issuer.objects.filter(pk__in=busy_issuers):
-        in_flight = BatchItem.objects.filter(issuer=issuer, status__in=[BatchItem.QUEUED, BatchItem.RUNNING]).count()
-        room = issuer.rate_limit_per_second * RELEASE_HORIZON_SECONDS - in_flight
-        if room <= 0:
-            continue
+    busy_issuers = list(
+        BatchItem.objects.filter(status=BatchItem.PENDING).order_by().values_list("issuer", flat=True).distinct()
+    )
+    for issuer_id in busy_issuers:
         with transaction.atomic():
+            # The issuer's row lock makes concurrent dispatchers (beat and a new batch) take turns per issuer.
+            issuer = Issuer.objects.select_for_update().get(pk=issuer_id)
+            in_flight = BatchItem.objects.filter(issuer=issuer, status__in=[BatchItem.QUEUED, BatchItem.RUNNING]).count()
+            room = issuer.rate_limit_per_second * RELEASE_HORIZON_SECONDS - in_flight
+            if room <= 0:
+                continue
             # Across batches: the lowest positions first, so two batches of one issuer advance together.
             ids = list(
                 BatchItem.objects.select_for_update(skip_locked=True)

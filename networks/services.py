@@ -4,6 +4,7 @@ A TSP call never runs inside a database transaction (it may take seconds); what 
 and token numbers only ever exist in memory, in the vault's encryption, or in a detokenize-scoped answer.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -98,8 +99,11 @@ def check_supported(number: str, *, email: str) -> str:
 # ------------------------------------------------------------------------------------------------------------
 # Provisioning
 # ------------------------------------------------------------------------------------------------------------
-def network_token_provision(*, origin: Origin, card: tsp.CardData, account_id: str = "", email: str = "") -> NetworkToken:
+def network_token_provision(*, origin: Origin, card: tsp.CardData, account_id: str = "", email: str = "",
+                            on_call: Callable[[], None] | None = None) -> NetworkToken:
     """Ask the card's network for a token, within its issuer's rate limit, and store it.
+
+    ``on_call`` runs the moment the call to the TSP starts (after waiting for the issuer's slot).
 
     Visa and Amex give the same tokenId again for the same merchant and card (and accountId, and Amex's email):
     the stored token is then returned, updated. Raises networkNotSupported/tokenizationDeclined (422),
@@ -108,6 +112,8 @@ def network_token_provision(*, origin: Origin, card: tsp.CardData, account_id: s
     network = check_supported(card.number, email=email)
     issuer = issuer_for(card.number, network)
     scheduling.call_slot(issuer)
+    if on_call is not None:
+        on_call()
     try:
         provisioned = tsp.provider_for(network).provision(tsp.ProvisionRequest(
             merchant_id=origin.merchant.public_id, card=card, account_id=account_id, email=email
@@ -298,27 +304,36 @@ def _dispatch_soon() -> None:
 
 
 def batch_item_run(*, item_id: int) -> None:
-    """Provision one released batch item (idempotent: an item not QUEUED is left alone)."""
+    """Provision one released batch item (idempotent: an item not QUEUED is left alone).
+
+    ``called_at`` is first the moment a worker took the item (for the lease), then the moment its TSP call started.
+    """
     now = timezone.now()
     if not BatchItem.objects.filter(pk=item_id, status=BatchItem.QUEUED).update(status=BatchItem.RUNNING, called_at=now):
         return
     item = BatchItem.objects.select_related("batch__merchant", "vault_token").get(pk=item_id)
     origin = Origin(merchant=item.batch.merchant, correlation_id=item.batch.public_id[:36], vault_token=item.vault_token)
-    fields = {"attempts": item.attempts + 1, "finished_at": timezone.now()}
+    fields = {"attempts": item.attempts + 1}
+
+    def calling():
+        BatchItem.objects.filter(pk=item_id).update(called_at=timezone.now())
+
     try:
         if item.vault_token.deleted_at is not None:
             raise BusinessRuleError("resourceNotFound", "The vault token was deleted", status_code=404)
         token = network_token_provision(origin=origin, card=card_from_vault(item.vault_token),
-                                        account_id=item.account_id, email=item.email)
+                                        account_id=item.account_id, email=item.email, on_call=calling)
     except NetworkUnavailable as exc:
         if item.attempts + 1 < BATCH_ITEM_MAX_ATTEMPTS:
-            fields.update(status=BatchItem.PENDING, finished_at=None)
+            fields.update(status=BatchItem.PENDING)
         else:
             fields.update(status=BatchItem.FAILED, failure_code=exc.error_name, failure_reason=exc.message[:255])
     except ApiError as exc:
         fields.update(status=BatchItem.FAILED, failure_code=exc.error_name, failure_reason=exc.message[:255])
     else:
         fields.update(status=BatchItem.SUCCEEDED, network_token=token)
+    if fields.get("status") != BatchItem.PENDING:
+        fields["finished_at"] = timezone.now()
     with transaction.atomic():
         BatchItem.objects.filter(pk=item_id).update(**fields)
         _complete_if_done(item.batch_id)

@@ -6,6 +6,7 @@ carol is alice's payment processor key, the only one allowed to detokenize.
 
 import copy
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -149,17 +150,28 @@ def start_celery_worker(*, beat: bool = False, env: dict | None = None, concurre
     log = open(ROOT / "var" / "test-worker.log", "ab")
     full_env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "config.settings.test",
                 **(env or {})}
-    return subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    # Its own process group: an embedded beat or pool child dies with it (see kill_celery_worker).
+    return subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def kill_celery_worker(process: subprocess.Popen) -> None:
+    """SIGKILL, as a crash: the worker and every process it started (beat, pool), with no chance to clean up."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def stop_celery_worker(process: subprocess.Popen) -> None:
     if process.poll() is None:
-        process.terminate()
+        os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            pass
+    kill_celery_worker(process)  # whatever of its group is still there
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ receiver on loopback; it is killed without warning part-way, a new one is starte
 receiver at least once: the sweeper hands over what the dead worker had claimed or never got to.
 """
 
-import os
-import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.db import transaction
 
-from tests.conftest import start_celery_worker, stop_celery_worker, wait_for
+from tests.conftest import kill_celery_worker, start_celery_worker, stop_celery_worker, wait_for
 from notifications import services
 from notifications.models import Delivery
 
@@ -73,8 +71,7 @@ def test_a_worker_killed_mid_run_loses_no_delivery(alice, settings):
     second = None
     try:
         wait_for(lambda: receiver.distinct() >= 40, timeout=60)
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait()
+        kill_celery_worker(first)
         killed_at = receiver.distinct()
         assert killed_at < EVENTS, "the worker finished before it could be killed: nothing was tested"
 

@@ -1,0 +1,302 @@
+"""Batches of network-token requests: bad items fail at once, the dispatcher releases items fairly across issuers and
+within their rate limits, and two real workers on the real broker provision a skewed batch of 1,000 cards without
+a spike on any issuer and without starving the small ones.
+
+alice is a merchant tokenizing her card-on-file base in bulk.
+"""
+
+import statistics
+from datetime import timedelta
+from types import SimpleNamespace
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from networks import scheduling, services, tasks
+from networks.models import Batch, BatchItem, Issuer, NetworkToken
+from notifications.models import Event
+from tests.cards import distinct_card_numbers
+from tests.conftest import AMEX, DISCOVER, MASTERCARD, VISA, start_celery_worker, stop_celery_worker, wait_for
+from vault import services as vault_services
+
+BIG = "Baker Street Bank"
+# The 10 %: 25 cards each at four other issuers, on three networks.
+SMALL = {
+    "Visa Test Issuer": ("400", 16, ""),
+    "Maple Mutual": ("555555", 16, ""),
+    "Two Series Trust": ("2300", 16, ""),
+    "Centurion Test Issuer": ("3700", 15, "cardholder@example.com"),
+}
+
+
+def vault_tokens(merchant, numbers):
+    # One transaction for the lot: a thousand commits to SQLite would cost more than the batch itself.
+    with transaction.atomic():
+        return [vault_services.card_tokenize(
+            merchant=merchant, card=vault_services.Card(number, "Card Holder", 5, 2035)
+        ).token for number in numbers]
+
+
+def entries_for(tokens, email=""):
+    return [services.BatchEntry(token_reference=token.token_id, vault_token=token, email=email) for token in tokens]
+
+
+def set_rate(name: str, rate: int) -> Issuer:
+    Issuer.objects.filter(name=name).update(rate_limit_per_second=rate, next_call_at=None)
+    return Issuer.objects.get(name=name)
+
+
+def most_calls_in_one_second(moments) -> int:
+    """The highest number of moments in any window [t, t + 1 s) (windows starting at a call are enough)."""
+    moments = sorted(moments)
+    most, end = 0, 0
+    for start, moment in enumerate(moments):
+        while end < len(moments) and moments[end] < moment + timedelta(seconds=1):
+            end += 1
+        most = max(most, end - start)
+    return most
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Accepting a batch
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_bad_items_fail_at_once_with_their_reason_while_the_rest_go_on(alice):
+    visa, discover, amex, mastercard = vault_tokens(alice, [VISA, DISCOVER, AMEX, MASTERCARD])
+
+    batch = services.batch_create(merchant=alice, entries=[
+        services.BatchEntry(token_reference=visa.token_id, vault_token=visa),
+        services.BatchEntry(token_reference="tok_does_not_exist", vault_token=None),
+        services.BatchEntry(token_reference=discover.token_id, vault_token=discover),
+        services.BatchEntry(token_reference=amex.token_id, vault_token=amex),  # Amex without an email
+        services.BatchEntry(token_reference=mastercard.token_id, vault_token=mastercard),
+    ])
+
+    items = list(batch.items.order_by("index"))
+    assert [item.status for item in items] == ["PENDING", "FAILED", "FAILED", "FAILED", "PENDING"]
+    assert items[1].failure_code == "resourceNotFound"
+    assert items[1].token_reference == "tok_does_not_exist"
+    assert items[2].failure_code == "networkNotSupported"
+    assert items[3].failure_code and "email" in items[3].failure_reason.lower()
+    assert all(item.failure_reason and item.finished_at for item in items[1:4])
+    assert items[0].issuer.name == BIG and items[4].issuer.name == "Maple Mutual"
+    batch.refresh_from_db()
+    assert batch.total == 5
+    assert batch.status != Batch.COMPLETED
+
+
+@pytest.mark.django_db
+def test_a_batch_of_only_bad_items_is_completed_at_once(alice):
+    [discover] = vault_tokens(alice, [DISCOVER])
+
+    batch = services.batch_create(merchant=alice, entries=[
+        services.BatchEntry(token_reference="tok_gone", vault_token=None),
+        services.BatchEntry(token_reference=discover.token_id, vault_token=discover),
+    ])
+
+    batch.refresh_from_db()
+    assert batch.status == Batch.COMPLETED
+    assert batch.completed_at is not None
+    assert set(batch.items.values_list("status", flat=True)) == {BatchItem.FAILED}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The dispatcher, called directly; the broker is replaced by a list of the item ids it would have been sent
+# ------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def sent(monkeypatch):
+    ids: list[int] = []
+    monkeypatch.setattr(tasks, "run_batch_item", SimpleNamespace(delay=ids.append))
+    return ids
+
+
+@pytest.mark.django_db
+def test_the_dispatcher_releases_two_seconds_of_calls_per_issuer_interleaving_issuers(alice, sent):
+    rates = {BIG: 5, "Maple Mutual": 3, "Visa Test Issuer": 2}
+    issuers = {name: set_rate(name, rate) for name, rate in rates.items()}
+    tokens = (vault_tokens(alice, distinct_card_numbers("444433", 30))
+              + vault_tokens(alice, distinct_card_numbers("555555", 10))
+              + vault_tokens(alice, distinct_card_numbers("400", 10)))
+    batch = services.batch_create(merchant=alice, entries=entries_for(tokens))
+
+    released = scheduling.batches_dispatch()
+
+    assert released == len(sent)
+    items = BatchItem.objects.in_bulk(sent)
+    order = [items[pk].issuer.name for pk in sent]
+    for name, rate in rates.items():
+        assert order.count(name) == rate * scheduling.RELEASE_HORIZON_SECONDS
+    # Interleaved: an issuer's items follow each other only once the other issuers have none left to release.
+    for position, (this, following) in enumerate(zip(order, order[1:])):
+        if this == following:
+            assert set(order[position:]) == {this}, order
+    assert set(order[:len(rates)]) == set(rates)
+    # Within an issuer, first come first served.
+    for name, issuer in issuers.items():
+        indexes = [items[pk].index for pk in sent if items[pk].issuer_id == issuer.pk]
+        assert indexes == sorted(indexes)
+    assert all(items[pk].status == BatchItem.QUEUED and items[pk].queued_at for pk in sent)
+    batch.refresh_from_db()
+    assert batch.status == Batch.RUNNING
+
+    # Nothing more while two seconds' worth is in flight.
+    sent.clear()
+    assert scheduling.batches_dispatch() == 0 and sent == []
+
+    # Three of the big issuer's calls finish: room for three more of its items, and for nobody else's.
+    finished = [pk for pk in items if items[pk].issuer_id == issuers[BIG].pk][:3]
+    BatchItem.objects.filter(pk__in=finished).update(status=BatchItem.SUCCEEDED, finished_at=timezone.now())
+    scheduling.batches_dispatch()
+    assert [BatchItem.objects.get(pk=pk).issuer.name for pk in sent] == [BIG] * 3
+
+
+@pytest.mark.django_db
+def test_the_dispatcher_advances_two_batches_of_one_issuer_together(alice, sent):
+    set_rate(BIG, 3)
+    numbers = distinct_card_numbers("444433", 20)
+    first = services.batch_create(merchant=alice, entries=entries_for(vault_tokens(alice, numbers[:10])))
+    second = services.batch_create(merchant=alice, entries=entries_for(vault_tokens(alice, numbers[10:])))
+
+    scheduling.batches_dispatch()
+
+    items = BatchItem.objects.in_bulk(sent)
+    assert [(items[pk].batch_id, items[pk].index) for pk in sent] == [
+        (first.pk, 0), (second.pk, 0), (first.pk, 1), (second.pk, 1), (first.pk, 2), (second.pk, 2),
+    ]
+
+
+@pytest.mark.django_db
+def test_the_dispatcher_puts_items_whose_message_was_lost_back_to_pending(alice, sent):
+    set_rate(BIG, 1)  # room for two in flight
+    batch = services.batch_create(merchant=alice, entries=entries_for(
+        vault_tokens(alice, distinct_card_numbers("444433", 4))
+    ))
+    lost, fresh_1, fresh_2, waiting = batch.items.order_by("index")
+    now = timezone.now()
+    BatchItem.objects.filter(pk=lost.pk).update(
+        status=BatchItem.QUEUED, queued_at=now - timedelta(seconds=scheduling.ITEM_LEASE_SECONDS + 5)
+    )
+    BatchItem.objects.filter(pk__in=[fresh_1.pk, fresh_2.pk]).update(status=BatchItem.QUEUED, queued_at=now)
+
+    scheduling.batches_dispatch()
+
+    statuses = dict(batch.items.values_list("pk", "status"))
+    assert statuses[lost.pk] == BatchItem.PENDING
+    assert statuses[fresh_1.pk] == statuses[fresh_2.pk] == BatchItem.QUEUED  # their messages are still on the way
+    assert statuses[waiting.pk] == BatchItem.PENDING
+    assert sent == []  # the two fresh ones fill the issuer's room
+
+
+@pytest.mark.django_db
+def test_an_item_whose_message_was_lost_is_sent_again(alice, sent):
+    set_rate(BIG, 5)
+    batch = services.batch_create(merchant=alice, entries=entries_for(
+        vault_tokens(alice, distinct_card_numbers("444433", 2))
+    ))
+    lost, crashed = batch.items.order_by("index")
+    long_ago = timezone.now() - timedelta(seconds=scheduling.ITEM_LEASE_SECONDS + 5)
+    BatchItem.objects.filter(pk=lost.pk).update(status=BatchItem.QUEUED, queued_at=long_ago)
+    # A worker died in the middle of this one.
+    BatchItem.objects.filter(pk=crashed.pk).update(status=BatchItem.RUNNING, queued_at=long_ago, called_at=long_ago)
+
+    scheduling.batches_dispatch()
+
+    assert sent == [lost.pk, crashed.pk]
+    for item in BatchItem.objects.filter(pk__in=sent):
+        assert item.status == BatchItem.QUEUED
+        assert item.queued_at > long_ago + timedelta(seconds=scheduling.ITEM_LEASE_SECONDS)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# What a batch item records: when its TSP call started and when it finished (the fairness checks below read them)
+# ------------------------------------------------------------------------------------------------------------
+def queued_item(merchant, number=VISA) -> BatchItem:
+    batch = services.batch_create(merchant=merchant, entries=entries_for(vault_tokens(merchant, [number])))
+    item = batch.items.get()
+    BatchItem.objects.filter(pk=item.pk).update(status=BatchItem.QUEUED, queued_at=timezone.now())
+    return item
+
+
+@pytest.mark.django_db
+def test_a_batch_item_records_its_call_start_after_waiting_for_the_issuers_slot(alice):
+    issuer = set_rate(BIG, 2)
+    item = queued_item(alice)
+    scheduling.reserve_call(issuer)  # another worker's call takes the slot now: this item's call is 0.5 s later
+    issuer.refresh_from_db()
+    earliest_start = issuer.next_call_at
+
+    services.batch_item_run(item_id=item.pk)
+
+    item.refresh_from_db()
+    assert item.status == BatchItem.SUCCEEDED
+    assert item.called_at >= earliest_start
+
+
+@pytest.mark.django_db
+def test_a_batch_item_records_its_finish_after_the_tsp_answered(alice, settings):
+    settings.TSP_LATENCY_MS = "200"
+    item = queued_item(alice)
+
+    services.batch_item_run(item_id=item.pk)
+
+    item.refresh_from_db()
+    assert item.status == BatchItem.SUCCEEDED
+    assert item.finished_at >= item.network_token.created_at  # the token is stored once the TSP answered
+    assert item.finished_at - item.called_at >= timedelta(milliseconds=200)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# 1,000 cards, 90 % at one issuer, through two real workers
+# ------------------------------------------------------------------------------------------------------------
+# Low enough that the limits, not the workers, set the pace (two worker processes provision about 50 cards a
+# second on a two-core machine): a limit the workers never reach would make the window check below vacuous.
+BIG_RATE, SMALL_RATE = 50, 10
+
+
+@pytest.mark.celery
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_skewed_batch_stays_under_every_issuers_rate_and_the_small_issuers_finish_early(alice):
+    Issuer.objects.update(rate_limit_per_second=SMALL_RATE, next_call_at=None)
+    Issuer.objects.filter(name=BIG).update(rate_limit_per_second=BIG_RATE)
+    limits = dict(Issuer.objects.values_list("name", "rate_limit_per_second"))
+    # Two worker processes, one with beat (the dispatcher every second); they start while the cards are stored.
+    workers = [start_celery_worker(concurrency=4, beat=True), start_celery_worker(concurrency=4)]
+    try:
+        entries = entries_for(vault_tokens(alice, distinct_card_numbers("444433", 900)))
+        for name, (prefix, length, email) in SMALL.items():
+            entries += entries_for(vault_tokens(alice, distinct_card_numbers(prefix, 25, length=length)), email=email)
+        assert len({entry.vault_token.pk for entry in entries}) == 1000
+
+        batch = services.batch_create(merchant=alice, entries=entries)
+        assert not batch.items.filter(status=BatchItem.FAILED).exists()
+        wait_for(lambda: Batch.objects.get(pk=batch.pk).status == Batch.COMPLETED, timeout=120, interval=0.25)
+    finally:
+        for worker in workers:
+            stop_celery_worker(worker)
+
+    items = list(batch.items.select_related("issuer"))
+    assert {item.status for item in items} == {BatchItem.SUCCEEDED}
+    assert all(item.attempts == 1 for item in items)
+    # Each card provisioned exactly once: one network token (and one created event) per item, none shared.
+    assert NetworkToken.objects.filter(merchant=alice).count() == 1000
+    assert NetworkToken.objects.filter(merchant=alice).values("vault_token").distinct().count() == 1000
+    assert len({item.network_token_id for item in items}) == 1000
+    assert Event.objects.filter(merchant=alice, type="network_token.created").count() == 1000
+
+    by_issuer: dict[str, list[BatchItem]] = {}
+    for item in items:
+        by_issuer.setdefault(item.issuer.name, []).append(item)
+    assert {name: len(group) for name, group in by_issuer.items()} == {BIG: 900, **{name: 25 for name in SMALL}}
+
+    # The small issuers are not queued behind the big one: each is done before half of the big one's cards are.
+    big_median = statistics.median_low(item.finished_at for item in by_issuer[BIG])
+    for name in SMALL:
+        assert max(item.finished_at for item in by_issuer[name]) < big_median, name
+
+    # No spike: no second holds more calls to an issuer than its limit (+1: a window of one second can hold both
+    # ends of a run of calls spaced exactly 1/rate apart).
+    busiest = {name: most_calls_in_one_second([item.called_at for item in group]) for name, group in by_issuer.items()}
+    over = {name: f"{calls} calls in one second, limit {limits[name]}" for name, calls in busiest.items()
+            if calls > limits[name] + 1}
+    assert not over, over
