@@ -460,7 +460,7 @@ class BatchFilter(NamespaceFilter):
 
     title = "batch"
     parameter_name = "batch"
-    template = "admin/networks/batch_filter.html"
+    placeholder = "bat_…"
 
     def queryset(self, request, queryset):
         if self.value():

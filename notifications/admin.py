@@ -66,7 +66,7 @@ def masked_secret(secret: str) -> str:
 class OperationsAdmin(admin.ModelAdmin):
     """Look through pages, act through actions (``permissions=["operate"]``: the model's change permission)."""
 
-    confirmation_template = "admin/notifications/action_confirmation.html"
+    confirmation_template = "admin/action_confirmation.html"
 
     def has_add_permission(self, request):
         # Endpoints are the merchants' (made through the API, which hands them their secret); the rest is history.

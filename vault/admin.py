@@ -313,7 +313,8 @@ class NamespaceFilter(admin.ListFilter):
 
     title = "namespace"
     parameter_name = "namespace"
-    template = "admin/vault/text_filter.html"
+    placeholder = "exact name"
+    template = "admin/text_filter.html"
 
     def __init__(self, request, params, model, model_admin):
         super().__init__(request, params, model, model_admin)
