@@ -390,7 +390,7 @@ def test_enabling_asks_for_confirmation_then_enables_clears_the_streak_and_is_au
     confirmation = run_action(operator, "webhookendpoint", "enable", [endpoint.pk], index="0")
 
     assert confirmation.status_code == 200
-    assert "admin/notifications/action_confirmation.html" in [t.name for t in confirmation.templates]
+    assert "admin/action_confirmation.html" in [t.name for t in confirmation.templates]
     assert "Every delivery failed for 5 days" in confirmation.content.decode()
     endpoint.refresh_from_db()
     assert not endpoint.is_enabled  # nothing happens before the confirmation
