@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from config import admin_login, dashboard
 from vault.api.views import EndpointNotFoundView, HealthView
 
 handler404 = "config.errors.handler404"
@@ -10,6 +11,8 @@ handler500 = "config.errors.handler500"
 public = {"authentication_classes": [], "permission_classes": []}
 
 urlpatterns = [
+    path("admin/login/", admin_login.login, name="admin-login"),
+    path("admin/dashboard/", dashboard.dashboard, name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("healthz", HealthView.as_view(), name="healthz"),
     path("api/schema/", SpectacularAPIView.as_view(**public), name="schema"),
