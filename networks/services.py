@@ -216,7 +216,12 @@ def provisioning_request_run(*, request_id: int, final_attempt: bool) -> None:
     ).first()
     if request is None:
         return
-    ProvisioningRequest.objects.filter(pk=request.pk).update(attempts=request.attempts + 1)
+    # Claim this attempt: a duplicate message (redelivered after a late ack) finds the count moved on and stops.
+    claimed = ProvisioningRequest.objects.filter(pk=request.pk, attempts=request.attempts).update(
+        attempts=request.attempts + 1, updated_at=timezone.now()
+    )
+    if not claimed:
+        return
     origin = Origin(merchant=request.merchant, correlation_id=request.correlation_id, vault_token=request.vault_token)
     try:
         if request.vault_token_id and request.vault_token.deleted_at is not None:
