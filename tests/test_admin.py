@@ -248,8 +248,20 @@ def conflict(alice, token) -> TokenConflict:
 def test_the_token_page_shows_the_pending_conflict_beside_the_stored_data(admin_client, token, conflict):
     body = admin_client.get(change_page("token", token.pk)).content.decode()
 
-    assert "Sherlock Holmes" in body and "John Watson" in body
-    assert "05/2035" in body and "06/2035" in body
+    table = re.search(r'<table class="vault-conflict">.*?</table>', body, re.S).group()
+    assert re.search(r"Card holder name</th><td>Sherlock Holmes</td><td>John Watson</td>", table)
+    assert re.search(r"Card expiry</th><td>05/2035</td><td>06/2035</td>", table)
+    assert "Billing address" not in table  # only what differs
+    [link] = re.findall(r'href="(/admin/vault/tokenconflict/\?[^"]+)"', body)
+    conflicts = admin_client.get(link.replace("&amp;", "&"))
+    assert [c.pk for c in conflicts.context["cl"].result_list] == [conflict.pk]
+
+
+def test_the_token_page_says_when_no_conflict_is_pending(admin_client, token):
+    body = admin_client.get(change_page("token", token.pk)).content.decode()
+
+    assert "No pending conflict." in body
+    assert 'class="vault-conflict"' not in body
 
 
 def test_the_conflict_table_escapes_what_merchants_sent(admin_client, alice, token):
@@ -268,8 +280,27 @@ def test_the_conflict_list_shows_pending_conflicts(admin_client, token, conflict
     assert token.token_id in response.content.decode()
 
 
+@pytest.mark.parametrize("action", ["apply", "dismiss"])
+def test_applying_or_dismissing_asks_first_showing_stored_and_requested_side_by_side(admin_client, token, conflict,
+                                                                                    action):
+    confirmation = run_action(admin_client, "tokenconflict", action, [conflict.pk], index="0")
+
+    assert confirmation.status_code == 200
+    assert "admin/vault/tokenconflict/action_confirmation.html" in [t.name for t in confirmation.templates]
+    body = confirmation.content.decode()
+    table = re.search(r'<table class="vault-conflict">.*?</table>', body, re.S).group()
+    assert re.search(r"Card holder name</th><td>Sherlock Holmes</td><td>John Watson</td>", table)
+    assert re.search(r"Card expiry</th><td>05/2035</td><td>06/2035</td>", table)
+    assert MASKED in body and VISA not in body
+    assert f'name="action" value="{action}"' in body
+    # Nothing happens before the submit button; the page showed names, so it counts as a view.
+    assert TokenConflict.objects.filter(pk=conflict.pk).exists()
+    assert not AuditLog.objects.filter(action=f"admin.conflict.{action}").exists()
+    assert AuditLog.objects.filter(action="admin.conflict.view", object_id=token.token_id).exists()
+
+
 def test_applying_a_conflict_replaces_the_stored_data_and_is_audited(admin_client, token, conflict):
-    response = run_action(admin_client, "tokenconflict", "apply", [conflict.pk], index="0")
+    response = run_action(admin_client, "tokenconflict", "apply", [conflict.pk], post="yes")
 
     assert response.status_code == 302
     token.refresh_from_db()
@@ -280,7 +311,7 @@ def test_applying_a_conflict_replaces_the_stored_data_and_is_audited(admin_clien
 
 
 def test_dismissing_a_conflict_keeps_the_stored_data_and_is_audited(admin_client, token, conflict):
-    response = run_action(admin_client, "tokenconflict", "dismiss", [conflict.pk], index="0")
+    response = run_action(admin_client, "tokenconflict", "dismiss", [conflict.pk], post="yes")
 
     assert response.status_code == 302
     token.refresh_from_db()
@@ -293,7 +324,10 @@ def test_dismissing_a_conflict_keeps_the_stored_data_and_is_audited(admin_client
 def test_an_expired_conflict_is_not_applied_and_the_failure_is_audited(admin_client, token, conflict):
     TokenConflict.objects.filter(pk=conflict.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
 
-    run_action(admin_client, "tokenconflict", "apply", [conflict.pk], index="0")
+    confirmation = run_action(admin_client, "tokenconflict", "apply", [conflict.pk], index="0")
+    assert "expired: nothing to apply" in confirmation.content.decode()
+    assert "John Watson" not in confirmation.content.decode()
+    run_action(admin_client, "tokenconflict", "apply", [conflict.pk], post="yes")
 
     token.refresh_from_db()
     assert token.card_holder_name == "Sherlock Holmes"
@@ -308,7 +342,10 @@ def test_opening_a_conflict_is_audited_as_a_view_of_its_token(admin_client, toke
 
 
 def test_a_view_only_clerk_cannot_apply_a_conflict(clerk_client, token, conflict):
+    assert available_actions(clerk_client.get(changelist("tokenconflict"))) == {}
+
     run_action(clerk_client, "tokenconflict", "apply", [conflict.pk], index="0")
+    run_action(clerk_client, "tokenconflict", "apply", [conflict.pk], post="yes")
 
     token.refresh_from_db()
     assert token.card_holder_name == "Sherlock Holmes"
@@ -449,6 +486,8 @@ def test_deactivating_a_merchant_in_the_admin_stops_its_keys(admin_client, alice
     alice.refresh_from_db()
     assert alice.is_active is False
     assert client_for(alice.raw_key).get("/tokens").status_code == 401
+    row = AuditLog.objects.get(action="admin.merchant.change")
+    assert (row.actor, row.object_id, row.detail) == ("admin:admin", alice.public_id, {"is_active": False})
 
 
 def test_merchants_cannot_be_deleted(admin_client, alice):
@@ -459,7 +498,12 @@ def test_merchants_cannot_be_deleted(admin_client, alice):
 def test_a_revoked_key_no_longer_authenticates(admin_client, alice):
     key = alice.api_keys.get()
 
-    response = run_action(admin_client, "apikey", "revoke", [key.pk], index="0")
+    confirmation = run_action(admin_client, "apikey", "revoke", [key.pk], index="0")
+    assert confirmation.status_code == 200
+    assert key.prefix in confirmation.content.decode()
+    assert client_for(alice.raw_key).get("/tokens").status_code == 200  # nothing happens before "Revoke"
+
+    response = run_action(admin_client, "apikey", "revoke", [key.pk], post="yes")
 
     assert response.status_code == 302
     key.refresh_from_db()

@@ -5,8 +5,16 @@ the ciphertext, the fingerprint and API key hashes are never fields of any form 
 like a card number is refused before it reaches a query or a page. Writes go through ``vault.services``, so a
 token "deleted" here is a tombstone, exactly as through the API. Viewing a token or a conflict (holder name,
 address) and every write are audited as ``admin:<username>``.
+
+Who may do what is the ``back-office`` group's business (migration 0002): the token's change permission extends an
+expiry, its delete permission destroys the card data, the conflict's change permission applies or dismisses it.
+Every action shows a confirmation page first (what will happen, to which rows, which are left alone) and writes one
+audit row per object it changes: the service's own (``token.delete``, ``token.extend_expiry``,
+``admin.api_key.revoke``) or the admin's (``admin.conflict.apply``, ``admin.conflict.dismiss``, ...).
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from django import forms
@@ -36,7 +44,6 @@ from vault.models import (
 )
 
 
-
 def _actor(request) -> services.Actor:
     return services.Actor(f"admin:{request.user.get_username()}", origin=request.META.get("REMOTE_ADDR", ""))
 
@@ -58,10 +65,8 @@ def _address(address: dict | None):
     return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines if line))
 
 
-def _conflict_table(token: Token, conflict: TokenConflict | None):
-    """The pending conflict's requested values beside the stored ones (only the fields that differ)."""
-    if conflict is None or not conflict.is_pending():
-        return "No pending conflict."
+def _conflict_comparison(token: Token, conflict: TokenConflict):
+    """The conflict's requested values beside the stored ones, as a table (only the fields that differ)."""
     rows = []
     if conflict.card_holder_name is not None:
         rows.append(("Card holder name", token.card_holder_name or "—", conflict.card_holder_name))
@@ -71,12 +76,52 @@ def _conflict_table(token: Token, conflict: TokenConflict | None):
     if conflict.billing_address is not None:
         rows.append(("Billing address", _address(token.billing_address), _address(conflict.billing_address)))
     return format_html(
-        '<table class="vault-conflict"><thead><tr><th scope="col">Field</th><th scope="col">Stored</th>'
-        '<th scope="col">Requested</th></tr></thead><tbody>{}</tbody></table>'
-        "<p>Pending until {} UTC; apply or dismiss it from the token conflicts list.</p>",
+        '<table class="vault-conflict"><thead><tr><th scope="col">Field</th><th scope="col">Stored now</th>'
+        '<th scope="col">Requested (applied by “Apply”)</th></tr></thead><tbody>{}</tbody></table>',
         format_html_join("", '<tr><th scope="row">{}</th><td>{}</td><td>{}</td></tr>', rows),
-        f"{conflict.expires_at:%Y-%m-%d %H:%M}",
     )
+
+
+def _conflict_table(token: Token, conflict: TokenConflict | None):
+    """The pending conflict side by side with the stored data, and where to resolve it."""
+    if conflict is None or not conflict.is_pending():
+        return "No pending conflict."
+    resolve = reverse("admin:vault_tokenconflict_changelist") + "?" + urlencode({"q": token.token_id})
+    return format_html(
+        '{}<p>Pending until {} UTC. <a href="{}">Apply or dismiss it</a> from the conflicts list; once it expires '
+        "the stored data simply stays.</p>",
+        _conflict_comparison(token, conflict), f"{conflict.expires_at:%Y-%m-%d %H:%M}", resolve,
+    )
+
+
+class ConfirmsActions:
+    """The intermediate page of an action: what will happen, to which rows, which are left alone.
+
+    ``admin/action_confirmation.html`` (shared with the operators' admins) lists ``rows`` as (object, note); a model
+    with its own ``confirmation_template`` extending it shows them as it likes. Nothing happens before the submit
+    button, which posts the action again with ``post=yes``.
+    """
+
+    confirmation_template = "admin/action_confirmation.html"
+
+    def confirm(self, request, objects, *, action: str, title: str, intro: str, submit: str, rows, notes=()):
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "subtitle": None,
+            "opts": self.opts,
+            "intro": intro,
+            "notes": [note for note in notes if note],
+            "rows": rows,
+            "selected_pks": [obj.pk for obj in objects],
+            "form": None,
+            "action": action,
+            "submit": submit,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.confirmation_template, context)
 
 
 class ReadOnlyAdmin(RefusesCardNumbersInSearch, admin.ModelAdmin):
@@ -186,7 +231,15 @@ class MerchantAdmin(RefusesCardNumbersInSearch, admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change:
-            return super().save_model(request, obj, form, change)
+            # A rename or a deactivation (which stops every key of the merchant at once) is audited like an action.
+            with transaction.atomic():
+                super().save_model(request, obj, form, change)
+                if form.changed_data:
+                    services.audit_record(
+                        actor=_actor(request), action="admin.merchant.change", object_type="merchant",
+                        object_id=obj.public_id, detail={name: form.cleaned_data[name] for name in form.changed_data},
+                    )
+            return
         with transaction.atomic():
             merchant, raw = services.merchant_create(name=form.cleaned_data["name"])
             services.audit_record(
@@ -235,7 +288,7 @@ class RevokedFilter(admin.SimpleListFilter):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(RefusesCardNumbersInSearch, admin.ModelAdmin):
+class ApiKeyAdmin(ConfirmsActions, RefusesCardNumbersInSearch, admin.ModelAdmin):
     list_display = ["prefix", "name", "merchant", "scopes", "created_at", "revoked_at"]
     list_filter = [RevokedFilter, "merchant"]
     list_select_related = ["merchant"]
@@ -272,6 +325,16 @@ class ApiKeyAdmin(RefusesCardNumbersInSearch, admin.ModelAdmin):
 
     @admin.action(description="Revoke selected API keys", permissions=["revoke"])
     def revoke(self, request, queryset):
+        """Through a confirmation page: each key stops authenticating at once, for good."""
+        if not request.POST.get("post"):
+            keys = list(queryset.select_related("merchant"))
+            return self.confirm(
+                request, keys, action="revoke", title="Revoke API keys", submit="Revoke",
+                intro="Each key stops authenticating at once: the merchant's requests with it answer 401 from the "
+                      "next one on. A revoked key cannot be restored; issue a new one instead.",
+                rows=[(key, f"{key.merchant}, scopes {', '.join(key.scopes)}"
+                            + (" — already revoked, left as it is" if key.revoked_at else "")) for key in keys],
+            )
         revoked = services.api_keys_revoke(keys=queryset, actor=_actor(request))
         self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)
 
@@ -351,7 +414,8 @@ class ExpiryExtensionInline(ReadOnlyInline):
 
 
 @admin.register(Token)
-class TokenAdmin(ReadOnlyAdmin):
+class TokenAdmin(ConfirmsActions, ReadOnlyAdmin):
+    confirmation_template = "admin/vault/token/action_confirmation.html"
     list_display = ["token_id", "masked_card", "brand", "merchant", "namespace", "expires_at", "created_at", "deleted"]
     list_filter = ["brand", "merchant", NamespaceFilter, ExpiredFilter, DeletedFilter]
     list_select_related = ["merchant", "namespace"]
@@ -360,13 +424,14 @@ class TokenAdmin(ReadOnlyAdmin):
     search_help_text = "tokenId, last four digits or BIN (first six), exactly."
     date_hierarchy = "created_at"
     show_full_result_count = False  # one COUNT over the vault per page view is enough
-    actions = ["tombstone_selected"]
+    actions = ["tombstone_selected", "extend_expiry"]
     inlines = [ExpiryExtensionInline]
     fieldsets = [
         (None, {"fields": ["token_id", "merchant", "namespace", "description"]}),
         ("Card (masked)", {"fields": ["masked_card", "brand", "card_holder_name", "card_expiry", "billing"]}),
-        ("Lifecycle", {"fields": ["created_at", "updated_at", "expires_at", "deleted_at", "deleted_reason"]}),
+        # Right under the stored card data it would replace.
         ("Pending conflict", {"fields": ["pending_conflict"]}),
+        ("Lifecycle", {"fields": ["created_at", "updated_at", "expires_at", "deleted_at", "deleted_reason"]}),
     ]
     readonly_fields = [
         "token_id", "merchant", "namespace", "description", "masked_card", "brand", "card_holder_name", "card_expiry",
@@ -382,6 +447,10 @@ class TokenAdmin(ReadOnlyAdmin):
     def has_tombstone_permission(self, request):
         # The model's delete permission, which here means "destroy the card data", never "drop the row".
         return request.user.has_perm("vault.delete_token")
+
+    def has_extend_permission(self, request):
+        # The model's change permission: nothing else of a token is changed in the admin.
+        return request.user.has_perm("vault.change_token")
 
     @admin.display(description="card number")
     def masked_card(self, obj):
@@ -436,6 +505,61 @@ class TokenAdmin(ReadOnlyAdmin):
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/vault/token/delete_selected_confirmation.html", context)
 
+    @admin.action(description="Extend expiry by one default lifetime", permissions=["extend"])
+    def extend_expiry(self, request, queryset):
+        """Through a confirmation page: move each live token's expiry one default lifetime on (deleted and expired
+        tokens are left alone). The service writes the extension row, the audit row and the merchant's event."""
+        lifetime = services.default_lifetime()
+        queryset = queryset.select_related("merchant")
+        if not request.POST.get("post"):
+            tokens = list(queryset)
+            now = timezone.now()
+            left_alone = sum(1 for token in tokens if self._not_extendable(token, now))
+            return self.confirm(
+                request, tokens, action="extend_expiry", title="Extend token expiry", submit="Extend",
+                intro=f"Each live token's expiry moves {_duration(lifetime)} (one default lifetime) later. The "
+                      "extension is recorded in the token's history and the merchant gets a token.expiry_extended "
+                      "webhook.",
+                notes=[f"{left_alone} of these token(s) are deleted or expired and will be left alone."
+                       if left_alone else ""],
+                rows=[(token, self._extension_note(token, now, lifetime)) for token in tokens],
+            )
+        actor = _actor(request)
+        extended = skipped = 0
+        for token in queryset:
+            with transaction.atomic():
+                # Checked under the row lock the service takes again: a token that expired or was deleted while
+                # the page was open is skipped, not revived.
+                locked = Token.objects.select_for_update().get(pk=token.pk)
+                if self._not_extendable(locked, timezone.now()):
+                    skipped += 1
+                    continue
+                extension = services.token_extend_expiry(token=locked, actor=actor)
+            self.log_change(request, locked, f"Extended the expiry to {extension.new_expires_at:%Y-%m-%d %H:%M} UTC.")
+            extended += 1
+        self.message_user(request, f"Extended the expiry of {extended} token(s) by {_duration(lifetime)}.",
+                          messages.SUCCESS)
+        if skipped:
+            self.message_user(request, f"{skipped} token(s) were deleted or expired and were left alone.",
+                              messages.WARNING)
+        return None
+
+    @staticmethod
+    def _not_extendable(token: Token, now) -> bool:
+        return token.is_deleted or token.is_expired(now)
+
+    def _extension_note(self, token: Token, now, lifetime) -> str:
+        if token.is_deleted:
+            return "deleted: left alone"
+        if token.is_expired(now):
+            return f"expired {token.expires_at:%Y-%m-%d %H:%M} UTC: left alone"
+        return f"{token.expires_at:%Y-%m-%d %H:%M} → {token.expires_at + lifetime:%Y-%m-%d %H:%M} UTC"
+
+
+def _duration(delta) -> str:
+    days = delta.days
+    return f"{days // 365} years" if days >= 365 else f"{days} days"
+
 
 class PendingFilter(admin.SimpleListFilter):
     title = "pending"
@@ -453,12 +577,41 @@ class PendingFilter(admin.SimpleListFilter):
         return queryset
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """Apply or dismiss: the service each runs, and what its confirmation page and messages say."""
+
+    action: str  # the admin action, and the audit action's last word
+    service: Callable
+    title: str
+    intro: str
+    submit: str
+    done: str
+    expired_note: str  # a row's note when its conflict is no longer pending
+
+
+APPLY = Resolution(
+    "apply", services.conflict_apply, "Apply token conflicts",
+    "For each token the requested values replace the stored ones, exactly as the merchant's PUT on the token's "
+    "conflicts does, and the merchant gets a token.updated webhook. The stored values are not kept anywhere.",
+    "Apply", "Applied", "expired: nothing to apply, left alone",
+)
+DISMISS = Resolution(
+    "dismiss", services.conflict_dismiss, "Dismiss token conflicts",
+    "For each token the stored values stay and the requested ones are forgotten. The merchant is not notified; a "
+    "later request with the same values makes a new conflict.",
+    "Dismiss", "Dismissed", "expired: the conflict is removed, the stored data stays",
+)
+
+
 @admin.register(TokenConflict)
-class TokenConflictAdmin(ReadOnlyAdmin):
+class TokenConflictAdmin(ConfirmsActions, ReadOnlyAdmin):
+    confirmation_template = "admin/vault/tokenconflict/action_confirmation.html"
     list_display = ["token", "merchant", "created_at", "expires_at", "pending"]
     list_filter = [PendingFilter]
     list_select_related = ["token__merchant"]
     search_fields = ["=token__token_id"]
+    search_help_text = "tokenId, exactly."
     actions = ["apply", "dismiss"]
     fields = ["token", "merchant", "created_at", "expires_at", "pending", "comparison"]
     readonly_fields = fields
@@ -485,33 +638,58 @@ class TokenConflictAdmin(ReadOnlyAdmin):
             services.audit_record(actor=_actor(request), action="admin.conflict.view", obj=conflict.token)
         return response
 
-    def _resolve(self, request, queryset, *, action: str, service, done: str):
-        actor = _actor(request)
-        resolved = expired = 0
-        for conflict in queryset.select_related("token"):
-            token = conflict.token
-            try:
-                with transaction.atomic():
-                    service(token=token)
-                    services.audit_record(actor=actor, action=action, obj=token)
-                resolved += 1
-            except ResourceNotFound:
-                services.audit_record(actor=actor, action=action, obj=token, result=AuditLog.FAILURE,
-                                      detail={"reason": "conflict expired"})
-                expired += 1
-        self.message_user(request, f"{done} {resolved} conflict(s).", messages.SUCCESS)
-        if expired:
-            self.message_user(request, f"{expired} conflict(s) had expired and were left alone.", messages.WARNING)
-
     @admin.action(description="Apply: replace the stored data with the requested data", permissions=["resolve"])
     def apply(self, request, queryset):
-        self._resolve(request, queryset, action="admin.conflict.apply", service=services.conflict_apply,
-                      done="Applied")
+        return self._resolve(request, queryset, APPLY)
 
     @admin.action(description="Dismiss: keep the stored data", permissions=["resolve"])
     def dismiss(self, request, queryset):
-        self._resolve(request, queryset, action="admin.conflict.dismiss", service=services.conflict_dismiss,
-                      done="Dismissed")
+        return self._resolve(request, queryset, DISMISS)
+
+    def _resolve(self, request, queryset, resolution: Resolution):
+        """The confirmation page (stored and requested data side by side), then the service for each conflict, with
+        one ``admin.conflict.<apply|dismiss>`` audit row each (a failure row when it was no longer pending)."""
+        actor = _actor(request)
+        queryset = queryset.select_related("token__merchant", "token__namespace")
+        if not request.POST.get("post"):
+            conflicts = list(queryset)
+            now = timezone.now()
+            rows = []
+            for conflict in conflicts:
+                if conflict.is_pending(now):
+                    # The page shows holder names and addresses: a view of the token, audited as the conflict
+                    # page is.
+                    services.audit_record(actor=actor, action="admin.conflict.view", obj=conflict.token,
+                                          detail={"page": f"{resolution.action} confirmation"})
+                    rows.append((conflict, _conflict_comparison(conflict.token, conflict), ""))
+                else:
+                    rows.append((conflict, None, resolution.expired_note))
+            expired = sum(1 for _, comparison, _ in rows if comparison is None)
+            return self.confirm(
+                request, conflicts, action=resolution.action, title=resolution.title, intro=resolution.intro,
+                submit=resolution.submit, rows=rows,
+                notes=[f"{expired} of these conflict(s) expired already." if expired else ""],
+            )
+        resolved = gone = 0
+        for conflict in queryset:
+            token = conflict.token
+            try:
+                with transaction.atomic():
+                    resolution.service(token=token)
+                    services.audit_record(actor=actor, action=f"admin.conflict.{resolution.action}", obj=token)
+            except ResourceNotFound:
+                services.audit_record(actor=actor, action=f"admin.conflict.{resolution.action}", obj=token,
+                                      result=AuditLog.FAILURE, detail={"reason": "no pending conflict"})
+                gone += 1
+                continue
+            # On the token: the conflict row is gone, the token's history is where a clerk looks.
+            self.log_change(request, token, f"{resolution.done} the pending conflict.")
+            resolved += 1
+        self.message_user(request, f"{resolution.done} {resolved} conflict(s).", messages.SUCCESS)
+        if gone:
+            self.message_user(request, f"{gone} conflict(s) had expired or were resolved meanwhile, and were left "
+                                       "alone.", messages.WARNING)
+        return None
 
 
 @admin.register(Namespace)

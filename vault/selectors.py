@@ -1,6 +1,9 @@
 """Every read the vault API and admin make: scoped to a merchant, live tokens only unless said otherwise."""
 
+from datetime import date, datetime, time, timedelta
+
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from config.errors import ResourceNotFound
@@ -44,3 +47,22 @@ def namespaces_with_counts() -> QuerySet[Namespace]:
     return Namespace.objects.select_related("merchant").annotate(
         card_count=Count("tokens", filter=Q(tokens__deleted_at__isnull=True, tokens__expires_at__gt=timezone.now()))
     )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The back-office dashboard: aggregates only, a fixed number of queries whatever the number of tokens
+# ------------------------------------------------------------------------------------------------------------
+def tokens_created_per_day(*, first_day: date, last_day: date) -> dict[date, int]:
+    """Tokens created on each day from ``first_day`` to ``last_day`` included, in the current time zone, every day
+    present (0 when none). Deleted tokens count: they were created. One GROUP BY query on the created_at index
+    (COUNT(*), not of a column, so that PostgreSQL may answer from the index alone)."""
+    zone = timezone.get_current_timezone()
+    start = datetime.combine(first_day, time.min, tzinfo=zone)
+    end = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=zone)
+    rows = (
+        Token.objects.filter(created_at__gte=start, created_at__lt=end)
+        .annotate(day=TruncDate("created_at")).values("day").annotate(count=Count("*")).order_by("day")
+    )
+    counts = {row["day"]: row["count"] for row in rows}
+    days = (first_day + timedelta(days=n) for n in range((last_day - first_day).days + 1))
+    return {day: counts.get(day, 0) for day in days}

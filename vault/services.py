@@ -355,14 +355,15 @@ def token_extend_expiry(*, token: Token, actor: Actor, reason: str = "extended b
     """Move ``token``'s expiry one default lifetime past the later of now and its current expiry; audited, and the
     merchant hears of it (``token.expiry_extended``)."""
     token = Token.objects.select_for_update(of=("self",)).select_related("merchant", "namespace").get(pk=token.pk)
-    if token.deleted_at is not None:
-        raise ResourceNotFound("The token does not exist")
+    if token.deleted_at is not None or token.is_expired():
+        raise ResourceNotFound("The token does not exist")  # an expired token is gone for its merchant: no revival
+    reason = reason[:40]
     old = token.expires_at
     token.expires_at = max(old, timezone.now()) + default_lifetime()
     token.updated_at = timezone.now()
     token.save(update_fields=["expires_at", "updated_at"])
     extension = ExpiryExtension.objects.create(
-        token=token, old_expires_at=old, new_expires_at=token.expires_at, reason=reason[:40]
+        token=token, old_expires_at=old, new_expires_at=token.expires_at, reason=reason
     )
     audit_record(actor=actor, action="token.extend_expiry", obj=token,
                  detail={"old": timestamp(old), "new": timestamp(token.expires_at)})

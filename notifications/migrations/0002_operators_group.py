@@ -10,9 +10,9 @@ from django.db import migrations
 
 GROUP = "operators"
 PERMISSIONS = {
-    "webhookendpoint": ["add", "change", "view"],
+    "webhookendpoint": ["change", "view"],
     "event": ["view"],
-    "delivery": ["add", "change", "view"],
+    "delivery": ["change", "view"],
     "deliveryattempt": ["view"],
 }
 
