@@ -5,6 +5,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from config import admin_login, dashboard
 from vault.api.views import EndpointNotFoundView, HealthView
 
+admin.site.site_header = admin.site.site_title = "Token vault back office"
+admin.site.index_title = "Back office"
+admin.site.site_url = None  # "/" is the API, not a site to view
+
 handler404 = "config.errors.handler404"
 handler500 = "config.errors.handler500"
 

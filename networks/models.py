@@ -112,6 +112,7 @@ class ProvisioningRequest(models.Model):
     public_id = models.CharField(max_length=40, unique=True, default=new_request_id, editable=False)
     merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="network_token_requests")
     correlation_id = models.CharField(max_length=36)
+    network = models.CharField(max_length=12, blank=True, help_text="The card's network, known when accepted.")
     status = models.CharField(max_length=10, choices=STATUSES, default=PENDING, db_index=True)
     vault_token = models.ForeignKey(Token, on_delete=models.SET_NULL, null=True, blank=True)
     # A card sent in the request itself (not from the vault): encrypted, and destroyed once the request ends.

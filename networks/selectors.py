@@ -1,12 +1,14 @@
 """Every read the network-token API makes: scoped to a merchant; another merchant's object is ResourceNotFound."""
 
 import re
+from datetime import datetime
 from urllib.parse import urlsplit
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Value
+from django.db.models.functions import Coalesce, NullIf
 
 from config.errors import ResourceNotFound
-from networks.models import Batch, BatchItem, LifecycleEvent, NetworkToken, ProvisioningRequest
+from networks.models import NETWORKS, Batch, BatchItem, LifecycleEvent, NetworkToken, ProvisioningRequest
 from vault import selectors as vault_selectors
 from vault.models import TOKEN_ID_ALPHABET, TOKEN_ID_LENGTH, Merchant, Token
 
@@ -110,3 +112,47 @@ def batch_counts(*, batch: Batch) -> dict[str, int]:
 
 def batch_failed_items(*, batch: Batch) -> QuerySet[BatchItem]:
     return BatchItem.objects.filter(batch=batch, status=BatchItem.FAILED).order_by("index")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The back-office dashboard: aggregates only, a fixed number of queries whatever the number of rows
+# ------------------------------------------------------------------------------------------------------------
+UNKNOWN_NETWORK = "UNKNOWN"
+OUTCOMES = (*(status for status, _ in NetworkToken.STATUSES), "FAILED_REQUESTS", "FAILED_BATCH_ITEMS")
+
+
+def network_token_outcomes(*, since: datetime) -> dict[str, dict[str, int]]:
+    """What provisioning gave since ``since``, per network: the network tokens created, by their status now, and
+    the asynchronous requests and batch items that failed. Every network of ``NETWORKS`` is present, then any other
+    a failure was counted under; every outcome of ``OUTCOMES`` is present. Three GROUP BY queries.
+
+    A failure counts under its issuer's network, else its vault card's brand (a batch entry refused as
+    networkNotSupported), else ``UNKNOWN``: a card sent in a request's body is destroyed when the request ends.
+    """
+    outcomes: dict[str, dict[str, int]] = {network: dict.fromkeys(OUTCOMES, 0) for network in NETWORKS}
+
+    def add(network: str | None, outcome: str, count: int) -> None:
+        outcomes.setdefault(network or UNKNOWN_NETWORK, dict.fromkeys(OUTCOMES, 0))[outcome] += count
+
+    created = (
+        NetworkToken.objects.filter(created_at__gte=since)
+        .values("network", "status").annotate(count=Count("pk")).order_by()
+    )
+    for row in created:
+        add(row["network"], row["status"], row["count"])
+    failed_requests = (
+        ProvisioningRequest.objects.filter(status=ProvisioningRequest.FAILED, updated_at__gte=since)
+        .values(card_network=Coalesce(NullIf("network", Value("")), "network_token__network", "vault_token__brand",
+                                      Value(UNKNOWN_NETWORK)))
+        .annotate(count=Count("pk")).order_by()
+    )
+    for row in failed_requests:
+        add(row["card_network"], "FAILED_REQUESTS", row["count"])
+    failed_items = (
+        BatchItem.objects.filter(status=BatchItem.FAILED, finished_at__gte=since)
+        .values(card_network=Coalesce("issuer__network", "vault_token__brand", Value(UNKNOWN_NETWORK)))
+        .annotate(count=Count("pk")).order_by()
+    )
+    for row in failed_items:
+        add(row["card_network"], "FAILED_BATCH_ITEMS", row["count"])
+    return outcomes

@@ -186,10 +186,10 @@ def provisioning_request_create(*, merchant: Merchant, correlation_id: str, card
     """
     from networks.tasks import run_provisioning_request
 
-    check_supported((card or card_from_vault(vault_token)).number, email=email)
+    network = check_supported((card or card_from_vault(vault_token)).number, email=email)
     with transaction.atomic():
-        request = ProvisioningRequest(merchant=merchant, correlation_id=correlation_id, vault_token=vault_token,
-                                      account_id=account_id, email=email)
+        request = ProvisioningRequest(merchant=merchant, correlation_id=correlation_id, network=network,
+                                      vault_token=vault_token, account_id=account_id, email=email)
         if card is not None:
             request.key_version, request.card_ciphertext = key_ring().encrypt(
                 f"{card.number}|{card.expiry_month}|{card.expiry_year}|{card.holder_name}",

@@ -1,4 +1,7 @@
-from django.db.models import Prefetch, QuerySet
+from datetime import datetime, timedelta
+
+from django.db.models import Count, F, Min, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from config.errors import ResourceNotFound
 from notifications.models import Delivery, Event, WebhookEndpoint
@@ -28,3 +31,51 @@ def event_get(*, merchant: Merchant, public_id: str) -> Event:
     if event is None:
         raise ResourceNotFound("The event does not exist")
     return event
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The back-office dashboard: aggregates only, a fixed number of queries whatever the number of rows
+# ------------------------------------------------------------------------------------------------------------
+def delivery_health(*, now: datetime) -> dict:
+    """Deliveries succeeded and finished (succeeded or dead-lettered) in the last 24 hours and 7 days, by the time
+    of their last attempt (``updated_at``); the backlog: pending deliveries, those overdue (their
+    ``next_attempt_at`` passed) and the oldest overdue ``next_attempt_at``; the dead letters (FAILED) now.
+    One aggregate query."""
+    finished = Q(status__in=[Delivery.SUCCEEDED, Delivery.FAILED])
+    succeeded = Q(status=Delivery.SUCCEEDED)
+    overdue = Q(status=Delivery.PENDING, next_attempt_at__lt=now)
+    windows = {"24h": now - timedelta(hours=24), "7d": now - timedelta(days=7)}
+    aggregates = {}
+    for name, since in windows.items():
+        aggregates[f"succeeded_{name}"] = Count("pk", filter=succeeded & Q(updated_at__gte=since))
+        aggregates[f"finished_{name}"] = Count("pk", filter=finished & Q(updated_at__gte=since))
+    return Delivery.objects.aggregate(
+        **aggregates,
+        pending=Count("pk", filter=Q(status=Delivery.PENDING)),
+        overdue=Count("pk", filter=overdue),
+        oldest_overdue_at=Min("next_attempt_at", filter=overdue),
+        dead_letters=Count("pk", filter=Q(status=Delivery.FAILED)),
+    )
+
+
+def endpoints_failing() -> QuerySet[WebhookEndpoint]:
+    """Endpoints failing now (a run of failures under way) or disabled, the longest-failing first."""
+    return (
+        WebhookEndpoint.objects.filter(Q(failing_since__isnull=False) | Q(is_enabled=False))
+        .select_related("merchant")
+        .order_by(F("failing_since").asc(nulls_last=True), F("disabled_at").desc(nulls_last=True), "pk")
+    )
+
+
+def with_delivery_counts(endpoints: QuerySet[WebhookEndpoint]) -> QuerySet[WebhookEndpoint]:
+    """Annotate ``pending`` and ``dead_letters``: each endpoint's deliveries in those states. Subqueries rather than
+    a join, so that a page of endpoints costs a count per endpoint shown, not a join of all their deliveries."""
+
+    def count(status: str):
+        deliveries = (
+            Delivery.objects.filter(endpoint=OuterRef("pk"), status=status).order_by()
+            .values("endpoint").annotate(count=Count("pk")).values("count")
+        )
+        return Coalesce(Subquery(deliveries), 0)
+
+    return endpoints.annotate(pending=count(Delivery.PENDING), dead_letters=count(Delivery.FAILED))
