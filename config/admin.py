@@ -2,9 +2,12 @@
 
 import re
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.views.main import SEARCH_VAR
 from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
 
 # Twelve or more digits standing on their own (spaces and dashes removed): a card or token number. Digits glued to
 # letters are a TSP's tokenId (Visa's ``DNITHE`` and Amex's ``AETS`` carry twenty-odd digits) and may be searched.
@@ -45,3 +48,35 @@ class ReadOnlyInline(admin.TabularInline):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ConfirmsActions:
+    """The intermediate page of an action: what will happen, to which rows, which are left alone, and the action's
+    form if it has one.
+
+    ``admin/action_confirmation.html`` lists ``rows`` as (object, note); a model with its own
+    ``confirmation_template`` extending it shows them as it likes. Nothing happens before the submit button, which
+    posts the action again with ``post=yes``.
+    """
+
+    confirmation_template = "admin/action_confirmation.html"
+
+    def confirm(self, request, objects, *, action: str, title: str, intro: str, submit: str, rows, form=None,
+                notes=()):
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "subtitle": None,
+            "opts": self.opts,
+            "intro": intro,
+            "notes": [note for note in notes if note],
+            "rows": rows,
+            "selected_pks": [obj.pk for obj in objects],
+            "form": form,
+            "action": action,
+            "submit": submit,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media + (form.media if form else forms.Media()),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.confirmation_template, context)

@@ -17,16 +17,14 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.contrib.auth import get_permission_codename
 from django.db import transaction
-from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from config.admin import ReadOnlyInline
+from config.admin import ConfirmsActions, ReadOnlyInline
 from notifications import services
 from notifications.models import Delivery, DeliveryAttempt, Event, WebhookEndpoint
 from vault import services as vault_services
@@ -63,10 +61,8 @@ def masked_secret(secret: str) -> str:
 # ------------------------------------------------------------------------------------------------------------
 # Shared shape: read-only pages, actions on the change permission
 # ------------------------------------------------------------------------------------------------------------
-class OperationsAdmin(admin.ModelAdmin):
+class OperationsAdmin(ConfirmsActions, admin.ModelAdmin):
     """Look through pages, act through actions (``permissions=["operate"]``: the model's change permission)."""
-
-    confirmation_template = "admin/action_confirmation.html"
 
     def has_add_permission(self, request):
         # Endpoints are the merchants' (made through the API, which hands them their secret); the rest is history.
@@ -81,27 +77,6 @@ class OperationsAdmin(admin.ModelAdmin):
 
     def has_operate_permission(self, request):
         return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('change', self.opts)}")
-
-    def confirm(self, request, queryset, *, action: str, title: str, intro: str, submit: str, rows, form=None,
-                notes=()):
-        """The intermediate page of an action: what will happen, to which rows, with the action's form if any."""
-        context = {
-            **self.admin_site.each_context(request),
-            "title": title,
-            "subtitle": None,
-            "opts": self.opts,
-            "intro": intro,
-            "notes": [note for note in notes if note],
-            "rows": rows,
-            "selected_pks": [obj.pk for obj in queryset],
-            "form": form,
-            "action": action,
-            "submit": submit,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "media": self.media + (form.media if form else forms.Media()),
-        }
-        request.current_app = self.admin_site.name
-        return TemplateResponse(request, self.confirmation_template, context)
 
 
 def _disabled_note(count: int, what: str) -> str:

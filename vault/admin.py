@@ -28,7 +28,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from config.admin import ReadOnlyInline, RefusesCardNumbersInSearch
+from config.admin import ConfirmsActions, ReadOnlyInline, RefusesCardNumbersInSearch
 from config.errors import ResourceNotFound
 from vault import selectors, services
 from vault.models import (
@@ -92,36 +92,6 @@ def _conflict_table(token: Token, conflict: TokenConflict | None):
         "the stored data simply stays.</p>",
         _conflict_comparison(token, conflict), f"{conflict.expires_at:%Y-%m-%d %H:%M}", resolve,
     )
-
-
-class ConfirmsActions:
-    """The intermediate page of an action: what will happen, to which rows, which are left alone.
-
-    ``admin/action_confirmation.html`` (shared with the operators' admins) lists ``rows`` as (object, note); a model
-    with its own ``confirmation_template`` extending it shows them as it likes. Nothing happens before the submit
-    button, which posts the action again with ``post=yes``.
-    """
-
-    confirmation_template = "admin/action_confirmation.html"
-
-    def confirm(self, request, objects, *, action: str, title: str, intro: str, submit: str, rows, notes=()):
-        context = {
-            **self.admin_site.each_context(request),
-            "title": title,
-            "subtitle": None,
-            "opts": self.opts,
-            "intro": intro,
-            "notes": [note for note in notes if note],
-            "rows": rows,
-            "selected_pks": [obj.pk for obj in objects],
-            "form": None,
-            "action": action,
-            "submit": submit,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "media": self.media,
-        }
-        request.current_app = self.admin_site.name
-        return TemplateResponse(request, self.confirmation_template, context)
 
 
 class ReadOnlyAdmin(RefusesCardNumbersInSearch, admin.ModelAdmin):
