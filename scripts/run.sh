@@ -21,6 +21,11 @@ mkdir -p var
 
 "$PY" manage.py migrate --noinput
 "$PY" manage.py setup_local
+# A database without any token gets the demo data set once, so the back office has something to show;
+# seed_demo --if-empty says so when it seeds and does nothing otherwise. SEED_DEMO=0 make run skips it.
+if [[ "${SEED_DEMO:-1}" != "0" ]]; then
+    "$PY" manage.py seed_demo --if-empty || echo "run.sh: seed_demo failed; starting without demo data" >&2
+fi
 
 pids=()
 names=()

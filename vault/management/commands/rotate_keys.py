@@ -1,3 +1,5 @@
+import sys
+
 from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
@@ -20,7 +22,7 @@ class Command(BaseCommand):
         pending = _on_older_keys(newest)
         self.stdout.write(f"Rotating {pending} encrypted value(s) to key version {newest}")
         actor = services.Actor("command:rotate_keys")
-        with tqdm(total=pending, unit="value", disable=None, file=self.stderr) as bar:
+        with tqdm(total=pending, unit="value", disable=None, file=sys.stderr) as bar:
             rotated = services.keys_rotate(batch_size=batch_size, on_batch=bar.update, actor=actor)
         left = _on_older_keys(newest)
         self.stdout.write(self.style.SUCCESS(f"Rotated {rotated} value(s); {left} left on older key versions"))

@@ -12,13 +12,16 @@ and events are the ones real traffic leaves. Two things are written directly, in
   events, deletions and the events and audit rows of those) are moved back over the last 30 days, so the
   dashboard's per-day chart has a shape. Conflicts and expiry extensions stay recent: a conflict is pending for
   ``TOKEN_CONFLICT_TTL_SECONDS`` only, like any other.
-- **webhook deliveries.** The endpoints are created last (no event of the seed queues a message), then each one's
-  deliveries are written with the attempts the retry schedule would have made against an endpoint that answers,
-  fails, or was disabled. The URLs point at http://127.0.0.1:9 (the discard port): a later real attempt is refused
-  at once, so nothing is ever sent anywhere. Loopback URLs need ``WEBHOOK_ALLOW_LOOPBACK`` (the embedded run and
-  the tests have it): the command refuses to run without it, which also keeps demo merchants out of production.
+- **webhook deliveries.** The endpoints are created last, so the seed's thousands of events queue no delivery
+  message; then each endpoint's deliveries are written with the attempts the retry schedule would have made
+  against an endpoint that answers, fails, or was disabled. The URLs point at http://127.0.0.1:9 (the discard
+  port): a later real attempt (a retry coming due, an operator's replay) is refused at once, so nothing is sent
+  anywhere. Loopback URLs need ``WEBHOOK_ALLOW_LOOPBACK`` (the embedded run and the tests have it): the command
+  refuses to run without it, which also keeps demo merchants out of production.
 
-The TSP simulator runs without latency or failures while seeding, whatever the environment says.
+The async requests and the batch are run to their end here, in the transaction that creates them, so the one
+message each service queues on commit finds them finished. The TSP simulator runs without latency or failures
+while seeding, whatever the environment says. Work is committed in chunks: an interrupted run leaves part of a set.
 
 Card numbers are made up here (a BIN, random digits, the Luhn check digit) and only ever reach the vault's
 encryption: nothing printed, logged or stored in clear holds one.
@@ -27,6 +30,7 @@ Running it twice: a second run refuses politely (exit status 0) while demo merch
 more demo set ("… (demo 2)"). ``--if-empty`` (used by ``make run``) seeds only a database without any token.
 """
 
+import itertools
 import random
 import uuid
 from dataclasses import dataclass
@@ -85,7 +89,7 @@ FAILURES = ((None, "connection failed: ConnectionRefusedError"), (None, "timed o
             (500, ""), (502, ""))
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: two plans are two cards
 class Plan:
     """One card to tokenize: who holds it, where, and when the demo pretends it arrived."""
 
@@ -136,7 +140,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--tokens", type=int, default=3000, help="How many card tokens (default 3000, min 50)")
-        parser.add_argument("--seed", type=int, default=None, help="Random seed: the same seed, the same data set")
+        parser.add_argument("--seed", type=int, default=None,
+                            help="Random seed: the same seed, the same cards, names and namespaces")
         parser.add_argument("--again", action="store_true", help="Add another demo set even if one exists")
         parser.add_argument("--if-empty", action="store_true",
                             help="Seed only a database holding no token at all, else do nothing (for make run)")
@@ -144,6 +149,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, tokens: int, seed: int | None, again: bool, if_empty: bool, show_keys: bool,
                **options):
+        if if_empty and Token.objects.exists():
+            return
         if tokens < 50:
             raise CommandError("--tokens must be at least 50, enough for every state of the demo")
         if not settings.WEBHOOK_ALLOW_LOOPBACK:
@@ -152,8 +159,6 @@ class Command(BaseCommand):
                 "WEBHOOK_ALLOW_LOOPBACK=false refuses. Set it to true to seed demo data here anyway."
             )
         if if_empty:
-            if Token.objects.exists():
-                return
             self.stdout.write("No tokens yet: adding demo data once (SEED_DEMO=0 make run skips this).")
         sets = Merchant.objects.filter(name__startswith=f"{DEMO_MERCHANTS[0]} {DEMO_MARK}").count()
         if sets and not again:
@@ -166,7 +171,8 @@ class Command(BaseCommand):
         started = timezone.now()
         # The demo's TSP latency (1-3 s a call) would make this take hours; its failures would make it random.
         with override_settings(TSP_LATENCY_MS="0", TSP_FAILURE_RATE=0.0):
-            seeder = Seeder(rng=random.Random(seed), tokens=tokens, suffix=suffix, stderr=self.stderr)
+            # The stream behind OutputWrapper, which would end each refresh of the bar with a newline, in red.
+            seeder = Seeder(rng=random.Random(seed), tokens=tokens, suffix=suffix, stderr=self.stderr._out)
             seeder.run()
         self._report(seeder, show_keys=show_keys, seconds=(timezone.now() - started).total_seconds())
 
@@ -243,7 +249,7 @@ class Seeder:
         while True:
             head = bin_ + "".join(rng.choice("0123456789") for _ in range(length - len(bin_) - len(suffix) - 1))
             if suffix:
-                number = next(head + digit + suffix for digit in "0123456789" if cards.luhn_valid(head + digit + suffix))
+                number = next(n for n in (head + digit + suffix for digit in "0123456789") if cards.luhn_valid(n))
             else:
                 number = head + cards.luhn_check_digit(head)
                 if number.endswith(SPECIAL_SUFFIXES):
@@ -266,12 +272,14 @@ class Seeder:
         day_weights = [(1 + 0.05 * (DAYS - 1 - d)) * (0.6 if (self.now - timedelta(days=d)).weekday() >= 5 else 1)
                        for d in range(DAYS)]
         today = self.now.replace(hour=0, minute=0, second=0, microsecond=0)
-        namespaces: list[list] = [[None, 0, 0] for _ in self.merchants]  # current name, room left, how many so far
+        namespaces = [self.namespaces() for _ in self.merchants]
         plans = []
         for index, (brand, role) in enumerate(zip(chosen, roles)):
             if role == "decline":
                 merchant = 0  # the async request and the batch that meet these cards are the first merchant's
-            elif index < 12:
+            elif index < len(BRANDS):
+                # The first card of each brand goes round the merchants: the first one gets a DISCOVER card, which
+                # its batch needs as the card no token service takes.
                 merchant = index % len(self.merchants)
             else:
                 merchant = rng.choices(range(len(self.merchants)), MERCHANT_WEIGHTS)[0]
@@ -285,17 +293,15 @@ class Seeder:
                 merchant=merchant, brand=brand, number=self.card_number(bin_, length, suffix), holder=holder,
                 month=rng.randint(1, 12), year=self.now.year + rng.randint(1, 5),
                 address=self.address() if rng.random() < 0.6 else None,
-                namespace=self.namespace(namespaces[merchant]) if rng.random() < 0.7 else None,
+                namespace=next(namespaces[merchant]) if rng.random() < 0.7 else None,
                 created_at=created_at, role=role,
             ))
         return plans
 
-    def namespace(self, state: list) -> str:
-        if state[1] == 0:
-            state[2] += 1
-            state[0], state[1] = f"customer-{state[2]:05d}", self.rng.choices(*NAMESPACE_SIZES)[0]
-        state[1] -= 1
-        return state[0]
+    def namespaces(self):
+        """One merchant's namespace for each next card: ``customer-00001`` for a few cards, then the next one."""
+        for number in itertools.count(1):
+            yield from [f"customer-{number:05d}"] * self.rng.choices(*NAMESPACE_SIZES)[0]
 
     def address(self) -> dict:
         city, postal_code, country = self.rng.choice(CITIES)
@@ -304,31 +310,29 @@ class Seeder:
 
     def split(self, plans: list[Plan]) -> dict[str, list[Plan]]:
         """Which cards play which part; no card plays two."""
-        rng = self.rng
         plain = [p for p in plans if p.role == "plain"]
-        rng.shuffle(plain)
-        # The batch's merchant gets the cards the batch needs, including one its network cannot tokenize.
-        unsupported = next(p for p in plain if p.brand not in NETWORK_BRANDS and p.merchant == 0)
-        network = [p for p in plain if p.brand in NETWORK_BRANDS]
-        batch = [p for p in network if p.merchant == 0 and p.brand != "AMEX"][:6]
-        taken = {id(p) for p in batch} | {id(unsupported)}
-        network = [p for p in network if id(p) not in taken]
-        pools = {
-            "batch": batch,
-            "unsupported": [unsupported],
-            "async": network[:1],
-            "network": network[1:1 + max(10, self.count // 25)] + [p for p in plans if p.role == "step-up"],
+        self.rng.shuffle(plain)
+        taken: set[Plan] = set()
+
+        def take(count: int, wanted=lambda plan: True) -> list[Plan]:
+            chosen = [p for p in plain if p not in taken and wanted(p)][:count]
+            taken.update(chosen)
+            return chosen
+
+        def tokenizable(plan: Plan) -> bool:
+            return plan.brand in NETWORK_BRANDS
+
+        return {
+            # The batch is the first merchant's, with one card of a network that has no token service.
+            "unsupported": take(1, lambda p: p.merchant == 0 and not tokenizable(p)),
+            "batch": take(6, lambda p: p.merchant == 0 and p.brand in ("VISA", "MASTERCARD")),
+            "async": take(1, tokenizable),
+            "network": take(max(10, self.count // 25), tokenizable) + [p for p in plans if p.role == "step-up"],
             "decline": [p for p in plans if p.role == "decline"],
+            "conflict": take(max(3, self.count // 60)),
+            "extend": take(max(4, self.count // 50)),
+            "delete": take(max(3, self.count // 40)),
         }
-        taken |= {id(p) for name in ("async", "network") for p in pools[name]}
-        rest = [p for p in plain if id(p) not in taken]
-        sizes = {"conflict": max(3, self.count // 60), "extend": max(4, self.count // 50),
-                 "delete": max(3, self.count // 40)}
-        start = 0
-        for name, size in sizes.items():
-            pools[name] = rest[start:start + size]
-            start += size
-        return pools
 
     # --------------------------------------------------------------------------------------------------------
     # The vault
@@ -482,7 +486,8 @@ class Seeder:
 
         network_tokens, lifecycle = [], []
         history = {}
-        for event in LifecycleEvent.objects.filter(network_token__in=[t for _, t in self.network_tokens]).order_by("pk"):
+        recorded = LifecycleEvent.objects.filter(network_token__in=[t for _, t in self.network_tokens])
+        for event in recorded.order_by("pk"):
             history.setdefault(event.network_token_id, []).append(event)
         for plan, token in self.network_tokens:
             token.created_at = self.between(plan.created_at, min(now, plan.created_at + timedelta(days=2)))
@@ -531,7 +536,7 @@ class Seeder:
         """Endpoints created last (no event of the seed goes to the broker), with the deliveries the retry schedule
         would have left: a healthy endpoint per merchant, one failing for two days (dead letters and retries), one
         disabled after five days of failures."""
-        now = self.now
+        self.now = now = timezone.now()  # the history of attempts runs up to this moment, past the last event
         disable_after = timedelta(days=settings.WEBHOOK_DISABLE_AFTER_DAYS)
         events = {m.pk: list(Event.objects.filter(merchant=m).order_by("created_at", "pk")) for m in self.merchants}
         # Failing long enough that its oldest failures have used up the schedule (~28 h by default).
@@ -595,7 +600,7 @@ class Seeder:
         rng, now, schedule = self.rng, self.now, settings.WEBHOOK_RETRY_SCHEDULE
         delivery = Delivery(event=event, endpoint=plan.endpoint, created_at=event.created_at)
         tries: list[DeliveryAttempt] = []
-        at = event.created_at + timedelta(seconds=rng.uniform(0.05, 2))
+        at = min(event.created_at + timedelta(seconds=rng.uniform(0.05, 2)), now)
         while True:
             if at > now:
                 delivery.status, delivery.next_attempt_at = Delivery.PENDING, at
@@ -624,9 +629,8 @@ class Seeder:
             delivery.status = Delivery.SUCCEEDED
             delivery.delivered_at = at + timedelta(milliseconds=duration)
             break
-        last = tries[-1] if tries else None
+        last = tries[-1]  # the first attempt is never later than now
         delivery.attempt_count = len(tries)
-        delivery.last_status_code = last.status_code if last else None
-        delivery.last_error = last.error if last else ""
-        delivery.updated_at = last.started_at if last else event.created_at
+        delivery.last_status_code, delivery.last_error = last.status_code, last.error
+        delivery.updated_at = last.started_at
         return delivery, tries
