@@ -4,6 +4,9 @@
 #   2. PostgreSQL  (a throwaway PostgreSQL 15 cluster, or $DATABASE_URL if it is postgres://)
 # Both passes use a real Redis as Celery broker (CELERY_BROKER_URL), either the
 # one given in the environment (redis://...) or a throwaway redis-server.
+# The browser tests (tests/browser) drive Debian's Chromium (/usr/bin/chromium,
+# installed with apt-get when absent and we are root) and save their screenshots
+# under $TEST_OUTPUT_DIR (default test-results/<timestamp>).
 # Extra arguments are passed to pytest in both passes.
 set -euo pipefail
 
@@ -83,6 +86,23 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# ------------------------------------------------------------------ Chromium
+# Playwright cannot download its own browser here (no internet): the browser
+# tests point it at Debian's package.
+# $CHROMIUM names another binary; Debian's is installed only when it is the one.
+export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+if [[ ! -x "$CHROMIUM" ]]; then
+    if [[ "$CHROMIUM" == /usr/bin/chromium ]] && is_root; then
+        apt_install chromium
+    fi
+    [[ -x "$CHROMIUM" ]] || die "$CHROMIUM not found: the browser tests need Debian's chromium package (e.g. 'sudo apt-get install chromium') or CHROMIUM=/path/to/chromium."
+fi
+log "using $("$CHROMIUM" --version 2>/dev/null | head -n1)"
+
+# Where the browser tests save their screenshots, one folder per run.
+export TEST_OUTPUT_DIR="${TEST_OUTPUT_DIR:-test-results/$(date +%Y%m%d-%H%M%S)}"
+log "screenshots go to $TEST_OUTPUT_DIR"
 
 # --------------------------------------------------------------------- Redis
 redis_ping() {  # $1 = port
