@@ -3,7 +3,7 @@ from django.apps import AppConfig
 
 class NetworksConfig(AppConfig):
     name = "networks"
-    verbose_name = "Network tokens"
+    verbose_name = "Networks"
 
     def ready(self):
         from networks import jwe

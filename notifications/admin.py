@@ -79,6 +79,15 @@ class OperationsAdmin(ConfirmsActions, admin.ModelAdmin):
         return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('change', self.opts)}")
 
 
+def _delivery_note(delivery: Delivery, *, wanted: str | None = None) -> str:
+    """What an action will do with ``delivery``, for its confirmation page."""
+    if not delivery.endpoint.is_enabled:
+        return "endpoint disabled, left alone"
+    if wanted and delivery.status != wanted:
+        return f"{delivery.get_status_display()}, left alone"
+    return delivery.get_status_display()
+
+
 def _disabled_note(count: int, what: str) -> str:
     if not count:
         return ""
@@ -351,8 +360,15 @@ class DeliveryAdmin(OperationsAdmin):
     @admin.action(description="Retry now (pending deliveries)", permissions=["operate"])
     def retry_now(self, request, queryset):
         """A pending delivery's next attempt now instead of at its scheduled time; other statuses are left alone."""
+        queryset = queryset.select_related("event", "endpoint__merchant")
+        if not request.POST.get("post"):
+            return self.confirm(
+                request, queryset, action="retry_now", title="Retry deliveries now", submit="Retry now",
+                intro="Each pending delivery below is attempted at once instead of at its scheduled time.",
+                rows=[(d, _delivery_note(d, wanted=Delivery.PENDING)) for d in queryset],
+            )
         retried = not_pending = disabled = 0
-        for delivery in queryset.select_related("event", "endpoint__merchant"):
+        for delivery in queryset:
             if delivery.status != Delivery.PENDING:
                 not_pending += 1
             elif not delivery.endpoint.is_enabled:
@@ -372,7 +388,15 @@ class DeliveryAdmin(OperationsAdmin):
     @admin.action(description="Replay: a fresh cycle of attempts", permissions=["operate"])
     def replay(self, request, queryset):
         """Each selected delivery to an enabled endpoint starts over: pending, attempt count 0, due now."""
-        deliveries = list(queryset.select_related("event", "endpoint__merchant"))
+        queryset = queryset.select_related("event", "endpoint__merchant")
+        if not request.POST.get("post"):
+            return self.confirm(
+                request, queryset, action="replay", title="Replay deliveries", submit="Replay",
+                intro="Each delivery below starts a fresh cycle of attempts now, with the same webhook-id; its past "
+                      "attempts stay on record. The receiver may get an event it already has.",
+                rows=[(d, _delivery_note(d)) for d in queryset],
+            )
+        deliveries = list(queryset)
         chosen = [delivery for delivery in deliveries if delivery.endpoint.is_enabled]
         with transaction.atomic():
             replayed = services.deliveries_replay(deliveries=Delivery.objects.filter(pk__in=[d.pk for d in chosen]))

@@ -473,7 +473,7 @@ def test_retry_now_makes_a_pending_delivery_due_now_and_leaves_a_failed_one_alon
     dead = fail_for_good(delivery_of(emit(alice, token_id="tok_2"), endpoint))
 
     with django_capture_on_commit_callbacks(execute=True):
-        done = run_action(operator, "delivery", "retry_now", [pending.pk, dead.pk], index="0")
+        done = run_action(operator, "delivery", "retry_now", [pending.pk, dead.pk], index="0", post="yes")
 
     pending.refresh_from_db()
     dead.refresh_from_db()
@@ -482,10 +482,10 @@ def test_retry_now_makes_a_pending_delivery_due_now_and_leaves_a_failed_one_alon
     assert pending.attempt_count == 3  # the same cycle, just sooner
     assert (dead.status, dead.next_attempt_at, dead.attempt_count) == (Delivery.FAILED, None, 8)
     assert queued == [pending.pk]
-    messages = shown_messages(operator.get(changelist("delivery")))
+    messages = shown_messages(done)  # confirmed, then redirected back to the list
     assert "1 delivery(ies) will be attempted now." in messages
     assert any("not pending" in m for m in messages)
-    assert done.status_code == 302
+    assert done.redirect_chain[-1][1] == 302
     row = audit_rows("retry_now").get()
     assert row.object_id == f"{pending.event.public_id}/{endpoint.public_id}"
     assert row.actor == "admin:olive"
@@ -495,7 +495,7 @@ def test_replay_makes_a_failed_delivery_pending_with_attempts_reset(
     operator, failed_delivery, queued, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        run_action(operator, "delivery", "replay", [failed_delivery.pk], index="0")
+        run_action(operator, "delivery", "replay", [failed_delivery.pk], index="0", post="yes")
 
     failed_delivery.refresh_from_db()
     assert failed_delivery.status == Delivery.PENDING
@@ -514,12 +514,12 @@ def test_replay_leaves_deliveries_to_a_disabled_endpoint_alone(operator, alice, 
     dead = fail_for_good(delivery_of(emit(alice), endpoint))
     services.endpoint_disable(endpoint=endpoint, reason="gone")
 
-    run_action(operator, "delivery", "replay", [dead.pk], index="0")
+    done = run_action(operator, "delivery", "replay", [dead.pk], index="0", post="yes")
 
     dead.refresh_from_db()
     assert dead.status == Delivery.FAILED
     assert not audit_rows("replay").exists()
-    assert any("disabled endpoint" in m for m in shown_messages(operator.get(changelist("delivery")), WARNING))
+    assert any("disabled endpoint" in m for m in shown_messages(done, WARNING))
 
 
 def test_replaying_failed_in_a_window_replays_only_failed_deliveries_whose_event_is_inside_it(
@@ -588,7 +588,7 @@ def test_the_default_window_holds_what_failed_a_moment_ago(operator, alice, endp
 
 
 def test_a_real_receiver_gets_the_replayed_delivery(operator, failed_delivery, receiver, endpoint):
-    run_action(operator, "delivery", "replay", [failed_delivery.pk], index="0")
+    run_action(operator, "delivery", "replay", [failed_delivery.pk], index="0", post="yes")
 
     attempt = services.delivery_attempt(delivery_id=failed_delivery.pk)
 
@@ -623,3 +623,13 @@ def test_the_operators_group_exists_after_migrations_with_the_expected_permissio
     # The back office (vault 0002) gets nothing of the webhooks.
     back_office = Group.objects.get(name="back-office")
     assert not back_office.permissions.filter(content_type__app_label="notifications").exists()
+
+
+@pytest.mark.parametrize("action", ["retry_now", "replay"])
+def test_retry_and_replay_ask_for_confirmation_first_and_change_nothing_before(operator, failed_delivery, action):
+    page = run_action(operator, "delivery", action, [failed_delivery.pk], index="0")
+    assert page.status_code == 200
+    assert "admin/action_confirmation.html" in [t.name for t in page.templates]
+    failed_delivery.refresh_from_db()
+    assert failed_delivery.status == Delivery.FAILED
+    assert not audit_rows(action).exists()
