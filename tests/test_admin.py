@@ -444,7 +444,7 @@ def test_the_create_an_api_key_action_asks_for_name_and_scopes_then_shows_each_k
     form = run_action(admin_client, "merchant", "create_api_key", [alice.pk, bob.pk], index="0")
 
     assert form.status_code == 200
-    assert "admin/vault/merchant/create_api_key.html" in [t.name for t in form.templates]
+    assert "admin/action_confirmation.html" in [t.name for t in form.templates]
     assert ApiKey.objects.count() == 2
 
     response = admin_client.post(

@@ -168,7 +168,7 @@ class ApiKeyInline(admin.TabularInline):
 
 
 @admin.register(Merchant)
-class MerchantAdmin(RefusesCardNumbersInSearch, admin.ModelAdmin):
+class MerchantAdmin(ConfirmsActions, RefusesCardNumbersInSearch, admin.ModelAdmin):
     list_display = ["name", "public_id", "is_active", "created_at", "active_keys"]
     list_filter = ["is_active"]
     search_fields = ["name", "=public_id"]
@@ -230,18 +230,14 @@ class MerchantAdmin(RefusesCardNumbersInSearch, admin.ModelAdmin):
             for merchant in queryset:
                 _api_key_issue(request, merchant=merchant, **form.cleaned_data)
             return None
-        context = {
-            **self.admin_site.each_context(request),
-            "title": "Create an API key",
-            "subtitle": None,
-            "opts": self.opts,
-            "queryset": queryset,
-            "form": form,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "media": self.media,
-        }
-        request.current_app = self.admin_site.name
-        return TemplateResponse(request, "admin/vault/merchant/create_api_key.html", context)
+        return self.confirm(
+            request, queryset, action="create_api_key", title="Create an API key", form=form,
+            submit=f"Create the key{'s' if len(queryset) > 1 else ''}",
+            intro="A new key will be made for each of these merchants. Each key is shown once, on the next page: "
+                  "copy it then, because only its hash is kept.",
+            rows=[(merchant, "" if merchant.is_active else "inactive: the key will not authenticate until the "
+                   "merchant is active") for merchant in queryset],
+        )
 
 
 class RevokedFilter(admin.SimpleListFilter):
