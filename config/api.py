@@ -111,3 +111,15 @@ class StrictSerializer(serializers.Serializer):
 def error(code: str, message: str = "") -> serializers.ValidationError:
     """A validation error carrying one of our error names as its code."""
     return serializers.ValidationError(message or VALIDATION_MESSAGES.get(code, code), code=code)
+
+
+def page_of(items, *, number: int, size: int, total: int | None = None) -> tuple[list, dict]:
+    """Page ``number`` (from 1) of ``size`` items, and the ``page`` object every list answer carries.
+
+    ``total`` saves a count query when the caller knows it already.
+    """
+    total = items.count() if total is None else total
+    start = (number - 1) * size
+    return list(items[start:start + size]), {
+        "number": number, "size": size, "totalElements": total, "totalPages": -(-total // size),
+    }

@@ -10,7 +10,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from config.api import ApiView
+from config.api import ApiView, page_of
 from config.errors import BodyDoesNotMatchSchema, EndpointNotFound, validation_errors
 from config.http import timestamp
 from networks import jwe, selectors, services, tsp
@@ -237,9 +237,9 @@ class BatchView(ApiView):
         batch = selectors.batch_get(merchant=request.user, batch_id=batch_id)
         query = s.BatchQueryInput(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
-        size, number = query.validated_data["pageSize"], query.validated_data["page"]
         counts = selectors.batch_counts(batch=batch)
-        failed = selectors.batch_failed_items(batch=batch)[(number - 1) * size: number * size]
+        failed, page = page_of(selectors.batch_failed_items(batch=batch), number=query.validated_data["page"],
+                               size=query.validated_data["pageSize"], total=counts["FAILED"])
         return Response({
             "id": batch.public_id,
             "status": batch.status,
@@ -252,8 +252,7 @@ class BatchView(ApiView):
                  "message": item.failure_reason}
                 for item in failed
             ],
-            "page": {"number": number, "size": size, "totalElements": counts["FAILED"],
-                     "totalPages": -(-counts["FAILED"] // size)},
+            "page": page,
         })
 
 

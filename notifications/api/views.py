@@ -4,7 +4,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import status
 from rest_framework.response import Response
 
-from config.api import ApiView
+from config.api import ApiView, page_of
 from config.errors import BodyDoesNotMatchSchema
 from config.http import timestamp
 from notifications import selectors, services, ssrf
@@ -145,13 +145,8 @@ class EventsView(ApiView):
         query.is_valid(raise_exception=True)
         params = query.validated_data
         events = selectors.event_list(merchant=request.user, type=params.get("type"))
-        size, number = params["pageSize"], params["page"]
-        total = events.count()
-        page = events[(number - 1) * size: number * size]
-        return Response({
-            "_embedded": {"events": [event_body(event) for event in page]},
-            "page": {"number": number, "size": size, "totalElements": total, "totalPages": -(-total // size)},
-        })
+        items, page = page_of(events, number=params["page"], size=params["pageSize"])
+        return Response({"_embedded": {"events": [event_body(event) for event in items]}, "page": page})
 
 
 class EventView(ApiView):

@@ -8,7 +8,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import ApiView, StringField
+from config.api import ApiView, StringField, page_of
 from config.errors import EndpointNotFound, ResourceNotFound
 from vault import selectors, services
 from vault.api import serializers as s
@@ -58,18 +58,17 @@ class TokensView(ApiView):
     def _page(self, request, params) -> dict:
         tokens = selectors.token_list(merchant=request.user, namespace=params["namespace"])
         size, number = params["pageSize"], params["page"]
-        total = tokens.count()
-        items = list(tokens[(number - 1) * size: number * size])
+        items, page = page_of(tokens, number=number, size=size)
         self_href = f"{base_url(request)}/tokens?namespace={params['namespace']}&pageSize={size}"
         links = {"self": {"href": f"{self_href}&page={number}"}}
-        if number * size < total:
+        if number < page["totalPages"]:
             links["next"] = {"href": f"{self_href}&page={number + 1}"}
         if number > 1:
             links["prev"] = {"href": f"{self_href}&page={number - 1}"}
         links["curies"] = curies(request)
         return {
             "_embedded": {"tokens": [token_body(request, token) for token in items]},
-            "page": {"number": number, "size": size, "totalElements": total, "totalPages": -(-total // size)},
+            "page": page,
             "_links": links,
         }
 
