@@ -113,6 +113,10 @@ def error(code: str, message: str = "") -> serializers.ValidationError:
     return serializers.ValidationError(message or VALIDATION_MESSAGES.get(code, code), code=code)
 
 
+# A page number the database can always turn into an OFFSET (a 64-bit overflow was a 500).
+MAX_PAGE = 1_000_000
+
+
 def page_of(items, *, number: int, size: int, total: int | None = None) -> tuple[list, dict]:
     """Page ``number`` (from 1) of ``size`` items, and the ``page`` object every list answer carries.
 

@@ -1151,3 +1151,10 @@ def test_listing_a_namespace_costs_the_same_queries_however_many_tokens_and_netw
     few = queries_to_list()
     add_cards(2, 10)
     assert queries_to_list() == few
+
+
+@pytest.mark.parametrize("path", ["/tokens?namespace=N&page=9223372036854775808", "/events?page=9223372036854775808"])
+def test_an_absurd_page_number_is_a_400_not_a_server_error(api, path):
+    response = api.get(path)
+    assert response.status_code == 400
+    assert response.json()["validationErrors"][0]["jsonPath"] == "$.page"

@@ -5,7 +5,7 @@ import re
 from django.core.validators import EmailValidator
 from rest_framework import serializers
 
-from config.api import StrictSerializer, StringField, error
+from config.api import MAX_PAGE, StrictSerializer, StringField, error
 from networks.models import NETWORKS, Batch, LifecycleEvent, NetworkToken, ProvisioningRequest
 from vault.api.serializers import CardExpiryDateInput, CardExpiryDateOutput, CardHolderNameField, CardNumberField
 
@@ -99,7 +99,7 @@ class BatchCreateInput(StrictSerializer):
 class BatchQueryInput(serializers.Serializer):
     """Query parameters: text by nature, so numbers are parsed from it."""
 
-    page = serializers.IntegerField(min_value=1, required=False, default=1)
+    page = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, required=False, default=1)
     pageSize = serializers.IntegerField(min_value=1, max_value=1000, required=False, default=100)
 
 

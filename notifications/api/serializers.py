@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from config.api import BooleanField, StrictSerializer, StringField
+from config.api import MAX_PAGE, BooleanField, StrictSerializer, StringField
 from notifications.models import EVENT_TYPES
 
 
@@ -70,7 +70,7 @@ class EventListOutput(serializers.Serializer):
 
 class EventQueryInput(serializers.Serializer):
     type = serializers.ChoiceField(choices=EVENT_TYPES, required=False)
-    page = serializers.IntegerField(min_value=1, required=False, default=1)
+    page = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, required=False, default=1)
     pageSize = serializers.IntegerField(min_value=1, max_value=100, required=False, default=20)
 
 

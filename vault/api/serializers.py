@@ -6,7 +6,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from config.api import DateTimeField, IntegerField, StrictSerializer, StringField, error
+from config.api import MAX_PAGE, DateTimeField, IntegerField, StrictSerializer, StringField, error
 from vault import cards
 
 DESCRIPTION_FORBIDDEN = re.compile(r"[&<]")
@@ -118,7 +118,7 @@ class TokenQueryInput(serializers.Serializer):
 
     namespace = StringField(min_length=1, max_length=64, required=False)
     tokenId = StringField(min_length=1, max_length=19, required=False)
-    page = serializers.IntegerField(min_value=1, required=False, default=1)
+    page = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, required=False, default=1)
     pageSize = serializers.IntegerField(min_value=1, max_value=100, required=False, default=20)
 
 
