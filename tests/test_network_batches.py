@@ -5,6 +5,7 @@ a spike on any issuer and without starving the small ones.
 alice is a merchant tokenizing her card-on-file base in bulk.
 """
 
+import math
 import statistics
 from datetime import timedelta
 from types import SimpleNamespace
@@ -294,9 +295,12 @@ def test_a_skewed_batch_stays_under_every_issuers_rate_and_the_small_issuers_fin
     for name in SMALL:
         assert max(item.finished_at for item in by_issuer[name]) < big_median, name
 
-    # No spike: no second holds more calls to an issuer than its limit (+1: a window of one second can hold both
-    # ends of a run of calls spaced exactly 1/rate apart).
+    # No spike: no second holds more calls to an issuer than its limit, give or take what the measurement itself
+    # adds: +1 because a window of one second can hold both ends of a run of calls spaced exactly 1/rate apart, and
+    # 5 % because ``called_at`` is stamped by a worker thread after its slot, and on a loaded 2-core machine a
+    # thread woken late bunches a few stamps together (52 against 50 seen once). Stamping before the wait, the bug
+    # this test was written against, showed 56-58 against 50.
     busiest = {name: most_calls_in_one_second([item.called_at for item in group]) for name, group in by_issuer.items()}
     over = {name: f"{calls} calls in one second, limit {limits[name]}" for name, calls in busiest.items()
-            if calls > limits[name] + 1}
+            if calls > limits[name] + 1 + math.ceil(limits[name] * 0.05)}
     assert not over, over
