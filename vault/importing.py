@@ -46,11 +46,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
@@ -79,11 +79,12 @@ NAMESPACE_MAX = 64
 YEARS = (2000, 2099)
 MAX_BATCH_SIZE = 10_000  # SQLite takes at most 32,766 parameters a query; a batch's lookup uses two per row
 
+DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE
+
 MAPPING_HEADER = ("externalReference", "tokenId", "href")
 REJECT_HEADER = ("line", "externalReference", "field", "reason", "message")
 MAX_LINE_BYTES = 1 << 20  # a longer "line" is garbage; reading it in pieces keeps memory bounded
 CHECKPOINT_VERSION = 1
-HEAD_BYTES = 64 * 1024  # what identifies the input file, with its size
 
 
 class CardImportError(Exception):
@@ -128,6 +129,7 @@ class BatchDone:
 
     number: int  # batches done in this run
     rows: int
+    bytes: int  # of the file, read for this batch
     offset: int  # bytes of the file done, by this run and those before
     line: int  # the last line done
     counts: Counts  # the whole import so far
@@ -175,16 +177,17 @@ def cards_import(*, merchant: Merchant, source: Path, namespace_column: str | No
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes
         except BlockingIOError:
             raise CardImportError(f"another import of {source.name} is running") from None
-        state = _start(merchant=merchant, source=source, identity=_file_identity(handle),
+        lines = _Lines(handle)
+        reader = csv.reader(lines, strict=True)
+        header = _header(reader, lines)
+        layout = _layout(header, namespace_column)
+        state = _start(merchant=merchant, source=source, identity=_file_identity(handle, header),
                        namespace_column=namespace_column, mapping_path=mapping_path, reject_path=reject_path,
                        checkpoint_path=checkpoint_path, restart=restart)
         if state.complete:
             return ImportResult(counts=state.counts, run=Counts(), seconds=0.0, complete=True,
                                 already_complete=True, line=state.line, mapping_path=mapping_path,
                                 reject_path=reject_path)
-        lines = _Lines(handle)
-        reader = csv.reader(lines, strict=True)
-        layout = _layout(_header(reader, lines), namespace_column)
         resumed_at = None
         if state.offset:
             resumed_at = state.line + 1
@@ -207,14 +210,15 @@ def cards_import(*, merchant: Merchant, source: Path, namespace_column: str | No
                     _append(mapping, mapped)
                     _append(rejects, _reject_lines(sorted(batch.rejects + refused, key=lambda r: r.line)))
                     state.counts.add(counts)
+                    read_bytes = batch.offset - state.offset
                     state.offset, state.line = batch.offset, batch.line
                     state.mapping_size, state.reject_size = mapping.tell(), rejects.tell()
                     state.save(checkpoint_path)
                     run.add(counts)
                     number += 1
                     if on_batch:
-                        on_batch(BatchDone(number=number, rows=batch.read, offset=batch.offset, line=batch.line,
-                                           counts=state.counts))
+                        on_batch(BatchDone(number=number, rows=batch.read, bytes=read_bytes, offset=batch.offset,
+                                           line=batch.line, counts=replace(state.counts)))
                     if should_stop and should_stop():
                         stopped = True
                         break
@@ -272,11 +276,12 @@ class _Lines:
         self.offset, self.line = offset, line
 
 
-def _file_identity(handle) -> dict:
-    size = os.fstat(handle.fileno()).st_size
-    head = hashlib.sha256(handle.read(HEAD_BYTES)).hexdigest()
-    handle.seek(0)
-    return {"size": size, "head_sha256": head}
+def _file_identity(handle, header: list[str]) -> dict:
+    """What tells a rerun it reads the same file: its size, its modification time and its header. Never a hash of
+    its content, which holds card numbers."""
+    stat = os.fstat(handle.fileno())
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "header_sha256": hashlib.sha256("\x1f".join(header).encode()).hexdigest()}
 
 
 def _header(reader, lines: _Lines) -> list[str]:
@@ -399,7 +404,7 @@ def _prepared_batches(reader, lines: _Lines, layout: _Layout, batch_size: int,
             break
         except csv.Error:
             lines.flaw = None
-            rejects.append(_Reject(start, "", [("", "rowIsNotValidCsv", "The row is not valid CSV (check its quotes)")]))
+            rejects.append(_Reject(start, "", [("", "rowIsNotValidCsv", "The row is not valid CSV (mind its quotes)")]))
         else:
             if lines.flaw:
                 rejects.append(_Reject(start, "", [("", *lines.flaw)]))
@@ -750,10 +755,12 @@ class _Store:
             try:
                 with transaction.atomic():
                     return self._store(rows)
-            except IntegrityError:
-                # A request through the API stored one of these cards (or namespaces) between the lookup and the
-                # insert, and the batch rolled back whole. Looking again finds that token.
-                if attempt == 2:
+            except DatabaseError as exc:
+                # A request through the API, or another import, stored one of these cards (or namespaces) between
+                # the lookup and the insert, or two imports inserting the same cards in another order deadlocked:
+                # the batch rolled back whole, and looking again finds those tokens.
+                deadlock = getattr(exc.__cause__, "sqlstate", None) == DEADLOCK_DETECTED
+                if attempt == 2 or not (isinstance(exc, IntegrityError) or deadlock):
                     raise
         raise AssertionError("unreachable")
 
@@ -927,7 +934,7 @@ class _State:
         temporary = path.with_name(path.name + ".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            json.dump(asdict(self), handle)
+            handle.write(json.dumps(asdict(self)))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)

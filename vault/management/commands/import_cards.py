@@ -39,6 +39,9 @@ stored details are kept too). The mapping file gets externalReference,tokenId,hr
 
 Interrupted (Ctrl-C stops after the current batch), the same command resumes where it stopped, from the
 checkpoint FILE.progress; it finishes without storing any card twice, and the mapping file holds each row once.
+
+New tokens get a token.created event each; deliveries to webhook endpoints are left to the periodic sweeper.
+The input file holds card numbers in clear: once the import is complete, destroy it.
 """
 
 
@@ -57,18 +60,21 @@ class Command(BaseCommand):
         parser.add_argument("file", type=Path, help="The CSV file")
         parser.add_argument("--merchant", required=True, metavar="ID", help="The merchant's id (mer_…)")
         parser.add_argument("--namespace-column", metavar="NAME", help="The column holding each row's namespace")
-        parser.add_argument("--mapping-file", type=Path, metavar="PATH", help="Default: FILE's name + .mapping.csv")
-        parser.add_argument("--reject-file", type=Path, metavar="PATH", help="Default: FILE's name + .rejects.csv")
+        parser.add_argument("--mapping-file", type=Path, metavar="PATH",
+                            help="Default: beside FILE, cards.csv → cards.mapping.csv")
+        parser.add_argument("--reject-file", type=Path, metavar="PATH",
+                            help="Default: beside FILE, cards.csv → cards.rejects.csv")
         parser.add_argument("--batch-size", type=int, default=2000, metavar="N",
-                            help="Rows per transaction and checkpoint (default 2000, at most 20000)")
+                            help=f"Rows per transaction and checkpoint (default 2000, at most "
+                                 f"{importing.MAX_BATCH_SIZE:,})")
         parser.add_argument("--restart", action="store_true",
                             help="Forget the checkpoint and import the file from its start, overwriting the mapping "
                                  "and reject files (cards already stored keep their tokens)")
 
     def handle(self, *args, file: Path, merchant: str, namespace_column, mapping_file, reject_file, batch_size: int,
                restart: bool, **options):
-        if not 1 <= batch_size <= 20000:
-            raise CommandError("--batch-size must be 1 to 20000")
+        if not 1 <= batch_size <= importing.MAX_BATCH_SIZE:
+            raise CommandError(f"--batch-size must be 1 to {importing.MAX_BATCH_SIZE}")
         owner = Merchant.objects.filter(public_id=merchant).first()
         if owner is None:
             raise CommandError(f"no merchant {merchant}")
@@ -85,10 +91,13 @@ class Command(BaseCommand):
 
             def on_batch(done: importing.BatchDone):
                 nonlocal rows
+                if done.number == 1:
+                    # A resumed run starts where the last one stopped: its rate and ETA count this run only.
+                    bar.initial = bar.n = bar.last_print_n = done.offset - done.bytes
                 rows += done.rows
-                bar.update(done.offset - bar.n)  # from a resumed run's first batch on, what earlier runs did too
-                elapsed = bar.format_dict["elapsed"] or 1e-9
-                bar.set_postfix_str(f"{rows / elapsed:,.0f} cards/s, line {done.line:,}", refresh=False)
+                bar.set_postfix_str(f"{rows / max(bar.format_dict['elapsed'], 1e-3):,.0f} cards/s, "
+                                    f"line {done.line:,}", refresh=False)
+                bar.update(done.bytes)
 
             try:
                 result = importing.cards_import(
