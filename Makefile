@@ -5,12 +5,15 @@
 #   make test                    whole suite on SQLite, then on PostgreSQL 15 (+ Redis)
 #   make test ARGS="-k webhook"  extra arguments are passed through to pytest
 #                                (PYTEST_ARGS works too)
+#   make bench                   benchmarks on PostgreSQL + Redis (throwaway, as in make test) with production
+#                                settings: benchmarks/results/<date>.json and a table. BENCH_SCALE=smoke for a
+#                                quick pass; ARGS="--only tokenize,crypto" to choose
 
 PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test
+.PHONY: install run test bench
 
 install: $(STAMP)
 
@@ -27,3 +30,6 @@ run: install
 
 test: install
 	scripts/test.sh $(ARGS) $(PYTEST_ARGS)
+
+bench: install
+	scripts/bench.sh $(ARGS)

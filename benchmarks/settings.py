@@ -1,0 +1,9 @@
+"""The benchmarked server: production settings, plus ``/bench/bare`` (see ``benchmarks.urls``).
+
+Everything else is production's, read from the environment the runner prepares, so the figures are those of the
+deployed configuration.
+"""
+
+from config.settings.production import *  # noqa: F403
+
+ROOT_URLCONF = "benchmarks.urls"

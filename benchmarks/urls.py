@@ -1,0 +1,13 @@
+"""The product's URLs plus ``/bench/bare``, which comes first: config.urls ends with a catch-all."""
+
+from django.urls import include, path
+
+from benchmarks.views import BareView
+
+handler404 = "config.errors.handler404"
+handler500 = "config.errors.handler500"
+
+urlpatterns = [
+    path("bench/bare", BareView.as_view(), name="bench-bare"),
+    path("", include("config.urls")),
+]
