@@ -1,9 +1,10 @@
-"""The HTTP edge shared by every app: the base view and strict serializer fields."""
+"""The HTTP edge shared by every app: the base view, strict serializer fields and path id converters."""
 
 from rest_framework import fields, serializers
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from config import schema  # noqa: F401 - registers what the OpenAPI schema says of the classes below
 from config.errors import VALIDATION_MESSAGES, BodyIsEmpty
 from config.http import HalJsonParser, JsonParser
 
@@ -127,3 +128,18 @@ def page_of(items, *, number: int, size: int, total: int | None = None) -> tuple
     return list(items[start:start + size]), {
         "number": number, "size": size, "totalElements": total, "totalPages": -(-total // size),
     }
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Path ids: each converter admits only its id's alphabet and length, so a malformed id (a NUL byte, which
+# PostgreSQL refuses in text; a 5,000-character string) never reaches a query: it matches no route and answers
+# 404 like any other path of nothing. drf-spectacular publishes the regex as the parameter's pattern.
+# ------------------------------------------------------------------------------------------------------------
+class IdConverter:
+    regex = "[A-Za-z0-9_-]+"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value

@@ -13,6 +13,7 @@ number must never be echoed back or logged.
 import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -100,6 +101,12 @@ class InternalError(ApiError):
     default_message = "An internal error occurred"
 
 
+class ServiceUnavailable(ApiError):
+    status_code = 503
+    error_name = "serviceUnavailable"
+    default_message = "The service is temporarily unavailable; retry later"
+
+
 class BusinessRuleError(ApiError):
     """A well-formed request that a business rule refuses; the subclass names the rule."""
 
@@ -147,6 +154,10 @@ DRF_CODES = {
     "not_a_dict": "fieldMustBeObject",
     "not_a_list": "fieldMustBeArray",
     "max_string_length": "stringIsTooLong",
+    # Every string field refuses these (DRF's CharField validators): PostgreSQL cannot store a NUL, and a lone
+    # surrogate is no character at all. The published schema excludes NUL with a pattern, hence its name.
+    "null_characters_not_allowed": "stringFailedRegexCheck",
+    "surrogate_characters_not_allowed": "fieldHasInvalidValue",
 }
 
 
@@ -202,7 +213,26 @@ def _api_error_for(exc: Exception) -> ApiError | None:
         return TooManyRequests()
     if isinstance(exc, drf.NotAcceptable):
         return BusinessRuleError("notAcceptable", "The Accept header asks for a media type this API cannot produce", status_code=406)
+    if _database_unreachable(exc):
+        return ServiceUnavailable()
     return None
+
+
+def _database_unreachable(exc: Exception) -> bool:
+    """The database is out of reach (restarting, failing over, out of connections, SQLite busy): the client should
+    retry, and Django reconnects on a later request by itself. Other OperationalErrors (a missing table, bad SQL) are
+    bugs, and stay 500s with a traceback in the log."""
+    if isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    cause = exc.__cause__
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate:
+        return sqlstate[:2] in ("08", "53", "57")  # connection exception, insufficient resources, shutting down
+    if type(cause).__module__ == "sqlite3":
+        return "locked" in str(exc)
+    return True  # psycopg without a SQLSTATE: the connection could not be made or was lost
 
 
 def exception_handler(exc, context):
@@ -212,7 +242,12 @@ def exception_handler(exc, context):
         view = context.get("view")
         logger.exception("unhandled error in %s", type(view).__name__ if view else "api")
         error = InternalError()
+    if isinstance(error, ServiceUnavailable):
+        view = context.get("view")
+        logger.warning("database unavailable in %s: %s", type(view).__name__ if view else "api", exc)
     response = Response(error.as_dict(), status=error.status_code)
+    if error.status_code == 503:
+        response["Retry-After"] = "1"
     if error.status_code == 401:
         response["WWW-Authenticate"] = 'Bearer realm="api"'
     retry_after = getattr(exc, "wait", None)

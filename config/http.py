@@ -1,6 +1,7 @@
 """Media types of the API: strict JSON in, HAL JSON out. Named in REST_FRAMEWORK settings, so it imports no views."""
 
 import json
+import re
 from datetime import UTC, datetime
 
 from rest_framework import renderers
@@ -9,8 +10,16 @@ from rest_framework.parsers import BaseParser
 
 from config.errors import BodyIsEmpty, BodyIsNotJson
 
+# The only way a surrogate code point gets into a parsed body: a \uD800-\uDFFF escape (raw bytes must be UTF-8).
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 class JsonParser(BaseParser):
-    """``application/json`` (and any ``+json`` type); an empty or malformed body has its own error name."""
+    """``application/json`` (and any ``+json`` type); an empty or malformed body has its own error name.
+
+    A body whose escapes leave an unpaired surrogate is not text (RFC 8259 8.2) and is refused like malformed JSON:
+    nothing downstream could store it, and echoed back in an error's ``jsonPath`` it could not even be encoded.
+    """
 
     media_type = "application/json"
 
@@ -19,9 +28,12 @@ class JsonParser(BaseParser):
         if not raw.strip():
             raise BodyIsEmpty()
         try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+            data = json.loads(raw)
+            if SURROGATE_ESCAPE.search(raw):  # rare: only then pay for a second pass
+                json.dumps(data, ensure_ascii=False).encode()
+        except (ValueError, UnicodeError):
             raise BodyIsNotJson() from None
+        return data
 
 
 class HalJsonParser(JsonParser):

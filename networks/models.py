@@ -142,12 +142,19 @@ class Batch(models.Model):
     merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="network_token_batches")
     status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)
     total = models.PositiveIntegerField()
+    # Items that ended (succeeded or failed), counted in the transaction that ends them: the batch is complete when
+    # this reaches ``total``, without looking at its items again.
+    finished = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "batches"
+        constraints = [
+            # An item counted twice would complete its batch early: refuse the write instead.
+            models.CheckConstraint(condition=Q(finished__lte=models.F("total")), name="batch_finished_within_total"),
+        ]
 
     def __str__(self):
         return self.public_id
@@ -155,7 +162,8 @@ class Batch(models.Model):
 
 class BatchItem(models.Model):
     """One vault token of a batch. QUEUED items were released by the scheduler and sit in the broker; a RUNNING
-    one is in a worker's hands (since ``called_at``)."""
+    one is in a worker's hands (since ``called_at``, renewed while the worker gets on with the items claimed with
+    it), under that worker's ``claim``."""
 
     PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED = "PENDING", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
     STATUSES = [(s, s) for s in (PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED)]
@@ -170,6 +178,9 @@ class BatchItem(models.Model):
     status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)
     queued_at = models.DateTimeField(null=True, blank=True)
     called_at = models.DateTimeField(null=True, blank=True, help_text="When the TSP call started.")
+    # A random id per claim by a worker: one whose lease ran out (the item was given to another) finds it changed
+    # and keeps its result out of the vault.
+    claim = models.CharField(max_length=32, blank=True, editable=False)
     attempts = models.PositiveIntegerField(default=0)
     network_token = models.ForeignKey(NetworkToken, on_delete=models.SET_NULL, null=True, blank=True)
     failure_reason = models.CharField(max_length=255, blank=True)

@@ -3,39 +3,75 @@
 **Rate.** Every call to a TSP first reserves a start time from its issuer's clock (``Issuer.next_call_at``), under a
 row lock: the call may start at ``max(now, next_call_at)`` and moves the clock on by ``1 / rate_limit_per_second``.
 Calls to one issuer are therefore spaced evenly at most ``rate`` a second across every worker and machine, because
-the clock lives in the database; a worker waits for its reserved moment before calling.
+the clock lives in the database; a worker waits for its reserved moment before calling. A worker running a chunk
+of batch items reserves a few slots at a time (``CallSlots``) rather than one lock per call.
 
 **Fairness.** Batch items do not go to the broker all at once: the dispatcher (``batches_dispatch``, run by beat every
-second and when a batch arrives) releases to the queue at most about two seconds' worth of calls per issuer,
-interleaving issuers (and batches of one issuer). A batch of 9,000 cards of one bank and 1,000 of others therefore
-never queues the small issuers behind the big one: their items sit in the queue between the big issuer's, finish
-at their own pace, and no worker waits long for a slot.
+second, when a batch arrives and whenever a worker finishes a chunk) releases them in chunks, one task per chunk of
+one issuer's items, at most about two seconds' worth of calls per issuer in flight, a chunk per issuer in turn
+(issuers with the least in flight first). A batch of 9,000 cards of one bank and 1,000 of others therefore never
+queues the small issuers behind the big one: their chunks sit in the queue between the big issuer's, finish at
+their own pace, and no worker waits long for a slot.
+
+**Backpressure.** The dispatcher also keeps the queue short: no more items wait in the broker than the workers are
+running (or ``MIN_QUEUED_ITEMS`` when they run few), so an item spends about one chunk's time in the queue whatever
+the number of workers, far less than its lease, and a new batch or the dispatcher's own task never waits behind
+thousands of messages.
 """
 
+import math
 import time
-from datetime import timedelta
+from collections import Counter, deque
+from datetime import UTC, datetime, timedelta
 from itertools import chain, zip_longest
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from networks.models import Batch, BatchItem, Issuer
 
 RELEASE_HORIZON_SECONDS = 2
-# A released item whose message or worker was lost goes back to PENDING after this long.
-ITEM_LEASE_SECONDS = 120
+# A released item whose message was lost, or a claimed one whose worker died, goes back to PENDING after this long.
+ITEM_LEASE_SECONDS = settings.NETWORK_BATCH_LEASE_SECONDS
+# A chunk holds about half a second of its issuer's calls (a slow issuer's chunk would otherwise keep a worker
+# waiting for slots while other issuers' items queue), and at most CHUNK_MAX_ITEMS: beyond that, fewer statements
+# per item no longer show, while fairness and progress get coarser.
+CHUNK_SECONDS = 0.5
+CHUNK_MAX_ITEMS = 100
+# Queued items allowed when the workers run fewer than this: enough for two worker processes to find their next
+# chunk waiting while the one they finished releases more.
+MIN_QUEUED_ITEMS = 2 * CHUNK_MAX_ITEMS
+# How far ahead a worker reserves an issuer's slots: long enough to take a lock for several calls at a high rate,
+# short enough that another worker on the same issuer is not kept waiting long.
+RESERVE_AHEAD_SECONDS = 0.05
+# How late a call may still take its slot when the slot is shorter than this: about a reservation's round trip to
+# the database, so that at high rates a worker is not forever reserving slots that have passed by the time it has
+# them. It adds at most ``rate × SLOT_GRACE_SECONDS`` calls to a second (5 at 1,000 a second, none below 200).
+SLOT_GRACE_SECONDS = 0.005
 
 
-def reserve_call(issuer: Issuer) -> float:
-    """Reserve the next call slot of ``issuer``; returns how many seconds to wait before calling."""
+def chunk_size(issuer: Issuer) -> int:
+    return max(1, min(CHUNK_MAX_ITEMS, int(issuer.rate_limit_per_second * CHUNK_SECONDS)))
+
+
+def reserve_calls(issuer: Issuer, count: int) -> tuple[datetime, timedelta]:
+    """Reserve the next ``count`` call slots of ``issuer``; returns when the first starts and the spacing."""
     with transaction.atomic():
         locked = Issuer.objects.select_for_update().get(pk=issuer.pk)
         now = timezone.now()
         start = max(now, locked.next_call_at or now)
-        locked.next_call_at = start + timedelta(seconds=1 / locked.rate_limit_per_second)
+        interval = timedelta(seconds=1 / locked.rate_limit_per_second)
+        locked.next_call_at = start + count * interval
         locked.save(update_fields=["next_call_at"])
-    return (start - now).total_seconds()
+    return start, interval
+
+
+def reserve_call(issuer: Issuer) -> float:
+    """Reserve the next call slot of ``issuer``; returns how many seconds to wait before calling."""
+    start, _ = reserve_calls(issuer, 1)
+    return max(0.0, (start - timezone.now()).total_seconds())
 
 
 def call_slot(issuer: Issuer) -> None:
@@ -45,40 +81,119 @@ def call_slot(issuer: Issuer) -> None:
         time.sleep(wait)
 
 
+class CallSlots:
+    """The calls one worker makes to one issuer for a chunk of batch items, reserved a few at a time.
+
+    A reservation of n slots is n consecutive intervals of ``1 / rate`` on the issuer's clock, and each call starts
+    inside its own interval (or within SLOT_GRACE_SECONDS of its start). A worker that falls behind its slots (it
+    computes slower than the issuer's rate, or the machine is busy) lets the slots it missed go rather than use them
+    late: late calls would bunch up with the next reservation's, another worker's. However the workers' pace varies,
+    a second therefore holds at most ``rate + 1`` calls (+1: a second straddling two intervals), plus the grace's.
+    """
+
+    def __init__(self, issuer: Issuer, calls: int):
+        self.issuer = issuer
+        self.calls = calls  # still to make: no reservation goes beyond them
+        self.slots: deque[datetime] = deque()
+        self.interval = timedelta(seconds=1 / issuer.rate_limit_per_second)
+
+    def take(self) -> datetime:
+        """Wait for the next slot; returns the moment the call may start (now)."""
+        while True:
+            now = timezone.now()
+            usable = max(self.interval, timedelta(seconds=SLOT_GRACE_SECONDS))
+            while self.slots and self.slots[0] + usable <= now:
+                self.slots.popleft()  # missed: let it go
+            if not self.slots:
+                ahead = math.ceil(self.issuer.rate_limit_per_second * RESERVE_AHEAD_SECONDS)
+                count = max(1, min(self.calls, ahead))
+                start, self.interval = reserve_calls(self.issuer, count)
+                self.slots.extend(start + i * self.interval for i in range(count))
+            elif now < self.slots[0]:
+                time.sleep((self.slots[0] - now).total_seconds())  # then look again: a sleep may overshoot
+            else:
+                self.slots.popleft()
+                self.calls -= 1
+                return now
+
+
 def batches_dispatch() -> int:
-    """Release batch items to the workers, fairly and within each issuer's rate; returns how many it released."""
-    from networks.tasks import run_batch_item
+    """Release batch items to the workers in chunks, fairly, within each issuer's rate and no faster than the
+    workers take them; returns how many it released."""
+    from networks.tasks import run_batch_items
 
     now = timezone.now()
     stale = now - timedelta(seconds=ITEM_LEASE_SECONDS)
     BatchItem.objects.filter(
         Q(status=BatchItem.QUEUED, queued_at__lt=stale) | Q(status=BatchItem.RUNNING, called_at__lt=stale)
-    ).update(status=BatchItem.PENDING)
+    ).update(status=BatchItem.PENDING, claim="")
 
-    per_issuer: list[list[int]] = []
-    busy_issuers = list(
-        BatchItem.objects.filter(status=BatchItem.PENDING).order_by().values_list("issuer", flat=True).distinct()
+    pending = dict(
+        BatchItem.objects.filter(status=BatchItem.PENDING).order_by().values_list("issuer").annotate(Count("pk"))
     )
-    for issuer_id in busy_issuers:
-        with transaction.atomic():
-            # The issuer's row lock makes concurrent dispatchers (beat and a new batch) take turns per issuer.
-            issuer = Issuer.objects.select_for_update().get(pk=issuer_id)
-            in_flight = BatchItem.objects.filter(issuer=issuer, status__in=[BatchItem.QUEUED, BatchItem.RUNNING]).count()
-            room = issuer.rate_limit_per_second * RELEASE_HORIZON_SECONDS - in_flight
+    if not pending:
+        return 0
+    in_flight, by_status = Counter(), Counter()
+    for issuer_id, status, count in (BatchItem.objects.filter(status__in=[BatchItem.QUEUED, BatchItem.RUNNING])
+                                     .order_by().values_list("issuer", "status").annotate(Count("pk"))):
+        in_flight[issuer_id] += count
+        by_status[status] += count
+    room = max(by_status[BatchItem.RUNNING], MIN_QUEUED_ITEMS) - by_status[BatchItem.QUEUED]
+
+    # Share the room out a chunk at a time, issuers with the least in flight (then the longest idle) first.
+    never = datetime.min.replace(tzinfo=UTC)
+    issuers = sorted(Issuer.objects.filter(pk__in=pending),
+                     key=lambda i: (in_flight[i.pk], i.next_call_at or never, i.pk))
+    share = Counter()
+    waiting = list(issuers)
+    while room > 0 and waiting:
+        for issuer in list(waiting):
+            size = min(chunk_size(issuer), room, pending[issuer.pk] - share[issuer.pk],
+                       issuer.rate_limit_per_second * RELEASE_HORIZON_SECONDS - in_flight[issuer.pk] - share[issuer.pk])
+            if size <= 0:
+                waiting.remove(issuer)
+                continue
+            share[issuer.pk] += size
+            room -= size
             if room <= 0:
+                break
+
+    per_issuer: dict[Issuer, list[int]] = {}
+    for issuer in issuers:
+        if not share[issuer.pk]:
+            continue
+        with transaction.atomic():
+            # The issuer's row lock makes concurrent dispatchers (beat, a new batch, workers) take turns per issuer.
+            issuer = Issuer.objects.select_for_update().get(pk=issuer.pk)
+            flying = BatchItem.objects.filter(issuer=issuer, status__in=[BatchItem.QUEUED, BatchItem.RUNNING]).count()
+            take = min(share[issuer.pk], issuer.rate_limit_per_second * RELEASE_HORIZON_SECONDS - flying)
+            if take <= 0:
                 continue
             # Across batches: the lowest positions first, so two batches of one issuer advance together.
             ids = list(
                 BatchItem.objects.select_for_update(skip_locked=True)
                 .filter(issuer=issuer, status=BatchItem.PENDING)
                 .order_by("index", "batch_id")
-                .values_list("pk", flat=True)[:room]
+                .values_list("pk", flat=True)[:take]
             )
             BatchItem.objects.filter(pk__in=ids).update(status=BatchItem.QUEUED, queued_at=now)
-        per_issuer.append(ids)
-        Batch.objects.filter(items__pk__in=ids, status=Batch.PENDING).update(status=Batch.RUNNING)
+        per_issuer[issuer] = ids
 
-    released = [item_id for item_id in chain.from_iterable(zip_longest(*per_issuer)) if item_id is not None]
-    for item_id in released:
-        run_batch_item.delay(item_id)
+    chunks = chunks_of(per_issuer)
+    released = list(chain.from_iterable(chunks))
+    Batch.objects.filter(items__pk__in=released, status=Batch.PENDING).update(status=Batch.RUNNING)
+    for chunk in chunks:
+        run_batch_items.delay(chunk)
     return len(released)
+
+
+def chunks_of(per_issuer: dict[Issuer, list[int]]) -> list[list[int]]:
+    """The released items in chunks of one issuer's (``chunk_size``), one task each, issuers interleaved.
+
+    One issuer per chunk: a worker reserves that issuer's slots for the whole chunk, and two workers on two chunks
+    are then most often on two issuers, neither waiting for the other's slots. (Chunks mixing issuers had each worker
+    reserve slots at every issuer, only to miss most of them while calling the others.)
+    """
+    per_chunk = [[ids[start:start + chunk_size(issuer)] for start in range(0, len(ids), chunk_size(issuer))]
+                 for issuer, ids in per_issuer.items()]
+    return [chunk for chunk in chain.from_iterable(zip_longest(*per_chunk)) if chunk]

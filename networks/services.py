@@ -4,19 +4,24 @@ A TSP call never runs inside a database transaction (it may take seconds); what 
 and token numbers only ever exist in memory, in the vault's encryption, or in a detokenize-scoped answer.
 """
 
+import logging
+import secrets
+import time
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from config.errors import ApiError, BusinessRuleError
+from config.errors import ApiError, BusinessRuleError, InternalError
 from config.http import timestamp
 from config.logging import redact
 from networks import scheduling, tsp
 from networks.models import Batch, BatchItem, Issuer, LifecycleEvent, NetworkToken, ProvisioningRequest
-from notifications.services import event_emit
+from notifications.services import event_emit, events_emit
 from vault import cards
 from vault import services as vault_services
 from vault.crypto import key_ring
@@ -25,6 +30,13 @@ from vault.models import Merchant, Token
 CRYPTOGRAM_LIFETIME = timedelta(minutes=15)
 ASYNC_MAX_ATTEMPTS = 5
 BATCH_ITEM_MAX_ATTEMPTS = 3
+# A worker running a chunk of batch items writes what it has at least this often (the batch shows progress, the
+# lease of the items still to do is renewed), and hands back what it has not started after BATCH_CHUNK_SECONDS
+# (a slow TSP), well within the task's time limit and the lease.
+BATCH_WRITE_SECONDS = 1.0
+BATCH_CHUNK_SECONDS = 30.0
+
+logger = logging.getLogger(__name__)
 
 
 class NetworkUnavailable(ApiError):
@@ -135,6 +147,22 @@ def _store(*, origin: Origin, card: tsp.CardData, issuer: Issuer, provisioned: t
     token = NetworkToken.objects.select_for_update().filter(token_id=provisioned.token_id).first()
     if token is None:
         token = NetworkToken(token_id=provisioned.token_id, merchant=origin.merchant)
+    _fill(token, origin=origin, card=card, issuer=issuer, provisioned=provisioned, account_id=account_id)
+    token.save()
+    event_emit(merchant=origin.merchant, type="network_token.created", data=metadata(token))
+    return token
+
+
+# What a provisioning sets on a token row, new or reused (``_fill``).
+TOKEN_FIELDS = [
+    "vault_token", "network", "issuer", "status", "token_last_digits", "token_expiry_month", "token_expiry_year",
+    "card_bin", "card_last_digits", "card_expiry_month", "card_expiry_year", "payment_account_reference",
+    "account_id", "correlation_id", "updated_at", "key_version", "dpan_ciphertext",
+]
+
+
+def _fill(token: NetworkToken, *, origin: Origin, card: tsp.CardData, issuer: Issuer, provisioned: tsp.Provisioned,
+          account_id: str) -> None:
     token.vault_token = origin.vault_token or token.vault_token
     token.network = issuer.network
     token.issuer = issuer
@@ -150,9 +178,6 @@ def _store(*, origin: Origin, card: tsp.CardData, issuer: Issuer, provisioned: t
     token.key_version, token.dpan_ciphertext = key_ring().encrypt(
         provisioned.token_number, associated_data=token.associated_data()
     )
-    token.save()
-    event_emit(merchant=origin.merchant, type="network_token.created", data=metadata(token))
-    return token
 
 
 def metadata(token: NetworkToken) -> dict:
@@ -284,16 +309,18 @@ def batch_create(*, merchant: Merchant, entries: list[BatchEntry]) -> Batch:
             item.issuer = issuers[network, number[:6]]
         except ApiError as exc:
             item.status, item.failure_code, item.finished_at = BatchItem.FAILED, exc.error_name, now
-            item.failure_reason = (exc.validation_errors[0]["message"] if exc.validation_errors else exc.message)[:255]
+            item.failure_reason = _failure_reason(exc)
         items.append(item)
+    failed = sum(item.status == BatchItem.FAILED for item in items)
     with transaction.atomic():
-        batch = Batch.objects.create(merchant=merchant, total=len(items))
+        batch = Batch.objects.create(
+            merchant=merchant, total=len(items), finished=failed,
+            **({"status": Batch.COMPLETED, "completed_at": now} if failed == len(items) else {}),
+        )
         for item in items:
             item.batch = batch
         BatchItem.objects.bulk_create(items, batch_size=1000)
-        _complete_if_done(batch.pk)
         transaction.on_commit(_dispatch_soon, robust=True)
-    batch.refresh_from_db()
     return batch
 
 
@@ -302,54 +329,196 @@ def _safe_reference(reference: str) -> str:
     return redact(reference)[:200]
 
 
+def _failure_reason(error: ApiError) -> str:
+    return (error.validation_errors[0]["message"] if error.validation_errors else error.message)[:255]
+
+
 def _dispatch_soon() -> None:
     from networks.tasks import dispatch_batches
 
     dispatch_batches.delay()
 
 
-def batch_item_run(*, item_id: int) -> None:
-    """Provision one released batch item (idempotent: an item not QUEUED is left alone).
+@dataclass
+class _Call:
+    """What the TSP said about one batch item, waiting to be written with the others of its chunk."""
 
-    ``called_at`` is first the moment a worker took the item (for the lease), then the moment its TSP call started.
+    item: BatchItem
+    called_at: datetime | None = None
+    card: tsp.CardData | None = None
+    provisioned: tsp.Provisioned | None = None
+    error: ApiError | None = None
+
+
+def batch_items_run(*, item_ids: list[int]) -> int:
+    """Provision released batch items (a chunk of one issuer's, as the dispatcher sends them); returns how many
+    ended.
+
+    Only items still QUEUED are claimed, so a duplicate message finds nothing to do. Each TSP call waits for a slot
+    of its issuer (``scheduling.CallSlots``); what the calls return is written about once a second and at the end,
+    in one transaction each time: the network tokens, their ``network_token.created`` events, the items' outcomes
+    and their batches' progress together. A worker killed at any moment thus leaves every item either ended, once,
+    or claimed until its lease runs out and it is released again; an item whose lease ran out while this worker
+    still had it (it now belongs to another) is not written. A transient TSP failure puts the item back for the
+    dispatcher until its BATCH_ITEM_MAX_ATTEMPTS-th attempt, which fails it.
     """
-    now = timezone.now()
-    if not BatchItem.objects.filter(pk=item_id, status=BatchItem.QUEUED).update(status=BatchItem.RUNNING, called_at=now):
-        return
-    item = BatchItem.objects.select_related("batch__merchant", "vault_token").get(pk=item_id)
-    origin = Origin(merchant=item.batch.merchant, correlation_id=item.batch.public_id[:36], vault_token=item.vault_token)
-    fields = {"attempts": item.attempts + 1}
-
-    def calling():
-        BatchItem.objects.filter(pk=item_id).update(called_at=timezone.now())
-
+    claim = secrets.token_hex(16)
+    if not BatchItem.objects.filter(pk__in=item_ids, status=BatchItem.QUEUED).update(
+        status=BatchItem.RUNNING, called_at=timezone.now(), claim=claim
+    ):
+        return 0
+    position = {item_id: n for n, item_id in enumerate(item_ids)}
+    items = sorted(
+        BatchItem.objects.filter(pk__in=item_ids, claim=claim)
+        .select_related("batch__merchant", "vault_token", "issuer"),
+        key=lambda item: position[item.pk],
+    )
+    calls_per_issuer = Counter(item.issuer_id for item in items)
+    issuers = {item.issuer_id: item.issuer for item in items}
+    slots = {pk: scheduling.CallSlots(issuer, calls_per_issuer[pk]) for pk, issuer in issuers.items()}
+    started = written = time.monotonic()
+    ended, done, n = 0, [], 0
     try:
-        if item.vault_token.deleted_at is not None:
+        for n, item in enumerate(items):
+            if time.monotonic() - started > BATCH_CHUNK_SECONDS:
+                return ended + _batch_items_write(done, claim=claim, rest=items[n:], hand_back=True)
+            done.append(_batch_item_call(item, slots[item.issuer_id]))
+            if time.monotonic() - written >= BATCH_WRITE_SECONDS and n + 1 < len(items):
+                ended += _batch_items_write(done, claim=claim, rest=items[n + 1:])
+                done, written = [], time.monotonic()
+    except BaseException:
+        # The database went away, the task hit its time limit...: keep what the TSP already answered (a second call
+        # could mint a second token) and hand the rest back now rather than when the lease runs out.
+        _batch_items_write(done, claim=claim, rest=items[n:], hand_back=True)
+        raise
+    return ended + _batch_items_write(done, claim=claim, rest=[])
+
+
+def batch_item_run(*, item_id: int) -> None:
+    """One released item on its own (the demo seeder runs a batch this way, without workers)."""
+    batch_items_run(item_ids=[item_id])
+
+
+def _batch_item_call(item: BatchItem, slots: scheduling.CallSlots) -> _Call:
+    call = _Call(item)
+    try:
+        if item.vault_token is None or item.vault_token.deleted_at is not None:
             raise BusinessRuleError("resourceNotFound", "The vault token was deleted", status_code=404)
-        token = network_token_provision(origin=origin, card=card_from_vault(item.vault_token),
-                                        account_id=item.account_id, email=item.email, on_call=calling)
-    except NetworkUnavailable as exc:
-        if item.attempts + 1 < BATCH_ITEM_MAX_ATTEMPTS:
-            fields.update(status=BatchItem.PENDING)
-        else:
-            fields.update(status=BatchItem.FAILED, failure_code=exc.error_name, failure_reason=exc.message[:255])
+        call.card = card_from_vault(item.vault_token)
+        network = check_supported(call.card.number, email=item.email)
+        call.called_at = slots.take()
+        call.provisioned = tsp.provider_for(network).provision(tsp.ProvisionRequest(
+            merchant_id=item.batch.merchant.public_id, card=call.card, account_id=item.account_id, email=item.email
+        ))
+    except tsp.Declined:
+        call.error = tokenization_declined()
+    except tsp.TspError as exc:
+        call.error = NetworkTimeout() if exc.timeout else NetworkUnavailable()
     except ApiError as exc:
-        fields.update(status=BatchItem.FAILED, failure_code=exc.error_name, failure_reason=exc.message[:255])
-    else:
-        fields.update(status=BatchItem.SUCCEEDED, network_token=token)
-    if fields.get("status") != BatchItem.PENDING:
-        fields["finished_at"] = timezone.now()
-    with transaction.atomic():
-        BatchItem.objects.filter(pk=item_id).update(**fields)
-        _complete_if_done(item.batch_id)
+        call.error = exc
+    except DatabaseError:
+        raise  # not the item's fault: batch_items_run hands the chunk back
+    except Exception as exc:
+        # A bug, or a card that cannot be read (a key retired too early): the item fails rather than coming back
+        # for ever. Its type only: a message could hold card data.
+        logger.error("batch item %s failed: unexpected %s", item.pk, type(exc).__name__)
+        call.error = InternalError()
+    return call
 
 
-def _complete_if_done(batch_id: int) -> None:
-    unfinished = BatchItem.objects.filter(batch_id=batch_id).exclude(status__in=[BatchItem.SUCCEEDED, BatchItem.FAILED])
-    if not unfinished.exists():
-        Batch.objects.filter(pk=batch_id).exclude(status=Batch.COMPLETED).update(
-            status=Batch.COMPLETED, completed_at=timezone.now()
+@transaction.atomic
+def _batch_items_write(calls: list[_Call], *, claim: str, rest: list[BatchItem], hand_back: bool = False) -> int:
+    """Write the outcome of ``calls`` for the items still under ``claim``; renew the lease of the ``rest`` of the
+    chunk, or hand them back to the dispatcher. Returns how many items ended."""
+    still_ours = set(
+        BatchItem.objects.select_for_update()
+        .filter(pk__in=[call.item.pk for call in calls], status=BatchItem.RUNNING, claim=claim)
+        .order_by("pk").values_list("pk", flat=True)
+    )
+    calls = [call for call in calls if call.item.pk in still_ours]
+    now = timezone.now()
+    made = [call for call in calls if call.provisioned is not None]
+    created = defaultdict(list)  # merchant → its new tokens' events, written in bulk
+    for call, token in zip(made, _tokens_store(made, now=now)):
+        call.item.network_token = token
+        created[call.item.batch.merchant].append(metadata(token))
+    for merchant, data in created.items():
+        events_emit(merchant=merchant, type="network_token.created", data=data)
+
+    ended_per_batch = Counter()
+    for call in calls:
+        item = call.item
+        item.attempts += 1
+        item.claim = ""
+        item.called_at = call.called_at  # None for an item that failed before its call
+        if call.provisioned is not None:
+            item.status = BatchItem.SUCCEEDED
+        elif isinstance(call.error, NetworkUnavailable) and item.attempts < BATCH_ITEM_MAX_ATTEMPTS:
+            item.status = BatchItem.PENDING
+        else:
+            item.status = BatchItem.FAILED
+            item.failure_code, item.failure_reason = call.error.error_name, _failure_reason(call.error)
+        if item.status != BatchItem.PENDING:
+            item.finished_at = now
+            ended_per_batch[item.batch_id] += 1
+    # The items are locked rows of ours: "insert, or on their id update these fields" writes every item's own values
+    # in one statement (bulk_update's CASE per field and row cost more than the rest of the write).
+    BatchItem.objects.bulk_create([call.item for call in calls], update_conflicts=True, unique_fields=["id"],
+                                  update_fields=["status", "attempts", "claim", "called_at", "network_token",
+                                                 "failure_code", "failure_reason", "finished_at"])
+    if rest:
+        unstarted = BatchItem.objects.filter(pk__in=[item.pk for item in rest], status=BatchItem.RUNNING, claim=claim)
+        if hand_back:
+            unstarted.update(status=BatchItem.PENDING, claim="")
+        else:
+            unstarted.update(called_at=now)
+    # Last, and in a fixed order: each batch row stays locked until the commit, by whichever worker writes to it.
+    for batch_id in sorted(ended_per_batch):
+        _batch_progress(batch_id, ended=ended_per_batch[batch_id], now=now)
+    return sum(ended_per_batch.values())
+
+
+def _tokens_store(calls: list[_Call], *, now: datetime) -> list[NetworkToken]:
+    """``_store`` for many provisionings at once, one token per call, in order: a tokenId already stored (Visa and
+    Amex reuse them), or given twice in ``calls``, is one row, updated."""
+    try:
+        with transaction.atomic():
+            return _tokens_write(calls, now=now)
+    except IntegrityError:
+        # Another worker or request stored one of these tokenIds first: update that row instead.
+        return _tokens_write(calls, now=now)
+
+
+def _tokens_write(calls: list[_Call], *, now: datetime) -> list[NetworkToken]:
+    stored = NetworkToken.objects.select_for_update().in_bulk(
+        [call.provisioned.token_id for call in calls], field_name="token_id"
+    )
+    tokens: dict[str, NetworkToken] = {}
+    for call in calls:
+        token_id, batch = call.provisioned.token_id, call.item.batch
+        token = tokens.get(token_id) or stored.get(token_id) or NetworkToken(
+            token_id=token_id, merchant=batch.merchant, created_at=now
         )
+        origin = Origin(merchant=batch.merchant, correlation_id=batch.public_id[:36], vault_token=call.item.vault_token)
+        _fill(token, origin=origin, card=call.card, issuer=call.item.issuer, provisioned=call.provisioned,
+              account_id=call.item.account_id)
+        token.updated_at = now
+        tokens[token_id] = token
+    NetworkToken.objects.bulk_create([token for token in tokens.values() if token.pk is None])
+    changed = [token for token_id, token in tokens.items() if token_id in stored]
+    if changed:
+        NetworkToken.objects.bulk_update(changed, fields=TOKEN_FIELDS)
+    return [tokens[call.provisioned.token_id] for call in calls]
+
+
+def _batch_progress(batch_id: int, *, ended: int, now: datetime) -> None:
+    """Count ``ended`` more items of the batch; the one that reaches its total completes it (one statement)."""
+    completes = Q(finished=F("total") - ended)
+    Batch.objects.filter(pk=batch_id).update(
+        finished=F("finished") + ended,
+        status=Case(When(completes, then=Value(Batch.COMPLETED)), default=F("status")),
+        completed_at=Case(When(completes, then=Value(now)), default=F("completed_at")),
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------

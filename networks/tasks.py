@@ -12,8 +12,16 @@ def run_provisioning_request(self, request_id: int) -> None:
 
 
 @shared_task(acks_late=True, ignore_result=True)
+def run_batch_items(item_ids: list[int]) -> None:
+    """A chunk of released batch items; then the next release, since this worker is free for more."""
+    services.batch_items_run(item_ids=item_ids)
+    scheduling.batches_dispatch()
+
+
+@shared_task(acks_late=True, ignore_result=True)
 def run_batch_item(item_id: int) -> None:
-    services.batch_item_run(item_id=item_id)
+    """One item, as the dispatcher released them before chunks: messages queued then still run."""
+    services.batch_items_run(item_ids=[item_id])
 
 
 @shared_task(ignore_result=True)

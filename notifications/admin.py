@@ -130,7 +130,9 @@ class WebhookEndpointAdmin(OperationsAdmin):
     list_display = ["url", "public_id", "merchant", "is_enabled", "disabled_reason", "failing_since", "created_at"]
     list_filter = ["is_enabled", "merchant"]
     list_select_related = ["merchant"]
-    search_fields = ["url", "=public_id"]
+    # "__exact" rather than "=", which means iexact (UPPER(column) = UPPER(term)): ids are random letters of both
+    # cases ("ep_a" and "ep_A" would be two endpoints), so only the id exactly as typed is the one asked for.
+    search_fields = ["url", "public_id__exact"]
     search_help_text = "Part of the URL, or the endpoint id (ep_…) exactly."
     actions = ["enable", "disable", "rotate_secret", "replay_failed"]
     fieldsets = [
@@ -299,7 +301,9 @@ class EventAdmin(OperationsAdmin):
     list_display = ["public_id", "type", "merchant", "created_at"]
     list_filter = ["type", "merchant"]
     list_select_related = ["merchant"]
-    search_fields = ["=public_id"]
+    # Exact, as for endpoints: an event id is case-sensitive, and "=" (iexact) would read the whole outbox, since no
+    # index answers UPPER(public_id).
+    search_fields = ["public_id__exact"]
     search_help_text = "The event id (msg_…, the webhook-id header), exactly."
     date_hierarchy = "created_at"
     show_full_result_count = False  # the outbox grows with every token change
@@ -336,7 +340,7 @@ class DeliveryAdmin(OperationsAdmin):
                     "delivered_at", "created_at"]
     list_filter = ["status", "endpoint"]
     list_select_related = ["event", "endpoint"]
-    search_fields = ["=event__public_id"]
+    search_fields = ["event__public_id__exact"]  # exact, as for events
     search_help_text = "The event id (msg_…, the webhook-id header), exactly."
     show_full_result_count = False
     actions = ["retry_now", "replay"]

@@ -4,11 +4,13 @@
 #   tmp                        a scratch directory; the servers' data, sockets and logs go under it
 #   PGBIN, PG_DBNAME           where PostgreSQL's binaries are, the database to create
 # and calls stop_servers from its EXIT trap. start_redis exports CELERY_BROKER_URL and sets
-# started_redis_port; start_postgres sets PG_URL.
+# started_redis_port; start_postgres sets PG_URL. server_logs lists the logs of the servers started (test.sh's leak
+# scan searches them).
 
 redis_pidfile=""
 pg_data=""
 started_redis_port=""
+server_logs=()
 
 is_root() { [[ "$(id -u)" -eq 0 ]]; }
 
@@ -98,6 +100,7 @@ start_redis() {
         die "redis-server on port $port did not answer PING"
     fi
     started_redis_port="$port"
+    server_logs+=("$tmp/redis.log")
     export CELERY_BROKER_URL="redis://127.0.0.1:$port/0"
     log "started throwaway redis-server $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/') on 127.0.0.1:$port"
 }
@@ -135,5 +138,6 @@ start_postgres() {
     "$PGBIN/createdb" -h 127.0.0.1 -p "$port" -U postgres "$PG_DBNAME" \
         || die "could not create database $PG_DBNAME"
     PG_URL="postgres://postgres@127.0.0.1:$port/$PG_DBNAME"
+    server_logs+=("$pgdir/postgres.log")
     log "started throwaway PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (database $PG_DBNAME)"
 }

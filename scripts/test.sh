@@ -8,6 +8,8 @@
 # installed with apt-get when absent and we are root) and save their screenshots
 # under $TEST_OUTPUT_DIR (default test-results/<timestamp>).
 # Extra arguments are passed to pytest in both passes.
+# After each pass a leak scan (scripts/leak_scan.py) searches the pass's logs, broker traffic and database dumps
+# for every card number the tests used; a hit fails the run (see "Leak scan" below).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,10 +34,21 @@ tmp="$(mktemp -d "${TMPDIR:-/tmp}/tokenvault-test.XXXXXX")"
 # shellcheck source=scripts/servers.sh
 source scripts/servers.sh
 
+# The broker capture of the running pass (see "Leak scan" below).
+monitor_pid=""
+stop_monitor() {
+    if [[ -n "$monitor_pid" ]]; then
+        kill "$monitor_pid" 2>/dev/null || true
+        wait "$monitor_pid" 2>/dev/null || true
+        monitor_pid=""
+    fi
+}
+
 cleanup() {
     local rc=$?
     set +e
     trap - INT TERM
+    stop_monitor
     stop_servers
     rm -rf "$tmp"
     exit "$rc"
@@ -77,24 +90,77 @@ else
     start_postgres
 fi
 
-# --------------------------------------------------------------------- Tests
-sqlite_rc=0
-pg_rc=0
+# ----------------------------------------------------------------- Leak scan
+# Each pass records everything a card number could leak into: every log its processes write (TEST_LOG_FILE, read by
+# config/settings/test.py and inherited by the workers and servers the tests start; the workers' own output), every
+# message that went over the wire to the broker (redis-cli monitor for the whole pass), the test database
+# (tests/conftest.py: on PostgreSQL what each test wrote before its rollback, each transactional test's data before
+# its flush, the whole database at the end) and the servers' logs. After the pass, scripts/leak_scan.py searches all
+# of it for every card number the tests used.
+if ! command -v redis-cli >/dev/null 2>&1; then
+    is_root && apt_install redis-tools
+    command -v redis-cli >/dev/null 2>&1 || die "redis-cli not found: the leak scan records the broker's traffic with it (e.g. 'sudo apt-get install redis-tools')."
+fi
 
+# run_pass NAME DATABASE_URL PYTEST_ARGS...: sets pass_rc (pytest's exit status) and scan_rc (the leak scan's).
+run_pass() {
+    local name=$1 database_url=$2 i
+    shift 2
+    local capture="$tmp/capture-$name" numbers="$tmp/card-numbers-$name.txt"
+    mkdir -p "$capture"
+    redis-cli -u "$CELERY_BROKER_URL" monitor >"$capture/broker-monitor.log" 2>&1 &
+    monitor_pid=$!
+    for ((i = 0; i < 50; i++)); do
+        grep -q '^OK' "$capture/broker-monitor.log" && break
+        sleep 0.1
+    done
+    grep -q '^OK' "$capture/broker-monitor.log" || die "redis-cli monitor did not connect to $(redact "$CELERY_BROKER_URL")"
+
+    pass_rc=0
+    TEST_CAPTURE_DIR="$capture" TEST_LOG_FILE="$capture/app.log" TEST_CARD_NUMBERS_FILE="$numbers" \
+        DATABASE_URL="$database_url" "$PY" -m pytest "$@" || pass_rc=$?
+    local monitor_lived=1
+    kill -0 "$monitor_pid" 2>/dev/null || monitor_lived=0
+    stop_monitor
+
+    log "leak scan of the $name pass"
+    scan_rc=0
+    "$PY" scripts/leak_scan.py --numbers "$numbers" "$capture" "${server_logs[@]}" || scan_rc=$?
+    if [[ ! -s "$capture/app.log" ]]; then
+        log "ERROR: the $name pass wrote no log to $capture/app.log: the leak scan did not see the logs"
+        scan_rc=1
+    fi
+    if [[ $monitor_lived -eq 0 ]]; then
+        log "ERROR: redis-cli monitor stopped during the $name pass: the broker capture is incomplete"
+        scan_rc=1
+    fi
+    if [[ $pass_rc -ne 0 || $scan_rc -ne 0 ]]; then
+        # $tmp goes when the run ends: keep the logs (the workers' among them) and what the scan named, to look at.
+        { mkdir -p "$TEST_OUTPUT_DIR/capture-$name" \
+            && cp -r "$capture"/. "${server_logs[@]}" "$TEST_OUTPUT_DIR/capture-$name/" \
+            && log "the $name pass's logs, broker capture and database dumps are kept in $TEST_OUTPUT_DIR/capture-$name"; } \
+            || log "could not keep the $name pass's capture"
+    fi
+}
+
+# --------------------------------------------------------------------- Tests
 log "pass 1/2: SQLite (-m 'not postgres'), broker $(redact "$CELERY_BROKER_URL")"
-DATABASE_URL="sqlite:///$tmp/test.sqlite3" "$PY" -m pytest -m "not postgres" "$@" || sqlite_rc=$?
+run_pass sqlite "sqlite:///$tmp/test.sqlite3" -m "not postgres" "$@"
+sqlite_rc=$pass_rc sqlite_scan_rc=$scan_rc
 
 # Don't let anything queued by pass 1 leak into pass 2.
-if [[ -n "$started_redis_port" ]] && command -v redis-cli >/dev/null 2>&1; then
+if [[ -n "$started_redis_port" ]]; then
     redis-cli -h 127.0.0.1 -p "$started_redis_port" flushall >/dev/null || true
 fi
 
 log "pass 2/2: PostgreSQL $(redact "$PG_URL"), broker $(redact "$CELERY_BROKER_URL")"
-DATABASE_URL="$PG_URL" "$PY" -m pytest "$@" || pg_rc=$?
+run_pass postgresql "$PG_URL" "$@"
+pg_rc=$pass_rc pg_scan_rc=$scan_rc
 
 status() { if [[ $1 -eq 0 ]]; then echo "passed"; else echo "FAILED (pytest exit $1)"; fi; }
+scan_status() { if [[ $1 -eq 0 ]]; then echo "no card number leaked"; else echo "LEAK SCAN FAILED (see above)"; fi; }
 echo
-echo "sqlite: $(status "$sqlite_rc")"
-echo "postgresql: $(status "$pg_rc")"
+echo "sqlite: $(status "$sqlite_rc"); $(scan_status "$sqlite_scan_rc")"
+echo "postgresql: $(status "$pg_rc"); $(scan_status "$pg_scan_rc")"
 
-[[ $sqlite_rc -eq 0 && $pg_rc -eq 0 ]]
+[[ $sqlite_rc -eq 0 && $pg_rc -eq 0 && $sqlite_scan_rc -eq 0 && $pg_scan_rc -eq 0 ]]

@@ -5,8 +5,12 @@ carol is alice's payment processor key, the only one allowed to detokenize.
 """
 
 import copy
+import itertools
 import os
+import re
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -14,12 +18,16 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection
 from rest_framework.test import APIClient
 
-from vault import services
+from vault import cards, services
 
 ROOT = Path(__file__).resolve().parent.parent
+# Set by scripts/test.sh for the leak scan (see the end of this file); a plain pytest run captures nothing.
+CAPTURE_DIR = Path(os.environ["TEST_CAPTURE_DIR"]) if os.environ.get("TEST_CAPTURE_DIR") else None
+WORKER_LOG = (CAPTURE_DIR or ROOT / "var") / "test-worker.log"
+PGBIN = Path(os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin"))
 
 # Public test card numbers (card networks' and processors' documentation): never real cards.
 VISA = "4444333322221111"
@@ -136,27 +144,30 @@ def start_celery_worker(*, beat: bool = False, env: dict | None = None, concurre
     broker = os.environ.get("CELERY_BROKER_URL", "")
     if not broker.startswith("redis://"):
         pytest.fail("this test needs a real Redis broker: run it through `make test` or set CELERY_BROKER_URL")
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        database_url = f"sqlite:///{db['NAME']}"
-    else:
-        database_url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     pool = ["--pool=solo"] if concurrency == 1 else ["--pool=threads", f"--concurrency={concurrency}"]
     command = [sys.executable, "-m", "celery", "-A", "config", "worker", *pool, "--loglevel=INFO",
                "--without-gossip", "--without-mingle", "--without-heartbeat"]
     if beat:
         command += ["--beat", "--schedule", os.path.join(tempfile.mkdtemp(), "beat-schedule")]
-    (ROOT / "var").mkdir(exist_ok=True)
-    log = open(ROOT / "var" / "test-worker.log", "ab")
-    full_env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "config.settings.test",
+    WORKER_LOG.parent.mkdir(exist_ok=True)
+    log = open(WORKER_LOG, "ab")
+    full_env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "config.settings.test",
                 **(env or {})}
     # Its own process group: an embedded beat or pool child dies with it (see kill_celery_worker).
     return subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 
-def kill_celery_worker(process: subprocess.Popen) -> None:
-    """SIGKILL, as a crash: the worker and every process it started (beat, pool), with no chance to clean up."""
+def database_url() -> str:
+    """The test database as a DATABASE_URL, for a worker or server process started by a test."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def kill_process_group(process: subprocess.Popen) -> None:
+    """SIGKILL, as a crash: the process and every process it started (beat, pool), with no chance to clean up."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -164,14 +175,19 @@ def kill_celery_worker(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def stop_celery_worker(process: subprocess.Popen) -> None:
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL to whatever of its group is still there after 15 s."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             pass
-    kill_celery_worker(process)  # whatever of its group is still there
+    kill_process_group(process)
+
+
+kill_celery_worker = kill_process_group
+stop_celery_worker = stop_process_group
 
 
 @pytest.fixture
@@ -190,3 +206,142 @@ def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1):
             return result
         time.sleep(interval)
     pytest.fail(f"condition not met within {timeout}s")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# What the leak scan (scripts/leak_scan.py, run by scripts/test.sh after each pass) needs from the run. All three
+# are set by scripts/test.sh; a plain pytest run records nothing.
+#   TEST_CAPTURE_DIR         where every captured log, broker capture and database dump of the pass goes
+#   TEST_CARD_NUMBERS_FILE   where the card numbers the pass used are written at its end (outside the capture)
+#   TEST_LOG_FILE            the product's log file (config/settings/test.py), read by every process it starts
+# ------------------------------------------------------------------------------------------------------------
+
+# Most card numbers of the suite are not written in its sources but generated (tests/cards.py, a Luhn digit added to
+# a counter, hypothesis): every Luhn-valid 13-19 digit string this process checks is one the tests used, whether
+# the tests made it or the product validated it on its way in (and the simulators' network token numbers, which must
+# not leak either). Module attribute lookups see the wrapper: ``cards.luhn_valid`` everywhere in the product and
+# tests/cards.py, imported after this module.
+USED_CARD_NUMBERS: set[str] = set()
+_luhn_valid = cards.luhn_valid
+
+
+def _recording_luhn_valid(number: str) -> bool:
+    valid = _luhn_valid(number)
+    if valid and 13 <= len(number) <= 19 and number.isdigit():
+        USED_CARD_NUMBERS.add(number)
+    return valid
+
+
+cards.luhn_valid = _recording_luhn_valid
+
+
+def _restores_serialized_data(item: pytest.Item) -> bool:
+    marker = item.get_closest_marker("django_db")
+    return bool(marker and marker.kwargs.get("serialized_rollback")) or (
+        "django_db_serialized_rollback" in getattr(item, "fixturenames", ()))
+
+
+def _transactional(item: pytest.Item) -> bool:
+    marker = item.get_closest_marker("django_db")
+    if marker and marker.kwargs.get("transaction"):
+        return True
+    return not {"transactional_db", "live_server"}.isdisjoint(getattr(item, "fixturenames", ()))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Among the transactional tests (pytest-django already runs them after the others), those that restore the
+    serialized database (``serialized_rollback``) go first. The flush that ends a plain transactional test makes the
+    content types and permissions again under new ids, and restoring the serialized rows over them then fails on
+    their unique names; the flush that ends a serialized test leaves the tables empty, which plain tests cope with."""
+    positions = [index for index, item in enumerate(items) if _transactional(item)]
+    ordered = sorted((items[index] for index in positions), key=lambda item: not _restores_serialized_data(item))
+    for index, item in zip(positions, ordered):
+        items[index] = item
+
+
+def pytest_sessionfinish(session):
+    path = os.environ.get("TEST_CARD_NUMBERS_FILE")
+    if path:
+        Path(path).write_text("".join(f"{number}\n" for number in sorted(USED_CARD_NUMBERS)))
+
+
+def capture_path(name: str, *, fallback: Path) -> Path:
+    """Where a test keeps a log or dump: in the pass's capture (for the leak scan) when there is one."""
+    directory = CAPTURE_DIR or fallback
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / name
+
+
+_dumps = itertools.count(1)
+
+
+def dump_database(settings_dict: dict, name: str) -> None:
+    """A plain-SQL dump of a test database into the capture, for the leak scan (nothing without a capture)."""
+    if CAPTURE_DIR is None:
+        return
+    target = CAPTURE_DIR / f"db-{next(_dumps):03d}-{name}.sql"
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        with sqlite3.connect(settings_dict["NAME"]) as source, open(target, "w") as out:
+            out.writelines(f"{line}\n" for line in source.iterdump())
+        return
+    pg_dump = PGBIN / "pg_dump" if os.access(PGBIN / "pg_dump", os.X_OK) else shutil.which("pg_dump")
+    if pg_dump is None:
+        pytest.fail("pg_dump not found: the leak scan needs a dump of the PostgreSQL test database")
+    result = subprocess.run(
+        [pg_dump, "--no-owner", "-h", settings_dict["HOST"] or "127.0.0.1", "-p", str(settings_dict["PORT"] or 5432),
+         "-U", settings_dict["USER"], "-d", settings_dict["NAME"], "-f", str(target)],
+        env={**os.environ, "PGPASSWORD": settings_dict["PASSWORD"] or ""}, capture_output=True, text=True, timeout=120,
+    )
+    if result.returncode:
+        pytest.fail(f"pg_dump of {settings_dict['NAME']} failed: {result.stderr}")
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's, dumping the test database at the end of the session, before it is dropped."""
+    yield
+    dump_database(connection.settings_dict, "session-end")
+
+
+# Filled in by the migrations, the same for every test: copied out once, with the session's dump.
+UNCHANGING_TABLES = {"django_migrations", "django_content_type", "auth_permission", "auth_group",
+                     "auth_group_permissions", "networks_issuer"}
+_tables: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _copy_what_a_test_wrote(request):
+    """A test on the ``db`` fixture writes in a transaction rolled back when it ends: on PostgreSQL, copy its rows
+    out first, through its own connection (the only one that sees them), for the leak scan."""
+    marker = request.node.get_closest_marker("django_db")
+    uses_db = marker is not None or "db" in request.fixturenames
+    if CAPTURE_DIR is None or not uses_db or _transactional(request.node) or connection.vendor != "postgresql":
+        yield
+        return
+    request.getfixturevalue("_django_db_helper")  # set up first, so it is rolled back after this copy
+    yield
+    with connection.cursor() as cursor:
+        if not _tables:
+            _tables.extend(sorted(set(connection.introspection.table_names(cursor)) - UNCHANGING_TABLES))
+        try:
+            with open(CAPTURE_DIR / "db-tests.copy", "ab") as out:
+                out.write(f"-- {request.node.nodeid}\n".encode())
+                for table in _tables:
+                    with cursor.cursor.copy(f'COPY "{table}" TO STDOUT') as copy:
+                        for data in copy:
+                            out.write(data)
+        except DatabaseError:
+            pass  # the test left its transaction failed (it expected an error): nothing can be read from it
+
+
+@pytest.fixture(autouse=True)
+def _dump_what_a_transactional_test_committed(request):
+    """A transactional test (real workers, servers) commits for real and is flushed when it ends: dump it first."""
+    transactional = _transactional(request.node)
+    if CAPTURE_DIR is None or not transactional:
+        yield
+        return
+    request.getfixturevalue("transactional_db")  # set up first, so it is flushed after this dump
+    yield
+    dump_database(connection.settings_dict, re.sub(r"[^\w.-]+", "_", request.node.name)[:80])

@@ -10,6 +10,8 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import Permission
 from django.contrib.messages import WARNING
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -141,6 +143,21 @@ def test_it_finds_a_token_by_last_four_bin_or_token_id(admin_client, alice, toke
 
     assert listed_token_ids(response) == {token.token_id}
     assert other.token_id not in response.content.decode()
+
+
+def test_a_token_id_typed_in_lower_case_still_finds_the_token(admin_client, alice, token):
+    other = services.card_tokenize(merchant=alice, card=sherlock_card(MASTERCARD)).token
+
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(changelist("token"), {"q": token.token_id.lower()})
+
+    assert listed_token_ids(response) == {token.token_id}
+    assert other.token_id not in response.content.decode()
+    # Found by an equality on the term in capitals, which the tokenId's unique index answers, not by iexact's
+    # UPPER(token_id) = UPPER(term), which no index answers.
+    searches = [q["sql"] for q in queries.captured_queries if token.token_id in q["sql"]]
+    assert searches and all(f'"vault_token"."token_id" = \'{token.token_id}\'' in sql for sql in searches)
+    assert not any("UPPER(" in sql or " LIKE " in sql for sql in searches)
 
 
 def test_search_matches_exactly_not_on_parts_of_the_number(admin_client, token):

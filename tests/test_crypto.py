@@ -48,6 +48,21 @@ def test_a_ciphertext_moved_to_another_row_does_not_decrypt(alice, bob):
     assert ring.decrypt(mine.key_version, mine.pan_ciphertext, associated_data=mine.associated_data()) == VISA
 
 
+def test_numbers_encrypted_together_decrypt_each_under_its_own_row_and_never_share_a_nonce():
+    # The import encrypts a batch at once, with one read of random bytes for every nonce.
+    ring = key_ring()
+    rows = [(VISA, b"token:1:A"), (MASTERCARD, b"token:1:B"), (VISA, b"token:2:A")]
+
+    version, blobs = ring.encrypt_many(rows)
+
+    assert version == ring.newest_version
+    assert [ring.decrypt(version, blob, associated_data=aad) for blob, (_, aad) in zip(blobs, rows)] == [
+        VISA, MASTERCARD, VISA]
+    assert len({blob[:12] for blob in blobs}) == 3 and blobs[0] != blobs[2]
+    with pytest.raises(DecryptionFailed):
+        ring.decrypt(version, blobs[0], associated_data=b"token:1:B")
+
+
 @pytest.mark.parametrize(
     "spec, complaint",
     [

@@ -11,13 +11,18 @@ import copy
 import io
 import json
 import logging
+import sqlite3
 import sys
 from datetime import timedelta
 
+import psycopg
 import pytest
+from django.db import OperationalError
 from django.utils import timezone
+from rest_framework.exceptions import ErrorDetail
 from rest_framework.test import APIClient
 
+from config.errors import VALIDATION_MESSAGES, validation_errors
 from config.logging import PAN_LIKE, RedactCardNumbersFilter, StructuredFormatter, redact
 from tests.conftest import SHERLOCK, VISA, path_of
 
@@ -363,6 +368,35 @@ def test_it_answers_an_unexpected_error_with_a_bare_500(api, exploding_tokenize)
         assert leak not in text
 
 
+def failing_database(monkeypatch, cause: Exception):
+    """card_tokenize fails as Django's database wrapper does: its OperationalError raised from the driver's."""
+
+    def explode(**kwargs):
+        raise OperationalError(str(cause)) from cause
+
+    monkeypatch.setattr("vault.services.card_tokenize", explode)
+
+
+@pytest.mark.parametrize("cause", [
+    psycopg.OperationalError("connection failed: Connection refused"),  # PostgreSQL down: no SQLSTATE
+    sqlite3.OperationalError("database is locked"),
+], ids=["postgresql-down", "sqlite-busy"])
+def test_it_answers_503_with_retry_after_while_the_database_is_out_of_reach(api, monkeypatch, cause):
+    failing_database(monkeypatch, cause)
+    response = api.post("/tokens", SHERLOCK, format="json")
+    assert set(error_of(response, 503, "serviceUnavailable")) == {"errorName", "message"}
+    assert response["Retry-After"] == "1"
+    assert "Connection refused" not in response.content.decode() and "locked" not in response.content.decode()
+
+
+def test_it_answers_a_database_bug_with_a_bare_500_not_a_503(api, monkeypatch):
+    api.raise_request_exception = False
+    failing_database(monkeypatch, sqlite3.OperationalError("no such table: vault_token"))
+    response = api.post("/tokens", SHERLOCK, format="json")
+    error_of(response, 500, "internalErrorOccurred")
+    assert "Retry-After" not in response
+
+
 def test_it_logs_an_unexpected_error_with_the_card_number_redacted(api, exploding_tokenize, caplog, console_log):
     api.raise_request_exception = False
     caplog.set_level(logging.DEBUG)
@@ -457,3 +491,16 @@ def test_the_structured_formatter_writes_one_redacted_json_line():
     assert data["message"] == "tokenizing [REDACTED] for alice"
     assert "boom [REDACTED]" in data["exc"]
     assert VISA not in line
+
+
+@pytest.mark.parametrize(("code", "name"), [
+    ("null_characters_not_allowed", "stringFailedRegexCheck"),  # the schema's strings exclude NUL by a pattern
+    ("surrogate_characters_not_allowed", "fieldHasInvalidValue"),
+])
+def test_drf_refusals_of_characters_have_our_names_and_messages(code, name):
+    """Every name the API answers is one of ours, never a DRF code."""
+    detail = {"description": [ErrorDetail("Null characters are not allowed.", code=code)]}
+
+    assert validation_errors(detail) == [
+        {"errorName": name, "message": VALIDATION_MESSAGES[name], "jsonPath": "$.description"}
+    ]

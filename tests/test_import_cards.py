@@ -10,6 +10,7 @@ import gc
 import io
 import json
 import random
+import threading
 import time
 import tracemalloc
 from datetime import timedelta
@@ -503,7 +504,7 @@ def test_deliveries_for_subscribed_endpoints_are_left_to_the_sweeper_not_queued_
     endpoint = WebhookEndpoint.objects.create(merchant=alice, url="https://example.com/hook")
     WebhookEndpoint.objects.create(merchant=alice, url="https://example.com/other", event_types=["token.deleted"])
     queued = []
-    monkeypatch.setattr("notifications.services.deliveries_queue", lambda **kwargs: queued.append(kwargs))
+    monkeypatch.setattr("notifications.tasks.deliver.delay", lambda *args, **kwargs: queued.append(args))
     source = write_csv(tmp_path / "cards.csv", sample_rows(5))
 
     run_import(source, alice, "--batch-size", "2")
@@ -538,6 +539,56 @@ def test_memory_stays_flat_whatever_the_size_of_the_file(alice, tmp_path):
 
     assert Token.objects.filter(merchant=alice).count() == 22_600
     assert peaks["large"] < 1.5 * peaks["small"], peaks
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_batches_are_stored_two_at_a_time_and_rows_are_mapped_in_file_order(alice, tmp_path, monkeypatch):
+    # Outside a transaction, as the command runs, PostgreSQL stores two batches at once on two connections.
+    threads = set()
+    store_batch = importing._Store.batch
+
+    def recording(self, rows):
+        threads.add(threading.current_thread().name)
+        return store_batch(self, rows)
+
+    monkeypatch.setattr(importing._Store, "batch", recording)
+    rows = sample_rows(40, prefix="453211", seed=5)
+    source = write_csv(tmp_path / "cards.csv", rows)
+
+    result = importing.cards_import(merchant=alice, source=source, batch_size=5)
+
+    assert len(threads) == 2, threads
+    assert result.counts.imported == 40
+    lines = read_csv(tmp_path / "cards.mapping.csv")
+    assert [line["externalReference"] for line in lines] == [row[0] for row in rows]
+    tokens = {token.token_id: token for token in Token.objects.filter(merchant=alice)}
+    assert all(detokenized(tokens[line["tokenId"]]) == row[1] for line, row in zip(lines, rows))
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_card_repeated_in_the_next_batch_keeps_the_earlier_rows_token_and_details(alice, tmp_path):
+    # Each batch of five repeats the cards of the batch before it under another holder name. Were the two batches
+    # stored at once, the later one could commit first and its holder win; the earlier row in the file must.
+    cards = sample_rows(30, prefix="453211", seed=7)
+    rows = []
+    for start in range(0, 30, 5):
+        rows += cards[start:start + 5]
+        rows += [[f"again-{row[0]}", row[1], row[2], "Charles Babbage", *row[4:]] for row in cards[start:start + 5]]
+    source = write_csv(tmp_path / "cards.csv", rows)
+
+    result = importing.cards_import(merchant=alice, source=source, batch_size=5)
+
+    assert (result.counts.imported, result.counts.reused) == (30, 30)
+    assert Token.objects.filter(merchant=alice).count() == 30
+    lines = read_csv(tmp_path / "cards.mapping.csv")
+    assert [line["externalReference"] for line in lines] == [row[0] for row in rows]
+    mapping = {line["externalReference"]: line["tokenId"] for line in lines}
+    assert all(mapping[f"again-{row[0]}"] == mapping[row[0]] for row in cards)
+    for row in cards:
+        token = Token.objects.get(token_id=mapping[row[0]])
+        assert (detokenized(token), token.card_holder_name) == (row[1], "Ada Lovelace")
 
 
 def test_the_insert_columns_are_every_field_of_token_and_event():

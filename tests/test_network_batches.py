@@ -11,14 +11,14 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from networks import scheduling, services, tasks
 from networks.models import Batch, BatchItem, Issuer, NetworkToken
 from notifications.models import Event
-from tests.cards import distinct_card_numbers
-from tests.conftest import AMEX, DISCOVER, MASTERCARD, VISA, start_celery_worker, stop_celery_worker, wait_for
+from tests.cards import declining_card, distinct_card_numbers
+from tests.conftest import AMEX, DISCOVER, MASTERCARD, VISA, VISA_2, start_celery_worker, stop_celery_worker, wait_for
 from vault import services as vault_services
 
 BIG = "Baker Street Bank"
@@ -103,18 +103,22 @@ def test_a_batch_of_only_bad_items_is_completed_at_once(alice):
 
 
 # ------------------------------------------------------------------------------------------------------------
-# The dispatcher, called directly; the broker is replaced by a list of the item ids it would have been sent
+# The dispatcher, called directly; the broker is replaced by a list of the chunks (item ids) it would have been sent
 # ------------------------------------------------------------------------------------------------------------
 @pytest.fixture
-def sent(monkeypatch):
-    ids: list[int] = []
-    monkeypatch.setattr(tasks, "run_batch_item", SimpleNamespace(delay=ids.append))
-    return ids
+def chunks(monkeypatch):
+    sent: list[list[int]] = []
+    monkeypatch.setattr(tasks, "run_batch_items", SimpleNamespace(delay=sent.append))
+    return sent
+
+
+def flat(chunks) -> list[int]:
+    return [item_id for chunk in chunks for item_id in chunk]
 
 
 @pytest.mark.django_db
-def test_the_dispatcher_releases_two_seconds_of_calls_per_issuer_interleaving_issuers(alice, sent):
-    rates = {BIG: 5, "Maple Mutual": 3, "Visa Test Issuer": 2}
+def test_the_dispatcher_releases_two_seconds_of_calls_per_issuer_in_chunks_interleaving_issuers(alice, chunks):
+    rates = {BIG: 8, "Maple Mutual": 4, "Visa Test Issuer": 2}
     issuers = {name: set_rate(name, rate) for name, rate in rates.items()}
     tokens = (vault_tokens(alice, distinct_card_numbers("444433", 30))
               + vault_tokens(alice, distinct_card_numbers("555555", 10))
@@ -123,37 +127,60 @@ def test_the_dispatcher_releases_two_seconds_of_calls_per_issuer_interleaving_is
 
     released = scheduling.batches_dispatch()
 
-    assert released == len(sent)
-    items = BatchItem.objects.in_bulk(sent)
-    order = [items[pk].issuer.name for pk in sent]
+    assert released == len(flat(chunks))
+    items = BatchItem.objects.in_bulk(flat(chunks))
     for name, rate in rates.items():
-        assert order.count(name) == rate * scheduling.RELEASE_HORIZON_SECONDS
-    # Interleaved: an issuer's items follow each other only once the other issuers have none left to release.
+        assert [items[pk].issuer.name for pk in flat(chunks)].count(name) == rate * scheduling.RELEASE_HORIZON_SECONDS
+    # Each chunk is half a second of one issuer's calls.
+    order = []
+    for chunk in chunks:
+        [name] = {items[pk].issuer.name for pk in chunk}
+        assert len(chunk) == rates[name] // 2, (name, len(chunk))
+        order.append(name)
+    # Interleaved: an issuer's chunks follow each other only once the other issuers have none left to release.
     for position, (this, following) in enumerate(zip(order, order[1:])):
         if this == following:
             assert set(order[position:]) == {this}, order
     assert set(order[:len(rates)]) == set(rates)
     # Within an issuer, first come first served.
     for name, issuer in issuers.items():
-        indexes = [items[pk].index for pk in sent if items[pk].issuer_id == issuer.pk]
+        indexes = [items[pk].index for pk in flat(chunks) if items[pk].issuer_id == issuer.pk]
         assert indexes == sorted(indexes)
-    assert all(items[pk].status == BatchItem.QUEUED and items[pk].queued_at for pk in sent)
+    assert all(items[pk].status == BatchItem.QUEUED and items[pk].queued_at for pk in flat(chunks))
     batch.refresh_from_db()
     assert batch.status == Batch.RUNNING
 
     # Nothing more while two seconds' worth is in flight.
-    sent.clear()
-    assert scheduling.batches_dispatch() == 0 and sent == []
+    chunks.clear()
+    assert scheduling.batches_dispatch() == 0 and chunks == []
 
     # Three of the big issuer's calls finish: room for three more of its items, and for nobody else's.
     finished = [pk for pk in items if items[pk].issuer_id == issuers[BIG].pk][:3]
     BatchItem.objects.filter(pk__in=finished).update(status=BatchItem.SUCCEEDED, finished_at=timezone.now())
     scheduling.batches_dispatch()
-    assert [BatchItem.objects.get(pk=pk).issuer.name for pk in sent] == [BIG] * 3
+    assert [BatchItem.objects.get(pk=pk).issuer.name for pk in flat(chunks)] == [BIG] * 3
 
 
 @pytest.mark.django_db
-def test_the_dispatcher_advances_two_batches_of_one_issuer_together(alice, sent):
+def test_the_dispatcher_queues_no_more_than_the_workers_are_running(alice, chunks):
+    set_rate(BIG, 1000)  # the rate leaves room for 2,000 in flight: the workers' pace must set it
+    batch = services.batch_create(merchant=alice, entries=entries_for(
+        vault_tokens(alice, distinct_card_numbers("444433", 3 * scheduling.MIN_QUEUED_ITEMS))
+    ))
+
+    assert scheduling.batches_dispatch() == scheduling.MIN_QUEUED_ITEMS
+    assert all(len(chunk) == scheduling.CHUNK_MAX_ITEMS for chunk in chunks)
+    assert scheduling.batches_dispatch() == 0  # the workers have not taken them yet
+
+    # Two workers take the queued chunks: as much again may wait for them.
+    BatchItem.objects.filter(batch=batch, status=BatchItem.QUEUED).update(status=BatchItem.RUNNING,
+                                                                           called_at=timezone.now())
+    assert scheduling.batches_dispatch() == scheduling.MIN_QUEUED_ITEMS
+    assert scheduling.batches_dispatch() == 0
+
+
+@pytest.mark.django_db
+def test_the_dispatcher_advances_two_batches_of_one_issuer_together(alice, chunks):
     set_rate(BIG, 3)
     numbers = distinct_card_numbers("444433", 20)
     first = services.batch_create(merchant=alice, entries=entries_for(vault_tokens(alice, numbers[:10])))
@@ -161,14 +188,14 @@ def test_the_dispatcher_advances_two_batches_of_one_issuer_together(alice, sent)
 
     scheduling.batches_dispatch()
 
-    items = BatchItem.objects.in_bulk(sent)
-    assert [(items[pk].batch_id, items[pk].index) for pk in sent] == [
+    items = BatchItem.objects.in_bulk(flat(chunks))
+    assert [(items[pk].batch_id, items[pk].index) for pk in flat(chunks)] == [
         (first.pk, 0), (second.pk, 0), (first.pk, 1), (second.pk, 1), (first.pk, 2), (second.pk, 2),
     ]
 
 
 @pytest.mark.django_db
-def test_the_dispatcher_puts_items_whose_message_was_lost_back_to_pending(alice, sent):
+def test_the_dispatcher_puts_items_whose_message_was_lost_back_to_pending(alice, chunks):
     set_rate(BIG, 1)  # room for two in flight
     batch = services.batch_create(merchant=alice, entries=entries_for(
         vault_tokens(alice, distinct_card_numbers("444433", 4))
@@ -186,11 +213,11 @@ def test_the_dispatcher_puts_items_whose_message_was_lost_back_to_pending(alice,
     assert statuses[lost.pk] == BatchItem.PENDING
     assert statuses[fresh_1.pk] == statuses[fresh_2.pk] == BatchItem.QUEUED  # their messages are still on the way
     assert statuses[waiting.pk] == BatchItem.PENDING
-    assert sent == []  # the two fresh ones fill the issuer's room
+    assert chunks == []  # the two fresh ones fill the issuer's room
 
 
 @pytest.mark.django_db
-def test_an_item_whose_message_was_lost_is_sent_again(alice, sent):
+def test_an_item_whose_message_was_lost_is_sent_again(alice, chunks):
     set_rate(BIG, 5)
     batch = services.batch_create(merchant=alice, entries=entries_for(
         vault_tokens(alice, distinct_card_numbers("444433", 2))
@@ -199,12 +226,13 @@ def test_an_item_whose_message_was_lost_is_sent_again(alice, sent):
     long_ago = timezone.now() - timedelta(seconds=scheduling.ITEM_LEASE_SECONDS + 5)
     BatchItem.objects.filter(pk=lost.pk).update(status=BatchItem.QUEUED, queued_at=long_ago)
     # A worker died in the middle of this one.
-    BatchItem.objects.filter(pk=crashed.pk).update(status=BatchItem.RUNNING, queued_at=long_ago, called_at=long_ago)
+    BatchItem.objects.filter(pk=crashed.pk).update(status=BatchItem.RUNNING, queued_at=long_ago, called_at=long_ago,
+                                                   claim="a-dead-workers-claim")
 
     scheduling.batches_dispatch()
 
-    assert sent == [lost.pk, crashed.pk]
-    for item in BatchItem.objects.filter(pk__in=sent):
+    assert flat(chunks) == [lost.pk, crashed.pk]
+    for item in BatchItem.objects.filter(pk__in=flat(chunks)):
         assert item.status == BatchItem.QUEUED
         assert item.queued_at > long_ago + timedelta(seconds=scheduling.ITEM_LEASE_SECONDS)
 
@@ -245,6 +273,121 @@ def test_a_batch_item_records_its_finish_after_the_tsp_answered(alice, settings)
     assert item.status == BatchItem.SUCCEEDED
     assert item.finished_at >= item.network_token.created_at  # the token is stored once the TSP answered
     assert item.finished_at - item.called_at >= timedelta(milliseconds=200)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# A worker running a chunk
+# ------------------------------------------------------------------------------------------------------------
+def released(batch) -> list[int]:
+    waiting = batch.items.filter(status=BatchItem.PENDING).order_by("index")
+    ids = list(waiting.values_list("pk", flat=True))
+    BatchItem.objects.filter(pk__in=ids).update(status=BatchItem.QUEUED, queued_at=timezone.now())
+    return ids
+
+
+@pytest.mark.django_db
+def test_a_chunk_ends_its_items_and_completes_the_batch_with_the_last_one(alice):
+    tokens = vault_tokens(alice, [VISA, MASTERCARD, declining_card()])
+    batch = services.batch_create(merchant=alice, entries=entries_for(tokens) + [
+        services.BatchEntry(token_reference="tok_gone", vault_token=None),
+    ])
+
+    assert services.batch_items_run(item_ids=released(batch)) == 3
+
+    batch.refresh_from_db()
+    assert batch.status == Batch.COMPLETED and batch.completed_at and batch.finished == batch.total == 4
+    statuses = list(batch.items.order_by("index").values_list("status", "failure_code"))
+    assert statuses == [("SUCCEEDED", ""), ("SUCCEEDED", ""), ("FAILED", "tokenizationDeclined"),
+                        ("FAILED", "resourceNotFound")]
+    assert Event.objects.filter(merchant=alice, type="network_token.created").count() == 2
+
+
+@pytest.mark.django_db
+def test_a_chunk_sent_twice_is_run_once(alice):
+    batch = services.batch_create(merchant=alice, entries=entries_for(vault_tokens(alice, [VISA, MASTERCARD])))
+    ids = released(batch)
+
+    assert services.batch_items_run(item_ids=ids) == 2
+    assert services.batch_items_run(item_ids=ids) == 0
+
+    assert NetworkToken.objects.filter(merchant=alice).count() == 2
+    assert set(batch.items.values_list("attempts", flat=True)) == {1}
+    assert Batch.objects.get(pk=batch.pk).finished == 2
+
+
+@pytest.mark.django_db
+def test_one_visa_card_twice_in_a_chunk_is_one_token_with_an_event_for_each_item(alice):
+    # Visa gives the same tokenId for the same merchant, card and accountId.
+    [token] = vault_tokens(alice, [VISA])
+    batch = services.batch_create(merchant=alice, entries=entries_for([token, token]))
+
+    services.batch_items_run(item_ids=released(batch))
+
+    first, second = batch.items.order_by("index")
+    assert first.status == second.status == BatchItem.SUCCEEDED
+    assert first.network_token_id == second.network_token_id
+    assert NetworkToken.objects.filter(merchant=alice).count() == 1
+    assert Event.objects.filter(merchant=alice, type="network_token.created").count() == 2
+
+
+@pytest.mark.django_db
+def test_an_item_the_tsp_keeps_failing_goes_back_to_the_dispatcher_then_fails(alice, settings):
+    settings.TSP_FAILURE_RATE = 1.0
+    batch = services.batch_create(merchant=alice, entries=entries_for(vault_tokens(alice, [VISA])))
+
+    for attempt in range(1, services.BATCH_ITEM_MAX_ATTEMPTS):
+        services.batch_items_run(item_ids=released(batch))
+        item = batch.items.get()
+        assert (item.status, item.attempts) == (BatchItem.PENDING, attempt)
+    services.batch_items_run(item_ids=released(batch))
+
+    item = batch.items.get()
+    assert item.status == BatchItem.FAILED and item.failure_code == "networkUnavailable"
+    assert item.attempts == services.BATCH_ITEM_MAX_ATTEMPTS
+    assert Batch.objects.get(pk=batch.pk).status == Batch.COMPLETED
+
+
+@pytest.mark.django_db
+def test_an_item_that_fails_unexpectedly_fails_alone_and_the_batch_completes(alice, monkeypatch, caplog):
+    tokens = vault_tokens(alice, [VISA, VISA_2, MASTERCARD])
+    batch = services.batch_create(merchant=alice, entries=entries_for(tokens))
+    read = services.card_from_vault
+
+    def unreadable_second_card(token):
+        if token.pk == tokens[1].pk:
+            raise KeyError(f"no key for {VISA_2}")  # as a card under a key retired too early
+        return read(token)
+
+    monkeypatch.setattr(services, "card_from_vault", unreadable_second_card)
+
+    assert services.batch_items_run(item_ids=released(batch)) == 3
+
+    statuses = list(batch.items.order_by("index").values_list("status", "failure_code"))
+    assert statuses == [("SUCCEEDED", ""), ("FAILED", "internalErrorOccurred"), ("SUCCEEDED", "")]
+    assert Batch.objects.get(pk=batch.pk).status == Batch.COMPLETED
+    assert "KeyError" in caplog.text and VISA_2 not in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_chunk_that_breaks_off_keeps_what_the_tsp_answered_and_hands_back_the_rest(alice, monkeypatch):
+    tokens = vault_tokens(alice, [VISA, VISA_2, MASTERCARD])
+    batch = services.batch_create(merchant=alice, entries=entries_for(tokens))
+    call = services._batch_item_call
+    calls = []
+
+    def breaking_on_the_third(item, slots):
+        calls.append(item.pk)
+        if len(calls) == 3:
+            raise DatabaseError("connection lost")
+        return call(item, slots)
+
+    monkeypatch.setattr(services, "_batch_item_call", breaking_on_the_third)
+
+    with pytest.raises(DatabaseError):
+        services.batch_items_run(item_ids=released(batch))
+
+    assert list(batch.items.order_by("index").values_list("status", flat=True)) == ["SUCCEEDED", "SUCCEEDED", "PENDING"]
+    assert NetworkToken.objects.filter(merchant=alice).count() == 2
 
 
 # ------------------------------------------------------------------------------------------------------------

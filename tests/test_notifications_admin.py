@@ -33,10 +33,10 @@ RECEIVER_PATH = "/hooks/alice"
 # ------------------------------------------------------------------------------------------------------------
 @pytest.fixture(autouse=True)
 def queued(monkeypatch):
-    """What the product handed to the broker (nothing is sent: the broker is outside the product)."""
-    calls = []
-    monkeypatch.setattr(tasks.deliver, "delay", lambda delivery_id: calls.append(delivery_id))
-    return calls
+    """The delivery ids the product handed to the broker (nothing is sent: the broker is outside the product)."""
+    ids = []
+    monkeypatch.setattr(tasks.deliver, "delay", lambda delivery_ids: ids.extend(delivery_ids))
+    return ids
 
 
 def logged_in(user) -> Client:
@@ -276,6 +276,29 @@ def test_an_operator_can_list_and_open_events_with_their_deliveries(operator, al
     assert "tok_1" in body and "4444********1111" in body
     assert endpoint.url in body  # the delivery inline
     assert reverse("admin:notifications_delivery_change", args=[delivery_of(event, endpoint).pk]) in body
+
+
+@pytest.mark.parametrize("model", ["event", "delivery"])
+def test_an_event_is_searched_by_its_id_exactly_and_case_sensitively(operator, alice, endpoint, model):
+    event, twin = emit(alice, token_id="tok_1"), emit(alice, token_id="tok_2")
+    # Ids are random letters of both cases: an id differing from another only in case is another event.
+    prefix, rest = event.public_id.split("_", 1)
+    Event.objects.filter(pk=twin.pk).update(public_id=f"{prefix}_{rest.swapcase()}")
+    twin.refresh_from_db()
+
+    def listed(query: str) -> list[str]:
+        rows = operator.get(changelist(model), {"q": query}).context["cl"].result_list
+        return [row.public_id if model == "event" else row.event.public_id for row in rows]
+
+    assert listed(twin.public_id) == [twin.public_id]
+    assert listed(event.public_id.upper()) == []
+    with CaptureQueriesContext(connection) as queries:
+        assert listed(event.public_id) == [event.public_id]
+
+    # An equality on the column, which its unique index answers; "=" in search_fields meant UPPER(col) = UPPER(term).
+    searches = [q["sql"] for q in queries.captured_queries if event.public_id in q["sql"]]
+    assert searches and all(f'"notifications_event"."public_id" = \'{event.public_id}\'' in sql for sql in searches)
+    assert not any("UPPER(" in sql or " LIKE " in sql for sql in searches)
 
 
 @pytest.mark.parametrize("page", [

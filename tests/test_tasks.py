@@ -6,6 +6,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from notifications import tasks as notification_tasks
 from tests.conftest import MASTERCARD, VISA, wait_for
 from vault import services, tasks
 from vault.models import Token
@@ -17,6 +18,13 @@ def test_beat_purges_expired_tokens_at_least_every_fifteen_minutes():
     entry = settings.CELERY_BEAT_SCHEDULE["vault-purge-expired-tokens"]
     assert entry["task"] == tasks.purge_expired_tokens.name
     assert entry["schedule"] <= 15 * 60
+
+
+def test_beat_sweeps_webhook_deliveries_every_few_seconds():
+    # the sweeper is what delivers an event whose broker message was lost: it must run often
+    entry = settings.CELERY_BEAT_SCHEDULE["notifications-sweep-deliveries"]
+    assert entry["task"] == notification_tasks.sweep_deliveries.name
+    assert entry["schedule"] <= 10
 
 
 def test_a_worker_purges_expired_tokens_and_leaves_live_ones(alice, celery_worker_process):

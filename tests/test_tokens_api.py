@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tests.conftest import (
@@ -186,6 +188,19 @@ def test_it_answers_201_with_the_seed_body_the_first_time(created):
     for rel in TOKEN_LINK_RELS - {"tokens:token"}:
         assert links[rel]["href"].startswith(href + "/"), rel
     assert links["curies"] == [{"href": f"{BASE}/rels/tokens/{{rel}}.json", "name": "tokens", "templated": True}]
+
+
+def test_tokenizing_a_new_card_reads_one_token_row_and_asks_nothing_of_network_tokens(api, tokenize):
+    tokenize(cardNumber=VISA_2)  # a first request: the API key's lookup and the caches are warm from now on
+
+    with CaptureQueriesContext(connection) as queries:
+        response = tokenize()
+
+    assert response.status_code == 201 and "tokens:networkToken" not in response.json()["_links"]
+    statements = [query["sql"] for query in queries]
+    assert not [sql for sql in statements if "networks_networktoken" in sql]
+    assert len([sql for sql in statements if sql.startswith('SELECT "vault_token"')]) == 1
+    assert len([sql for sql in statements if sql.startswith('INSERT INTO "vault_token"')]) == 1
 
 
 def test_it_gives_a_token_id_of_19_characters_without_i_or_o(tokenize):

@@ -1,6 +1,6 @@
 """A worker killed with SIGKILL in the middle of a run of deliveries loses none of them.
 
-A real Celery worker (with its beat, for the sweeper) on the real Redis broker delivers 200 events to a slow
+A real Celery worker (with its beat, for the sweeper) on the real Redis broker delivers 500 events to a slow
 receiver on loopback; it is killed without warning part-way, a new one is started, and every event must reach the
 receiver at least once: the sweeper hands over what the dead worker had claimed or never got to.
 """
@@ -18,7 +18,7 @@ from notifications.models import Delivery
 
 pytestmark = [pytest.mark.celery, pytest.mark.django_db(transaction=True)]
 
-EVENTS = 200
+EVENTS = 500
 # Short leases so the drill takes seconds, not the production minutes.
 FAST_RECOVERY = {
     "WEBHOOK_CLAIM_LEASE_SECONDS": "3",
@@ -70,7 +70,7 @@ def test_a_worker_killed_mid_run_loses_no_delivery(alice, settings):
     first = start_celery_worker(beat=True, env=FAST_RECOVERY)
     second = None
     try:
-        wait_for(lambda: receiver.distinct() >= 40, timeout=60)
+        wait_for(lambda: receiver.distinct() >= EVENTS // 5, timeout=60)
         kill_celery_worker(first)
         killed_at = receiver.distinct()
         assert killed_at < EVENTS, "the worker finished before it could be killed: nothing was tested"

@@ -15,9 +15,11 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -37,12 +39,23 @@ DEFAULT_SCHEDULE = [5, 300, 1800, 7200, 18000, 36000, 36000]
 # ------------------------------------------------------------------------------------------------------------
 @pytest.fixture(autouse=True)
 def queued(request, monkeypatch):
-    """The delivery ids handed to the broker, which is outside the product (a real one only in celery tests)."""
+    """The delivery ids handed to the broker, which is outside the product (a real one only in celery tests), in
+    the order they were queued; ``queued.messages`` has them as they were grouped in messages."""
     if request.node.get_closest_marker("celery"):
         return None
-    ids: list[int] = []
-    monkeypatch.setattr(tasks.deliver, "delay", lambda delivery_id: ids.append(delivery_id))
+    ids = Queued()
+    monkeypatch.setattr(tasks.deliver, "delay", ids.message)
     return ids
+
+
+class Queued(list):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[list[int]] = []
+
+    def message(self, delivery_ids: list[int]) -> None:
+        self.messages.append(list(delivery_ids))
+        self.extend(delivery_ids)
 
 
 @pytest.fixture
@@ -427,8 +440,8 @@ def test_an_event_is_sent_even_when_queueing_it_after_commit_fails(endpoint, rec
     # a real commit (transactional test): the on-commit queueing runs for real and meets a dead broker
     tried = []
 
-    def broker_down(delivery_id):
-        tried.append(delivery_id)
+    def broker_down(delivery_ids):
+        tried.extend(delivery_ids)
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
     monkeypatch.setattr(tasks.deliver, "delay", broker_down)
@@ -444,7 +457,7 @@ def test_an_event_is_sent_even_when_queueing_it_after_commit_fails(endpoint, rec
 
     # the broker message is lost; once its queue lease has passed the sweeper queues the delivery again
     sent = []
-    monkeypatch.setattr(tasks.deliver, "delay", sent.append)
+    monkeypatch.setattr(tasks.deliver, "delay", sent.extend)
     Delivery.objects.filter(pk=delivery.pk).update(
         queued_until=timezone.now() - timedelta(seconds=1), next_attempt_at=timezone.now() - timedelta(minutes=3)
     )
@@ -539,7 +552,7 @@ def test_a_duplicate_message_for_a_delivered_event_sends_nothing(endpoint, recei
     assert services.delivery_attempt(delivery_id=delivery.pk).succeeded
 
     assert services.delivery_attempt(delivery_id=delivery.pk) is None
-    tasks.deliver(delivery.pk)  # the task body itself, as a redelivered broker message would run it
+    tasks.deliver([delivery.pk])  # the task body itself, as a redelivered broker message would run it
 
     assert len(receiver.requests) == 1
     assert DeliveryAttempt.objects.filter(delivery=delivery).count() == 1
@@ -575,6 +588,314 @@ def test_a_second_message_while_an_attempt_is_in_flight_sends_nothing(alice, rec
     assert results["first"].succeeded
     assert len(receiver.requests) == 1
     assert DeliveryAttempt.objects.filter(delivery=delivery).count() == 1
+
+
+def test_one_sweep_queues_a_whole_backlog_page_by_page_up_to_its_limit(endpoint, alice, queued, settings,
+                                                                        monkeypatch):
+    monkeypatch.setattr(services, "SWEEP_PAGE", 10)
+    settings.WEBHOOK_SWEEP_LIMIT = 20
+    for n in range(25):
+        services.event_emit(merchant=alice, type="token.created", data={"tokenId": f"T{n:04d}"})
+    # every message was lost and the leases have passed: a backlog of 25 for the sweeper
+    Delivery.objects.update(queued_until=None, next_attempt_at=timezone.now() - timedelta(seconds=1))
+
+    assert services.deliveries_sweep() == 20
+    assert services.deliveries_sweep() == 5
+    assert services.deliveries_sweep() == 0
+
+    backlog = list(Delivery.objects.filter(endpoint=endpoint).order_by("pk").values_list("pk", flat=True))
+    assert sorted(queued) == backlog
+    assert all(len(message) <= settings.WEBHOOK_BATCH_SIZE for message in queued.messages)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Batches: many deliveries per message, one connection per endpoint, a few statements per batch
+# ------------------------------------------------------------------------------------------------------------
+class KeepAliveReceiver(ThreadingHTTPServer):
+    """A receiver that keeps connections alive, as most web servers do; it notes each request's webhook-id and the
+    connection it came on. ``hang_up``: it closes each connection after one answer without saying so beforehand,
+    as a server does whose keep-alive timeout has just run out."""
+
+    daemon_threads = True
+
+    def __init__(self, *, hang_up: bool = False):
+        self.requests: list[tuple[int, dict]] = []  # (connection number, headers)
+        self.bodies: list[bytes] = []
+        self.connections = 0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                with receiver.lock:
+                    receiver.connections += 1
+                    self.number = receiver.connections
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver.lock:
+                    receiver.requests.append((self.number, {k.lower(): v for k, v in self.headers.items()}))
+                    receiver.bodies.append(body)
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                self.close_connection = hang_up
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}/hook"
+
+
+def emit_many(merchant, count: int, type="token.created") -> list[Event]:
+    with transaction.atomic():
+        return [services.event_emit(merchant=merchant, type=type, data={"tokenId": f"T{n:04d}"})
+                for n in range(count)]
+
+
+def pending_ids(endpoint) -> list[int]:
+    return list(Delivery.objects.filter(endpoint=endpoint, status=Delivery.PENDING).order_by("pk")
+                .values_list("pk", flat=True))
+
+
+def test_a_transaction_emitting_many_events_queues_them_in_a_few_messages(
+    alice, endpoint, queued, settings, django_capture_on_commit_callbacks
+):
+    settings.WEBHOOK_BATCH_SIZE = 10
+    with django_capture_on_commit_callbacks(execute=True):
+        emit_many(alice, 25)
+
+    deliveries = list(Delivery.objects.filter(endpoint=endpoint).order_by("pk").values_list("pk", flat=True))
+    assert queued == deliveries
+    assert [len(message) for message in queued.messages] == [10, 10, 5]
+
+
+def test_an_event_rolled_back_with_its_savepoint_is_not_queued_and_the_rest_of_the_transaction_is(
+    alice, endpoint, queued, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        first = services.event_emit(merchant=alice, type="token.created", data={"tokenId": "T1"})
+        with pytest.raises(RuntimeError), transaction.atomic():
+            services.event_emit(merchant=alice, type="token.updated", data={"tokenId": "T2"})
+            raise RuntimeError("the inner change fails")
+        last = services.event_emit(merchant=alice, type="token.deleted", data={"tokenId": "T3"})
+
+    assert [e.type for e in Event.objects.order_by("pk")] == ["token.created", "token.deleted"]
+    assert queued == [Delivery.objects.get(event=first).pk, Delivery.objects.get(event=last).pk]
+
+
+def test_emitting_an_event_costs_three_statements_and_two_when_nobody_listens(
+    alice, bob, endpoint, django_assert_num_queries
+):
+    with transaction.atomic():  # the caller's, as in the vault's services
+        with django_assert_num_queries(3):  # the endpoints, the event, its deliveries
+            services.event_emit(merchant=alice, type="token.created", data={"tokenId": "T1"})
+        with django_assert_num_queries(2):
+            services.event_emit(merchant=bob, type="token.created", data={"tokenId": "T2"})
+
+
+def test_a_batch_to_one_endpoint_goes_over_one_kept_alive_connection_each_request_signed(alice, queued):
+    receiver = KeepAliveReceiver()
+    try:
+        endpoint = services.endpoint_create(merchant=alice, url=receiver.url)
+        events = emit_many(alice, 5)
+
+        attempts = services.deliveries_attempt(delivery_ids=pending_ids(endpoint))
+    finally:
+        receiver.shutdown()
+
+    assert [a.succeeded for a in attempts] == [True] * 5
+    assert [headers["webhook-id"] for _, headers in receiver.requests] == [e.public_id for e in events]
+    assert {number for number, _ in receiver.requests} == {1}
+    for (_, headers), body in zip(receiver.requests, receiver.bodies):
+        assert Webhook(endpoint.secret).verify(body, headers)["type"] == "token.created"
+    assert set(Delivery.objects.values_list("status", flat=True)) == {Delivery.SUCCEEDED}
+
+
+def test_a_kept_alive_connection_the_receiver_closed_in_between_is_opened_again_and_nothing_is_lost(alice):
+    receiver = KeepAliveReceiver(hang_up=True)
+    try:
+        endpoint = services.endpoint_create(merchant=alice, url=receiver.url)
+        events = emit_many(alice, 3)
+
+        attempts = services.deliveries_attempt(delivery_ids=pending_ids(endpoint))
+    finally:
+        receiver.shutdown()
+
+    assert [a.succeeded for a in attempts] == [True] * 3
+    assert [headers["webhook-id"] for _, headers in receiver.requests] == [e.public_id for e in events]
+    assert [number for number, _ in receiver.requests] == [1, 2, 3]
+
+
+def test_a_message_fills_its_batch_with_its_endpoints_other_due_deliveries_oldest_first(
+    alice, endpoint, receiver, settings
+):
+    # Events from the API come one per transaction, so one per message: when they queue up, a worker takes the
+    # endpoint's backlog along with its message, and the messages of what it took find nothing left to do.
+    settings.WEBHOOK_BATCH_SIZE = 4
+    with Receiver() as elsewhere:
+        other = services.endpoint_create(merchant=alice, url=elsewhere.url, event_types=["token.deleted"])
+        for n in range(6):
+            services.event_emit(merchant=alice, type="token.created", data={"tokenId": f"T{n:04d}"})
+        services.event_emit(merchant=alice, type="token.deleted", data={"tokenId": "T0000"})
+        backlog = pending_ids(endpoint)  # 7: alice's endpoint wants every event type
+        Delivery.objects.filter(pk=backlog[5]).update(next_attempt_at=timezone.now() - timedelta(minutes=1))
+
+        tasks.deliver([backlog[2]])  # the task body, as the worker runs it
+
+        sent = {Delivery.objects.get(event__public_id=r.headers["webhook-id"], endpoint=endpoint).pk
+                for r in receiver.requests}
+        assert sent == {backlog[2], backlog[5], backlog[0], backlog[1]}  # its own, then the oldest due
+        assert elsewhere.requests == [] and pending_ids(other) != []
+
+        tasks.deliver([backlog[0]])  # a message for a delivery already sent still helps with the backlog
+        assert len(receiver.requests) == 7
+        tasks.deliver([backlog[3]])
+        assert len(receiver.requests) == 7
+        assert pending_ids(endpoint) == []
+        assert DeliveryAttempt.objects.filter(delivery__endpoint=endpoint).count() == 7
+
+
+def test_a_batch_costs_the_same_few_statements_whatever_its_size(alice, endpoint, receiver, queued):
+    def statements_for(count: int) -> int:
+        emit_many(alice, count)
+        with CaptureQueriesContext(connection) as statements:
+            attempts = services.deliveries_attempt(delivery_ids=pending_ids(endpoint))
+        assert len(attempts) == count and all(a.succeeded for a in attempts)
+        return len(statements)
+
+    assert statements_for(3) == statements_for(30) <= 10
+
+
+def test_a_worker_whose_claim_ran_out_during_a_send_leaves_the_delivery_to_the_worker_that_took_it_over(
+        alice, endpoint, receiver, queued, monkeypatch):
+    receiver.reply(Reply(500), Reply(500))
+    emit_many(alice, 2)
+    first, second = pending_ids(endpoint)
+    send = services._send
+
+    def slow_send(connection, delivery, signing_secrets):
+        outcome = send(connection, delivery, signing_secrets)
+        if delivery.pk == first:  # meanwhile its lease ran out, and another worker claimed it, sent it, recorded it
+            Delivery.objects.filter(pk=first).update(claim="another-worker", status=Delivery.SUCCEEDED)
+        return outcome
+
+    monkeypatch.setattr(services, "_send", slow_send)
+
+    attempts = services.deliveries_attempt(delivery_ids=[first, second])
+
+    assert [a.delivery_id for a in attempts] == [second]
+    taken_over = Delivery.objects.get(pk=first)
+    assert (taken_over.status, taken_over.claim, taken_over.attempt_count) == (Delivery.SUCCEEDED, "another-worker", 0)
+    assert not DeliveryAttempt.objects.filter(delivery_id=first).exists()
+    assert Delivery.objects.get(pk=second).status == Delivery.PENDING  # its 500 is recorded: retried later
+
+
+def test_a_batch_records_each_outcome_and_retries_only_the_failures(alice, endpoint, receiver, queued):
+    receiver.reply(Reply(200), Reply(500), Reply(503, headers={"Retry-After": "120"}), Reply(204))
+    emit_many(alice, 4)
+
+    attempts = services.deliveries_attempt(delivery_ids=pending_ids(endpoint))
+
+    assert [(a.status_code, a.succeeded, a.number) for a in attempts] == [
+        (200, True, 1), (500, False, 1), (503, False, 1), (204, True, 1)
+    ]
+    deliveries = list(Delivery.objects.filter(endpoint=endpoint).order_by("pk"))
+    assert [d.status for d in deliveries] == [Delivery.SUCCEEDED, Delivery.PENDING, Delivery.PENDING,
+                                              Delivery.SUCCEEDED]
+    assert [d.last_status_code for d in deliveries] == [200, 500, 503, 204]
+    assert [d.attempt_count for d in deliveries] == [1, 1, 1, 1]
+    assert 0.8 * 5 - 1 <= seconds_until(deliveries[1].next_attempt_at) <= 1.2 * 5
+    assert seconds_until(deliveries[2].next_attempt_at) == pytest.approx(120, abs=2)
+    assert all(d.claimed_until is None and d.queued_until is None for d in deliveries)
+    endpoint.refresh_from_db()
+    assert endpoint.failing_since is None  # the batch ended on a success
+
+
+def test_after_a_410_in_a_batch_the_rest_of_it_is_not_sent_and_fails(alice, endpoint, receiver, queued):
+    receiver.reply(Reply(410))
+    emit_many(alice, 3)
+
+    attempts = services.deliveries_attempt(delivery_ids=pending_ids(endpoint))
+
+    assert len(receiver.requests) == 1
+    assert [a.status_code for a in attempts] == [410, None, None]
+    assert [a.error for a in attempts[1:]] == ["endpoint disabled"] * 2
+    assert set(Delivery.objects.values_list("status", flat=True)) == {Delivery.FAILED}
+    endpoint.refresh_from_db()
+    assert endpoint.is_enabled is False and "410" in endpoint.disabled_reason
+
+
+def test_a_slow_endpoint_stops_its_batch_before_the_lease_could_run_out_and_the_rest_is_queued_again(
+    alice, endpoint, receiver, queued, settings
+):
+    # An attempt may take up to 2 s and a claim lasts 3 s: once the first answer took 0.8 s, starting another
+    # could outlast the lease (and another worker could send it at the same time).
+    settings.WEBHOOK_CLAIM_LEASE_SECONDS, settings.WEBHOOK_TIMEOUT_SECONDS = 3, 2
+    receiver.reply(Reply(204, delay=0.8))
+    emit_many(alice, 3)
+    first, *rest = pending_ids(endpoint)
+
+    attempts = services.deliveries_attempt(delivery_ids=[first, *rest])
+
+    assert [a.delivery_id for a in attempts] == [first]
+    assert len(receiver.requests) == 1
+    assert queued == rest
+    left = Delivery.objects.filter(pk__in=rest)
+    assert all(d.status == Delivery.PENDING and d.claimed_until is None and d.queued_until > timezone.now()
+               and d.attempt_count == 0 for d in left)
+
+    assert all(a.succeeded for a in services.deliveries_attempt(delivery_ids=list(queued)))
+    assert len(receiver.requests) == 3
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_deliveries_to_an_endpoint_go_on_while_its_row_is_locked(alice, receiver):
+    # Workers never lock the endpoint row to record an attempt: an operator's long transaction on it (or another
+    # worker's) holds up nobody's deliveries.
+    endpoint = services.endpoint_create(merchant=alice, url=receiver.url)
+    vault_services.card_tokenize(merchant=alice, card=vault_services.Card(VISA, "Sherlock Holmes", 5, 2035))
+    delivery = delivery_for(endpoint)
+    locked, release, results = threading.Event(), threading.Event(), {}
+
+    def operator():
+        try:
+            with transaction.atomic():
+                WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+                locked.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    def worker():
+        try:
+            results["attempt"] = services.delivery_attempt(delivery_id=delivery.pk)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=operator)
+    holder.start()
+    locked.wait(10)
+    sender = threading.Thread(target=worker)
+    sender.start()
+    sender.join(timeout=20)
+    finished = not sender.is_alive()
+    release.set()
+    holder.join(timeout=10)
+    sender.join(timeout=10)
+
+    assert finished, "the attempt waited for the endpoint's row lock"
+    assert results["attempt"].succeeded
+    assert delivery_for(endpoint).status == Delivery.SUCCEEDED
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -385,8 +385,9 @@ class TokenAdmin(ConfirmsActions, ReadOnlyAdmin):
     list_display = ["token_id", "masked_card", "brand", "merchant", "namespace", "expires_at", "created_at", "deleted"]
     list_filter = ["brand", "merchant", NamespaceFilter, ExpiredFilter, DeletedFilter]
     list_select_related = ["merchant", "namespace"]
-    # Exact matches only: a clerk asks for one token, not for every card sharing some digits.
-    search_fields = ["=token_id", "=last_four", "=bin"]
+    # Exact matches only: a clerk asks for one token, not for every card sharing some digits. "__exact" rather than
+    # "=", which means iexact: UPPER(column) = UPPER(term), which none of the token's indexes can answer.
+    search_fields = ["token_id__exact", "last_four__exact", "bin__exact"]
     search_help_text = "tokenId, last four digits or BIN (first six), exactly."
     date_hierarchy = "created_at"
     show_full_result_count = False  # one COUNT over the vault per page view is enough
@@ -404,6 +405,10 @@ class TokenAdmin(ConfirmsActions, ReadOnlyAdmin):
         "billing", "created_at", "updated_at", "expires_at", "deleted_at", "deleted_reason",
         "pending_conflict",
     ]
+
+    def get_search_results(self, request, queryset, search_term):
+        # tokenIds are capitals and digits, BINs and last fours digits: the term in capitals finds what iexact would.
+        return super().get_search_results(request, queryset, search_term.upper())
 
     def get_actions(self, request):
         actions = super().get_actions(request)

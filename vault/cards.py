@@ -16,16 +16,17 @@ _BRAND_RANGES: list[tuple[str, list[tuple[int, int]]]] = [
 ]
 
 
+# For each digit character, the digit itself and the digit doubled less 9 above 9 (what the Luhn check adds for
+# every second digit from the right), as byte values.
+_PLAIN = bytes.maketrans(b"0123456789", bytes(range(10)))
+_DOUBLED = bytes.maketrans(b"0123456789", bytes((0, 2, 4, 6, 8, 1, 3, 5, 7, 9)))
+
+
 def luhn_valid(number: str) -> bool:
-    total = 0
-    for index, char in enumerate(reversed(number)):
-        digit = ord(char) - 48
-        if index % 2:
-            digit *= 2
-            if digit > 9:
-                digit -= 9
-        total += digit
-    return total % 10 == 0
+    """``number`` (digits) passes the Luhn check. Sums of translated bytes rather than a loop a digit: it runs for
+    every card of an import."""
+    digits = number.encode()[::-1]
+    return (sum(digits[::2].translate(_PLAIN)) + sum(digits[1::2].translate(_DOUBLED))) % 10 == 0
 
 
 def luhn_check_digit(partial: str) -> str:

@@ -86,6 +86,19 @@ class KeyRing:
         sealed = self._ciphers[self.newest_version].encrypt(nonce, plaintext.encode(), associated_data)
         return self.newest_version, nonce + sealed
 
+    def encrypt_many(self, items: list[tuple[str, bytes]]) -> tuple[int, list[bytes]]:
+        """``encrypt`` for many ``(plaintext, associated_data)`` at once, as the import needs: one read of random
+        bytes for every nonce (a system call each was a fifth of the import's preparing). Returns the key version and
+        the blobs, in order."""
+        version = self.newest_version
+        cipher = self._ciphers[version]
+        nonces = os.urandom(NONCE_BYTES * len(items))
+        blobs = []
+        for start, (plaintext, associated_data) in zip(range(0, len(nonces), NONCE_BYTES), items):
+            nonce = nonces[start:start + NONCE_BYTES]
+            blobs.append(nonce + cipher.encrypt(nonce, plaintext.encode(), associated_data))
+        return version, blobs
+
     def decrypt(self, version: int, blob: bytes, *, associated_data: bytes) -> str:
         cipher = self._ciphers.get(version)
         if cipher is None:

@@ -13,10 +13,14 @@ reason, message), never its card number. The external reference of a rejected ro
 looks like a card number redacted, and a row whose card number also sits in another column is rejected, so a file
 with slid columns cannot leak numbers into the outputs or into the vault's clear-text columns.
 
-**Two threads.** A reader thread parses, validates and prepares each batch: fingerprints, token ids, ciphertexts
-(``key_ring().encrypt`` bound to ``Token.associated_data()``), event payloads. It touches no database. The calling
-thread stores the batches; while it waits on the database (which releases the GIL) the reader prepares the next
-batch, so Python and the database work side by side. At most one prepared batch waits in between.
+**Threads.** A reader thread parses, validates and prepares each batch: fingerprints, token ids, ciphertexts
+(``key_ring().encrypt_many`` bound to ``Token.associated_data()``), event payloads. It touches no database. On
+PostgreSQL two storing threads, each with its own connection, store two batches at once (``_Storing``): the
+database's share of a row (COPY, a dozen index entries, foreign-key checks) is larger than Python's, and one
+connection keeps it on one core. While they wait on the database (which releases the GIL) the reader prepares the
+next batch, and the calling thread writes the outputs and checkpoints in file order. At most one prepared batch
+waits in between. A batch sharing a card or a namespace with one being stored waits for it, so the file's order
+decides, as it does on one connection.
 
 **Batches.** Each batch is one transaction: its namespaces are created when new and locked (the lock
 ``card_tokenize`` takes for the 16-card limit), one query finds the batch's cards already in the vault
@@ -34,6 +38,7 @@ commit and its checkpoint redoes that batch: its cards are in the vault by then,
 nothing is stored twice (that batch's new cards are then counted as reused).
 """
 
+import base64
 import csv
 import fcntl
 import functools
@@ -42,9 +47,10 @@ import io
 import json
 import os
 import queue
+import secrets
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -57,10 +63,10 @@ from django.utils import timezone
 from config.errors import VALIDATION_MESSAGES
 from config.http import timestamp
 from config.logging import redact
-from notifications.models import Delivery, Event, WebhookEndpoint, new_event_id
+from notifications.models import Delivery, Event, WebhookEndpoint
 from vault import cards, services
 from vault.crypto import key_ring
-from vault.models import TOKEN_ID_ALPHABET, TOKEN_ID_LENGTH, Merchant, Namespace, Token, new_token_reference
+from vault.models import TOKEN_ID_RANDOM_BYTES, Merchant, Namespace, Token, new_token_id, token_id_from
 
 # ------------------------------------------------------------------------------------------------------------
 # The file
@@ -195,16 +201,34 @@ def cards_import(*, merchant: Merchant, source: Path, namespace_column: str | No
 
         services.audit_record(actor=actor, action="cards.import.start", object_type="file",
                               object_id=source.name[:64], detail={"resumed_at_line": resumed_at})
-        store = _Store(merchant=merchant, namespace_column=layout.namespace_column)
+        storing = _Storing(merchant=merchant, namespace_column=layout.namespace_column)
         batches = _Reader(_prepared_batches(reader, lines, layout, batch_size, _Preparer(merchant)))
         run = Counts()
         started = time.monotonic()
         number = 0
         stopped = False
+        pending: deque[_Batch] = deque()  # submitted for storing, outputs not written yet; oldest first
         try:
             with open(mapping_path, "ab") as mapping, open(reject_path, "ab") as rejects:
-                for batch in batches:
-                    counts, mapped, refused = store.batch(batch.rows)
+                batches_left = iter(batches)
+                waiting = None  # read, not submitted: it shares cards or namespaces with a batch being stored
+                while True:
+                    if waiting is None and not stopped:
+                        waiting = next(batches_left, None)
+                    # A batch sharing a card or a namespace with one being stored waits for it, so the earlier row
+                    # in the file wins (its details kept, the namespace limit refusing the later rows) whichever
+                    # connection is faster.
+                    if waiting is not None and not any(_overlap(waiting, other) for other in pending):
+                        storing.submit(waiting)
+                        pending.append(waiting)
+                        waiting = None
+                        if len(pending) < storing.at_once:
+                            continue
+                    if not pending:
+                        break
+                    # The oldest batch's outputs and checkpoint, in file order whichever batch committed first.
+                    batch = pending.popleft()
+                    counts, mapped, refused = storing.result()
                     counts.rows = batch.read
                     counts.rejected += len(batch.rejects) + len(refused)
                     _append(mapping, mapped)
@@ -220,9 +244,10 @@ def cards_import(*, merchant: Merchant, source: Path, namespace_column: str | No
                         on_batch(BatchDone(number=number, rows=batch.read, bytes=read_bytes, offset=batch.offset,
                                            line=batch.line, counts=replace(state.counts)))
                     if should_stop and should_stop():
-                        stopped = True
-                        break
+                        stopped = True  # no new batch; those being stored are finished and written
+                        waiting = None
         finally:
+            storing.close()
             batches.close()
         if not stopped:
             state.complete = True
@@ -388,6 +413,17 @@ class _Batch:
     read: int  # rows read, valid or not
     offset: int  # where the file resumes after this batch
     line: int
+    cards: set[str] = field(init=False)  # its rows' fingerprints
+    namespaces: set[str] = field(init=False)
+
+    def __post_init__(self):
+        self.cards = {row.fingerprint for row in self.rows}
+        self.namespaces = {row.namespace for row in self.rows if row.namespace is not None}
+
+
+def _overlap(batch: _Batch, other: _Batch) -> bool:
+    """Whether storing ``batch`` and ``other`` at once could let the later one in the file decide for the earlier."""
+    return not (batch.cards.isdisjoint(other.cards) and batch.namespaces.isdisjoint(other.namespaces))
 
 
 def _prepared_batches(reader, lines: _Lines, layout: _Layout, batch_size: int,
@@ -429,18 +465,15 @@ def _this_month() -> tuple[int, int]:
     return today.year, today.month
 
 
-# Rejection sampling over random bytes: a byte below 238 (7 × 34) picks a letter uniformly, the rest are dropped.
-_ID_TABLE = bytes(ord(TOKEN_ID_ALPHABET[b % 34]) if b < 238 else 0 for b in range(256))
-_ID_DROP = bytes(range(238, 256))
-assert len(TOKEN_ID_ALPHABET) == 34
+# The random bytes a row takes, read for a whole batch at once (a system call per value was a tenth of the
+# preparing): its token id's (vault.models.token_id_from), then its href reference's and its event id's (as
+# secrets.token_urlsafe in new_token_reference and new_event_id).
+_ID_BYTES, _REFERENCE_BYTES, _EVENT_ID_BYTES = TOKEN_ID_RANDOM_BYTES, 24, 18
+_ROW_RANDOM_BYTES = _ID_BYTES + _REFERENCE_BYTES + _EVENT_ID_BYTES
 
 
-def _new_token_id() -> str:
-    """As ``vault.models.new_token_id`` (19 uniform picks from the alphabet), a few times faster."""
-    while True:
-        letters = os.urandom(32).translate(_ID_TABLE, _ID_DROP)
-        if len(letters) >= TOKEN_ID_LENGTH:
-            return letters[:TOKEN_ID_LENGTH].decode()
+def _urlsafe(random: bytes) -> str:
+    return base64.urlsafe_b64encode(random).rstrip(b"=").decode()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -470,6 +503,7 @@ class _Preparer:
         self.merchant_id = merchant.pk
         self.associated_prefix = f"token:{merchant.pk}:"  # Token.associated_data(), without building a Token
         self.base_url = settings.PUBLIC_BASE_URL.rstrip("/")
+        self.json_base_url = json.dumps(self.base_url)[1:-1]
         self.lifetime = services.default_lifetime()
         self.copy = connection.vendor == "postgresql"  # asked here: the reader thread has no connection
         self.db_datetime = connection.ops.adapt_datetimefield_value
@@ -482,32 +516,39 @@ class _Preparer:
             db_now, db_expires_at = now.isoformat(), expires_at.isoformat()
         else:
             db_now, db_expires_at = self.db_datetime(now), self.db_datetime(expires_at)
-        fingerprint, encrypt, copy = self.ring.fingerprint, self.ring.encrypt, self.copy
+        fingerprint, copy = self.ring.fingerprint, self.copy
         prefix, base_url, merchant_id = self.associated_prefix, self.base_url, self.merchant_id
+        random = secrets.token_bytes(_ROW_RANDOM_BYTES * len(rows))
+        start = 0
+        references = []  # the last segment of each href
         for row in rows:
-            number = row.number
+            row.fingerprint = fingerprint(row.number)
+            row.token_id = token_id_from(random[start:start + _ID_BYTES]) or new_token_id()
+            start += _ID_BYTES
+            references.append(_urlsafe(random[start:start + _REFERENCE_BYTES]))
+            start += _REFERENCE_BYTES
+            row.event_id = "msg_" + _urlsafe(random[start:start + _EVENT_ID_BYTES])  # as new_event_id
+            start += _EVENT_ID_BYTES
+        key_version, ciphertexts = self.ring.encrypt_many(
+            [(row.number, (prefix + row.token_id).encode()) for row in rows]
+        )
+        for row, reference, ciphertext in zip(rows, references, ciphertexts):
+            number, token_id, event_id = row.number, row.token_id, row.event_id
             row.number = None
-            row.fingerprint = fingerprint(number)
-            row.token_id = token_id = _new_token_id()
-            reference = new_token_reference()
             row.href = f"{base_url}/tokens/{reference}"
-            key_version, ciphertext = encrypt(number, associated_data=(prefix + token_id).encode())
             bin_, last_four, length = number[:6], number[-4:], len(number)
             brand = _brand_of_bin(bin_)
             description = f"{brand.title()} card ending {last_four}"
             address = None if row.address is None else json.dumps(row.address)
-            data = {
-                "tokenId": token_id,
-                "href": row.href,
-                "tokenExpiryDateTime": expires_text,
-                "paymentInstrument": {
-                    "type": "card/masked", "cardNumber": cards.masked_from_parts(bin_, last_four, length),
-                    "bin": bin_, "brand": brand, "cardExpiryDate": {"month": row.month, "year": row.year},
-                },
-            }
-            if row.namespace is not None:
-                data["namespace"] = row.namespace
-            row.event_id = event_id = new_event_id()
+            # The payload of vault.events.token_event; written out rather than through json.dumps (three times
+            # slower on this nested dict): only the base URL and the namespace can need escaping.
+            data = (
+                f'{{"tokenId": "{token_id}", "href": "{self.json_base_url}/tokens/{reference}", '
+                f'"tokenExpiryDateTime": "{expires_text}", "paymentInstrument": {{"type": "card/masked", '
+                f'"cardNumber": "{cards.masked_from_parts(bin_, last_four, length)}", "bin": "{bin_}", '
+                f'"brand": "{brand}", "cardExpiryDate": {{"month": {row.month}, "year": {row.year}}}}}'
+                + ("}" if row.namespace is None else f', "namespace": {json.dumps(row.namespace)}}}')
+            )
             if copy:
                 # Ids, digits, hex, base64url and the brand need no escaping; free text does (_copy_text).
                 row.columns = (
@@ -516,12 +557,12 @@ class _Preparer:
                     f"{row.month}\t{row.year}\t{COPY_NULL if address is None else _copy_text(address)}\t"
                     f"{COPY_NULL}\t{db_expires_at}\t{db_now}\t{db_now}\t{COPY_NULL}\t\n"
                 )
-                row.event = f"{event_id}\t{merchant_id}\ttoken.created\t{_copy_text(json.dumps(data))}\t{db_now}\n"
+                row.event = f"{event_id}\t{merchant_id}\ttoken.created\t{_copy_text(data)}\t{db_now}\n"
             else:
                 row.columns = (token_id, reference, description, row.fingerprint, ciphertext, key_version, bin_,
                                last_four, length, brand, row.holder, row.month, row.year, address, None,
                                db_expires_at, db_now, db_now, None, "")
-                row.event = (event_id, merchant_id, "token.created", json.dumps(data), db_now)
+                row.event = (event_id, merchant_id, "token.created", data, db_now)
 
 
 COPY_NULL = "\\N"
@@ -530,7 +571,9 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 
 def _copy_text(value: str) -> str:
     """``value`` as a field of PostgreSQL's COPY text format."""
-    return value.translate(_COPY_ESCAPES)
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value  # nearly always: four searches cost a fraction of a translate
 
 
 _END = object()
@@ -538,8 +581,8 @@ _END = object()
 
 class _Reader:
     """Runs a batch generator in a thread of its own, at most two batches ahead (one waiting, one being read), so
-    at most three are in memory; iterating yields its batches and re-raises its exception, if any. ``close`` stops
-    it."""
+    with the batches being stored at most five are in memory; iterating yields its batches and re-raises its
+    exception, if any. ``close`` stops it."""
 
     def __init__(self, batches: Iterator[_Batch]):
         self._batches = batches
@@ -698,7 +741,7 @@ def _parse(cells: list[str], layout: _Layout, line: int, this_month: tuple[int, 
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Storing (the calling thread)
+# Storing (the calling thread, or two storing threads on PostgreSQL)
 # ------------------------------------------------------------------------------------------------------------
 class _Rows:
     """Multi-row inserts into one model's table: ``COPY`` on PostgreSQL, ``executemany`` elsewhere.
@@ -720,10 +763,88 @@ class _Rows:
             return
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
-                with cursor.cursor.copy(f"COPY {self.table} ({self.columns}) FROM STDIN") as copy:
-                    copy.write("".join(rows))
+                # The driver's cursor, so its errors wrapped by hand: a duplicate card must be an IntegrityError,
+                # which _Store.batch retries.
+                with connection.wrap_database_errors:
+                    with cursor.cursor.copy(f"COPY {self.table} ({self.columns}) FROM STDIN") as copy:
+                        copy.write("".join(rows))
             else:
                 cursor.executemany(f"INSERT INTO {self.table} ({self.columns}) VALUES ({self.placeholders})", rows)
+
+
+STORING_CONNECTIONS = 2
+# Each retry follows the commit of the batch it collided with; a file repeating its cards batch after batch can make
+# a batch collide with each newer batch stored beside it, so a few more tries than one collision needs.
+STORE_ATTEMPTS = 5
+
+
+class _Storing:
+    """Stores batches and hands back what each gave, in the order they were submitted.
+
+    On PostgreSQL, ``STORING_CONNECTIONS`` threads store batches at once, each on a connection of its own: the
+    database does most of an import's work (COPY, index upkeep, foreign-key checks, the lookup), and one connection
+    keeps it on one core. Batches may then commit out of file order; their outputs and checkpoints are still
+    written in order, so a rerun after a crash redoes the batches after the last checkpoint as ever, and finds the
+    cards of any that committed. Two batches holding the same card (or namespaces) wait on each other's locks: the
+    later one fails on the unique constraint or deadlocks, rolls back, and its retry finds the other's tokens.
+
+    Elsewhere, and inside a caller's transaction (whose rows another connection cannot see), batches are stored one
+    at a time, in the calling thread.
+    """
+
+    def __init__(self, *, merchant: Merchant, namespace_column: str | None):
+        self._store = functools.partial(_Store, merchant=merchant, namespace_column=namespace_column)
+        parallel = connection.vendor == "postgresql" and not connection.in_atomic_block
+        self.at_once = STORING_CONNECTIONS if parallel else 1
+        self._inline = None if parallel else self._store()
+        self._todo: queue.Queue = queue.Queue()
+        self._results: dict[int, object] = {}
+        self._stored = threading.Condition()
+        self._submitted = self._returned = 0
+        self._threads = [threading.Thread(target=self._work, name=f"import_cards storing {n}", daemon=True)
+                         for n in range(self.at_once if parallel else 0)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, batch: _Batch) -> None:
+        if self._inline is not None:
+            self._results[self._submitted] = self._inline.batch(batch.rows)
+        else:
+            self._todo.put((self._submitted, batch))
+        self._submitted += 1
+
+    def result(self) -> tuple[Counts, list[tuple[str, str, str]], list[_Reject]]:
+        """What storing the oldest batch not asked about yet gave (waiting for it); re-raises its exception."""
+        with self._stored:
+            self._stored.wait_for(lambda: self._returned in self._results)
+            result = self._results.pop(self._returned)
+        self._returned += 1
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _work(self) -> None:
+        store = None
+        try:
+            while (item := self._todo.get()) is not _END:
+                number, batch = item
+                try:
+                    store = store or self._store()
+                    result = store.batch(batch.rows)
+                except BaseException as exc:  # handed to the calling thread, which raises it
+                    result = exc
+                with self._stored:
+                    self._results[number] = result
+                    self._stored.notify_all()
+        finally:
+            connection.close()  # this thread's own
+
+    def close(self) -> None:
+        """Let the batches submitted finish, then stop the threads."""
+        for _ in self._threads:
+            self._todo.put(_END)
+        for thread in self._threads:
+            thread.join()
 
 
 @dataclass(slots=True)
@@ -751,16 +872,16 @@ class _Store:
         limit refused."""
         if not rows:
             return Counts(), [], []
-        for attempt in range(3):
+        for attempt in range(STORE_ATTEMPTS):
             try:
                 with transaction.atomic():
                     return self._store(rows)
             except DatabaseError as exc:
-                # A request through the API, or another import, stored one of these cards (or namespaces) between
-                # the lookup and the insert, or two imports inserting the same cards in another order deadlocked:
-                # the batch rolled back whole, and looking again finds those tokens.
+                # A request through the API, another import or the batch stored beside this one stored one of these
+                # cards (or namespaces) between the lookup and the insert, or two batches inserting the same cards
+                # in another order deadlocked: the batch rolled back whole, and looking again finds those tokens.
                 deadlock = getattr(exc.__cause__, "sqlstate", None) == DEADLOCK_DETECTED
-                if attempt == 2 or not (isinstance(exc, IntegrityError) or deadlock):
+                if attempt == STORE_ATTEMPTS - 1 or not (isinstance(exc, IntegrityError) or deadlock):
                     raise
         raise AssertionError("unreachable")
 

@@ -164,11 +164,14 @@ def card_tokenize(*, merchant: Merchant, card: Card, description: str | None = N
         try:
             with transaction.atomic():
                 ns = _namespace_locked(merchant=merchant, name=namespace) if namespace else None
-                existing = (
-                    Token.objects.select_for_update()
-                    .filter(merchant=merchant, fingerprint=fingerprint, namespace=ns, deleted_at__isnull=True)
-                    .first()
-                )
+                try:
+                    # get(), not first(): at most one row matches (a partial unique index), and the ORDER BY that
+                    # first() adds cost more to compile than the query takes to run.
+                    existing = Token.objects.select_for_update().get(
+                        merchant=merchant, fingerprint=fingerprint, namespace=ns, deleted_at__isnull=True
+                    )
+                except Token.DoesNotExist:
+                    existing = None
                 if existing is not None and existing.is_expired():
                     _destroy(existing, reason="expired")
                     existing = None
@@ -196,6 +199,9 @@ def card_tokenize(*, merchant: Merchant, card: Card, description: str | None = N
                     card.number, associated_data=token.associated_data()
                 )
                 token.save(force_insert=True)
+                # A token this new has no network token: say so as selectors.with_network_token would, which spares
+                # its representation a query.
+                token.newest_network_token_id = None
                 token_event(token, "token.created")
                 return TokenizeResult(token=token, outcome=Outcome.CREATED)
         except IntegrityError:

@@ -1,5 +1,6 @@
 """An async network-token batch of ``batch`` vault tokens, TSP latency 0, one Celery worker with 2 processes
-plus ``celery beat`` (the dispatcher runs every second), on the run's Redis.
+plus ``celery beat`` (the dispatcher runs every second, and after each chunk of items a worker finishes), on the
+run's Redis.
 
 tokens/s = items finished / (batch completed_at - batch created_at). The cards are spread over six issuers of the
 seeded registry, whose limits are set to ``issuer_rate`` calls a second; the highest call rate each issuer saw

@@ -124,5 +124,5 @@ def run(ctx: Context) -> dict:
         "events": events,
         "deliveries_succeeded": delivered,
         "emit_seconds": round(emit_seconds, 2),
-        "config": {"worker_processes": 2, "pool": "prefork", "receiver": "asyncio, 204 at once"},
+        "config": {"worker_processes": 2, "pool": "prefork", "receiver": "asyncio, keep-alive, 204 at once"},
     }

@@ -165,6 +165,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"EventTypeEnum": "notifications.models.EVENT_TYPES"},
+    # Every request body is required; see config.schema for what the schema publishes beyond drf-spectacular.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.schema.require_request_bodies"],
 }
 
 # ------------------------------------------------------------------------------------------------------------
@@ -191,15 +193,25 @@ LOGGING = {
 # Webhook delivery (see notifications/services.py for how these fit together)
 # ------------------------------------------------------------------------------------------------------------
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=15.0)
-# How long a worker owns a delivery it is attempting; must exceed the timeout. After it, a killed worker's
-# delivery goes to another worker.
+# How long a worker owns the deliveries it claimed; must exceed the timeout (a batch starts no attempt that could
+# outlast it). After it, a killed worker's deliveries go to another worker.
 WEBHOOK_CLAIM_LEASE_SECONDS = env.int("WEBHOOK_CLAIM_LEASE_SECONDS", default=60)
 # How long the sweeper trusts a queued message to arrive before queueing the delivery again.
 WEBHOOK_QUEUE_LEASE_SECONDS = env.int("WEBHOOK_QUEUE_LEASE_SECONDS", default=120)
 WEBHOOK_SWEEP_INTERVAL_SECONDS = env.float("WEBHOOK_SWEEP_INTERVAL_SECONDS", default=5.0)
+# Deliveries a sweep may queue in one run: well above what the workers send in an interval, so a backlog (a worker
+# down for a while, a card import) drains at the workers' pace rather than the sweeper's.
+WEBHOOK_SWEEP_LIMIT = env.int("WEBHOOK_SWEEP_LIMIT", default=20_000)
+# Deliveries per broker message, and per batch: a worker claims a message's deliveries together (filling a smaller
+# message up with the same endpoints' other due deliveries), sends each endpoint's over one kept-alive connection
+# and records them with a few statements.
+WEBHOOK_BATCH_SIZE = env.int("WEBHOOK_BATCH_SIZE", default=50)
 WEBHOOK_DISABLE_AFTER_DAYS = env.int("WEBHOOK_DISABLE_AFTER_DAYS", default=5)
 CELERY_BEAT_SCHEDULE["notifications-sweep-deliveries"] = {
     "task": "notifications.tasks.sweep_deliveries",
     "schedule": WEBHOOK_SWEEP_INTERVAL_SECONDS,
 }
+# How long a batch item may wait in the broker, or stay claimed by a worker that shows no progress on it, before it
+# is released again (a lost message, a killed worker); see networks/scheduling.py.
+NETWORK_BATCH_LEASE_SECONDS = env.int("NETWORK_BATCH_LEASE_SECONDS", default=120)
 CELERY_BEAT_SCHEDULE["networks-dispatch-batches"] = {"task": "networks.tasks.dispatch_batches", "schedule": 1.0}

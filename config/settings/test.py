@@ -12,7 +12,7 @@ os.environ.setdefault("WEBHOOK_ALLOW_LOOPBACK", "true")
 os.environ.setdefault("PUBLIC_BASE_URL", "http://testserver")
 
 from .base import *  # noqa: E402,F403
-from .base import DATABASES  # noqa: E402
+from .base import DATABASES, LOGGING, env  # noqa: E402
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory: a Celery worker started by a test must see the same test database.
@@ -20,3 +20,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ALLOWED_HOSTS = ["*"]
+
+# Every log line of the run also goes to this file when it is set (by scripts/test.sh), with the console's redaction
+# and format: a worker or API server started by a test inherits the variable, and the leak scan searches the file
+# for the run's card numbers once the pass is over.
+TEST_LOG_FILE = env.str("TEST_LOG_FILE", default="")
+if TEST_LOG_FILE:
+    LOGGING["handlers"]["test_file"] = {
+        "class": "logging.FileHandler", "filename": TEST_LOG_FILE, "formatter": "structured", "filters": ["redact_pan"],
+    }
+    LOGGING["root"]["handlers"] = [*LOGGING["root"]["handlers"], "test_file"]

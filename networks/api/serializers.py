@@ -3,6 +3,7 @@
 import re
 
 from django.core.validators import EmailValidator
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from config.api import MAX_PAGE, StrictSerializer, StringField, error
@@ -11,7 +12,7 @@ from vault.api.serializers import CardExpiryDateInput, CardExpiryDateOutput, Car
 
 BATCH_MAX_ITEMS = 10_000
 CARD_SOURCES = ("token", "card", "encryptedData")
-LAST_DIGITS = re.compile(r"^[0-9]{4}$")
+LAST_DIGITS = re.compile(r"[0-9]{4}")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -29,6 +30,8 @@ class AccountIdField(StringField):
         super().__init__(min_length=1, max_length=64, **kwargs)
 
 
+# Django's EmailValidator wants a top-level label of two characters or more, which the "email" format does not.
+@extend_schema_field({"type": "string", "format": "email", "pattern": "\\.[A-Za-z0-9-]{1,62}[A-Za-z0-9]$"})
 class EmailField(StringField):
     """An email address; its error never quotes the value."""
 
@@ -36,6 +39,20 @@ class EmailField(StringField):
         kwargs.setdefault("help_text", "The shopper's email; required for American Express cards.")
         super().__init__(min_length=1, max_length=254, **kwargs)
         self.validators.append(EmailValidator(message="The email address is not valid", code="fieldHasInvalidValue"))
+
+
+# Five base64url parts (header, encrypted key, IV, ciphertext, tag); whether they decrypt is jwe.decrypt_card's call.
+JWE_COMPACT = "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]*\\.[A-Za-z0-9_-]*\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]*$"
+
+
+@extend_schema_field({"type": "string", "pattern": JWE_COMPACT})
+class EncryptedDataField(StringField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault(
+            "help_text", "The card as a JWE compact string (RSA-OAEP-256, A256GCM) to the key at "
+                         "/network-tokens/encryption-key; its plaintext is the `card` object as JSON.",
+        )
+        super().__init__(min_length=1, max_length=100_000, **kwargs)
 
 
 class CardInput(StrictSerializer):
@@ -49,13 +66,11 @@ class CardInput(StrictSerializer):
 class ProvisionInput(StrictSerializer):
     """Exactly one card source: ``token``, ``card`` or ``encryptedData``."""
 
+    schema_extra = {"oneOf": [{"required": [name]} for name in CARD_SOURCES]}  # see config.schema
+
     token = TokenReferenceField(required=False)
     card = CardInput(required=False)
-    encryptedData = StringField(
-        min_length=1, max_length=100_000, required=False,
-        help_text="The card as a JWE compact string (RSA-OAEP-256, A256GCM) to the key at "
-                  "/network-tokens/encryption-key; its plaintext is the `card` object as JSON.",
-    )
+    encryptedData = EncryptedDataField(required=False)
     accountId = AccountIdField(required=False)
     email = EmailField(required=False)
 
@@ -80,7 +95,8 @@ class BatchItemsField(serializers.ListField):
     default_error_messages = {"fieldMustBeArray": "The field must be an array"}
 
     def __init__(self, **kwargs):
-        super().__init__(child=BatchItemInput(), **kwargs)
+        # The bounds are checked in to_internal_value, under our error names; given here, they reach the schema.
+        super().__init__(child=BatchItemInput(), min_length=1, max_length=BATCH_MAX_ITEMS, **kwargs)
 
     def to_internal_value(self, data):
         if not isinstance(data, list):
@@ -97,21 +113,39 @@ class BatchCreateInput(StrictSerializer):
 
 
 class BatchQueryInput(serializers.Serializer):
-    """Query parameters: text by nature, so numbers are parsed from it."""
+    """Query parameters: text by nature, so numbers are parsed from it. The view's schema lists them from here."""
 
-    page = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, required=False, default=1)
-    pageSize = serializers.IntegerField(min_value=1, max_value=1000, required=False, default=100)
+    page = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, required=False, default=1,
+                                    help_text="Page of failed items, from 1")
+    pageSize = serializers.IntegerField(min_value=1, max_value=1000, required=False, default=100,
+                                        help_text="Failed items a page, 1 to 1000")
+
+
+@extend_schema_field({"type": "string", "pattern": f"^{LAST_DIGITS.pattern}$"})
+class LastDigitsField(StringField):
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not LAST_DIGITS.fullmatch(value):
+            raise error("stringFailedRegexCheck", "The last digits must be four digits")
+        return value
 
 
 class SimulateLifecycleInput(StrictSerializer):
+    # CARD_UPDATED carries the reissued card's expiry, its last digits or both; the other events neither. Said
+    # with ``not`` (OpenAPI 3.0 has no ``false`` schema, and a bare ``enum`` here would be merged into the named
+    # enum of ``event`` by drf-spectacular's enum hook).
+    schema_extra = {"oneOf": [
+        {"properties": {"event": {"not": {"enum": [t for t, _ in LifecycleEvent.TYPES
+                                                   if t != LifecycleEvent.CARD_UPDATED]}}},
+         "anyOf": [{"required": ["cardExpiryDate"]}, {"required": ["cardLastDigits"]}]},
+        {"properties": {"event": {"not": {"enum": [LifecycleEvent.CARD_UPDATED]}},
+                        "cardExpiryDate": {"not": {}}, "cardLastDigits": {"not": {}}}},
+    ]}
+
     event = serializers.ChoiceField(choices=[t for t, _ in LifecycleEvent.TYPES])
     cardExpiryDate = CardExpiryDateInput(required=False, help_text="CARD_UPDATED only: the reissued card's expiry.")
-    cardLastDigits = StringField(required=False, help_text="CARD_UPDATED only: the reissued card's last four digits.")
-
-    def validate_cardLastDigits(self, value):
-        if not LAST_DIGITS.match(value):
-            raise error("stringFailedRegexCheck", "The last digits must be four digits")
-        return value
+    cardLastDigits = LastDigitsField(required=False,
+                                     help_text="CARD_UPDATED only: the reissued card's last four digits.")
 
     def validate(self, attrs):
         updates = [name for name in ("cardExpiryDate", "cardLastDigits") if name in attrs]

@@ -39,7 +39,8 @@ CORRELATION_HEADER = "X-Correlation-Id"
 CORRELATION_PATH = f"$.headers.{CORRELATION_HEADER}"
 CORRELATION_MAX_LENGTH = 36
 CORRELATION_PARAMETER = OpenApiParameter(
-    CORRELATION_HEADER, str, OpenApiParameter.HEADER, required=True,
+    CORRELATION_HEADER, {"type": "string", "minLength": 1, "maxLength": CORRELATION_MAX_LENGTH},
+    OpenApiParameter.HEADER, required=True,
     description="Your identifier of this tokenization session, 1 to 36 characters; echoed in answers and webhooks.",
 )
 
@@ -227,10 +228,7 @@ class BatchView(ApiView):
     @extend_schema(
         operation_id="network_token_batch_get",
         summary="A batch: its status, counts by state and its failed items",
-        parameters=[
-            OpenApiParameter("page", int, description="Page of failed items, from 1"),
-            OpenApiParameter("pageSize", int, description="Failed items a page, 1 to 1000 (default 100)"),
-        ],
+        parameters=[s.BatchQueryInput],
         responses={200: s.BatchOutput, **READ_ERRORS, 400: ERRORS[400]},
     )
     def get(self, request, batch_id):

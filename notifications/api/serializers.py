@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from config.api import MAX_PAGE, BooleanField, StrictSerializer, StringField
@@ -9,14 +10,22 @@ class EventTypesField(serializers.ListField):
         super().__init__(child=serializers.ChoiceField(choices=EVENT_TYPES), allow_empty=True, **kwargs)
 
 
+@extend_schema_field({"type": "string", "format": "uri", "pattern": "^https?://[^\\u0000]+$"})
+class WebhookUrlField(StringField):
+    """Its address is judged by the SSRF guard when the endpoint is saved (``notifications.ssrf``)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(min_length=1, max_length=2048, **kwargs)
+
+
 class EndpointCreateInput(StrictSerializer):
-    url = StringField(min_length=1, max_length=2048, help_text="https:// URL on the public internet")
+    url = WebhookUrlField(help_text="https:// URL on the public internet")
     eventTypes = EventTypesField(required=False, help_text="Event types to receive; absent or empty: all")
     description = StringField(max_length=255, required=False, allow_blank=True)
 
 
 class EndpointUpdateInput(EndpointCreateInput):
-    url = StringField(min_length=1, max_length=2048, required=False)
+    url = WebhookUrlField(required=False)
     enabled = BooleanField(required=False)
 
 
@@ -69,9 +78,13 @@ class EventListOutput(serializers.Serializer):
 
 
 class EventQueryInput(serializers.Serializer):
-    type = serializers.ChoiceField(choices=EVENT_TYPES, required=False)
-    page = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, required=False, default=1)
-    pageSize = serializers.IntegerField(min_value=1, max_value=100, required=False, default=20)
+    """Query parameters; the view's schema lists them from here."""
+
+    type = serializers.ChoiceField(choices=EVENT_TYPES, required=False, help_text="Only events of this type")
+    page = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, required=False, default=1,
+                                    help_text="Page number, from 1")
+    pageSize = serializers.IntegerField(min_value=1, max_value=100, required=False, default=20,
+                                        help_text="Events a page, 1 to 100")
 
 
 class RedeliverOutput(serializers.Serializer):

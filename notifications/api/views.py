@@ -1,6 +1,6 @@
 """Webhook endpoints and events for merchants (scope ``webhooks``): thin views over notifications.services."""
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 
@@ -137,7 +137,7 @@ class EventsView(ApiView):
 
     @extend_schema(
         operation_id="events_list", summary="Your events, newest first, with their delivery status",
-        parameters=[OpenApiParameter("type", str), OpenApiParameter("page", int), OpenApiParameter("pageSize", int)],
+        parameters=[s.EventQueryInput],
         responses={200: s.EventListOutput, **READ_ERRORS, 400: ERRORS[400]},
     )
     def get(self, request):

@@ -68,7 +68,8 @@ def token_links(request, token: Token, *, conflict_pending: bool) -> dict:
 
 
 def _newest_network_token_id(token: Token) -> str | None:
-    # Lists and lookups annotate it (selectors.with_network_token); a token fresh from a service costs a query.
+    # Lists and lookups annotate it (selectors.with_network_token), card_tokenize sets it on a token it creates
+    # (None); any other token fresh from a service costs a query.
     if hasattr(token, "newest_network_token_id"):
         return token.newest_network_token_id
     return network_selectors.newest_network_token_id(vault_token=token)

@@ -1,4 +1,8 @@
-"""Request and response bodies of the card-token API, as in the card-token provider's public documentation."""
+"""Request and response bodies of the card-token API, as in the card-token provider's public documentation.
+
+Input fields publish in the OpenAPI schema what they enforce (patterns, enums, lengths; see ``config.schema``). What
+no JSON Schema can say is in the code alone: the Luhn check, and dates that must not be in the past.
+"""
 
 import re
 
@@ -8,21 +12,23 @@ from rest_framework import serializers
 
 from config.api import MAX_PAGE, DateTimeField, IntegerField, StrictSerializer, StringField, error
 from vault import cards
+from vault.models import TOKEN_ID_ALPHABET, TOKEN_ID_LENGTH
 
 DESCRIPTION_FORBIDDEN = re.compile(r"[&<]")
-SCHEME_REFERENCE = re.compile(r"^[a-zA-Z0-9 ]*$")
-DIGITS = re.compile(r"^[0-9]+$")
+SCHEME_REFERENCE = re.compile(r"[a-zA-Z0-9 ]*")
+DIGITS = re.compile(r"[0-9]+")
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Input
 # ------------------------------------------------------------------------------------------------------------
+@extend_schema_field({"type": "string", "pattern": f"^[0-9]{{{cards.LENGTH_RANGE[0]},{cards.LENGTH_RANGE[1]}}}$"})
 class CardNumberField(StringField):
     """12 to 19 digits passing the Luhn check. Its errors never quote the number."""
 
     def to_internal_value(self, data):
         number = super().to_internal_value(data)
-        if not DIGITS.match(number):
+        if not DIGITS.fullmatch(number):
             raise error("stringFailedRegexCheck", "The card number must be digits only")
         low, high = cards.LENGTH_RANGE
         if len(number) < low:
@@ -34,6 +40,7 @@ class CardNumberField(StringField):
         return number
 
 
+@extend_schema_field({"type": "string", "pattern": "^[^&<\\u0000]*$"})
 class DescriptionField(StringField):
     def __init__(self, **kwargs):
         super().__init__(min_length=1, max_length=255, **kwargs)
@@ -45,13 +52,14 @@ class DescriptionField(StringField):
         return value
 
 
+@extend_schema_field({"type": "string", "pattern": f"^{SCHEME_REFERENCE.pattern}$"})
 class SchemeTransactionReferenceField(StringField):
     def __init__(self, **kwargs):
         super().__init__(min_length=1, max_length=56, **kwargs)
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
-        if not SCHEME_REFERENCE.match(value):
+        if not SCHEME_REFERENCE.fullmatch(value):
             raise error("stringFailedRegexCheck", "Only letters, digits and spaces are allowed")
         return value
 
@@ -59,6 +67,21 @@ class SchemeTransactionReferenceField(StringField):
 class CardHolderNameField(StringField):
     def __init__(self, **kwargs):
         super().__init__(min_length=1, max_length=255, **kwargs)
+
+
+@extend_schema_field({"type": "string", "enum": sorted(cards.COUNTRY_CODES)})
+class CountryCodeField(StringField):
+    """ISO 3166-1 alpha-2: the schema lists the codes; the address checks them after the length (as the import
+    does, ``vault.importing``)."""
+
+
+@extend_schema_field({"type": "string", "enum": ["card/front"]})
+class CardFrontTypeField(StringField):
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if value != "card/front":
+            raise error("fieldHasInvalidValue", 'The payment instrument type must be "card/front"')
+        return value
 
 
 class CardExpiryDateInput(StrictSerializer):
@@ -79,7 +102,7 @@ class BillingAddressInput(StrictSerializer):
     postalCode = StringField(min_length=1, max_length=15)
     city = StringField(min_length=1, max_length=50)
     state = StringField(min_length=1, max_length=30, required=False)
-    countryCode = StringField(min_length=2, max_length=2)
+    countryCode = CountryCodeField(min_length=2, max_length=2)
 
     def validate_countryCode(self, value):
         if value not in cards.COUNTRY_CODES:
@@ -88,16 +111,11 @@ class BillingAddressInput(StrictSerializer):
 
 
 class PaymentInstrumentInput(StrictSerializer):
-    type = StringField(help_text='Always "card/front".')
+    type = CardFrontTypeField(help_text='Always "card/front".')
     cardHolderName = CardHolderNameField()
     cardNumber = CardNumberField()
     cardExpiryDate = CardExpiryDateInput()
     billingAddress = BillingAddressInput(required=False)
-
-    def validate_type(self, value):
-        if value != "card/front":
-            raise error("fieldHasInvalidValue", 'The payment instrument type must be "card/front"')
-        return value
 
 
 class TokenCreateInput(StrictSerializer):
@@ -113,13 +131,21 @@ class TokenCreateInput(StrictSerializer):
         return value
 
 
-class TokenQueryInput(serializers.Serializer):
-    """Query parameters: text by nature, so numbers are parsed from it (unlike JSON bodies)."""
+@extend_schema_field({"type": "string", "pattern": f"^[{TOKEN_ID_ALPHABET}]{{{TOKEN_ID_LENGTH}}}$"})
+class TokenIdQueryField(StringField):
+    """A tokenId to look up. Anything else is the tokenId of nothing: 404, as a malformed id in a path."""
 
-    namespace = StringField(min_length=1, max_length=64, required=False)
-    tokenId = StringField(min_length=1, max_length=19, required=False)
-    page = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, required=False, default=1)
-    pageSize = serializers.IntegerField(min_value=1, max_value=100, required=False, default=20)
+
+class TokenQueryInput(serializers.Serializer):
+    """Query parameters: text by nature, so numbers are parsed from it (unlike JSON bodies). The view's schema
+    lists them from here, bounds included."""
+
+    namespace = StringField(min_length=1, max_length=64, required=False, help_text="List the tokens of this namespace")
+    tokenId = TokenIdQueryField(required=False, help_text="Find the token with this tokenId")
+    page = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, required=False, default=1,
+                                    help_text="Page number, from 1")
+    pageSize = serializers.IntegerField(min_value=1, max_value=100, required=False, default=20,
+                                        help_text="Tokens a page, 1 to 100")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -210,7 +236,9 @@ class TokenListOutput(serializers.Serializer):
     _links = LinksField()
 
 
-class RootOutput(serializers.Serializer):
+class RootOutput(StrictSerializer):
+    """Closed (nothing else is ever in the root): that tells it apart from a token in ``GET /tokens``' oneOf."""
+
     _links = LinksField()
 
 

@@ -1,8 +1,19 @@
-from django.urls import path
+from django.urls import path, register_converter
 
+from config.api import IdConverter
 from vault.api import views
+from vault.models import Token
 
-ref = "tokens/<str:reference>"
+
+class ReferenceConverter(IdConverter):
+    """The last segment of a token's href: URL-safe base64."""
+
+    regex = f"[A-Za-z0-9_-]{{1,{Token._meta.get_field('reference').max_length}}}"
+
+
+register_converter(ReferenceConverter, "token_reference")
+
+ref = "tokens/<token_reference:reference>"
 
 urlpatterns = [
     path("tokens", views.TokensView.as_view(), name="tokens"),

@@ -1,8 +1,9 @@
 """The card-token API (``/tokens``): thin views over vault.services and vault.selectors."""
 
+from urllib.parse import urlencode
+
 from django.db import connection
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -10,6 +11,7 @@ from rest_framework.views import APIView
 
 from config.api import ApiView, StringField, page_of
 from config.errors import EndpointNotFound, ResourceNotFound
+from config.schema import string_schema
 from vault import selectors, services
 from vault.api import serializers as s
 from config.http import timestamp
@@ -36,13 +38,16 @@ class TokensView(ApiView):
             "Without parameters: the root resource with the `tokens:tokens` action link. With `namespace`: that "
             "namespace's tokens, paginated, in `_embedded.tokens`. With `tokenId`: that token."
         ),
-        parameters=[
-            OpenApiParameter("namespace", str, description="List the tokens of this namespace"),
-            OpenApiParameter("tokenId", str, description="Find the token with this tokenId"),
-            OpenApiParameter("page", int, description="Page number, from 1"),
-            OpenApiParameter("pageSize", int, description="Tokens a page, 1 to 100 (default 20)"),
-        ],
-        responses={200: s.TokenListOutput, **READ_ERRORS, 400: ERRORS[400]},
+        parameters=[s.TokenQueryInput],
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="TokensRootOrQueryOutput",
+                serializers=[s.RootOutput, s.TokenListOutput, s.TokenOutput],
+                resource_type_field_name=None,
+            ),
+            **READ_ERRORS,
+            400: ERRORS[400],
+        },
     )
     def get(self, request):
         query = s.TokenQueryInput(data=request.query_params.dict())
@@ -59,12 +64,16 @@ class TokensView(ApiView):
         tokens = selectors.token_list(merchant=request.user, namespace=params["namespace"])
         size, number = params["pageSize"], params["page"]
         items, page = page_of(tokens, number=number, size=size)
-        self_href = f"{base_url(request)}/tokens?namespace={params['namespace']}&pageSize={size}"
-        links = {"self": {"href": f"{self_href}&page={number}"}}
+        def href(at: int) -> str:
+            # Encoded: a namespace is any text ("&", "#", spaces, control characters), a link must be a URI.
+            query = urlencode({"namespace": params["namespace"], "pageSize": size, "page": at})
+            return f"{base_url(request)}/tokens?{query}"
+
+        links = {"self": {"href": href(number)}}
         if number < page["totalPages"]:
-            links["next"] = {"href": f"{self_href}&page={number + 1}"}
+            links["next"] = {"href": href(number + 1)}
         if number > 1:
-            links["prev"] = {"href": f"{self_href}&page={number - 1}"}
+            links["prev"] = {"href": href(number - 1)}
         links["curies"] = curies(request)
         return {
             "_embedded": {"tokens": [token_body(request, token) for token in items]},
@@ -170,7 +179,9 @@ def _bare_string_view(name, detail, field_class, summary, *, segment):
 
     put = extend_schema(
         operation_id=f"token_update_{segment}", summary=summary,
-        request=OpenApiTypes.STR, responses={204: None, **UPDATE_ERRORS},
+        # By media type: a bare dict would be read as that mapping.
+        request={parser.media_type: string_schema(field_class()) for parser in BareStringUpdateView.parser_classes},
+        responses={204: None, **UPDATE_ERRORS},
     )(put)
     return type(name, (BareStringUpdateView,), {"field_class": field_class, "detail": detail, "put": put})
 
