@@ -24,7 +24,8 @@ network does not support) may answer it to valid data.
 
 Bounds: ``FUZZ_EXAMPLES`` examples per operation in the fuzzing phase and as many stateful scenarios; the coverage
 phase is finite by nature. ``MAX_RUN_SECONDS`` is a ceiling that fails the test, never one that quietly cuts the run
-short. Each run draws new data; the seed is printed with any failure and ``FUZZ_SEED=<seed>`` replays the run.
+short. The seed is printed with any failure and ``FUZZ_SEED=<seed>`` replays the run; ``FUZZ_SEED=random`` draws new
+data each run.
 
 The broker is outside the product: the Celery tasks' ``.delay`` are stubbed, so requests that queue work (async
 network tokens, batches, webhook deliveries) stop at the queue.
@@ -61,7 +62,11 @@ from vault import services
 from vault.cards import brand_of
 from vault.models import SCOPES, Token
 
-SEED = int(os.environ["FUZZ_SEED"]) if os.environ.get("FUZZ_SEED") else random.getrandbits(64)
+# make test replays one seed, so that its verdict is the code's and not the draw's; FUZZ_SEED=random explores (a new
+# seed each run, printed), FUZZ_SEED=<seed> replays one. 13 random runs found one gap, in the test's own data.
+FIXED_SEED = 8204399526216384751
+_seed = os.environ.get("FUZZ_SEED", "")
+SEED = random.getrandbits(64) if _seed == "random" else int(_seed) if _seed else FIXED_SEED
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
 MAX_RESPONSE_SECONDS = 5
 MAX_RUN_SECONDS = 600
