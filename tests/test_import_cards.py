@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.utils import timezone
 
 from config.errors import validation_errors
@@ -589,6 +590,25 @@ def test_a_card_repeated_in_the_next_batch_keeps_the_earlier_rows_token_and_deta
     for row in cards:
         token = Token.objects.get(token_id=mapping[row[0]])
         assert (detokenized(token), token.card_holder_name) == (row[1], "Ada Lovelace")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_a_large_import_tells_postgresqls_planner_how_many_cards_the_merchant_now_holds(alice, tmp_path,
+                                                                                      monkeypatch):
+    # A new merchant has no statistics yet: the planner would believe alice holds next to no tokens and look each
+    # batch up by reading all of hers through the merchant index, every batch slower than the last. The import
+    # refreshes the statistics as its cards double (from 30 here, not 10,000, to keep the test small).
+    monkeypatch.setattr(importing, "ANALYZE_FROM", 30)
+    source = write_csv(tmp_path / "cards.csv", sample_rows(100, prefix="453211", seed=11))
+
+    importing.cards_import(merchant=alice, source=source, batch_size=10)
+
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (FORMAT JSON) SELECT * FROM vault_token WHERE merchant_id = %s", [alice.pk])
+        [[plan]] = cursor.fetchone()
+    # Last refreshed at 60 cards (after 30): the planner counts at least those.
+    assert plan["Plan"]["Plan Rows"] >= 60, plan
 
 
 def test_the_insert_columns_are_every_field_of_token_and_event():

@@ -36,6 +36,13 @@ next to the input (``FILE.progress``: byte offset, line, counters, output sizes)
 truncates the outputs to the sizes the checkpoint recorded and carries on from its offset. A run killed between a
 commit and its checkpoint redoes that batch: its cards are in the vault by then, so they map to the same tokens and
 nothing is stored twice (that batch's new cards are then counted as reused).
+
+**Statistics.** A migration usually fills a new merchant, faster than autovacuum notices. Until PostgreSQL's
+statistics say the merchant holds many tokens, its planner looks a batch up by reading all of the merchant's
+entries (of the merchant index or the card index) rather than probing for the batch's cards, so each batch costs more
+than the one before: a 300,000-card import read 23 million rows, and a million cards into a fresh server went at
+10,100 cards/s instead of 17,600. The import therefore runs ``ANALYZE`` on the token table itself each time the
+cards it stored double, from ``ANALYZE_FROM`` on (under half a second on a million tokens).
 """
 
 import base64
@@ -83,6 +90,7 @@ REFERENCE_MAX = 255
 HOLDER_MAX = 255
 NAMESPACE_MAX = 64
 YEARS = (2000, 2099)
+ANALYZE_FROM = 10_000  # cards stored by a run before it first refreshes the planner's statistics
 MAX_BATCH_SIZE = 10_000  # SQLite takes at most 32,766 parameters a query; a batch's lookup uses two per row
 
 DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE
@@ -206,6 +214,7 @@ def cards_import(*, merchant: Merchant, source: Path, namespace_column: str | No
         run = Counts()
         started = time.monotonic()
         number = 0
+        analyze_at = ANALYZE_FROM
         stopped = False
         pending: deque[_Batch] = deque()  # submitted for storing, outputs not written yet; oldest first
         try:
@@ -240,6 +249,9 @@ def cards_import(*, merchant: Merchant, source: Path, namespace_column: str | No
                     state.save(checkpoint_path)
                     run.add(counts)
                     number += 1
+                    if run.imported >= analyze_at:
+                        _refresh_statistics()
+                        analyze_at = 2 * run.imported
                     if on_batch:
                         on_batch(BatchDone(number=number, rows=batch.read, bytes=read_bytes, offset=batch.offset,
                                            line=batch.line, counts=replace(state.counts)))
@@ -260,6 +272,19 @@ def cards_import(*, merchant: Merchant, source: Path, namespace_column: str | No
     return ImportResult(counts=state.counts, run=run, seconds=seconds, complete=not stopped,
                         resumed_at_line=resumed_at, line=state.line, mapping_path=mapping_path,
                         reject_path=reject_path)
+
+
+def _refresh_statistics() -> None:
+    """Tell PostgreSQL's planner how many tokens each merchant holds now (see the module docstring).
+
+    The whole table, indexes included: analysing the merchant column alone left the planner reading a merchant's
+    every entry of the card index for each batch. Not ``SKIP_LOCKED``: autovacuum is often at work on the table
+    during a large import and would make every refresh a no-op; it gives way to the ``ANALYZE`` within a second.
+    """
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {Token._meta.db_table}")
 
 
 # ------------------------------------------------------------------------------------------------------------
