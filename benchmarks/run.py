@@ -5,8 +5,8 @@
 
 Every database it uses is a scratch one made on that server (``bench_<pid>_…``) and dropped at the end; the
 processes it starts (gunicorn, Celery, wrk, the webhook receiver) use production settings plus ``/bench/bare``
-(``benchmarks.settings``). It writes ``benchmarks/results/<date>.json`` (``--output`` to choose) and prints a
-table. A benchmark that cannot run is recorded as an error and the others still run; the exit code is then 1.
+(``benchmarks.settings``). It writes ``benchmarks/results/<date>.json`` (``<date>-smoke-crypto.json`` for a smaller run,
+``--output`` to choose) and prints a table. A benchmark that cannot run is recorded as an error and the others still run; the exit code is then 1.
 
 Sizes: ``--scale`` (or ``BENCH_SCALE``), each overridable by ``BENCH_<SIZE>`` (see ``benchmarks.cases.Sizes``).
 ``BENCH_SETTINGS_MODULE`` names a module extending ``benchmarks.settings`` to measure a settings change (it must
@@ -121,7 +121,11 @@ def main(argv=None) -> int:
         "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         "benchmarks": results,
     }
-    output = args.output or RESULTS / f"{now:%Y-%m-%d}.json"
+    # A smaller run (another scale, some benchmarks only) is named after what it ran: it must not replace the day's
+    # full run of every benchmark.
+    name = [f"{now:%Y-%m-%d}"] + ([args.scale] if args.scale != "full" else []) + (
+        selected if selected != list(BENCHMARKS) else [])
+    output = args.output or RESULTS / f"{'-'.join(name)}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
     print()

@@ -24,12 +24,14 @@ decides, as it does on one connection.
 
 **Batches.** Each batch is one transaction: its namespaces are created when new and locked (the lock
 ``card_tokenize`` takes for the 16-card limit), one query finds the batch's cards already in the vault
-(``fingerprint__in``, one arm per partial unique index so both are used), the new tokens and their
-``token.created`` events are inserted with one multi-row insert each (``COPY`` on PostgreSQL). Identity is the
-API's: (merchant, card, namespace). A card already in the vault, or met earlier in the file, maps to the existing
-token and its stored details are kept, as the API keeps them on a conflict (the import counts such rows; it opens no
-conflict). Deliveries to subscribed endpoints are written due in the same transaction and not queued: the sweeper
-hands them to the workers at its pace, rather than a million broker messages at once.
+(``fingerprint__in``, one arm per partial unique index so both are used), the new tokens and their ``token.created``
+events are inserted with one multi-row insert each (``COPY`` on PostgreSQL). Identity is the API's: (merchant, card,
+namespace). A card already in the vault, or met earlier in the file, maps to the existing token and its stored
+details are kept, as the API keeps them on a conflict (the import counts such rows; it opens no conflict). The
+lookup is skipped while batches without namespaces meet no card the vault holds: the unique constraints refuse a
+batch holding one, which is then stored again with its lookup (``_Store.batch``). Deliveries to subscribed endpoints
+are written due in the same transaction and not queued: the sweeper hands them to the workers at its pace, rather
+than a million broker messages at once.
 
 **Resuming.** After each batch commits, its mapping and reject lines are appended and synced, then a checkpoint
 next to the input (``FILE.progress``: byte offset, line, counters, output sizes) is replaced atomically. A rerun
@@ -891,29 +893,44 @@ class _Store:
         self.base_url = settings.PUBLIC_BASE_URL.rstrip("/")
         self.tokens = _Rows(Token, TOKEN_FIELDS)
         self.events = _Rows(Event, EVENT_FIELDS)
+        self.look_up = False  # look the next batch's cards up before inserting them (see batch)
 
     def batch(self, rows: list[_Row]) -> tuple[Counts, list[tuple[str, str, str]], list[_Reject]]:
         """Store one batch in one transaction: returns its counts, its mapping lines and the rows the namespace
-        limit refused."""
+        limit refused.
+
+        A migration's cards are new to the vault, and looking a batch up costs a fifth of the import. So a batch
+        without namespaces is inserted without a lookup first unless the one before met cards the vault held (a
+        rerun, a file of cards stored already); should one of its cards be in the vault, the unique constraint
+        refuses the batch, which rolls back whole and is stored again with its lookup.
+        """
         if not rows:
             return Counts(), [], []
         for attempt in range(STORE_ATTEMPTS):
             try:
                 with transaction.atomic():
-                    return self._store(rows)
+                    result, found = self._store(rows, look_up=self.look_up or attempt > 0)
             except DatabaseError as exc:
-                # A request through the API, another import or the batch stored beside this one stored one of these
-                # cards (or namespaces) between the lookup and the insert, or two batches inserting the same cards
-                # in another order deadlocked: the batch rolled back whole, and looking again finds those tokens.
+                # A card of the batch was in the vault already (inserted without a lookup), or a request through the
+                # API, another import or the batch stored beside this one stored one of these cards (or namespaces)
+                # between the lookup and the insert, or two batches inserting the same cards in another order
+                # deadlocked: the batch rolled back whole, and looking again finds those tokens.
                 deadlock = getattr(exc.__cause__, "sqlstate", None) == DEADLOCK_DETECTED
                 if attempt == STORE_ATTEMPTS - 1 or not (isinstance(exc, IntegrityError) or deadlock):
                     raise
+                continue
+            self.look_up = found
+            return result
         raise AssertionError("unreachable")
 
-    def _store(self, rows: list[_Row]) -> tuple[Counts, list[tuple[str, str, str]], list[_Reject]]:
+    def _store(self, rows: list[_Row], *, look_up: bool):
+        """Store ``rows``, after looking their cards up in the vault when ``look_up``; returns what ``batch``
+        returns, and whether the lookup found any of them."""
         now = timezone.now()
         namespaces = self._namespaces({row.namespace for row in rows if row.namespace is not None})
-        stored = self._stored(rows, namespaces, now)
+        # The namespace limit must know which cards a namespace holds already: a batch with namespaces is looked up.
+        stored = self._stored(rows, namespaces, now) if look_up or namespaces else {}
+        found = bool(stored)
         room = self._room(namespaces, now)
         limit = settings.NAMESPACE_CARD_LIMIT
         merchant_id = self.merchant.pk
@@ -954,7 +971,7 @@ class _Store:
         self.tokens.insert(tokens)
         self.events.insert(events)
         self._deliveries(event_ids, now)
-        return counts, mapped, refused
+        return (counts, mapped, refused), found
 
     def _namespaces(self, names: set[str]) -> dict[str, int]:
         """The batch's namespaces by name, created when new, locked (in pk order) as ``card_tokenize`` locks them."""
