@@ -5,8 +5,9 @@
 
 Every database it uses is a scratch one made on that server (``bench_<pid>_…``) and dropped at the end; the
 processes it starts (gunicorn, Celery, wrk, the webhook receiver) use production settings plus ``/bench/bare``
-(``benchmarks.settings``). It writes ``benchmarks/results/<date>.json`` (``<date>-smoke-crypto.json`` for a smaller run,
-``--output`` to choose) and prints a table. A benchmark that cannot run is recorded as an error and the others still run; the exit code is then 1.
+(``benchmarks.settings``). It writes ``benchmarks/results/<date>.json`` (``<date>-smoke-crypto.json`` and the like
+for a smaller run; ``--output`` to choose) and prints a table. A benchmark that cannot run is recorded as an error
+and the others still run; the exit code is then 1.
 
 Sizes: ``--scale`` (or ``BENCH_SCALE``), each overridable by ``BENCH_<SIZE>`` (see ``benchmarks.cases.Sizes``).
 ``BENCH_SETTINGS_MODULE`` names a module extending ``benchmarks.settings`` to measure a settings change (it must
