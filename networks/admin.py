@@ -546,8 +546,8 @@ class BatchItemAdmin(HistoryAdmin):
     search_fields = ["=batch__public_id", "=token_reference"]
     search_help_text = "The batch id (bat_…) or the token reference the merchant sent, exactly."
     show_full_result_count = False
-    fields = ["batch", "index", "reference", "account_id", "issuer", "status", "attempts", "queued_at", "called_at",
-              "finished_at", "network_token", "failure_code", "failure_reason"]
+    fields = ["batch", "index", "reference", "account_id", "issuer", "status", "attempts", "abandoned", "queued_at",
+              "called_at", "finished_at", "network_token", "failure_code", "failure_reason"]
     readonly_fields = fields
 
     @admin.display(description="token reference", ordering="token_reference")

@@ -182,6 +182,9 @@ class BatchItem(models.Model):
     # and keeps its result out of the vault.
     claim = models.CharField(max_length=32, blank=True, editable=False)
     attempts = models.PositiveIntegerField(default=0)
+    # Times the worker holding the item stopped before writing it (killed, out of memory, a crash in native code):
+    # the dispatcher then releases it on its own, and fails it at the BATCH_ITEM_MAX_ABANDONED-th time.
+    abandoned = models.PositiveSmallIntegerField(default=0, editable=False)
     network_token = models.ForeignKey(NetworkToken, on_delete=models.SET_NULL, null=True, blank=True)
     failure_reason = models.CharField(max_length=255, blank=True)
     failure_code = models.CharField(max_length=40, blank=True)

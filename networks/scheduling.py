@@ -22,12 +22,13 @@ thousands of messages.
 import math
 import time
 from collections import Counter, deque
+from collections.abc import Container
 from datetime import UTC, datetime, timedelta
 from itertools import chain, zip_longest
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.utils import timezone
 
 from networks.models import Batch, BatchItem, Issuer
@@ -120,13 +121,11 @@ class CallSlots:
 def batches_dispatch() -> int:
     """Release batch items to the workers in chunks, fairly, within each issuer's rate and no faster than the
     workers take them; returns how many it released."""
+    from networks.services import batch_items_reclaim
     from networks.tasks import run_batch_items
 
     now = timezone.now()
-    stale = now - timedelta(seconds=ITEM_LEASE_SECONDS)
-    BatchItem.objects.filter(
-        Q(status=BatchItem.QUEUED, queued_at__lt=stale) | Q(status=BatchItem.RUNNING, called_at__lt=stale)
-    ).update(status=BatchItem.PENDING, claim="")
+    batch_items_reclaim(stale=now - timedelta(seconds=ITEM_LEASE_SECONDS), now=now)
 
     pending = dict(
         BatchItem.objects.filter(status=BatchItem.PENDING).order_by().values_list("issuer").annotate(Count("pk"))
@@ -159,6 +158,7 @@ def batches_dispatch() -> int:
                 break
 
     per_issuer: dict[Issuer, list[int]] = {}
+    alone: set[int] = set()  # items a worker stopped holding: each goes in a chunk of its own
     for issuer in issuers:
         if not share[issuer.pk]:
             continue
@@ -170,16 +170,18 @@ def batches_dispatch() -> int:
             if take <= 0:
                 continue
             # Across batches: the lowest positions first, so two batches of one issuer advance together.
-            ids = list(
+            taken = list(
                 BatchItem.objects.select_for_update(skip_locked=True)
                 .filter(issuer=issuer, status=BatchItem.PENDING)
                 .order_by("index", "batch_id")
-                .values_list("pk", flat=True)[:take]
+                .values_list("pk", "abandoned")[:take]
             )
+            ids = [pk for pk, _ in taken]
             BatchItem.objects.filter(pk__in=ids).update(status=BatchItem.QUEUED, queued_at=now)
         per_issuer[issuer] = ids
+        alone.update(pk for pk, abandoned in taken if abandoned)
 
-    chunks = chunks_of(per_issuer)
+    chunks = chunks_of(per_issuer, alone=alone)
     released = list(chain.from_iterable(chunks))
     Batch.objects.filter(items__pk__in=released, status=Batch.PENDING).update(status=Batch.RUNNING)
     for chunk in chunks:
@@ -187,13 +189,18 @@ def batches_dispatch() -> int:
     return len(released)
 
 
-def chunks_of(per_issuer: dict[Issuer, list[int]]) -> list[list[int]]:
-    """The released items in chunks of one issuer's (``chunk_size``), one task each, issuers interleaved.
+def chunks_of(per_issuer: dict[Issuer, list[int]], *, alone: Container[int] = ()) -> list[list[int]]:
+    """The released items in chunks of one issuer's (``chunk_size``), one task each, issuers interleaved; the items
+    in ``alone`` in chunks of their own, after their issuer's others.
 
     One issuer per chunk: a worker reserves that issuer's slots for the whole chunk, and two workers on two chunks
     are then most often on two issuers, neither waiting for the other's slots. (Chunks mixing issuers had each worker
     reserve slots at every issuer, only to miss most of them while calling the others.)
     """
-    per_chunk = [[ids[start:start + chunk_size(issuer)] for start in range(0, len(ids), chunk_size(issuer))]
-                 for issuer, ids in per_issuer.items()]
+    per_chunk = []
+    for issuer, ids in per_issuer.items():
+        together = [pk for pk in ids if pk not in alone]
+        size = chunk_size(issuer)
+        per_chunk.append([together[start:start + size] for start in range(0, len(together), size)]
+                         + [[pk] for pk in ids if pk in alone])
     return [chunk for chunk in chain.from_iterable(zip_longest(*per_chunk)) if chunk]

@@ -30,6 +30,7 @@ from vault.models import Merchant, Token
 CRYPTOGRAM_LIFETIME = timedelta(minutes=15)
 ASYNC_MAX_ATTEMPTS = 5
 BATCH_ITEM_MAX_ATTEMPTS = 3
+BATCH_ITEM_MAX_ABANDONED = 3  # times an item's worker may stop holding it (see batch_items_reclaim)
 # A worker running a chunk of batch items writes what it has at least this often (the batch shows progress, the
 # lease of the items still to do is renewed), and hands back what it has not started after BATCH_CHUNK_SECONDS
 # (a slow TSP), well within the task's time limit and the lease.
@@ -358,9 +359,9 @@ def batch_items_run(*, item_ids: list[int]) -> int:
     of its issuer (``scheduling.CallSlots``); what the calls return is written about once a second and at the end,
     in one transaction each time: the network tokens, their ``network_token.created`` events, the items' outcomes
     and their batches' progress together. A worker killed at any moment thus leaves every item either ended, once,
-    or claimed until its lease runs out and it is released again; an item whose lease ran out while this worker
-    still had it (it now belongs to another) is not written. A transient TSP failure puts the item back for the
-    dispatcher until its BATCH_ITEM_MAX_ATTEMPTS-th attempt, which fails it.
+    or claimed until its lease runs out and it is released again (``batch_items_reclaim``); an item whose lease ran
+    out while this worker still had it (it now belongs to another) is not written. A transient TSP failure puts the
+    item back for the dispatcher until its BATCH_ITEM_MAX_ATTEMPTS-th attempt, which fails it.
     """
     claim = secrets.token_hex(16)
     if not BatchItem.objects.filter(pk__in=item_ids, status=BatchItem.QUEUED).update(
@@ -509,6 +510,36 @@ def _tokens_write(calls: list[_Call], *, now: datetime) -> list[NetworkToken]:
     if changed:
         NetworkToken.objects.bulk_update(changed, fields=TOKEN_FIELDS)
     return [tokens[call.provisioned.token_id] for call in calls]
+
+
+@transaction.atomic
+def batch_items_reclaim(*, stale: datetime, now: datetime) -> int:
+    """Put the items whose lease ran out before ``stale`` back to PENDING; returns how many failed instead.
+
+    A QUEUED one's message was lost: nothing of the item's doing. A RUNNING one's worker stopped holding it (killed,
+    out of memory, a crash in native code), perhaps because of the item: it is counted in ``abandoned``, and the
+    dispatcher releases it alone from then on, so an item that kills its worker takes no other with it. The
+    BATCH_ITEM_MAX_ABANDONED-th time it fails with ``internalErrorOccurred`` rather than coming back for ever, and
+    its batch can complete.
+    """
+    BatchItem.objects.filter(status=BatchItem.QUEUED, queued_at__lt=stale).update(status=BatchItem.PENDING, claim="")
+    abandoned = BatchItem.objects.filter(status=BatchItem.RUNNING, called_at__lt=stale)
+    abandoned.filter(abandoned__lt=BATCH_ITEM_MAX_ABANDONED - 1).update(
+        status=BatchItem.PENDING, claim="", abandoned=F("abandoned") + 1
+    )
+    given_up = list(abandoned.select_for_update(skip_locked=True).order_by("pk").values_list("pk", "batch_id"))
+    if not given_up:
+        return 0
+    error = InternalError(f"The worker provisioning it stopped {BATCH_ITEM_MAX_ABANDONED} times")
+    BatchItem.objects.filter(pk__in=[pk for pk, _ in given_up]).update(
+        status=BatchItem.FAILED, claim="", abandoned=F("abandoned") + 1, failure_code=error.error_name,
+        failure_reason=_failure_reason(error), finished_at=now,
+    )
+    logger.error("%d batch item(s) failed: their worker stopped %d times", len(given_up), BATCH_ITEM_MAX_ABANDONED)
+    # In a fixed order, as _batch_items_write locks batches.
+    for batch_id, ended in sorted(Counter(batch_id for _, batch_id in given_up).items()):
+        _batch_progress(batch_id, ended=ended, now=now)
+    return len(given_up)
 
 
 def _batch_progress(batch_id: int, *, ended: int, now: datetime) -> None:

@@ -237,6 +237,52 @@ def test_an_item_whose_message_was_lost_is_sent_again(alice, chunks):
         assert item.queued_at > long_ago + timedelta(seconds=scheduling.ITEM_LEASE_SECONDS)
 
 
+@pytest.mark.django_db
+def test_items_whose_worker_stopped_go_back_counted_and_are_then_sent_alone(alice, chunks):
+    # A worker killed while holding a chunk (perhaps by one of its items: out of memory, a crash in native code).
+    # Its items come back, each in a chunk of its own, so that an item killing its worker takes no other with it.
+    set_rate(BIG, 20)  # chunks of ten
+    batch = services.batch_create(merchant=alice, entries=entries_for(
+        vault_tokens(alice, distinct_card_numbers("444433", 6))
+    ))
+    items = list(batch.items.order_by("index"))
+    held = [item.pk for item in items[:3]]
+    long_ago = timezone.now() - timedelta(seconds=scheduling.ITEM_LEASE_SECONDS + 5)
+    BatchItem.objects.filter(pk__in=held).update(status=BatchItem.RUNNING, queued_at=long_ago, called_at=long_ago,
+                                                 claim="a-dead-workers-claim")
+
+    scheduling.batches_dispatch()
+
+    assert chunks == [[item.pk for item in items[3:]], *([pk] for pk in held)]
+    assert dict(batch.items.values_list("pk", "abandoned")) == {**{pk: 1 for pk in held},
+                                                                **{item.pk: 0 for item in items[3:]}}
+
+
+@pytest.mark.django_db
+def test_an_item_whose_worker_stops_a_third_time_fails_and_its_batch_completes(alice, api, chunks):
+    batch = services.batch_create(merchant=alice, entries=entries_for(
+        vault_tokens(alice, distinct_card_numbers("444433", 2))
+    ))
+    deadly, fine = batch.items.order_by("index")
+    long_ago = timezone.now() - timedelta(seconds=scheduling.ITEM_LEASE_SECONDS + 5)
+    for stop in range(1, services.BATCH_ITEM_MAX_ABANDONED + 1):
+        BatchItem.objects.filter(pk=deadly.pk).update(status=BatchItem.RUNNING, called_at=long_ago, claim=f"w{stop}")
+        scheduling.batches_dispatch()
+        deadly.refresh_from_db()
+        assert deadly.abandoned == stop
+        assert deadly.status == (BatchItem.FAILED if stop == services.BATCH_ITEM_MAX_ABANDONED else BatchItem.QUEUED)
+    services.batch_items_run(item_ids=[fine.pk])
+
+    answer = api.get(f"/network-tokens/batches/{batch.public_id}").json()
+
+    assert answer["status"] == Batch.COMPLETED
+    assert answer["counts"]["FAILED"] == 1 and answer["counts"]["SUCCEEDED"] == 1
+    assert answer["failedItems"] == [{
+        "index": 0, "token": deadly.token_reference, "errorName": "internalErrorOccurred",
+        "message": f"The worker provisioning it stopped {services.BATCH_ITEM_MAX_ABANDONED} times",
+    }]
+
+
 # ------------------------------------------------------------------------------------------------------------
 # What a batch item records: when its TSP call started and when it finished (the fairness checks below read them)
 # ------------------------------------------------------------------------------------------------------------
