@@ -31,11 +31,13 @@ from tests.conftest import (
     client_for,
     path_of,
 )
+from notifications.models import Event
 from vault import cards, services
 from vault.models import AuditLog, ExpiryExtension, Token, TokenConflict
 
 BASE = "http://testserver"
 TOKEN_ID = re.compile(r"^[0-9A-HJ-NP-Z]{19}$")
+TOKEN_INSERT = re.compile(r'INSERT (OR IGNORE )?INTO "vault_token"')  # SQLite's spelling of ON CONFLICT DO NOTHING
 SHERLOCK_ADDRESS = card_request()["paymentInstrument"]["billingAddress"]
 MYCROFT_ADDRESS = {
     "address1": "Diogenes Club",
@@ -190,7 +192,7 @@ def test_it_answers_201_with_the_seed_body_the_first_time(created):
     assert links["curies"] == [{"href": f"{BASE}/rels/tokens/{{rel}}.json", "name": "tokens", "templated": True}]
 
 
-def test_tokenizing_a_new_card_reads_one_token_row_and_asks_nothing_of_network_tokens(api, tokenize):
+def test_tokenizing_a_new_card_stores_it_without_looking_it_up_or_asking_network_tokens(api, tokenize):
     tokenize(cardNumber=VISA_2)  # a first request: the API key's lookup and the caches are warm from now on
 
     with CaptureQueriesContext(connection) as queries:
@@ -199,8 +201,20 @@ def test_tokenizing_a_new_card_reads_one_token_row_and_asks_nothing_of_network_t
     assert response.status_code == 201 and "tokens:networkToken" not in response.json()["_links"]
     statements = [query["sql"] for query in queries]
     assert not [sql for sql in statements if "networks_networktoken" in sql]
+    assert not [sql for sql in statements if sql.startswith('SELECT "vault_token"')]
+    assert len([sql for sql in statements if TOKEN_INSERT.match(sql)]) == 1
+
+
+def test_a_stored_card_is_looked_up_once_its_insert_wrote_nothing(created, tokenize):
+    with CaptureQueriesContext(connection) as queries:
+        again = tokenize()
+
+    assert again.status_code == 200 and again.json()["tokenId"] == created.json()["tokenId"]
+    statements = [query["sql"] for query in queries]
+    assert len([sql for sql in statements if TOKEN_INSERT.match(sql)]) == 1
     assert len([sql for sql in statements if sql.startswith('SELECT "vault_token"')]) == 1
-    assert len([sql for sql in statements if sql.startswith('INSERT INTO "vault_token"')]) == 1
+    assert Token.objects.count() == 1
+    assert Event.objects.filter(type="token.created").count() == 1
 
 
 def test_it_gives_a_token_id_of_19_characters_without_i_or_o(tokenize):

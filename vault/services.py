@@ -12,6 +12,7 @@ from enum import StrEnum
 from django.apps import apps
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models.constants import OnConflict
 from django.utils import timezone
 
 from config.errors import BusinessRuleError, ResourceNotFound
@@ -155,8 +156,9 @@ def card_tokenize(*, merchant: Merchant, card: Card, description: str | None = N
     ones; a scheme transaction reference fills an empty one silently; the description is not compared), and is a
     CONFLICT otherwise: the stored data stays, the differing values are kept as a pending conflict.
 
-    Concurrent calls for the same card end in one token: the database's unique constraint decides, the loser
-    retries and finds the winner's row. Raises ``BusinessRuleError(namespaceCardLimitReached)`` for a 17th card.
+    Concurrent calls for the same card end in one token: the database's unique constraint decides. Without a
+    namespace the loser's insert waits for the winner's commit and writes nothing; in one, the namespace's lock
+    makes it wait. Either way it then finds the winner's row (a loser that still fails retries). Raises ``BusinessRuleError(namespaceCardLimitReached)`` for a 17th card.
     """
     ring = key_ring()
     fingerprint = ring.fingerprint(card.number)
@@ -164,6 +166,13 @@ def card_tokenize(*, merchant: Merchant, card: Card, description: str | None = N
         try:
             with transaction.atomic():
                 ns = _namespace_locked(merchant=merchant, name=namespace) if namespace else None
+                token = _new_token(merchant=merchant, namespace=ns, card=card, fingerprint=fingerprint,
+                                   description=description, expires_at=expires_at,
+                                   scheme_transaction_reference=scheme_transaction_reference)
+                # A new card, the usual case, is stored straight away; only a card the vault holds is looked up. (In
+                # a namespace the lookup comes first: the namespace's room is counted under its lock.)
+                if ns is None and _insert_unless_held(token):
+                    return _created(token)
                 try:
                     # get(), not first(): at most one row matches (a partial unique index), and the ORDER BY that
                     # first() adds cost more to compile than the query takes to run.
@@ -179,36 +188,64 @@ def card_tokenize(*, merchant: Merchant, card: Card, description: str | None = N
                     return _match(existing, card=card, scheme_transaction_reference=scheme_transaction_reference)
                 if ns is not None:
                     _check_namespace_room(ns)
-                token = Token(
-                    merchant=merchant,
-                    namespace=ns,
-                    fingerprint=fingerprint,
-                    bin=card.number[:6],
-                    last_four=card.number[-4:],
-                    pan_length=len(card.number),
-                    brand=cards.brand_of(card.number),
-                    card_holder_name=card.holder_name,
-                    expiry_month=card.expiry_month,
-                    expiry_year=card.expiry_year,
-                    billing_address=_normalised_address(card.billing_address),
-                    scheme_transaction_reference=scheme_transaction_reference,
-                    expires_at=expires_at or timezone.now() + default_lifetime(),
-                )
-                token.description = description or f"{token.brand.title()} card ending {token.last_four}"
-                token.key_version, token.pan_ciphertext = ring.encrypt(
-                    card.number, associated_data=token.associated_data()
-                )
                 token.save(force_insert=True)
-                # A token this new has no network token: say so as selectors.with_network_token would, which spares
-                # its representation a query.
-                token.newest_network_token_id = None
-                token_event(token, "token.created")
-                return TokenizeResult(token=token, outcome=Outcome.CREATED)
+                return _created(token)
         except IntegrityError:
             # Another request stored the same card (or created the namespace) first; look again.
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
+
+
+def _new_token(*, merchant: Merchant, namespace: Namespace | None, card: Card, fingerprint: str,
+               description: str | None, expires_at: datetime | None,
+               scheme_transaction_reference: str | None) -> Token:
+    """The token that stores ``card``, its number encrypted; not saved."""
+    token = Token(
+        merchant=merchant,
+        namespace=namespace,
+        fingerprint=fingerprint,
+        bin=card.number[:6],
+        last_four=card.number[-4:],
+        pan_length=len(card.number),
+        brand=cards.brand_of(card.number),
+        card_holder_name=card.holder_name,
+        expiry_month=card.expiry_month,
+        expiry_year=card.expiry_year,
+        billing_address=_normalised_address(card.billing_address),
+        scheme_transaction_reference=scheme_transaction_reference,
+        expires_at=expires_at or timezone.now() + default_lifetime(),
+    )
+    token.description = description or f"{token.brand.title()} card ending {token.last_four}"
+    token.key_version, token.pan_ciphertext = key_ring().encrypt(card.number, associated_data=token.associated_data())
+    return token
+
+
+def _insert_unless_held(token: Token) -> bool:
+    """Insert ``token`` unless a unique constraint holds one of its values already (a live token of its card, in
+    practice: its random ids are unique); say which. One ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` (``INSERT
+    OR IGNORE`` on SQLite), which neither fails the transaction nor logs an error when the card is held.
+
+    Through ``QuerySet._insert``, the call ``Model.save()`` makes, because ``bulk_create(ignore_conflicts=True)``
+    does not say whether the row was written.
+    """
+    fields = [field for field in Token._meta.local_concrete_fields if not field.primary_key]
+    [row] = Token.objects._insert(
+        [token], fields=fields, returning_fields=Token._meta.db_returning_fields, on_conflict=OnConflict.IGNORE
+    )
+    if row is None:
+        return False
+    token.pk = row[0]
+    token._state.adding, token._state.db = False, transaction.get_connection().alias
+    return True
+
+
+def _created(token: Token) -> TokenizeResult:
+    # A token this new has no network token: say so as selectors.with_network_token would, which spares its
+    # representation a query.
+    token.newest_network_token_id = None
+    token_event(token, "token.created")
+    return TokenizeResult(token=token, outcome=Outcome.CREATED)
 
 
 def _namespace_locked(*, merchant: Merchant, name: str) -> Namespace:
