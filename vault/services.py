@@ -158,7 +158,8 @@ def card_tokenize(*, merchant: Merchant, card: Card, description: str | None = N
 
     Concurrent calls for the same card end in one token: the database's unique constraint decides. Without a
     namespace the loser's insert waits for the winner's commit and writes nothing; in one, the namespace's lock
-    makes it wait. Either way it then finds the winner's row (a loser that still fails retries). Raises ``BusinessRuleError(namespaceCardLimitReached)`` for a 17th card.
+    makes it wait. Either way it then finds the winner's row (a loser that still fails retries). Raises
+    ``BusinessRuleError(namespaceCardLimitReached)`` for a 17th card.
     """
     ring = key_ring()
     fingerprint = ring.fingerprint(card.number)
