@@ -5,7 +5,8 @@
 
 The card numbers are the Luhn-valid runs of 13 to 19 digits written in the test sources (``--sources``, default
 ``tests/``) and those listed one a line in each ``--numbers`` file (the numbers the tests generated, recorded by
-tests/conftest.py), of a known brand: a fuzzer's ``0000000000000`` passes the Luhn check too, but is no card, and
+tests/conftest.py, and those the workers and servers they started met, network token numbers among them, recorded
+by config/settings/test.py), of a known brand: a fuzzer's ``0000000000000`` passes the Luhn check too, but is no card, and
 would be "found" in every run of zeros. Every file under each PATH is searched: logs, what `redis-cli monitor` saw go over the wire to
 the broker, database dumps. A number counts when it stands alone or inside a longer run of digits, grouped by
 spaces or dashes or not, in clear or inside base64 (a Celery message body is base64 of its JSON).

@@ -212,7 +212,8 @@ def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1):
 # What the leak scan (scripts/leak_scan.py, run by scripts/test.sh after each pass) needs from the run. All three
 # are set by scripts/test.sh; a plain pytest run records nothing.
 #   TEST_CAPTURE_DIR         where every captured log, broker capture and database dump of the pass goes
-#   TEST_CARD_NUMBERS_FILE   where the card numbers the pass used are written at its end (outside the capture)
+#   TEST_CARD_NUMBERS_FILE   where the card numbers the pass used are written (outside the capture): by this process
+#                            at its end, by the processes the tests start as they meet them (config/settings/test.py)
 #   TEST_LOG_FILE            the product's log file (config/settings/test.py), read by every process it starts
 # ------------------------------------------------------------------------------------------------------------
 
@@ -263,7 +264,9 @@ def pytest_collection_modifyitems(items):
 def pytest_sessionfinish(session):
     path = os.environ.get("TEST_CARD_NUMBERS_FILE")
     if path:
-        Path(path).write_text("".join(f"{number}\n" for number in sorted(USED_CARD_NUMBERS)))
+        # Appended: the workers and servers the tests started have written theirs (config/settings/test.py).
+        with open(path, "a") as numbers:
+            numbers.writelines(f"{number}\n" for number in sorted(USED_CARD_NUMBERS))
 
 
 def capture_path(name: str, *, fallback: Path) -> Path:

@@ -13,7 +13,11 @@ import pytest
 import redis
 
 from config.celery import app
-from tests.conftest import AMEX, MASTERCARD, ROOT, VISA, VISA_2, stop_process_group, wait_for
+from networks.models import NetworkToken
+from tests.conftest import (
+    AMEX, MASTERCARD, ROOT, VISA, VISA_2, client_for, start_celery_worker, stop_process_group, wait_for,
+)
+from vault.crypto import key_ring
 
 spec = importlib.util.spec_from_file_location("leak_scan", ROOT / "scripts" / "leak_scan.py")
 leak_scan = importlib.util.module_from_spec(spec)
@@ -142,3 +146,26 @@ def test_it_finds_a_number_published_to_the_broker_in_a_capture_of_the_wire(tmp_
 
     assert any(leak.encoded for leak in leaks), "the task's body (base64 on the wire) was not searched"
     assert {leak.last_four for leak in leaks} == {planted[-4:]}
+
+
+@pytest.mark.celery
+def test_a_worker_records_the_network_token_numbers_it_makes(alice, transactional_db, tmp_path):
+    """The simulators make network token numbers in the workers, which the pytest process never sees: each worker
+    appends the numbers it checks to the pass's file as it meets them (it may be killed before it could at the end)."""
+    numbers = tmp_path / "card-numbers.txt"
+    worker = start_celery_worker(env={"TEST_CARD_NUMBERS_FILE": str(numbers)})
+    try:
+        api = client_for(alice.raw_key)
+        card = {"cardNumber": MASTERCARD, "cardExpiryDate": {"month": 5, "year": 2035}, "cardHolderName": "S Holmes"}
+        response = api.post("/network-tokens/async", {"card": card}, format="json", HTTP_X_CORRELATION_ID="leak-scan")
+        assert response.status_code == 202, response.content
+        request_id = response.json()["requestId"]
+        body = wait_for(lambda: (b := api.get(f"/network-tokens/requests/{request_id}").json())["status"] != "PENDING"
+                        and b, timeout=60)
+    finally:
+        stop_process_group(worker)
+
+    assert body["status"] == "SUCCEEDED", body
+    token = NetworkToken.objects.get(merchant=alice)
+    dpan = key_ring().decrypt(token.key_version, token.dpan_ciphertext, associated_data=token.associated_data())
+    assert dpan in leak_scan.read_numbers(numbers)

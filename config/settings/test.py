@@ -1,6 +1,7 @@
 """The test run: secrets generated per run (a worker started by a test inherits them), no TSP latency."""
 
 import os
+import sys
 import tempfile
 
 from .secrets import export_generated_secrets
@@ -30,3 +31,23 @@ if TEST_LOG_FILE:
         "class": "logging.FileHandler", "filename": TEST_LOG_FILE, "formatter": "structured", "filters": ["redact_pan"],
     }
     LOGGING["root"]["handlers"] = [*LOGGING["root"]["handlers"], "test_file"]
+
+# The card numbers the leak scan looks for (set by scripts/test.sh). The pytest process records those it checks and
+# writes them here when it ends (tests/conftest.py). A worker or API server started by a test inherits the variable
+# and appends each number it checks as it meets it: a worker killed by a fault drill writes nothing at its end, and
+# the simulators' network token numbers are made in the workers.
+TEST_CARD_NUMBERS_FILE = env.str("TEST_CARD_NUMBERS_FILE", default="")
+if TEST_CARD_NUMBERS_FILE and "pytest" not in sys.modules:
+    from vault import cards
+
+    _luhn_valid, _recorded = cards.luhn_valid, set()
+
+    def _recording_luhn_valid(number: str) -> bool:
+        valid = _luhn_valid(number)
+        if valid and 13 <= len(number) <= 19 and number.isdigit() and number not in _recorded:
+            _recorded.add(number)
+            with open(TEST_CARD_NUMBERS_FILE, "a") as numbers:
+                numbers.write(f"{number}\n")
+        return valid
+
+    cards.luhn_valid = _recording_luhn_valid
