@@ -3,13 +3,17 @@
 
     leak_scan.py [--numbers FILE]... [--sources DIR]... PATH...
 
-The card numbers are the Luhn-valid runs of 13 to 19 digits written in the test sources (``--sources``, default
-``tests/``) and those listed one a line in each ``--numbers`` file (the numbers the tests generated, recorded by
-tests/conftest.py, and those the workers and servers they started met, network token numbers among them, recorded
-by config/settings/test.py), of a known brand: a fuzzer's ``0000000000000`` passes the Luhn check too, but is no card, and
-would be "found" in every run of zeros. Every file under each PATH is searched: logs, what `redis-cli monitor` saw go over the wire to
-the broker, database dumps. A number counts when it stands alone or inside a longer run of digits, grouped by
-spaces or dashes or not, in clear or inside base64 (a Celery message body is base64 of its JSON).
+The card numbers are those listed one a line in each ``--numbers`` file (every number the tests generated or the
+product checked, recorded by tests/conftest.py, and those the workers and servers they started met, network token
+numbers among them, recorded by config/settings/test.py) and the card-number literals of the test sources
+(``--sources``, default ``tests/``). A card number is 12 to 19 digits passing the Luhn check, as the API takes it, but
+not a run of one digit: a fuzzer's ``000000000000`` passes the Luhn check too, and would be "found" in every longer
+run of zeros. In the sources only numbers of a known brand count, since other digit strings there (timestamps, ids)
+pass the Luhn check one time in ten.
+
+Every file under each PATH is searched: logs, what `redis-cli monitor` saw go over the wire to the broker, database
+dumps. A number counts when it stands alone or inside a longer run of digits, grouped by spaces or dashes or not, in
+clear or inside base64 (a Celery message body is base64 of its JSON).
 
 A hit is reported as ``file:line`` and the number's last four digits, never the number itself: this report is
 itself a log.
@@ -29,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from vault.cards import brand_of, luhn_valid  # noqa: E402  (pure functions, no Django)
 
-SHORTEST, LONGEST = 13, 19
+SHORTEST, LONGEST = 12, 19
 # Digits, possibly grouped by single spaces or dashes as people write card numbers.
-DIGIT_RUN = re.compile(r"\d(?:[ -]?\d){12,}")
+DIGIT_RUN = re.compile(r"\d(?:[ -]?\d){11,}")
 # Long enough to hold a card number once decoded (19 digits are 28 characters of base64); the padding is optional
 # because a line may cut a body anywhere.
 BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")
@@ -53,12 +57,13 @@ class Leak:
 
 def is_card_number(text: str) -> bool:
     return (text.isdigit() and SHORTEST <= len(text) <= LONGEST and luhn_valid(text)
-            and brand_of(text) != "UNKNOWN")
+            and len(set(text)) > 1)
 
 
 def card_numbers_in(text: str) -> set[str]:
-    """The card numbers standing alone in ``text`` (a run of 20 digits is no card number)."""
-    return {run for run in re.findall(r"(?<!\d)\d{13,19}(?!\d)", text) if is_card_number(run)}
+    """The card numbers of a known brand standing alone in ``text`` (a run of 20 digits is no card number)."""
+    return {run for run in re.findall(r"(?<!\d)\d{12,19}(?!\d)", text)
+            if is_card_number(run) and brand_of(run) != "UNKNOWN"}
 
 
 def card_numbers_in_sources(directories: Iterable[Path]) -> set[str]:

@@ -218,7 +218,7 @@ def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1):
 # ------------------------------------------------------------------------------------------------------------
 
 # Most card numbers of the suite are not written in its sources but generated (tests/cards.py, a Luhn digit added to
-# a counter, hypothesis): every Luhn-valid 13-19 digit string this process checks is one the tests used, whether
+# a counter, hypothesis): every Luhn-valid 12-19 digit string this process checks is one the tests used, whether
 # the tests made it or the product validated it on its way in (and the simulators' network token numbers, which must
 # not leak either). Module attribute lookups see the wrapper: ``cards.luhn_valid`` everywhere in the product and
 # tests/cards.py, imported after this module.
@@ -228,7 +228,7 @@ _luhn_valid = cards.luhn_valid
 
 def _recording_luhn_valid(number: str) -> bool:
     valid = _luhn_valid(number)
-    if valid and 13 <= len(number) <= 19 and number.isdigit():
+    if valid and 12 <= len(number) <= 19 and number.isdigit():
         USED_CARD_NUMBERS.add(number)
     return valid
 

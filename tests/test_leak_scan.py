@@ -24,6 +24,8 @@ leak_scan = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(leak_scan)
 
 NUMBERS = {VISA, MASTERCARD, AMEX}
+SHORT_VISA = "400000000002"  # 12 digits, the shortest card number the API takes
+NO_BRAND = "123456781234568"  # Luhn-valid, in no brand's range: the API takes it
 
 
 def celery_message(args) -> str:
@@ -72,19 +74,28 @@ def test_it_ignores_masked_redacted_and_unknown_numbers(tmp_path):
 
 def test_it_collects_the_luhn_valid_literals_of_the_test_sources(tmp_path):
     (tmp_path / "test_some.py").write_text(
-        f'CARD = "{VISA}"\nAMEX = "{AMEX}"\nNOT_LUHN = "{VISA[:-1]}2"\nTOO_SHORT = "{VISA[:12]}"\n'
-        f'LONGER = "{VISA}0000"\nNO_BRAND = "{"0" * 16}"\n'
+        f'CARD = "{VISA}"\nAMEX = "{AMEX}"\nSHORTEST = "{SHORT_VISA}"\nNOT_LUHN = "{VISA[:-1]}2"\n'
+        f'TOO_SHORT = "{SHORT_VISA[:-1]}"\nLONGER = "{VISA}0000"\nZEROS = "{"0" * 16}"\n'
+        f'TIMESTAMP = "{NO_BRAND}"\n'  # Luhn-valid, as one digit string in ten is: not a card number in a source
     )
 
-    assert leak_scan.card_numbers_in_sources([tmp_path]) == {VISA, AMEX}
+    assert leak_scan.card_numbers_in_sources([tmp_path]) == {VISA, AMEX, SHORT_VISA}
 
 
-def test_a_fuzzers_luhn_valid_zeros_are_no_card_number(tmp_path):
-    """A run of zeros passes the Luhn check and would be found in every longer run of zeros in a dump."""
+def test_the_numbers_a_run_recorded_count_whatever_their_length_and_brand_but_a_fuzzers_zeros(tmp_path):
+    """The API takes 12 to 19 digits of any brand. A run of one digit passes the Luhn check too, and would be found in
+    every longer run of that digit in a dump."""
     numbers = tmp_path / "numbers.txt"
-    numbers.write_text(f"{'0' * 13}\n{'0' * 16}\n{MASTERCARD}\n")
+    numbers.write_text(f"{'0' * 12}\n{'0' * 16}\n{MASTERCARD}\n{SHORT_VISA}\n{NO_BRAND}\n{SHORT_VISA[:-1]}\n")
 
-    assert leak_scan.read_numbers(numbers) == {MASTERCARD}
+    assert leak_scan.read_numbers(numbers) == {MASTERCARD, SHORT_VISA, NO_BRAND}
+
+
+@pytest.mark.parametrize("number", [SHORT_VISA, NO_BRAND], ids=["12 digits", "no known brand"])
+def test_it_finds_a_short_or_unbranded_card_number(tmp_path, number):
+    [leak] = leaks_in(tmp_path, f"ok\ncard {number[:4]} {number[4:8]} {number[8:]} declined\n", numbers={number})
+
+    assert (leak.line, leak.last_four) == (2, number[-4:])
 
 
 def test_the_script_fails_naming_file_and_line_but_never_the_number(tmp_path):
