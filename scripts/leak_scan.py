@@ -3,13 +3,12 @@
 
     leak_scan.py [--numbers FILE]... [--sources DIR]... PATH...
 
-The card numbers are those listed one a line in each ``--numbers`` file (every number the tests generated or the
-product checked, recorded by tests/conftest.py, and those the workers and servers they started met, network token
-numbers among them, recorded by config/settings/test.py) and the card-number literals of the test sources
-(``--sources``, default ``tests/``). A card number is 12 to 19 digits passing the Luhn check, as the API takes it, but
-not a run of one digit: a fuzzer's ``000000000000`` passes the Luhn check too, and would be "found" in every longer
-run of zeros. In the sources only numbers of a known brand count, since other digit strings there (timestamps, ids)
-pass the Luhn check one time in ten.
+The card numbers are those listed one a line in each ``--numbers`` file (every number a process of the run
+generated or checked, network token numbers among them, recorded by config/settings/test.py) and the card-number
+literals of the test sources (``--sources``, default ``tests/``). A card number is 12 to 19 digits passing the Luhn
+check, as the API takes it, but not a run of one digit: a fuzzer's ``000000000000`` passes the Luhn check too, and
+would be "found" in every longer run of zeros. In the sources only numbers of a known brand count, since other digit
+strings there (timestamps, ids) pass the Luhn check one time in ten.
 
 Every file under each PATH is searched: logs, what `redis-cli monitor` saw go over the wire to the broker, database
 dumps. A number counts when it stands alone or inside a longer run of digits, grouped by spaces or dashes or not, in

@@ -21,7 +21,7 @@ import pytest
 from django.db import DatabaseError, connection
 from rest_framework.test import APIClient
 
-from vault import cards, services
+from vault import services
 
 ROOT = Path(__file__).resolve().parent.parent
 # Set by scripts/test.sh for the leak scan (see the end of this file); a plain pytest run captures nothing.
@@ -212,29 +212,10 @@ def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1):
 # What the leak scan (scripts/leak_scan.py, run by scripts/test.sh after each pass) needs from the run. All three
 # are set by scripts/test.sh; a plain pytest run records nothing.
 #   TEST_CAPTURE_DIR         where every captured log, broker capture and database dump of the pass goes
-#   TEST_CARD_NUMBERS_FILE   where the card numbers the pass used are written (outside the capture): by this process
-#                            at its end, by the processes the tests start as they meet them (config/settings/test.py)
+#   TEST_CARD_NUMBERS_FILE   where every process of the pass writes the card numbers it checks, outside the capture
+#                            (config/settings/test.py)
 #   TEST_LOG_FILE            the product's log file (config/settings/test.py), read by every process it starts
 # ------------------------------------------------------------------------------------------------------------
-
-# Most card numbers of the suite are not written in its sources but generated (tests/cards.py, a Luhn digit added to
-# a counter, hypothesis): every Luhn-valid 12-19 digit string this process checks is one the tests used, whether
-# the tests made it or the product validated it on its way in (and the simulators' network token numbers, which must
-# not leak either). Module attribute lookups see the wrapper: ``cards.luhn_valid`` everywhere in the product and
-# tests/cards.py, imported after this module.
-USED_CARD_NUMBERS: set[str] = set()
-_luhn_valid = cards.luhn_valid
-
-
-def _recording_luhn_valid(number: str) -> bool:
-    valid = _luhn_valid(number)
-    if valid and 12 <= len(number) <= 19 and number.isdigit():
-        USED_CARD_NUMBERS.add(number)
-    return valid
-
-
-cards.luhn_valid = _recording_luhn_valid
-
 
 def _restores_serialized_data(item: pytest.Item) -> bool:
     marker = item.get_closest_marker("django_db")
@@ -259,14 +240,6 @@ def pytest_collection_modifyitems(items):
     ordered = sorted((items[index] for index in positions), key=lambda item: not _restores_serialized_data(item))
     for index, item in zip(positions, ordered):
         items[index] = item
-
-
-def pytest_sessionfinish(session):
-    path = os.environ.get("TEST_CARD_NUMBERS_FILE")
-    if path:
-        # Appended: the workers and servers the tests started have written theirs (config/settings/test.py).
-        with open(path, "a") as numbers:
-            numbers.writelines(f"{number}\n" for number in sorted(USED_CARD_NUMBERS))
 
 
 def capture_path(name: str, *, fallback: Path) -> Path:
