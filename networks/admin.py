@@ -145,8 +145,8 @@ class IssuerForm(forms.ModelForm):
 @admin.register(Issuer)
 class IssuerAdmin(RefusesCardNumbersInSearch, admin.ModelAdmin):
     form = IssuerForm
-    list_display = ["name", "network", "bin_range", "rate_limit_per_second", "token_count"]
-    list_filter = ["network"]
+    list_display = ["name", "network", "bin_range", "rate_limit_per_second", "registered", "token_count"]
+    list_filter = ["network", "registered"]
     search_fields = ["name"]
     search_help_text = "Part of the name, or a BIN (six digits): the issuers whose range holds it."
 
@@ -155,10 +155,12 @@ class IssuerAdmin(RefusesCardNumbersInSearch, admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         fields = list(IssuerForm.Meta.fields)
-        return fields if obj is None else [*fields, "tokens"]
+        # An issuer added here is registered; an unregistered one was made for a BIN outside the registry (a range
+        # registered for it later takes its new cards).
+        return fields if obj is None else [*fields, "registered", "tokens"]
 
     def get_readonly_fields(self, request, obj=None):
-        return [] if obj is None else ["tokens"]
+        return [] if obj is None else ["registered", "tokens"]
 
     def has_delete_permission(self, request, obj=None):
         # Network tokens and batch items point at their issuer: correct a wrong one instead.
@@ -470,8 +472,8 @@ class BatchFilter(NamespaceFilter):
 
 @admin.register(Batch)
 class BatchAdmin(HistoryAdmin):
-    list_display = ["public_id", "merchant", "status", "total", "pending", "queued", "running", "succeeded",
-                    "failed", "created_at", "completed_at"]
+    list_display = ["public_id", "merchant", "status", "total", "pending", "queued", "running",
+                    "pending_activation", "succeeded", "failed", "created_at", "completed_at"]
     list_filter = ["status"]
     list_select_related = ["merchant"]
     search_fields = ["=public_id"]
@@ -497,6 +499,10 @@ class BatchAdmin(HistoryAdmin):
     @admin.display(description="running", ordering=_counted(BatchItem.RUNNING))
     def running(self, obj):
         return getattr(obj, _counted(BatchItem.RUNNING))
+
+    @admin.display(description="awaiting activation", ordering=_counted(BatchItem.PENDING_ACTIVATION))
+    def pending_activation(self, obj):
+        return getattr(obj, _counted(BatchItem.PENDING_ACTIVATION))
 
     @admin.display(description="succeeded", ordering=_counted(BatchItem.SUCCEEDED))
     def succeeded(self, obj):
@@ -546,8 +552,8 @@ class BatchItemAdmin(HistoryAdmin):
     search_fields = ["=batch__public_id", "=token_reference"]
     search_help_text = "The batch id (bat_…) or the token reference the merchant sent, exactly."
     show_full_result_count = False
-    fields = ["batch", "index", "reference", "account_id", "issuer", "status", "attempts", "abandoned", "queued_at",
-              "called_at", "finished_at", "network_token", "failure_code", "failure_reason"]
+    fields = ["batch", "index", "reference", "correlation_id", "account_id", "issuer", "status", "attempts",
+              "abandoned", "queued_at", "called_at", "finished_at", "network_token", "failure_code", "failure_reason"]
     readonly_fields = fields
 
     @admin.display(description="token reference", ordering="token_reference")

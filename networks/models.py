@@ -18,7 +18,12 @@ def new_batch_id() -> str:
 
 
 class Issuer(models.Model):
-    """An issuing bank, found by the BIN range of its cards; the TSP asks it to approve each token."""
+    """An issuing bank, found by the BIN range of its cards; the TSP asks it to approve each token.
+
+    The registry's issuers are ``registered``. A card whose BIN no registered range holds gets an issuer of its own,
+    made on first use, unregistered and keyed by that one BIN (``networks.services.issuer_for``): the scheduler's rate
+    limit and fairness are per issuer, so a bank the registry does not list yet is never lumped in with others.
+    """
 
     name = models.CharField(max_length=120)
     network = models.CharField(max_length=12, choices=[(n, n) for n in NETWORKS])
@@ -26,6 +31,10 @@ class Issuer(models.Model):
     bin_high = models.CharField(max_length=6, help_text="Last BIN of the range, 6 digits.")
     card_art_ids = models.JSONField(default=list, blank=True)
     rate_limit_per_second = models.PositiveIntegerField(default=50)
+    registered = models.BooleanField(
+        default=True,
+        help_text="In the issuer registry. Unregistered issuers were made for a BIN outside every registered range.",
+    )
     # The scheduler's clock for this issuer: the earliest moment its next call may start (see networks.scheduling).
     next_call_at = models.DateTimeField(null=True, blank=True, editable=False)
 
@@ -34,6 +43,9 @@ class Issuer(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(bin_low__lte=models.F("bin_high")), name="issuer_bin_range_ordered"),
             models.CheckConstraint(condition=Q(rate_limit_per_second__gte=1), name="issuer_rate_limit_positive"),
+            # Two workers meeting the same unknown BIN at once make one issuer for it.
+            models.UniqueConstraint(fields=["network", "bin_low", "bin_high"], condition=Q(registered=False),
+                                    name="issuer_one_unregistered_per_bin"),
         ]
 
     def __str__(self):
@@ -102,18 +114,22 @@ class LifecycleEvent(models.Model):
 
 
 class ProvisioningRequest(models.Model):
-    """An asynchronous request for a network token: the card waits here, encrypted, until a worker takes it."""
+    """An asynchronous request for a network token: the card waits here, encrypted, until a worker takes it.
+
+    A token the issuer wants a step-up for is created INACTIVE: the request then waits in PENDING_ACTIVATION (its
+    card already destroyed) and ends when the network activates the token (SUCCEEDED) or deletes it (FAILED).
+    """
 
     encrypted_field = "card_ciphertext"
 
-    PENDING, SUCCEEDED, FAILED = "PENDING", "SUCCEEDED", "FAILED"
-    STATUSES = [(s, s) for s in (PENDING, SUCCEEDED, FAILED)]
+    PENDING, PENDING_ACTIVATION, SUCCEEDED, FAILED = "PENDING", "PENDING_ACTIVATION", "SUCCEEDED", "FAILED"
+    STATUSES = [(s, s) for s in (PENDING, PENDING_ACTIVATION, SUCCEEDED, FAILED)]
 
     public_id = models.CharField(max_length=40, unique=True, default=new_request_id, editable=False)
     merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="network_token_requests")
     correlation_id = models.CharField(max_length=36)
     network = models.CharField(max_length=12, blank=True, help_text="The card's network, known when accepted.")
-    status = models.CharField(max_length=10, choices=STATUSES, default=PENDING, db_index=True)
+    status = models.CharField(max_length=20, choices=STATUSES, default=PENDING, db_index=True)
     vault_token = models.ForeignKey(Token, on_delete=models.SET_NULL, null=True, blank=True)
     # A card sent in the request itself (not from the vault): encrypted, and destroyed once the request ends.
     card_ciphertext = models.BinaryField(null=True, editable=False)
@@ -161,21 +177,25 @@ class Batch(models.Model):
 
 
 class BatchItem(models.Model):
-    """One vault token of a batch. QUEUED items were released by the scheduler and sit in the broker; a RUNNING
-    one is in a worker's hands (since ``called_at``, renewed while the worker gets on with the items claimed with
-    it), under that worker's ``claim``."""
+    """One vault token of a batch, an asynchronous request of its own: its outcome is a webhook carrying its
+    correlation id. QUEUED items were released by the scheduler and sit in the broker; a RUNNING one is in a worker's
+    hands (since ``called_at``, renewed while the worker gets on with the items claimed with it), under that worker's
+    ``claim``. A PENDING_ACTIVATION one got an INACTIVE token (a step-up): it counts as finished for its batch, and
+    becomes SUCCEEDED when the network activates the token, FAILED when it deletes it."""
 
-    PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED = "PENDING", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
-    STATUSES = [(s, s) for s in (PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED)]
+    PENDING, QUEUED, RUNNING, PENDING_ACTIVATION = "PENDING", "QUEUED", "RUNNING", "PENDING_ACTIVATION"
+    SUCCEEDED, FAILED = "SUCCEEDED", "FAILED"
+    STATUSES = [(s, s) for s in (PENDING, QUEUED, RUNNING, PENDING_ACTIVATION, SUCCEEDED, FAILED)]
 
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="items")
     index = models.PositiveIntegerField(help_text="Position in the request's items array.")
     token_reference = models.CharField(max_length=200, help_text="The href or tokenId the merchant sent.")
+    correlation_id = models.CharField(max_length=36, help_text="The item's own, or else its batch's id.")
     vault_token = models.ForeignKey(Token, on_delete=models.SET_NULL, null=True, blank=True)
     issuer = models.ForeignKey(Issuer, on_delete=models.PROTECT, null=True, blank=True)
     account_id = models.CharField(max_length=64, blank=True)
     email = models.CharField(max_length=254, blank=True)
-    status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)
+    status = models.CharField(max_length=20, choices=STATUSES, default=PENDING)
     queued_at = models.DateTimeField(null=True, blank=True)
     called_at = models.DateTimeField(null=True, blank=True, help_text="When the TSP call started.")
     # A random id per claim by a worker: one whose lease ran out (the item was given to another) finds it changed

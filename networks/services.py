@@ -69,11 +69,13 @@ def email_required() -> ApiError:
 
 @dataclass(frozen=True)
 class Origin:
-    """Where the card of a provisioning comes from and who asked: for the token row and its events."""
+    """Where the card of a provisioning comes from and who asked: for the token row and its events
+    (``request_id`` names the asynchronous request it serves, if any)."""
 
     merchant: Merchant
     correlation_id: str
     vault_token: Token | None = None
+    request_id: str | None = None
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -85,15 +87,19 @@ def card_from_vault(token: Token) -> tsp.CardData:
 
 
 def issuer_for(card_number: str, network: str) -> Issuer:
-    """The issuer whose BIN range holds the card; cards outside the registry go to the network's catch-all issuer."""
+    """The registered issuer whose BIN range holds the card (the innermost); for a BIN outside the registry, the
+    issuer of that one BIN, made on first use with the default rate limit, so that a bank the registry does not
+    list yet is spaced and scheduled on its own rather than with every other unlisted bank of its network."""
     bin_ = card_number[:6]
     issuer = (
-        Issuer.objects.filter(network=network, bin_low__lte=bin_, bin_high__gte=bin_)
+        Issuer.objects.filter(network=network, registered=True, bin_low__lte=bin_, bin_high__gte=bin_)
         .order_by("-bin_low", "bin_high").first()  # the innermost range holding the BIN was registered for it
     )
     if issuer is None:
+        # get_or_create: two workers meeting the BIN at once end in the one row the unique constraint allows.
         issuer, _ = Issuer.objects.get_or_create(
-            network=network, bin_low="000000", bin_high="999999", defaults={"name": f"Other {network} issuers"}
+            network=network, registered=False, bin_low=bin_, bin_high=bin_,
+            defaults={"name": f"Unregistered {network} issuer, BIN {bin_}"},
         )
     return issuer
 
@@ -118,9 +124,10 @@ def network_token_provision(*, origin: Origin, card: tsp.CardData, account_id: s
 
     ``on_call`` runs the moment the call to the TSP starts (after waiting for the issuer's slot).
 
-    Visa and Amex give the same tokenId again for the same merchant and card (and accountId, and Amex's email):
-    the stored token is then returned, updated. Raises networkNotSupported/tokenizationDeclined (422),
-    NetworkUnavailable/NetworkTimeout (502/504, ``transient`` on the cause) and emits ``network_token.created``.
+    Visa and Amex give the same live tokenId again for the same merchant and card (and accountId, and Amex's
+    email): the stored token is then returned, updated. Raises networkNotSupported/tokenizationDeclined (422),
+    NetworkUnavailable/NetworkTimeout (502/504, ``transient`` on the cause). Emits ``network_token.created`` when
+    the token is ACTIVE; an INACTIVE one (a step-up) is announced when the network activates it (``lifecycle_apply``).
     """
     network = check_supported(card.number, email=email)
     issuer = issuer_for(card.number, network)
@@ -150,7 +157,10 @@ def _store(*, origin: Origin, card: tsp.CardData, issuer: Issuer, provisioned: t
         token = NetworkToken(token_id=provisioned.token_id, merchant=origin.merchant)
     _fill(token, origin=origin, card=card, issuer=issuer, provisioned=provisioned, account_id=account_id)
     token.save()
-    event_emit(merchant=origin.merchant, type="network_token.created", data=metadata(token))
+    if token.status == NetworkToken.ACTIVE:
+        ids = {"requestId": origin.request_id} if origin.request_id else {}
+        event_emit(merchant=origin.merchant, type="network_token.created",
+                   data=created_data(token, correlation_id=origin.correlation_id, **ids))
     return token
 
 
@@ -179,6 +189,18 @@ def _fill(token: NetworkToken, *, origin: Origin, card: tsp.CardData, issuer: Is
     token.key_version, token.dpan_ciphertext = key_ring().encrypt(
         provisioned.token_number, associated_data=token.associated_data()
     )
+
+
+def created_data(token: NetworkToken, *, correlation_id: str, **ids) -> dict:
+    """A ``network_token.created`` event's data: the token's metadata under the correlation id of the request (or
+    batch item) it answers, and which request that is (``requestId``, or ``batchId`` and ``index``)."""
+    return {**metadata(token), "correlationId": correlation_id, **ids}
+
+
+def failed_data(error: ApiError, *, correlation_id: str, **ids) -> dict:
+    """A ``network_token.failed`` event's data: which request (``requestId``, or ``batchId`` and ``index``) failed,
+    under its correlation id, and why."""
+    return {**ids, "correlationId": correlation_id, "errorName": error.error_name, "message": _failure_reason(error)}
 
 
 def metadata(token: NetworkToken) -> dict:
@@ -248,7 +270,8 @@ def provisioning_request_run(*, request_id: int, final_attempt: bool) -> None:
     )
     if not claimed:
         return
-    origin = Origin(merchant=request.merchant, correlation_id=request.correlation_id, vault_token=request.vault_token)
+    origin = Origin(merchant=request.merchant, correlation_id=request.correlation_id, vault_token=request.vault_token,
+                    request_id=request.public_id)
     try:
         if request.vault_token_id and request.vault_token.deleted_at is not None:
             raise BusinessRuleError("resourceNotFound", "The vault token was deleted", status_code=404)
@@ -261,22 +284,23 @@ def provisioning_request_run(*, request_id: int, final_attempt: bool) -> None:
     except ApiError as exc:
         _request_failed(request, exc)
     else:
+        # An INACTIVE token (a step-up) is not usable yet: the request waits for the network to activate it.
+        status = ProvisioningRequest.SUCCEEDED if token.status == NetworkToken.ACTIVE else (
+            ProvisioningRequest.PENDING_ACTIVATION)
         with transaction.atomic():
             ProvisioningRequest.objects.filter(pk=request.pk).update(
-                status=ProvisioningRequest.SUCCEEDED, network_token=token, card_ciphertext=None, updated_at=timezone.now()
+                status=status, network_token=token, card_ciphertext=None, updated_at=timezone.now()
             )
 
 
 @transaction.atomic
 def _request_failed(request: ProvisioningRequest, error: ApiError) -> None:
     ProvisioningRequest.objects.filter(pk=request.pk).update(
-        status=ProvisioningRequest.FAILED, failure_code=error.error_name, failure_reason=error.message[:255],
+        status=ProvisioningRequest.FAILED, failure_code=error.error_name, failure_reason=_failure_reason(error),
         card_ciphertext=None, updated_at=timezone.now(),
     )
-    event_emit(merchant=request.merchant, type="network_token.failed", data={
-        "requestId": request.public_id, "correlationId": request.correlation_id,
-        "errorName": error.error_name, "message": error.message,
-    })
+    event_emit(merchant=request.merchant, type="network_token.failed",
+               data=failed_data(error, correlation_id=request.correlation_id, requestId=request.public_id))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -288,17 +312,20 @@ class BatchEntry:
     vault_token: Token | None
     account_id: str = ""
     email: str = ""
+    correlation_id: str = ""
 
 
 def batch_create(*, merchant: Merchant, entries: list[BatchEntry]) -> Batch:
     """Accept a batch: entries whose vault token is unknown or whose card cannot get a network token fail at once
-    with their reason; the others wait for the dispatcher, which releases them fairly across issuers."""
+    with their reason (a ``network_token.failed`` webhook each); the others wait for the dispatcher, which releases
+    them fairly across issuers. An entry without a correlation id takes the batch's id."""
     now = timezone.now()
-    items = []
+    batch = Batch(merchant=merchant)
+    items, failures = [], []
     issuers: dict[tuple[str, str], Issuer] = {}
     for index, entry in enumerate(entries):
         item = BatchItem(index=index, token_reference=_safe_reference(entry.token_reference),
-                         vault_token=entry.vault_token,
+                         vault_token=entry.vault_token, correlation_id=entry.correlation_id or batch.public_id,
                          account_id=entry.account_id, email=entry.email)
         try:
             if entry.vault_token is None:
@@ -311,16 +338,18 @@ def batch_create(*, merchant: Merchant, entries: list[BatchEntry]) -> Batch:
         except ApiError as exc:
             item.status, item.failure_code, item.finished_at = BatchItem.FAILED, exc.error_name, now
             item.failure_reason = _failure_reason(exc)
+            failures.append(failed_data(exc, correlation_id=item.correlation_id, batchId=batch.public_id, index=index))
         items.append(item)
-    failed = sum(item.status == BatchItem.FAILED for item in items)
+    batch.total, batch.finished = len(items), len(failures)
+    if batch.finished == batch.total:
+        batch.status, batch.completed_at = Batch.COMPLETED, now
     with transaction.atomic():
-        batch = Batch.objects.create(
-            merchant=merchant, total=len(items), finished=failed,
-            **({"status": Batch.COMPLETED, "completed_at": now} if failed == len(items) else {}),
-        )
+        batch.save(force_insert=True)
         for item in items:
             item.batch = batch
         BatchItem.objects.bulk_create(items, batch_size=1000)
+        if failures:
+            events_emit(merchant=merchant, type="network_token.failed", data=failures)
         transaction.on_commit(_dispatch_soon, robust=True)
     return batch
 
@@ -439,29 +468,38 @@ def _batch_items_write(calls: list[_Call], *, claim: str, rest: list[BatchItem],
     calls = [call for call in calls if call.item.pk in still_ours]
     now = timezone.now()
     made = [call for call in calls if call.provisioned is not None]
-    created = defaultdict(list)  # merchant → its new tokens' events, written in bulk
     for call, token in zip(made, _tokens_store(made, now=now)):
         call.item.network_token = token
-        created[call.item.batch.merchant].append(metadata(token))
-    for merchant, data in created.items():
-        events_emit(merchant=merchant, type="network_token.created", data=data)
 
+    events = defaultdict(list)  # (merchant, type) → the items' webhooks, written in bulk
     ended_per_batch = Counter()
     for call in calls:
         item = call.item
         item.attempts += 1
         item.claim = ""
         item.called_at = call.called_at  # None for an item that failed before its call
-        if call.provisioned is not None:
-            item.status = BatchItem.SUCCEEDED
-        elif isinstance(call.error, NetworkUnavailable) and item.attempts < BATCH_ITEM_MAX_ATTEMPTS:
+        merchant, ids = item.batch.merchant, {"batchId": item.batch.public_id, "index": item.index}
+        if call.provisioned is None and isinstance(call.error, NetworkUnavailable) \
+                and item.attempts < BATCH_ITEM_MAX_ATTEMPTS:
             item.status = BatchItem.PENDING
-        else:
+            continue
+        if call.provisioned is None:
             item.status = BatchItem.FAILED
             item.failure_code, item.failure_reason = call.error.error_name, _failure_reason(call.error)
-        if item.status != BatchItem.PENDING:
-            item.finished_at = now
-            ended_per_batch[item.batch_id] += 1
+            events[merchant, "network_token.failed"].append(
+                failed_data(call.error, correlation_id=item.correlation_id, **ids)
+            )
+        elif item.network_token.status == NetworkToken.ACTIVE:
+            item.status = BatchItem.SUCCEEDED
+            events[merchant, "network_token.created"].append(
+                created_data(item.network_token, correlation_id=item.correlation_id, **ids)
+            )
+        else:
+            item.status = BatchItem.PENDING_ACTIVATION  # announced when the network activates the token
+        item.finished_at = now
+        ended_per_batch[item.batch_id] += 1
+    for (merchant, type), data in events.items():
+        events_emit(merchant=merchant, type=type, data=data)
     # The items are locked rows of ours: "insert, or on their id update these fields" writes every item's own values
     # in one statement (bulk_update's CASE per field and row cost more than the rest of the write).
     BatchItem.objects.bulk_create([call.item for call in calls], update_conflicts=True, unique_fields=["id"],
@@ -500,7 +538,8 @@ def _tokens_write(calls: list[_Call], *, now: datetime) -> list[NetworkToken]:
         token = tokens.get(token_id) or stored.get(token_id) or NetworkToken(
             token_id=token_id, merchant=batch.merchant, created_at=now
         )
-        origin = Origin(merchant=batch.merchant, correlation_id=batch.public_id[:36], vault_token=call.item.vault_token)
+        origin = Origin(merchant=batch.merchant, correlation_id=call.item.correlation_id,
+                        vault_token=call.item.vault_token)
         _fill(token, origin=origin, card=call.card, issuer=call.item.issuer, provisioned=call.provisioned,
               account_id=call.item.account_id)
         token.updated_at = now
@@ -527,17 +566,25 @@ def batch_items_reclaim(*, stale: datetime, now: datetime) -> int:
     abandoned.filter(abandoned__lt=BATCH_ITEM_MAX_ABANDONED - 1).update(
         status=BatchItem.PENDING, claim="", abandoned=F("abandoned") + 1
     )
-    given_up = list(abandoned.select_for_update(skip_locked=True).order_by("pk").values_list("pk", "batch_id"))
+    given_up = list(abandoned.select_for_update(skip_locked=True, of=("self",)).select_related("batch__merchant")
+                    .order_by("pk"))
     if not given_up:
         return 0
     error = InternalError(f"The worker provisioning it stopped {BATCH_ITEM_MAX_ABANDONED} times")
-    BatchItem.objects.filter(pk__in=[pk for pk, _ in given_up]).update(
+    BatchItem.objects.filter(pk__in=[item.pk for item in given_up]).update(
         status=BatchItem.FAILED, claim="", abandoned=F("abandoned") + 1, failure_code=error.error_name,
         failure_reason=_failure_reason(error), finished_at=now,
     )
     logger.error("%d batch item(s) failed: their worker stopped %d times", len(given_up), BATCH_ITEM_MAX_ABANDONED)
+    failures = defaultdict(list)
+    for item in given_up:
+        failures[item.batch.merchant].append(
+            failed_data(error, correlation_id=item.correlation_id, batchId=item.batch.public_id, index=item.index)
+        )
+    for merchant, data in failures.items():
+        events_emit(merchant=merchant, type="network_token.failed", data=data)
     # In a fixed order, as _batch_items_write locks batches.
-    for batch_id, ended in sorted(Counter(batch_id for _, batch_id in given_up).items()):
+    for batch_id, ended in sorted(Counter(item.batch_id for item in given_up).items()):
         _batch_progress(batch_id, ended=ended, now=now)
     return len(given_up)
 
@@ -605,6 +652,11 @@ def lifecycle_apply(*, token: NetworkToken, type: str, source: str, expiry: tupl
     SUSPENDED and ACTIVE (resumed) change the status; DELETED also destroys the token number; CARD_UPDATED (a
     reissued card) records the new card expiry and/or last digits. An event that does not fit the token's status
     (``LIFECYCLE_FROM``) raises lifecycleTransitionNotAllowed (422).
+
+    A token created INACTIVE (a step-up) was not announced yet: when it becomes ACTIVE, the asynchronous requests
+    and batch items waiting for it succeed, each with a ``network_token.created`` webhook under its own correlation
+    id (one under the token's own for a token provisioned synchronously); when it is deleted instead, they fail,
+    each with a ``network_token.failed`` webhook.
     """
     token = NetworkToken.objects.select_for_update().get(pk=token.pk)
     if token.status not in LIFECYCLE_FROM[type]:
@@ -629,7 +681,42 @@ def lifecycle_apply(*, token: NetworkToken, type: str, source: str, expiry: tupl
                                           new_status=token.status, detail=detail, source=source)
     event_emit(merchant=token.merchant, type="network_token.updated",
                data={**metadata(token), "event": type, **detail})
+    if old_status == NetworkToken.INACTIVE and token.status in (NetworkToken.ACTIVE, NetworkToken.DELETED):
+        _activation_settled(token)
     return event
+
+
+def _activation_settled(token: NetworkToken) -> None:
+    """End what waited for ``token``'s activation (see ``lifecycle_apply``), in the caller's transaction."""
+    now = timezone.now()
+    requests = list(ProvisioningRequest.objects.select_for_update().filter(
+        network_token=token, status=ProvisioningRequest.PENDING_ACTIVATION).order_by("pk"))
+    items = list(BatchItem.objects.select_for_update(of=("self",)).select_related("batch").filter(
+        network_token=token, status=BatchItem.PENDING_ACTIVATION).order_by("pk"))
+    waiting = [(request.correlation_id, {"requestId": request.public_id}) for request in requests] + [
+        (item.correlation_id, {"batchId": item.batch.public_id, "index": item.index}) for item in items
+    ]
+    if token.status == NetworkToken.ACTIVE:
+        ProvisioningRequest.objects.filter(pk__in=[r.pk for r in requests]).update(
+            status=ProvisioningRequest.SUCCEEDED, updated_at=now)
+        BatchItem.objects.filter(pk__in=[item.pk for item in items]).update(status=BatchItem.SUCCEEDED, finished_at=now)
+        data = [created_data(token, correlation_id=correlation_id, **ids) for correlation_id, ids in waiting]
+        events_emit(merchant=token.merchant, type="network_token.created",
+                    data=data or [created_data(token, correlation_id=token.correlation_id)])
+        return
+    error = BusinessRuleError("tokenNotActivated", "The network deleted the token before it was activated",
+                              status_code=422)
+    ProvisioningRequest.objects.filter(pk__in=[r.pk for r in requests]).update(
+        status=ProvisioningRequest.FAILED, failure_code=error.error_name, failure_reason=_failure_reason(error),
+        updated_at=now)
+    # Their batches counted them as finished already, when the TSP answered.
+    BatchItem.objects.filter(pk__in=[item.pk for item in items]).update(
+        status=BatchItem.FAILED, failure_code=error.error_name, failure_reason=_failure_reason(error), finished_at=now)
+    if waiting:
+        events_emit(merchant=token.merchant, type="network_token.failed", data=[
+            failed_data(error, correlation_id=correlation_id, tokenId=token.token_id, **ids)
+            for correlation_id, ids in waiting
+        ])
 
 
 def network_token_delete(*, token: NetworkToken, source: str) -> LifecycleEvent:

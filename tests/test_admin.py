@@ -100,10 +100,18 @@ def test_the_token_page_shows_the_masked_card_and_its_details_but_no_secret(admi
     assert 'name="_save"' not in body
 
 
-def test_the_token_page_lists_the_expiry_extensions(admin_client, token):
-    Token.objects.filter(pk=token.pk).update(expires_at=timezone.now() + timedelta(days=1))
-    services.token_use(token=token, reason="detokenize")
-    assert ExpiryExtension.objects.filter(token=token).exists()
+def extended_by_a_use(token: Token, settings) -> ExpiryExtension:
+    """A use of ``token`` in live with a day left of its four years: the use extends it (in try none does)."""
+    settings.TOKENS_ENVIRONMENT = "live"
+    now = timezone.now()
+    Token.objects.filter(pk=token.pk).update(created_at=now - timedelta(days=4 * 365), expires_at=now + timedelta(days=1))
+    extension = services.token_use(token=token, reason="detokenize")
+    assert extension is not None
+    return extension
+
+
+def test_the_token_page_lists_the_expiry_extensions(admin_client, token, settings):
+    extended_by_a_use(token, settings)
 
     response = admin_client.get(change_page("token", token.pk))
 
@@ -274,6 +282,19 @@ def test_the_token_page_shows_the_pending_conflict_beside_the_stored_data(admin_
     assert [c.pk for c in conflicts.context["cl"].result_list] == [conflict.pk]
 
 
+def test_the_conflict_table_shows_a_differing_scheme_transaction_reference_beside_the_stored_one(admin_client,
+                                                                                                   alice):
+    token = services.card_tokenize(merchant=alice, card=sherlock_card(), scheme_transaction_reference="ABC123").token
+    conflict = services.card_tokenize(merchant=alice, card=sherlock_card(),
+                                      scheme_transaction_reference="XYZ999").conflict
+
+    for page in (change_page("token", token.pk), change_page("tokenconflict", conflict.pk)):
+        table = re.search(r'<table class="vault-conflict">.*?</table>', admin_client.get(page).content.decode(),
+                          re.S).group()
+        assert re.search(r"Scheme transaction reference</th><td>ABC123</td><td>XYZ999</td>", table), page
+        assert "Card holder name" not in table
+
+
 def test_the_token_page_says_when_no_conflict_is_pending(admin_client, token):
     body = admin_client.get(change_page("token", token.pk)).content.decode()
 
@@ -395,9 +416,8 @@ def test_a_namespace_links_to_its_tokens(admin_client, alice, bob, token):
     assert listed_token_ids(response) == {token.token_id}
 
 
-def test_the_expiry_extension_list_is_read_only(admin_client, token):
-    Token.objects.filter(pk=token.pk).update(expires_at=timezone.now() + timedelta(days=1))
-    extension = services.token_use(token=token, reason="detokenize")
+def test_the_expiry_extension_list_is_read_only(admin_client, token, settings):
+    extension = extended_by_a_use(token, settings)
 
     response = admin_client.get(changelist("expiryextension"))
 

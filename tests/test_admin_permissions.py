@@ -15,7 +15,7 @@ import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Group
 from django.contrib.messages import SUCCESS, WARNING
-from django.test import Client, RequestFactory
+from django.test import Client, RequestFactory, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
@@ -119,10 +119,12 @@ def world(alice) -> World:
         merchant=alice, card=sherlock(holder_name="John Watson", expiry_month=6), namespace="baker-street"
     ).conflict
     assert conflict is not None
-    # A detokenize with less than half a lifetime left: an audit row and an expiry extension to look at.
-    Token.objects.filter(pk=token.pk).update(expires_at=timezone.now() + timedelta(hours=1))
+    # A detokenize in live with less than half a lifetime left: an audit row and an expiry extension to look at.
+    Token.objects.filter(pk=token.pk).update(created_at=timezone.now() - timedelta(days=30),
+                                             expires_at=timezone.now() + timedelta(hours=1))
     token.refresh_from_db()
-    services.token_detokenize(token=token, actor=services.Actor("api-key:processor", merchant=alice))
+    with override_settings(TOKENS_ENVIRONMENT="live"):
+        services.token_detokenize(token=token, actor=services.Actor("api-key:processor", merchant=alice))
     token.refresh_from_db()
     network_token = network_services.network_token_provision(
         origin=network_services.Origin(merchant=alice, correlation_id="c-1"),

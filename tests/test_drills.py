@@ -284,7 +284,8 @@ def test_a_worker_killed_mid_batch_leaves_every_card_with_exactly_one_network_to
 
     shown = api.get(batch_url).json()
     assert shown["total"] == 1000
-    assert shown["counts"] == {"PENDING": 0, "QUEUED": 0, "RUNNING": 0, "SUCCEEDED": 1000, "FAILED": 0}
+    assert shown["counts"] == {"PENDING": 0, "QUEUED": 0, "RUNNING": 0, "PENDING_ACTIVATION": 0, "SUCCEEDED": 1000,
+                               "FAILED": 0}
     assert shown["failedItems"] == []
     items = list(BatchItem.objects.filter(batch__public_id=shown["id"]))
     assert len(items) == 1000

@@ -17,7 +17,7 @@ from django.utils import timezone
 from networks import scheduling, services, tasks
 from networks.models import Batch, BatchItem, Issuer, NetworkToken
 from notifications.models import Event
-from tests.cards import declining_card, distinct_card_numbers
+from tests.cards import declining_card, distinct_card_numbers, step_up_card
 from tests.conftest import AMEX, DISCOVER, MASTERCARD, VISA, VISA_2, start_celery_worker, stop_celery_worker, wait_for
 from vault import services as vault_services
 
@@ -281,6 +281,146 @@ def test_an_item_whose_worker_stops_a_third_time_fails_and_its_batch_completes(a
         "index": 0, "token": deadly.token_reference, "errorName": "internalErrorOccurred",
         "message": f"The worker provisioning it stopped {services.BATCH_ITEM_MAX_ABANDONED} times",
     }]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Every item is an asynchronous request of its own: its outcome is a webhook under its own correlation id
+# ------------------------------------------------------------------------------------------------------------
+def events_of(api, type) -> list[dict]:
+    """The data of alice's events of ``type``, oldest first, as ``GET /events`` lists them."""
+    events = api.get("/events", {"type": type, "pageSize": 100}).json()["_embedded"]["events"]
+    return [event["data"] for event in reversed(events)]
+
+
+def run_batch(chunks) -> None:
+    """What the dispatcher and the workers do with the pending items, in this process."""
+    while scheduling.batches_dispatch():
+        while chunks:
+            services.batch_items_run(item_ids=chunks.pop(0))
+
+
+@pytest.mark.django_db
+def test_every_item_of_a_batch_ends_in_a_webhook_under_its_own_correlation_id(alice, api, chunks):
+    visa, mastercard, declined, discover = vault_tokens(alice, [VISA, MASTERCARD, declining_card(), DISCOVER])
+    items = [
+        {"token": visa.token_id, "correlationId": "order-1"},
+        {"token": mastercard.token_id},
+        {"token": declined.token_id, "correlationId": "order-3"},
+        {"token": discover.token_id, "correlationId": "order-4"},
+        {"token": "ABCDEFGHJKLMNPQRSTU", "correlationId": "order-5"},
+    ]
+    accepted = api.post("/network-tokens/batches", {"items": items}, format="json")
+    assert accepted.status_code == 202, accepted.content
+    batch_id = accepted.json()["id"]
+
+    run_batch(chunks)
+
+    created = {data["index"]: data for data in events_of(api, "network_token.created")}
+    failed = {data["index"]: data for data in events_of(api, "network_token.failed")}
+    assert sorted(created) == [0, 1] and sorted(failed) == [2, 3, 4]
+    assert [created[0]["correlationId"], created[1]["correlationId"]] == ["order-1", batch_id]
+    assert {data["batchId"] for data in [*created.values(), *failed.values()]} == {batch_id}
+    assert created[0]["tokenId"] == NetworkToken.objects.get(vault_token=visa).token_id
+    assert [(failed[i]["correlationId"], failed[i]["errorName"]) for i in (2, 3, 4)] == [
+        ("order-3", "tokenizationDeclined"), ("order-4", "networkNotSupported"), ("order-5", "resourceNotFound"),
+    ]
+    assert all(failed[i]["message"] for i in failed)
+    assert api.get(f"/network-tokens/batches/{batch_id}").json()["status"] == Batch.COMPLETED
+
+
+@pytest.mark.django_db
+def test_an_item_whose_worker_stopped_three_times_ends_in_a_failed_webhook(alice, api, chunks):
+    [token] = vault_tokens(alice, [VISA])
+    batch = services.batch_create(merchant=alice, entries=[
+        services.BatchEntry(token_reference=token.token_id, vault_token=token, correlation_id="order-9"),
+    ])
+    long_ago = timezone.now() - timedelta(seconds=scheduling.ITEM_LEASE_SECONDS + 5)
+    for stop in range(services.BATCH_ITEM_MAX_ABANDONED):
+        BatchItem.objects.filter(batch=batch).update(status=BatchItem.RUNNING, called_at=long_ago, claim=f"w{stop}")
+        scheduling.batches_dispatch()
+
+    [failed] = events_of(api, "network_token.failed")
+    assert (failed["batchId"], failed["index"], failed["correlationId"]) == (batch.public_id, 0, "order-9")
+    assert failed["errorName"] == "internalErrorOccurred"
+
+
+@pytest.mark.django_db
+def test_a_batch_item_needing_a_step_up_is_announced_once_the_network_activates_its_token(alice, api, chunks):
+    stepping, plain = vault_tokens(alice, [step_up_card("400000"), VISA])
+    items = [{"token": stepping.token_id, "correlationId": "order-1"}, {"token": plain.token_id}]
+    batch_id = api.post("/network-tokens/batches", {"items": items}, format="json").json()["id"]
+
+    run_batch(chunks)
+
+    waiting = api.get(f"/network-tokens/batches/{batch_id}").json()
+    assert waiting["status"] == Batch.COMPLETED  # every item got its answer from the TSP
+    assert (waiting["counts"]["PENDING_ACTIVATION"], waiting["counts"]["SUCCEEDED"]) == (1, 1)
+    assert [data["index"] for data in events_of(api, "network_token.created")] == [1]
+    inactive = NetworkToken.objects.get(vault_token=stepping)
+    assert inactive.status == NetworkToken.INACTIVE
+
+    activated = api.post(f"/network-tokens/{inactive.token_id}/simulate-lifecycle", {"event": "ACTIVE"},
+                         format="json")
+
+    assert activated.status_code == 200
+    assert api.get(f"/network-tokens/batches/{batch_id}").json()["counts"]["SUCCEEDED"] == 2
+    announced = events_of(api, "network_token.created")[-1]
+    assert (announced["index"], announced["correlationId"], announced["batchId"]) == (0, "order-1", batch_id)
+    assert (announced["tokenId"], announced["status"]) == (inactive.token_id, "ACTIVE")
+
+
+@pytest.mark.django_db
+def test_a_batch_item_whose_token_is_deleted_before_activation_fails(alice, api, chunks):
+    [stepping] = vault_tokens(alice, [step_up_card("400000")])
+    batch_id = api.post("/network-tokens/batches", {"items": [{"token": stepping.token_id}]},
+                        format="json").json()["id"]
+    run_batch(chunks)
+    inactive = NetworkToken.objects.get(vault_token=stepping)
+
+    assert api.delete(f"/network-tokens/{inactive.token_id}").status_code == 204
+
+    batch = api.get(f"/network-tokens/batches/{batch_id}").json()
+    assert batch["counts"]["FAILED"] == 1 and batch["counts"]["PENDING_ACTIVATION"] == 0
+    assert [item["errorName"] for item in batch["failedItems"]] == ["tokenNotActivated"]
+    [failed] = events_of(api, "network_token.failed")
+    assert (failed["batchId"], failed["index"], failed["tokenId"]) == (batch_id, 0, inactive.token_id)
+    assert events_of(api, "network_token.created") == []
+
+
+@pytest.mark.django_db
+def test_a_batch_item_correlation_id_of_37_characters_answers_400_at_it(alice, api):
+    [token] = vault_tokens(alice, [VISA])
+
+    response = api.post("/network-tokens/batches", {"items": [{"token": token.token_id, "correlationId": "c" * 37}]},
+                        format="json")
+
+    assert response.status_code == 400
+    assert [(e["errorName"], e["jsonPath"]) for e in response.json()["validationErrors"]] == [
+        ("stringIsTooLong", "$.items[0].correlationId"),
+    ]
+
+
+@pytest.mark.django_db
+def test_cards_of_banks_outside_the_registry_are_scheduled_per_bin_not_lumped_together(alice, chunks):
+    # An operator narrows a range, leaving 48xxxx-49xxxx unregistered: two unknown banks, one card-on-file base.
+    Issuer.objects.filter(name="Northern Lights Credit Union").update(bin_high="479999")
+    first_bank = distinct_card_numbers("490000", 30)
+    second_bank = distinct_card_numbers("485555", 10)
+    batch = services.batch_create(merchant=alice, entries=entries_for(vault_tokens(alice, first_bank + second_bank)))
+
+    issuers = {item.issuer for item in batch.items.select_related("issuer")}
+    assert {(issuer.bin_low, issuer.bin_high, issuer.registered) for issuer in issuers} == {
+        ("490000", "490000", False), ("485555", "485555", False),
+    }
+    Issuer.objects.filter(bin_low="490000").update(rate_limit_per_second=5)  # the first bank's limit, set by staff
+
+    scheduling.batches_dispatch()
+
+    # The second bank's items all go at once beside the first's; the first bank gets two seconds of its own rate.
+    by_bin = {item.pk: item.issuer.bin_low for item in batch.items.select_related("issuer")}
+    released = [by_bin[pk] for pk in flat(chunks)]
+    assert released.count("485555") == 10
+    assert released.count("490000") == 5 * scheduling.RELEASE_HORIZON_SECONDS
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -234,6 +234,30 @@ def test_amex_gives_another_token_id_for_another_email(provision):
     assert first != other
 
 
+DELETIONS = {
+    "by the merchant": lambda api, token_id: api.delete(f"/network-tokens/{token_id}"),
+    "by the network": lambda api, token_id: simulate(api, token_id, "DELETED"),
+}
+
+
+@pytest.mark.parametrize("deletion", DELETIONS.values(), ids=DELETIONS.keys())
+@pytest.mark.parametrize("body", [
+    card_body(VISA, accountId="shopper-1"),
+    card_body(AMEX, accountId="shopper-1", email="holmes@example.com"),
+], ids=["visa", "amex"])
+def test_a_deleted_network_token_is_not_handed_out_again(provision, api, body, deletion):
+    # Visa and Amex reuse a tokenId for the same merchant, card and account (and email): a live one only.
+    first = provision(body).json()["tokenId"]
+    assert deletion(api, first).status_code in (200, 204)
+
+    again = provision(body)
+
+    assert again.status_code == 201, again.content
+    assert again.json()["tokenId"] != first and again.json()["status"] == "ACTIVE"
+    assert api.get(f"/network-tokens/{first}").json()["status"] == "DELETED"
+    assert provision(body).json()["tokenId"] == again.json()["tokenId"]  # the new one is reused while it lives
+
+
 def test_amex_without_an_email_answers_400_at_email(provision):
     response = provision(card_body(AMEX))
 
@@ -554,6 +578,64 @@ def test_an_async_request_the_issuer_declines_ends_failed_with_its_reason(provis
     assert failed.data["correlationId"] == CORRELATION_ID and DECLINED_CARD not in json.dumps(failed.data)
 
 
+def events_of(api, type) -> list[dict]:
+    """The data of alice's events of ``type``, oldest first, as ``GET /events`` lists them."""
+    events = api.get("/events", {"type": type, "pageSize": 100}).json()["_embedded"]["events"]
+    return [event["data"] for event in reversed(events)]
+
+
+def test_an_async_request_for_a_card_needing_a_step_up_is_announced_once_the_network_activates_it(
+        provision, api, queued, django_capture_on_commit_callbacks):
+    # The seed, steps 6-8: the merchant hears of the token when it is created *and active*, and can then use it.
+    with django_capture_on_commit_callbacks(execute=True):
+        request_id = provision(card_body(STEP_UP_CARD), path="/network-tokens/async").json()["requestId"]
+    run_queued_requests(queued)
+
+    waiting = api.get(f"/network-tokens/requests/{request_id}").json()
+    assert waiting["status"] == "PENDING_ACTIVATION" and waiting["error"] is None
+    assert waiting["networkToken"]["status"] == "INACTIVE"
+    assert events_of(api, "network_token.created") == []
+    assert ProvisioningRequest.objects.get(public_id=request_id).card_ciphertext is None
+
+    token_id = waiting["networkToken"]["tokenId"]
+    assert simulate(api, token_id, "ACTIVE").status_code == 200
+
+    done = api.get(f"/network-tokens/requests/{request_id}").json()
+    assert done["status"] == "SUCCEEDED" and done["networkToken"]["status"] == "ACTIVE"
+    [created] = events_of(api, "network_token.created")
+    assert (created["tokenId"], created["status"]) == (token_id, "ACTIVE")
+    assert (created["correlationId"], created["requestId"]) == (CORRELATION_ID, request_id)
+    assert api.post(f"/network-tokens/{token_id}/cryptograms").status_code == 200
+
+
+def test_an_async_request_whose_token_is_deleted_before_activation_ends_failed(
+        provision, api, queued, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        request_id = provision(card_body(STEP_UP_CARD), path="/network-tokens/async").json()["requestId"]
+    run_queued_requests(queued)
+    token_id = api.get(f"/network-tokens/requests/{request_id}").json()["networkToken"]["tokenId"]
+
+    assert api.delete(f"/network-tokens/{token_id}").status_code == 204
+
+    body = api.get(f"/network-tokens/requests/{request_id}").json()
+    assert body["status"] == "FAILED" and body["error"]["errorName"] == "tokenNotActivated"
+    [failed] = events_of(api, "network_token.failed")
+    assert (failed["requestId"], failed["correlationId"], failed["tokenId"]) == (request_id, CORRELATION_ID, token_id)
+    assert failed["errorName"] == "tokenNotActivated"
+    assert events_of(api, "network_token.created") == []
+
+
+def test_an_active_async_token_is_announced_once_with_its_request(provision, api, queued,
+                                                                  django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        request_id = provision(card_body(VISA), path="/network-tokens/async").json()["requestId"]
+
+    run_queued_requests(queued)
+
+    [created] = events_of(api, "network_token.created")
+    assert (created["correlationId"], created["requestId"], created["status"]) == (CORRELATION_ID, request_id, "ACTIVE")
+
+
 def test_an_async_request_for_an_unsupported_network_is_refused_at_once(provision):
     response = provision(card_body(DISCOVER), path="/network-tokens/async")
 
@@ -617,7 +699,8 @@ def test_a_batch_with_good_and_unknown_tokens_answers_202_and_lists_the_failed_o
     assert response.status_code == 202, response.content
     accepted = response.json()
     assert set(accepted) == {"id", "status", "counts"}
-    assert accepted["counts"] == {"PENDING": 2, "QUEUED": 0, "RUNNING": 0, "SUCCEEDED": 0, "FAILED": 2}
+    assert accepted["counts"] == {"PENDING": 2, "QUEUED": 0, "RUNNING": 0, "PENDING_ACTIVATION": 0, "SUCCEEDED": 0,
+                                  "FAILED": 2}
     assert accepted["status"] == "PENDING"
 
     batch = api.get(f"/network-tokens/batches/{accepted['id']}")
@@ -915,15 +998,28 @@ def test_a_cryptogram_is_audited(api, alice, network_token):
     assert row.result == AuditLog.SUCCESS and row.actor.startswith("api-key:")
 
 
-def test_a_cryptogram_extends_a_vault_token_past_half_its_lifetime(api, network_token, vault_token):
-    soon = timezone.now() + timedelta(days=1)  # the try environment's lifetime is 7 days
-    Token.objects.filter(token_id=vault_token["tokenId"]).update(expires_at=soon)
+def test_a_cryptogram_extends_a_vault_token_past_half_its_lifetime_in_live(api, network_token, vault_token, settings):
+    settings.TOKENS_ENVIRONMENT = "live"
+    soon = timezone.now() + timedelta(days=30)  # a year-long token with a month left
+    Token.objects.filter(token_id=vault_token["tokenId"]).update(created_at=soon - timedelta(days=365), expires_at=soon)
 
     api.post(f"/network-tokens/{network_token['tokenId']}/cryptograms")
 
     extension = ExpiryExtension.objects.get(token__token_id=vault_token["tokenId"])
     assert extension.reason == "cryptogram"
-    assert Token.objects.get(token_id=vault_token["tokenId"]).expires_at == soon + timedelta(days=7)
+    assert Token.objects.get(token_id=vault_token["tokenId"]).expires_at == soon + timedelta(days=4 * 365 + 1)
+
+
+def test_a_cryptogram_never_extends_a_vault_token_in_try(api, network_token, vault_token, settings):
+    # The seed: "For Try, expiry date extensions are not applicable."
+    settings.TOKENS_ENVIRONMENT = "try"
+    soon = timezone.now() + timedelta(hours=1)
+    Token.objects.filter(token_id=vault_token["tokenId"]).update(expires_at=soon)
+
+    assert api.post(f"/network-tokens/{network_token['tokenId']}/cryptograms").status_code == 200
+
+    assert not ExpiryExtension.objects.exists()
+    assert Token.objects.get(token_id=vault_token["tokenId"]).expires_at == soon
 
 
 def test_a_cryptogram_leaves_a_vault_token_with_more_than_half_its_lifetime_alone(api, network_token, vault_token):

@@ -93,8 +93,9 @@ def test_it_leaves_pending_conflicts_extensions_and_deleted_tokens(seeded):
     assert TokenConflict.objects.filter(expires_at__gt=now).count() >= 3
     assert TokenConflict.objects.exclude(card_holder_name=None).exists()
     assert TokenConflict.objects.exclude(expiry_year=None).exists()
-    assert ExpiryExtension.objects.filter(reason="detokenize").exists()
-    assert ExpiryExtension.objects.exclude(reason="detokenize").exists()
+    assert ExpiryExtension.objects.exclude(reason="detokenize").exists()  # by a clerk
+    assert not ExpiryExtension.objects.filter(reason="detokenize").exists()  # in try no use extends a token
+    assert AuditLog.objects.filter(action="token.detokenize").exists()
     deleted = Token.objects.filter(deleted_at__isnull=False)
     assert deleted.count() >= 3
     assert not deleted.filter(pan_ciphertext__isnull=False).exists()

@@ -163,6 +163,86 @@ def test_it_refuses_the_root_resource_without_an_api_key(db):
 
 
 # ------------------------------------------------------------------------------------------------------------
+# Curies: each link relation has a document at {base}/rels/tokens/{rel}.json
+# ------------------------------------------------------------------------------------------------------------
+def relations_in(body: dict) -> set[str]:
+    return {name for name in body["_links"] if name.startswith("tokens:")}
+
+
+def relation_href(body: dict, relation: str) -> str:
+    [curie] = body["_links"]["curies"]
+    prefix, name = relation.split(":")
+    assert curie["name"] == prefix and curie["templated"] is True
+    return curie["href"].replace("{rel}", name)
+
+
+def test_every_link_relation_in_an_answer_resolves_through_its_curie_without_an_api_key(api, tokenize, client):
+    created = tokenize()
+    href = created.json()["tokenPaymentInstrument"]["href"]
+    network_token = api.post("/network-tokens", {"token": href}, format="json", HTTP_X_CORRELATION_ID="rels-1")
+    assert network_token.status_code == 201, network_token.content
+    answers = [api.get("/tokens").json(), tokenize(cardHolderName="Mycroft Holmes").json()]
+    assert set().union(*map(relations_in, answers)) == TOKEN_LINK_RELS | {
+        "tokens:tokens", "tokens:conflicts", "tokens:networkToken"}
+
+    for body in answers:
+        for relation in relations_in(body):
+            response = client.get(path_of(relation_href(body, relation)))  # no Authorization header
+
+            assert response.status_code == 200, relation
+            assert response["Content-Type"] == "application/json"
+            document = response.json()
+            assert document["rel"] == relation
+            assert document["description"] and document["methods"], relation
+            assert not [run for run in re.findall(r"\d{12,19}", response.content.decode()) if luhn_valid(run)]
+
+
+def test_the_conflicts_relation_says_what_it_links_to_and_how_to_use_it(client):
+    response = client.get("/rels/tokens/conflicts.json")
+
+    assert response.status_code == 200
+    document = response.json()
+    assert list(document) == ["rel", "description", "methods"]
+    assert document["rel"] == "tokens:conflicts"
+    assert "conflict" in document["description"]
+    assert set(document["methods"]) == {"GET", "PUT"}
+    put = document["methods"]["PUT"]
+    assert put["body"] is None
+    assert put["scope"] == "tokens"
+    assert {"204", "404"} <= set(put["responses"])
+    assert set(document["methods"]["GET"]["responses"]) == {"200", "404"}
+
+
+def test_a_relation_that_takes_a_body_describes_it_with_an_example_the_api_accepts(created, api, token_path, client):
+    put = client.get("/rels/tokens/cardExpiryDate.json").json()["methods"]["PUT"]
+
+    assert put["body"]["description"]
+    assert api.put(f"{token_path}/cardExpiryDate", put["body"]["example"], format="json").status_code == 204
+
+
+def test_each_method_of_a_relation_names_its_operation_in_the_openapi_schema(client):
+    schema = client.get("/api/schema/", {"format": "json"}).json()
+    operations = {operation["operationId"]: method.upper()
+                  for methods in schema["paths"].values() for method, operation in methods.items()}
+    names = ["tokens", "token", "description", "cardHolderName", "cardExpiryDate", "billingAddress",
+             "schemeTransactionReference", "conflicts", "networkToken"]
+
+    for name in names:
+        for method, described in client.get(f"/rels/tokens/{name}.json").json()["methods"].items():
+            assert operations[described["operationId"]] == method, (name, method)
+    assert operations["token_relation_get"] == "GET"
+
+
+@pytest.mark.parametrize("name", ["detokenize", "nothing", "Conflicts", "4444333322221111"])
+def test_an_unknown_relation_answers_404_resource_not_found(client, name):
+    response = client.get(f"/rels/tokens/{name}.json")
+
+    assert response.status_code == 404
+    assert response.json()["errorName"] == "resourceNotFound"
+    assert name not in response.content.decode()
+
+
+# ------------------------------------------------------------------------------------------------------------
 # 201 Created
 # ------------------------------------------------------------------------------------------------------------
 def test_it_answers_201_with_the_seed_body_the_first_time(created):
@@ -357,6 +437,64 @@ def test_it_answers_200_and_keeps_the_stored_billing_address_when_the_request_ha
     assert api.get(token_path).json()["paymentInstrument"]["billingAddress"] == SHERLOCK_ADDRESS
 
 
+def without(address: dict, *lines: str) -> dict:
+    return {name: value for name, value in address.items() if name not in lines}
+
+
+@pytest.mark.parametrize("left_out", [("address2",), ("address3",), ("state",), ("address2", "address3", "state")],
+                         ids=["address2", "address3", "state", "all three"])
+def test_it_answers_200_and_keeps_the_stored_optional_address_lines_the_request_leaves_out(created, tokenize, api,
+                                                                                          token_path, left_out):
+    again = tokenize(billingAddress=without(SHERLOCK_ADDRESS, *left_out))
+
+    assert again.status_code == 200
+    assert "conflicts" not in again.json()
+    assert again.json()["paymentInstrument"]["billingAddress"] == SHERLOCK_ADDRESS
+    assert api.get(token_path).json()["paymentInstrument"]["billingAddress"] == SHERLOCK_ADDRESS
+
+
+@pytest.mark.parametrize(
+    "stored, requested",
+    [
+        (without(SHERLOCK_ADDRESS, "address2"), SHERLOCK_ADDRESS),
+        (SHERLOCK_ADDRESS, {**SHERLOCK_ADDRESS, "address2": "Regent's Park"}),
+    ],
+    ids=["a line the token lacks", "a line the token has otherwise"],
+)
+def test_an_optional_address_line_the_request_brings_differently_is_a_conflict(tokenize, stored, requested):
+    assert tokenize(billingAddress=stored).status_code == 201
+
+    response = tokenize(billingAddress=requested)
+
+    assert response.status_code == 409
+    assert response.json()["conflicts"]["paymentInstrument"] == {"billingAddress": requested}
+    assert response.json()["paymentInstrument"]["billingAddress"] == stored
+
+
+def test_a_conflict_at_the_same_address_keeps_the_optional_lines_the_request_left_out(created, tokenize, api,
+                                                                                      token_path):
+    requested = without({**SHERLOCK_ADDRESS, "address2": "Regent's Park"}, "state")
+
+    response = tokenize(billingAddress=requested)
+
+    assert response.status_code == 409
+    kept_state = {**SHERLOCK_ADDRESS, "address2": "Regent's Park"}
+    assert response.json()["conflicts"]["paymentInstrument"] == {"billingAddress": kept_state}
+    assert api.put(f"{token_path}/conflicts").status_code == 204
+    assert api.get(token_path).json()["paymentInstrument"]["billingAddress"] == kept_state
+
+
+def test_a_conflict_with_another_address_holds_that_address_as_sent(created, tokenize, api, token_path):
+    # Another place: the stored address2, address3 and state are not lines of it.
+    paris = {"address1": "10 Rue de Rivoli", "postalCode": "75001", "city": "Paris", "countryCode": "FR"}
+
+    response = tokenize(billingAddress=paris)
+
+    assert response.json()["conflicts"]["paymentInstrument"] == {"billingAddress": paris}
+    api.put(f"{token_path}/conflicts")
+    assert api.get(token_path).json()["paymentInstrument"]["billingAddress"] == paris
+
+
 def test_it_answers_200_when_only_the_description_differs_and_keeps_the_stored_one(created, tokenize, api,
                                                                                   token_path):
     again = tokenize(description="Another description")
@@ -436,25 +574,41 @@ def test_it_stores_a_scheme_transaction_reference_silently_when_the_token_has_no
     assert token_row(created).scheme_transaction_reference == "MCC123456789"
 
 
-def test_a_different_scheme_transaction_reference_later_is_not_a_conflict_and_changes_nothing(tokenize):
-    created = tokenize(schemeTransactionReference="FIRST123")
-    assert created.status_code == 201
+def test_the_same_scheme_transaction_reference_again_answers_200(tokenize):
+    created = tokenize(schemeTransactionReference="ABC123")
 
-    response = tokenize(schemeTransactionReference="SECOND456")
+    again = tokenize(schemeTransactionReference="ABC123")
+    without = tokenize()
 
-    assert response.status_code == 200
-    assert "conflicts" not in response.json()
-    assert token_row(created).scheme_transaction_reference == "FIRST123"
+    assert (again.status_code, without.status_code) == (200, 200)
+    assert token_row(created).scheme_transaction_reference == "ABC123"
 
 
-def test_a_conflict_on_another_field_never_lists_the_scheme_transaction_reference(tokenize):
+def test_a_different_scheme_transaction_reference_is_a_conflict_and_the_stored_one_stays(tokenize, api):
+    created = tokenize(schemeTransactionReference="ABC123")
+    token_path = path_of(created.json()["tokenPaymentInstrument"]["href"])
+
+    response = tokenize(schemeTransactionReference="XYZ999")
+
+    assert response.status_code == 409
+    conflicts = response.json()["conflicts"]
+    assert list(conflicts) == ["schemeTransactionReference", "conflictsExpiryDateTime"]
+    assert conflicts["schemeTransactionReference"] == "XYZ999"
+    assert response.json()["_links"]["tokens:conflicts"]["href"] == f"{BASE}{token_path}/conflicts"
+    assert response.json()["paymentInstrument"] == created.json()["paymentInstrument"]
+    assert token_row(created).scheme_transaction_reference == "ABC123"
+
+
+def test_a_different_scheme_transaction_reference_is_listed_beside_the_other_conflicts(tokenize):
     created = tokenize(schemeTransactionReference="FIRST123")
 
     response = tokenize(cardHolderName="Mycroft Holmes", schemeTransactionReference="SECOND456")
 
     assert response.status_code == 409
-    assert response.json()["conflicts"]["paymentInstrument"] == {"cardHolderName": "Mycroft Holmes"}
-    assert "schemeTransactionReference" not in str(response.json()["conflicts"])
+    conflicts = response.json()["conflicts"]
+    assert list(conflicts) == ["paymentInstrument", "schemeTransactionReference", "conflictsExpiryDateTime"]
+    assert conflicts["paymentInstrument"] == {"cardHolderName": "Mycroft Holmes"}
+    assert conflicts["schemeTransactionReference"] == "SECOND456"
     assert token_row(created).scheme_transaction_reference == "FIRST123"
 
 
@@ -512,6 +666,31 @@ def test_put_conflicts_keeps_the_stored_values_that_did_not_conflict(created, to
     assert card["cardHolderName"] == "Mycroft Holmes"
     assert card["cardExpiryDate"] == {"month": 5, "year": 2035}
     assert card["billingAddress"] == SHERLOCK_ADDRESS
+
+
+def test_get_conflicts_shows_a_pending_scheme_transaction_reference(tokenize, api):
+    created = tokenize(schemeTransactionReference="ABC123")
+    token_path = path_of(created.json()["tokenPaymentInstrument"]["href"])
+    tokenize(schemeTransactionReference="XYZ999")
+
+    body = api.get(f"{token_path}/conflicts").json()
+
+    assert body["paymentInstrument"] == created.json()["paymentInstrument"]
+    assert "paymentInstrument" not in body["conflicts"]
+    assert body["conflicts"]["schemeTransactionReference"] == "XYZ999"
+
+
+def test_put_conflicts_applies_a_pending_scheme_transaction_reference(tokenize, api):
+    created = tokenize(schemeTransactionReference="ABC123")
+    token_path = path_of(created.json()["tokenPaymentInstrument"]["href"])
+    tokenize(cardHolderName="Mycroft Holmes", schemeTransactionReference="XYZ999")
+
+    response = api.put(f"{token_path}/conflicts")
+
+    assert response.status_code == 204
+    assert tokenize(cardHolderName="Mycroft Holmes", schemeTransactionReference="XYZ999").status_code == 200
+    assert tokenize(cardHolderName="Mycroft Holmes", schemeTransactionReference="ABC123").status_code == 409
+    assert token_row(created).scheme_transaction_reference == "XYZ999"
 
 
 def test_conflicts_answer_404_when_none_is_pending(created, api, token_path):
@@ -939,41 +1118,90 @@ def test_tokenizing_an_expired_card_again_gives_a_new_token(created, tokenize, t
     assert api.get(path_of(again.json()["tokenPaymentInstrument"]["href"])).status_code == 200
 
 
-def test_detokenizing_past_half_life_extends_the_expiry_by_one_lifetime(created, carol_api, api, token_path):
-    old = (timezone.now() + timedelta(days=1)).replace(microsecond=0)
-    Token.objects.filter(token_id=created.json()["tokenId"]).update(expires_at=old)
+def lived(response, *, for_: timedelta, left: timedelta) -> datetime:
+    """Make the token of ``response`` one created ``for_`` ago that expires in ``left``; returns its expiry."""
+    now = timezone.now().replace(microsecond=0)
+    Token.objects.filter(token_id=response.json()["tokenId"]).update(created_at=now - for_, expires_at=now + left)
+    return now + left
+
+
+def expiry_seen_by_alice(api, response) -> datetime:
+    return instant(api.get(path_of(response.json()["tokenPaymentInstrument"]["href"])).json()["tokenExpiryDateTime"])
+
+
+def test_detokenizing_in_try_never_extends_the_expiry(created, carol_api, api, token_path, settings):
+    settings.TOKENS_ENVIRONMENT = "try"
+    old = lived(created, for_=timedelta(days=6), left=timedelta(days=1))
 
     response = carol_api.post(f"{token_path}/detokenize")
 
     assert response.status_code == 200
-    new = old + timedelta(days=7)
-    assert instant(response.json()["tokenExpiryDateTime"]) == new
-    assert instant(api.get(token_path).json()["tokenExpiryDateTime"]) == new
+    assert instant(response.json()["tokenExpiryDateTime"]) == old
+    assert expiry_seen_by_alice(api, created) == old
+    assert not ExpiryExtension.objects.exists()
+
+
+def test_detokenizing_in_live_with_less_than_half_its_lifetime_left_extends_by_4_years(tokenize, carol_api, api,
+                                                                                     settings):
+    settings.TOKENS_ENVIRONMENT = "live"
+    created = tokenize()
+    old = lived(created, for_=timedelta(days=3 * 365), left=timedelta(days=365))
+
+    response = carol_api.post(f"{path_of(created.json()['tokenPaymentInstrument']['href'])}/detokenize")
+
+    new = instant(response.json()["tokenExpiryDateTime"])
+    assert timedelta(days=4 * 365) <= new - old <= timedelta(days=4 * 366)
+    assert expiry_seen_by_alice(api, created) == new
     extension = ExpiryExtension.objects.get(token__token_id=created.json()["tokenId"])
     assert (extension.old_expires_at, extension.new_expires_at) == (old, new)
     assert extension.reason
 
 
-def test_detokenizing_past_half_life_in_live_extends_by_about_4_years(tokenize, carol_api, settings):
+def test_detokenizing_in_live_with_more_than_half_its_lifetime_left_does_not_extend(tokenize, carol_api, api,
+                                                                                   settings):
     settings.TOKENS_ENVIRONMENT = "live"
     created = tokenize()
-    old = (timezone.now() + timedelta(days=365)).replace(microsecond=0)
-    Token.objects.filter(token_id=created.json()["tokenId"]).update(expires_at=old)
+    before = expiry_seen_by_alice(api, created)
 
     carol_api.post(f"{path_of(created.json()['tokenPaymentInstrument']['href'])}/detokenize")
 
-    extension = ExpiryExtension.objects.get(token__token_id=created.json()["tokenId"])
-    assert extension.old_expires_at == old
-    assert timedelta(days=4 * 365) <= extension.new_expires_at - old <= timedelta(days=4 * 366)
-
-
-def test_detokenizing_with_more_than_half_its_lifetime_left_does_not_extend(created, carol_api, api, token_path):
-    before = api.get(token_path).json()["tokenExpiryDateTime"]
-
-    carol_api.post(f"{token_path}/detokenize")
-
-    assert api.get(token_path).json()["tokenExpiryDateTime"] == before
+    assert expiry_seen_by_alice(api, created) == before
     assert not ExpiryExtension.objects.exists()
+
+
+def test_a_one_year_token_is_not_extended_by_a_use_on_its_first_day_in_live(tokenize, carol_api, api, settings):
+    # Less than half of the 4-year default is left, but nearly all of the token's own year.
+    settings.TOKENS_ENVIRONMENT = "live"
+    one_year = (timezone.now() + timedelta(days=365)).replace(microsecond=0)
+    created = tokenize(tokenExpiryDateTime=one_year.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    response = carol_api.post(f"{path_of(created.json()['tokenPaymentInstrument']['href'])}/detokenize")
+
+    assert response.status_code == 200
+    assert instant(response.json()["tokenExpiryDateTime"]) == one_year
+    assert expiry_seen_by_alice(api, created) == one_year
+
+
+def test_a_one_year_token_is_extended_by_a_use_once_less_than_half_its_year_is_left_in_live(tokenize, carol_api,
+                                                                                          settings):
+    settings.TOKENS_ENVIRONMENT = "live"
+    created = tokenize()
+    old = lived(created, for_=timedelta(days=200), left=timedelta(days=165))
+
+    response = carol_api.post(f"{path_of(created.json()['tokenPaymentInstrument']['href'])}/detokenize")
+
+    assert timedelta(days=4 * 365) <= instant(response.json()["tokenExpiryDateTime"]) - old <= timedelta(days=4 * 366)
+
+
+def test_a_ten_year_token_is_extended_by_a_use_past_its_own_half_life_in_live(tokenize, carol_api, settings):
+    # Four years left: more than half of the default lifetime, less than half of the token's own ten years.
+    settings.TOKENS_ENVIRONMENT = "live"
+    created = tokenize()
+    old = lived(created, for_=timedelta(days=6 * 365), left=timedelta(days=4 * 365))
+
+    response = carol_api.post(f"{path_of(created.json()['tokenPaymentInstrument']['href'])}/detokenize")
+
+    assert timedelta(days=4 * 365) <= instant(response.json()["tokenExpiryDateTime"]) - old <= timedelta(days=4 * 366)
 
 
 # ------------------------------------------------------------------------------------------------------------

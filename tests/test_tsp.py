@@ -192,19 +192,50 @@ def test_the_issuer_comes_from_the_registry_by_bin_with_its_card_art(alice, numb
     assert metadata["cardArt"] == card_art
 
 
-def test_a_visa_card_outside_every_registered_range_goes_to_a_catch_all_issuer(alice):
+def test_a_visa_card_outside_every_registered_range_gets_an_issuer_of_its_own_bin(alice):
     # The seeds cover every Visa BIN; an operator narrows one range in the admin, leaving 48xxxx-49xxxx unregistered.
     Issuer.objects.filter(name="Northern Lights Credit Union").update(bin_high="479999")
     registered = set(Issuer.objects.values_list("pk", flat=True))
 
     first = provision(alice, card_number("490000"))
     second = provision(alice, card_number("485555"))
+    again = provision(alice, card_number("490000", length=19))
 
-    assert first.issuer.pk not in registered
-    assert first.issuer.network == "VISA"
-    assert (first.issuer.bin_low, first.issuer.bin_high) == ("000000", "999999")
-    assert second.issuer == first.issuer  # one catch-all per network, not one per card
+    assert first.issuer.pk not in registered and second.issuer.pk not in registered
+    assert (first.issuer.network, first.issuer.bin_low, first.issuer.bin_high) == ("VISA", "490000", "490000")
+    assert (second.issuer.bin_low, second.issuer.bin_high) == ("485555", "485555")
+    assert not first.issuer.registered
+    assert first.issuer.rate_limit_per_second == Issuer._meta.get_field("rate_limit_per_second").default
+    assert again.issuer == first.issuer  # one issuer per BIN, not one per card
     assert services.metadata(first)["issuer"] == {"name": first.issuer.name}
+
+
+def test_two_unregistered_bins_are_rate_limited_apart(alice):
+    # A bank the registry does not list yet is throttled on its own: a busy unknown BIN holds back no other.
+    Issuer.objects.filter(name="Northern Lights Credit Union").update(bin_high="479999")
+    busy = provision(alice, card_number("490000")).issuer
+    idle = provision(alice, card_number("485555")).issuer
+    Issuer.objects.filter(pk=busy.pk).update(rate_limit_per_second=1)
+    Issuer.objects.filter(pk__in=[busy.pk, idle.pk]).update(next_call_at=None)
+    busy.refresh_from_db()
+    idle.refresh_from_db()
+
+    busy_waits = [scheduling.reserve_call(busy) for _ in range(3)]
+
+    assert busy_waits[-1] > 1.5
+    assert scheduling.reserve_call(idle) == 0
+
+
+def test_a_catch_all_issuer_left_from_before_gets_no_new_card(alice):
+    # What earlier versions made for every BIN outside the registry: it keeps its tokens but leaves the registry.
+    Issuer.objects.filter(name="Northern Lights Credit Union").update(bin_high="479999")
+    catch_all = Issuer.objects.create(name="Other VISA issuers", network="VISA", bin_low="000000", bin_high="999999",
+                                      registered=False)
+
+    token = provision(alice, card_number("490000"))
+
+    assert token.issuer != catch_all
+    assert (token.issuer.bin_low, token.issuer.bin_high) == ("490000", "490000")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -401,14 +432,17 @@ def test_a_cryptogram_includes_the_token_number_only_when_revealed(alice):
     assert plain["tokenExpiryDate"] == {"month": token.token_expiry_month, "year": token.token_expiry_year}
 
 
-def test_a_cryptogram_counts_as_a_use_of_the_vault_token_behind_it(alice):
+def test_a_cryptogram_counts_as_a_use_of_the_vault_token_behind_it(alice, settings):
+    settings.TOKENS_ENVIRONMENT = "live"
     vault_token = vault_services.card_tokenize(
         merchant=alice, card=vault_services.Card(VISA, "Sherlock Holmes", 5, 2035)
     ).token
     token = provision(alice, VISA, vault_token=vault_token)
-    # Past half of its lifetime: the next use extends it.
-    old_expiry = timezone.now() + vault_services.default_lifetime() / 2 - timedelta(hours=1)
-    type(vault_token).objects.filter(pk=vault_token.pk).update(expires_at=old_expiry)
+    # Three years into its four: past half of its lifetime, the next use extends it.
+    old_expiry = timezone.now() + timedelta(days=365)
+    type(vault_token).objects.filter(pk=vault_token.pk).update(
+        created_at=old_expiry - vault_services.default_lifetime(), expires_at=old_expiry
+    )
 
     services.cryptogram_create(token=token, actor=alices_actor(alice), reveal_number=False)
 
@@ -416,7 +450,7 @@ def test_a_cryptogram_counts_as_a_use_of_the_vault_token_behind_it(alice):
     assert extension.reason == "cryptogram"
     assert extension.old_expires_at == old_expiry
     vault_token.refresh_from_db()
-    assert vault_token.expires_at > old_expiry
+    assert vault_token.expires_at == old_expiry + vault_services.default_lifetime()
 
 
 def test_a_cryptogram_for_a_fresh_vault_token_does_not_extend_it(alice):

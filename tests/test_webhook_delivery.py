@@ -946,8 +946,9 @@ def test_rotating_through_the_api_returns_the_new_secret_once(endpoint, api):
 # Events from the vault
 # ------------------------------------------------------------------------------------------------------------
 def test_every_vault_action_emits_its_event_to_the_merchants_own_endpoints_only(
-    alice, bob, api, bob_api, carol_api, tokenize, receiver
+    alice, bob, api, bob_api, carol_api, tokenize, receiver, settings
 ):
+    settings.TOKENS_ENVIRONMENT = "live"  # where a use extends a token (in try none does)
     with Receiver() as bobs_receiver, Receiver() as deletes_receiver:
         alices = services.endpoint_create(merchant=alice, url=receiver.url)
         created_endpoint = api.post(
@@ -962,7 +963,8 @@ def test_every_vault_action_emits_its_event_to_the_merchants_own_endpoints_only(
         token_id = created.json()["tokenId"]
         path = path_of(created.json()["tokenPaymentInstrument"]["href"])
         assert api.put(f"{path}/description", "Sherlock's card", format="json").status_code == 204
-        Token.objects.filter(token_id=token_id).update(expires_at=timezone.now() + timedelta(days=1))
+        Token.objects.filter(token_id=token_id).update(created_at=timezone.now() - timedelta(days=30),
+                                                       expires_at=timezone.now() + timedelta(days=1))
         assert carol_api.post(f"{path}/detokenize").status_code == 200  # past half-life: extended
         assert api.delete(path).status_code == 204
         bobs_token = tokenize(client=bob_api)

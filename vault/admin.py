@@ -75,6 +75,9 @@ def _conflict_comparison(token: Token, conflict: TokenConflict):
                      _expiry(conflict.expiry_month, conflict.expiry_year)))
     if conflict.billing_address is not None:
         rows.append(("Billing address", _address(token.billing_address), _address(conflict.billing_address)))
+    if conflict.scheme_transaction_reference is not None:
+        rows.append(("Scheme transaction reference", token.scheme_transaction_reference or "—",
+                     conflict.scheme_transaction_reference))
     return format_html(
         '<table class="vault-conflict"><thead><tr><th scope="col">Field</th><th scope="col">Stored now</th>'
         '<th scope="col">Requested (applied by “Apply”)</th></tr></thead><tbody>{}</tbody></table>',

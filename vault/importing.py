@@ -948,7 +948,7 @@ class _Store:
             if token is not None:
                 counts.reused += 1
                 if (row.holder != token.holder or row.month != token.month or row.year != token.year
-                        or (row.address is not None and row.address != token.address)):
+                        or services.billing_address_differs(row.address, token.address)):
                     counts.differing += 1
                 mapped.append((row.reference, token.token_id, token.href))
                 continue

@@ -187,13 +187,17 @@ class Token(models.Model):
 
 
 class TokenConflict(models.Model):
-    """Requested values that differed from a token's stored ones; pending until applied, dismissed or expired."""
+    """Requested values that differed from a token's stored ones; pending until applied, dismissed or expired.
+
+    A column is NULL when its value did not conflict (``vault.services.card_tokenize`` decides what does).
+    """
 
     token = models.OneToOneField(Token, on_delete=models.CASCADE, related_name="conflict")
     card_holder_name = models.CharField(max_length=255, null=True, blank=True)
     expiry_month = models.PositiveSmallIntegerField(null=True, blank=True)
     expiry_year = models.PositiveSmallIntegerField(null=True, blank=True)
     billing_address = models.JSONField(null=True, blank=True)
+    scheme_transaction_reference = models.CharField(max_length=56, null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField()
 

@@ -32,6 +32,9 @@ API_NAMES = {
     "scheme_transaction_reference": "schemeTransactionReference",
 }
 BILLING_FIELDS = ("address1", "address2", "address3", "postalCode", "city", "state", "countryCode")
+# The lines of a billing address a request may leave out (one left out keeps the stored line), and the others.
+OPTIONAL_ADDRESS_LINES = ("address2", "address3", "state")
+REQUIRED_ADDRESS_LINES = tuple(name for name in BILLING_FIELDS if name not in OPTIONAL_ADDRESS_LINES)
 
 
 @dataclass(frozen=True)
@@ -147,14 +150,41 @@ def _normalised_address(address: dict | None) -> dict | None:
     return {name: address[name] for name in BILLING_FIELDS if address.get(name) is not None}
 
 
+def _address_as_requested(requested: dict | None, stored: dict | None) -> dict | None:
+    """The billing address a request asks for, given the token's ``stored`` one; None when it sends none.
+
+    For the same place (address1, postalCode, city and countryCode as stored) it is the lines the request sends and
+    the stored optional lines (address2, address3, state) it leaves out: an absent optional field keeps the stored
+    value, so leaving one out is no difference, and applying a conflict never erases it. Another place is the
+    request's address as sent: none of the stored address's lines belong to it.
+    """
+    requested = _normalised_address(requested)
+    if requested is None or stored is None:
+        return requested
+    if any(requested.get(name) != stored.get(name) for name in REQUIRED_ADDRESS_LINES):
+        return requested
+    kept = {name: stored[name] for name in OPTIONAL_ADDRESS_LINES if name in stored and name not in requested}
+    return _normalised_address({**kept, **requested})
+
+
+def billing_address_differs(requested: dict | None, stored: dict | None) -> bool:
+    """Whether a request's billing address differs from a token's ``stored`` one, by ``card_tokenize``'s rule (no
+    address, or an optional line left out, is no difference)."""
+    address = _address_as_requested(requested, stored)
+    return address is not None and address != stored
+
+
 def card_tokenize(*, merchant: Merchant, card: Card, description: str | None = None, namespace: str | None = None,
                   expires_at: datetime | None = None, scheme_transaction_reference: str | None = None) -> TokenizeResult:
     """Store ``card`` for ``merchant`` (in ``namespace``) or find the token that already holds it.
 
     Identity is (merchant, card number, namespace). The first request creates the token (CREATED). A later one
-    MATCHES when every compared value it supplies equals the stored one (absent optional values keep the stored
-    ones; a scheme transaction reference fills an empty one silently; the description is not compared), and is a
-    CONFLICT otherwise: the stored data stays, the differing values are kept as a pending conflict.
+    MATCHES when every compared value it supplies equals the stored one, and is a CONFLICT otherwise: the stored
+    data stays, the differing values are kept as a pending conflict (replacing any earlier one), and the result
+    carries it. Compared: holder name, expiry, billing address, scheme transaction reference. An optional value the
+    request leaves out (the billing address, its address2, address3 or state, the scheme transaction reference)
+    keeps the stored one and is no difference; a scheme transaction reference sent for a token without one is
+    stored silently, in either outcome, and is no difference; the description is not compared.
 
     Concurrent calls for the same card end in one token: the database's unique constraint decides. Without a
     namespace the loser's insert waits for the winner's commit and writes nothing; in one, the namespace's lock
@@ -264,19 +294,23 @@ def _check_namespace_room(namespace: Namespace) -> None:
 
 
 def _match(token: Token, *, card: Card, scheme_transaction_reference: str | None) -> TokenizeResult:
+    """``card_tokenize``'s comparison of a request with the token that holds its card (see there)."""
     changed = []
-    if scheme_transaction_reference and not token.scheme_transaction_reference:
-        token.scheme_transaction_reference = scheme_transaction_reference
-        changed.append("scheme_transaction_reference")
-
     differences = {}
+    if scheme_transaction_reference:
+        if not token.scheme_transaction_reference:
+            # The seed's note: an empty reference takes the supplied one, without a word.
+            token.scheme_transaction_reference = scheme_transaction_reference
+            changed.append("scheme_transaction_reference")
+        elif scheme_transaction_reference != token.scheme_transaction_reference:
+            differences["scheme_transaction_reference"] = scheme_transaction_reference
+
     if card.holder_name != token.card_holder_name:
         differences["card_holder_name"] = card.holder_name
     if (card.expiry_month, card.expiry_year) != (token.expiry_month, token.expiry_year):
         differences["expiry_month"], differences["expiry_year"] = card.expiry_month, card.expiry_year
-    address = _normalised_address(card.billing_address)
-    if address is not None and address != token.billing_address:
-        differences["billing_address"] = address
+    if billing_address_differs(card.billing_address, token.billing_address):
+        differences["billing_address"] = _address_as_requested(card.billing_address, token.billing_address)
 
     if changed:
         token.updated_at = timezone.now()
@@ -330,6 +364,8 @@ def conflict_apply(*, token: Token) -> Token:
         changes["expiry"] = (conflict.expiry_month, conflict.expiry_year)
     if conflict.billing_address is not None:
         changes["billing_address"] = conflict.billing_address
+    if conflict.scheme_transaction_reference is not None:
+        changes["scheme_transaction_reference"] = conflict.scheme_transaction_reference
     conflict.delete()
     return token_update(token=token, **changes)
 
@@ -374,17 +410,25 @@ def token_delete(*, token: Token, actor: Actor = SYSTEM) -> None:
 
 @transaction.atomic
 def token_use(*, token: Token, reason: str) -> ExpiryExtension | None:
-    """Record a use of ``token`` (detokenize, cryptogram): with less than half a lifetime left, extend by one.
+    """Record a use of ``token`` (detokenize, cryptogram) for its expiry.
 
-    Returns the extension row written, or None when the token still had more than half a lifetime left.
+    In live, a use with less than half of the token's own lifetime left (from its creation to its current expiry,
+    whether that was the default or a ``tokenExpiryDateTime``) moves the expiry one default lifetime (4 years) on:
+    writes the expiry and an extension row with ``reason``, and emits ``token.expiry_extended``. In try no use
+    extends a token (the seed: "for Try, expiry date extensions are not applicable"); staff still can
+    (``token_extend_expiry``).
+
+    Returns the extension row written, or None when nothing was extended.
     """
-    lifetime = default_lifetime()
+    if settings.TOKENS_ENVIRONMENT != "live":
+        return None
     token = Token.objects.select_for_update().get(pk=token.pk)
-    if token.expires_at - timezone.now() >= lifetime / 2:
+    now = timezone.now()
+    if token.expires_at - now >= (token.expires_at - token.created_at) / 2:
         return None
     old = token.expires_at
-    token.expires_at = old + lifetime
-    token.updated_at = timezone.now()
+    token.expires_at = old + default_lifetime()
+    token.updated_at = now
     token.save(update_fields=["expires_at", "updated_at"])
     extension = ExpiryExtension.objects.create(
         token=token, old_expires_at=old, new_expires_at=token.expires_at, reason=reason

@@ -18,17 +18,18 @@ from benchmarks.harness import BenchError
 TARGET = 500
 # One BIN inside each of six seeded issuers' ranges (networks/migrations/0002_seed_issuers.py).
 BINS = ("444433", "400001", "450000", "555555", "520000", "230000")
-DECLINE_SUFFIX = "0002"  # the simulator declines these (networks/tsp/base.py)
+# The simulator declines cards ending 0002 and holds those ending 0036 for a step-up (networks/tsp/base.py).
+SPECIAL_SUFFIXES = ("0002", "0036")
 
 
 def batch_cards(count: int):
-    """``count`` card numbers, round-robin over BINS, none that the simulator declines."""
+    """``count`` card numbers, round-robin over BINS, none that the simulator declines or holds for a step-up."""
     n = 0
     produced = 0
     while produced < count:
         for bin_ in BINS:
             number = seed.card_number(bin_, "9", n)
-            if not number.endswith(DECLINE_SUFFIX) and produced < count:
+            if not number.endswith(SPECIAL_SUFFIXES) and produced < count:
                 produced += 1
                 yield number
         n += 1

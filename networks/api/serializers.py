@@ -11,6 +11,7 @@ from networks.models import NETWORKS, Batch, LifecycleEvent, NetworkToken, Provi
 from vault.api.serializers import CardExpiryDateInput, CardExpiryDateOutput, CardHolderNameField, CardNumberField
 
 BATCH_MAX_ITEMS = 10_000
+CORRELATION_MAX_LENGTH = 36
 CARD_SOURCES = ("token", "card", "encryptedData")
 LAST_DIGITS = re.compile(r"[0-9]{4}")
 
@@ -22,6 +23,11 @@ class TokenReferenceField(StringField):
     def __init__(self, **kwargs):
         kwargs.setdefault("help_text", "The vault token: its href or its tokenId.")
         super().__init__(min_length=1, max_length=200, **kwargs)
+
+
+class CorrelationIdField(StringField):
+    def __init__(self, **kwargs):
+        super().__init__(min_length=1, max_length=CORRELATION_MAX_LENGTH, **kwargs)
 
 
 class AccountIdField(StringField):
@@ -87,6 +93,10 @@ class BatchItemInput(StrictSerializer):
     token = TokenReferenceField()
     accountId = AccountIdField(required=False)
     email = EmailField(required=False)
+    correlationId = CorrelationIdField(
+        required=False, help_text="Your identifier of this item, 1 to 36 characters, carried by its webhook; the "
+                                  "batch's id when absent.",
+    )
 
 
 class BatchItemsField(serializers.ListField):
@@ -232,7 +242,10 @@ class ProvisioningRequestOutput(serializers.Serializer):
     createdAt = serializers.DateTimeField()
     updatedAt = serializers.DateTimeField()
     attempts = serializers.IntegerField()
-    networkToken = NetworkTokenMetadataOutput(allow_null=True, help_text="Once SUCCEEDED.")
+    networkToken = NetworkTokenMetadataOutput(
+        allow_null=True, help_text="Once SUCCEEDED, or PENDING_ACTIVATION: the token was created INACTIVE (the issuer "
+                                   "wants a step-up) and is announced by a webhook once the network activates it.",
+    )
     error = FailureOutput(allow_null=True, help_text="Once FAILED.")
 
 
@@ -240,6 +253,9 @@ class BatchCountsOutput(serializers.Serializer):
     PENDING = serializers.IntegerField()
     QUEUED = serializers.IntegerField()
     RUNNING = serializers.IntegerField()
+    PENDING_ACTIVATION = serializers.IntegerField(
+        help_text="Items whose token the issuer wants a step-up for: announced once the network activates it."
+    )
     SUCCEEDED = serializers.IntegerField()
     FAILED = serializers.IntegerField()
 

@@ -37,7 +37,7 @@ READ_ERRORS = {code: ERRORS[code] for code in (401, 403, 404)}
 
 CORRELATION_HEADER = "X-Correlation-Id"
 CORRELATION_PATH = f"$.headers.{CORRELATION_HEADER}"
-CORRELATION_MAX_LENGTH = 36
+CORRELATION_MAX_LENGTH = s.CORRELATION_MAX_LENGTH
 CORRELATION_PARAMETER = OpenApiParameter(
     CORRELATION_HEADER, {"type": "string", "minLength": 1, "maxLength": CORRELATION_MAX_LENGTH},
     OpenApiParameter.HEADER, required=True,
@@ -212,6 +212,7 @@ class BatchesView(ApiView):
             services.BatchEntry(
                 token_reference=item["token"], vault_token=vault_tokens.get(item["token"]),
                 account_id=item.get("accountId", ""), email=item.get("email", ""),
+                correlation_id=item.get("correlationId", ""),
             )
             for item in items
         ])
@@ -281,8 +282,9 @@ class CryptogramsView(ApiView):
     @extend_schema(
         operation_id="network_token_cryptogram_create",
         summary="A single-use cryptogram for a payment with an ACTIVE token",
-        description="Audited; a use of the vault token behind it (past half its lifetime, its expiry is extended). "
-                    "`tokenNumber` is included only for keys that also have the tokens:detokenize scope.",
+        description="Audited; a use of the vault token behind it (in live, with less than half of its own lifetime "
+                    "left, its expiry moves 4 years on; in try, never). `tokenNumber` is included only for keys that "
+                    "also have the tokens:detokenize scope.",
         request=None,
         responses={200: s.CryptogramOutput, **READ_ERRORS, **{code: ERRORS[code] for code in (422, 502, 504)}},
     )

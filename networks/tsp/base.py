@@ -17,6 +17,11 @@ The simulators behave like the real services, only locally:
 
 **Token numbers** lie in each network's own token BIN range, pass the Luhn check and never equal the card number.
 The **payment account reference** (PAR) is the same for the same card number, whatever the merchant or network.
+
+**Deleted tokens stay deleted.** A network that reuses tokenIds (Visa, Amex) reuses only a live one: once a token is
+deleted (by the merchant or by the network), the same request gets a new tokenId (``live_token_id``). A real TSP
+remembers its deleted tokens; the simulators keep no state of their own and read it from the vault's copy of each
+token (``NetworkToken``), which every deletion updates.
 """
 
 import base64
@@ -26,11 +31,14 @@ import random
 import secrets
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import count
 
 from django.conf import settings
 from django.utils import timezone
 
+from networks.models import NetworkToken
 from vault import cards
 
 DECLINE_SUFFIX = "0002"
@@ -94,6 +102,16 @@ def keyed_digest(purpose: str, *parts: str) -> bytes:
 
 def digits_from(digest: bytes, count: int) -> str:
     return str(int.from_bytes(digest, "big"))[-count:].rjust(count, "0")
+
+
+def live_token_id(token_id: Callable[[int], str]) -> str:
+    """The first of ``token_id(0)``, ``token_id(1)``, … that is not a deleted token: a network's reuse rule makes
+    generation 0, and each deletion moves its requests on to the next generation."""
+    for generation in count():
+        candidate = token_id(generation)
+        if not NetworkToken.objects.filter(token_id=candidate, status=NetworkToken.DELETED).exists():
+            return candidate
+    raise AssertionError("unreachable")
 
 
 def latency_seconds() -> float:

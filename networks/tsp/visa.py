@@ -1,6 +1,7 @@
-"""Visa Token Service, simulated. tokenId rule: the same tokenId for the same merchant, card and accountId."""
+"""Visa Token Service, simulated. tokenId rule: the same tokenId for the same merchant, card and accountId, as long
+as that token lives; once it is deleted, a new one."""
 
-from networks.tsp.base import ProvisionRequest, SimulatedProvider, digits_from, keyed_digest
+from networks.tsp.base import ProvisionRequest, SimulatedProvider, digits_from, keyed_digest, live_token_id
 
 
 class VisaProvider(SimulatedProvider):
@@ -10,5 +11,9 @@ class VisaProvider(SimulatedProvider):
     par_prefix = "V001"
 
     def token_id_for(self, request: ProvisionRequest) -> str:
-        digest = keyed_digest("visa-token-id", request.merchant_id, request.card.number, request.account_id)
-        return f"DNITHE{digits_from(digest, 20)}"
+        def token_id(generation: int) -> str:
+            digest = keyed_digest("visa-token-id", request.merchant_id, request.card.number, request.account_id,
+                                  str(generation))
+            return f"DNITHE{digits_from(digest, 20)}"
+
+        return live_token_id(token_id)

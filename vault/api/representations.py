@@ -1,15 +1,17 @@
 """Tokens as the API shows them: HAL JSON with absolute links, card data masked.
 
-Built as plain dicts (the hot path of every tokenize); ``serializers.TokenOutput`` documents the same shape.
+Built as plain dicts (the hot path of every tokenize); ``serializers.TokenOutput`` documents the same shape. The
+link relations are those of ``relations``, where the curie leads.
 """
 
 from django.conf import settings
 
 from config.http import timestamp
 from networks import selectors as network_selectors
+from vault.api.relations import CURIE_NAME, CURIE_PATH, TOKEN_DETAILS, rel
 from vault.models import Token, TokenConflict
 
-TOKEN_LINKS = ("description", "cardHolderName", "cardExpiryDate", "billingAddress", "schemeTransactionReference")
+TOKEN_DETAIL_RELS = tuple((rel(name), name) for name in TOKEN_DETAILS)
 
 
 def base_url(request) -> str:
@@ -17,7 +19,7 @@ def base_url(request) -> str:
 
 
 def curies(request) -> list[dict]:
-    return [{"href": f"{base_url(request)}/rels/tokens/{{rel}}.json", "name": "tokens", "templated": True}]
+    return [{"href": f"{base_url(request)}{CURIE_PATH}", "name": CURIE_NAME, "templated": True}]
 
 
 def token_href(request, token: Token) -> str:
@@ -43,6 +45,8 @@ def masked_card(token: Token) -> dict:
 
 
 def conflicts_body(conflict: TokenConflict) -> dict:
+    """The ``conflicts`` object: where each value sits in a create request, only those that conflict (a
+    ``paymentInstrument`` only when a card detail does), and ``conflictsExpiryDateTime``."""
     card = {}
     if conflict.card_holder_name is not None:
         card["cardHolderName"] = conflict.card_holder_name
@@ -50,19 +54,23 @@ def conflicts_body(conflict: TokenConflict) -> dict:
         card["cardExpiryDate"] = _expiry(conflict.expiry_month, conflict.expiry_year)
     if conflict.billing_address is not None:
         card["billingAddress"] = conflict.billing_address
-    return {"paymentInstrument": card, "conflictsExpiryDateTime": timestamp(conflict.expires_at)}
+    body = {"paymentInstrument": card} if card else {}
+    if conflict.scheme_transaction_reference is not None:
+        body["schemeTransactionReference"] = conflict.scheme_transaction_reference
+    body["conflictsExpiryDateTime"] = timestamp(conflict.expires_at)
+    return body
 
 
 def token_links(request, token: Token, *, conflict_pending: bool) -> dict:
     href = token_href(request, token)
-    links = {"tokens:token": {"href": href}}
-    for name in TOKEN_LINKS:
-        links[f"tokens:{name}"] = {"href": f"{href}/{name}"}
+    links = {rel("token"): {"href": href}}
+    for name, segment in TOKEN_DETAIL_RELS:
+        links[name] = {"href": f"{href}/{segment}"}
     if conflict_pending:
-        links["tokens:conflicts"] = {"href": f"{href}/conflicts"}
+        links[rel("conflicts")] = {"href": f"{href}/conflicts"}
     network_token_id = _newest_network_token_id(token)
     if network_token_id:
-        links["tokens:networkToken"] = {"href": f"{base_url(request)}/network-tokens/{network_token_id}"}
+        links[rel("networkToken")] = {"href": f"{base_url(request)}/network-tokens/{network_token_id}"}
     links["curies"] = curies(request)
     return links
 

@@ -196,11 +196,24 @@ class TokenPaymentInstrumentOutput(serializers.Serializer):
 class ConflictCardOutput(serializers.Serializer):
     cardHolderName = serializers.CharField(required=False)
     cardExpiryDate = CardExpiryDateOutput(required=False)
-    billingAddress = BillingAddressOutput(required=False)
+    billingAddress = BillingAddressOutput(
+        required=False,
+        help_text="The requested address, with the stored address2, address3 and state where the request left "
+                  "them out (leaving one out keeps it).",
+    )
 
 
 class ConflictsOutput(serializers.Serializer):
-    paymentInstrument = ConflictCardOutput()
+    """The requested values that differ from the stored ones, each where it sits in a create request. Only what
+    conflicts is listed: ``paymentInstrument`` is left out when no card detail does (a conflict on the scheme
+    transaction reference alone), rather than shown empty."""
+
+    paymentInstrument = ConflictCardOutput(required=False, help_text="The card details that differ.")
+    schemeTransactionReference = serializers.CharField(
+        required=False,
+        help_text="The requested reference, when the token holds a different one (a token without one takes the "
+                  "requested one silently: never a conflict).",
+    )
     conflictsExpiryDateTime = serializers.DateTimeField()
 
 
@@ -261,6 +274,28 @@ class DetokenizeOutput(serializers.Serializer):
     tokenId = serializers.CharField()
     tokenExpiryDateTime = serializers.DateTimeField()
     paymentInstrument = PlainCardOutput()
+
+
+class RelationBodyOutput(serializers.Serializer):
+    description = serializers.CharField()
+    example = serializers.JSONField(help_text="A body this method accepts; text in <angle brackets> stands for a "
+                                              "value (a card number is never shown).")
+
+
+class RelationMethodOutput(serializers.Serializer):
+    description = serializers.CharField()
+    operationId = serializers.CharField(help_text="The operation in the OpenAPI schema (/api/schema/).")
+    scope = serializers.CharField(help_text="The scope the API key needs.")
+    body = RelationBodyOutput(allow_null=True, help_text="null when the method takes no body.")
+    responses = serializers.DictField(child=serializers.CharField(), help_text="What each status code means here.")
+
+
+class RelationOutput(serializers.Serializer):
+    """The document a curie resolves to: one link relation (``relations.RELATIONS``)."""
+
+    rel = serializers.CharField(help_text="The curied name, as a key of _links: tokens:<name>.")
+    description = serializers.CharField(help_text="What the link leads to.")
+    methods = serializers.DictField(child=RelationMethodOutput(), help_text="By HTTP method.")
 
 
 class ErrorItemOutput(serializers.Serializer):

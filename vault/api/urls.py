@@ -1,7 +1,7 @@
 from django.urls import path, register_converter
 
 from config.api import IdConverter
-from vault.api import views
+from vault.api import relations, views
 from vault.models import Token
 
 
@@ -11,7 +11,14 @@ class ReferenceConverter(IdConverter):
     regex = f"[A-Za-z0-9_-]{{1,{Token._meta.get_field('reference').max_length}}}"
 
 
+class RelationConverter(IdConverter):
+    """The name of a link relation, in place of {rel} in the curie."""
+
+    regex = relations.NAME_REGEX
+
+
 register_converter(ReferenceConverter, "token_reference")
+register_converter(RelationConverter, "relation")
 
 ref = "tokens/<token_reference:reference>"
 
@@ -29,4 +36,6 @@ urlpatterns = [
     ),
     path(f"{ref}/conflicts", views.TokenConflictsView.as_view(), name="token-conflicts"),
     path(f"{ref}/detokenize", views.TokenDetokenizeView.as_view(), name="token-detokenize"),
+    # Where the curie of every answer leads (relations.CURIE_PATH).
+    path("rels/tokens/<relation:rel>.json", views.RelationView.as_view(), name="token-relation"),
 ]

@@ -3,7 +3,8 @@
 from urllib.parse import urlencode
 
 from django.db import connection
-from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -11,10 +12,11 @@ from rest_framework.views import APIView
 
 from config.api import ApiView, StringField, page_of
 from config.errors import EndpointNotFound, ResourceNotFound
+from config.http import HalJsonRenderer, JsonRenderer, timestamp
 from config.schema import string_schema
 from vault import selectors, services
+from vault.api import relations
 from vault.api import serializers as s
-from config.http import timestamp
 from vault.api.representations import base_url, conflicts_body, curies, masked_card, token_body
 from vault.authentication import actor_for
 
@@ -58,7 +60,8 @@ class TokensView(ApiView):
             return Response(token_body(request, token, conflict=selectors.conflict_pending(token=token)))
         if "namespace" in params:
             return Response(self._page(request, params))
-        return Response({"_links": {"tokens:tokens": {"href": f"{base_url(request)}/tokens"}, "curies": curies(request)}})
+        return Response({"_links": {relations.rel("tokens"): {"href": f"{base_url(request)}/tokens"},
+                                    "curies": curies(request)}})
 
     def _page(self, request, params) -> dict:
         tokens = selectors.token_list(merchant=request.user, namespace=params["namespace"])
@@ -265,7 +268,8 @@ class TokenDetokenizeView(ApiView):
     @extend_schema(
         operation_id="token_detokenize",
         summary="The full card, for payment processing (scope tokens:detokenize)",
-        description="Audited. Counts as a use of the token: past half its lifetime, its expiry is extended.",
+        description="Audited. Counts as a use of the token: in live, with less than half of its own lifetime "
+                    "left (creation to current expiry), its expiry moves 4 years on; in try, never.",
         request=None,
         responses={200: s.DetokenizeOutput, **READ_ERRORS},
     )
@@ -287,6 +291,40 @@ class TokenDetokenizeView(ApiView):
         })
         response["Cache-Control"] = "no-store"
         return response
+
+
+class RelationView(APIView):
+    """``GET /rels/tokens/{rel}.json``: what the link relation ``tokens:{rel}`` of a token answer leads to, and how to
+    use it (``relations``); where the ``curies`` of every answer point.
+
+    Public, like ``/api/docs/``: it documents the API and holds nothing of any merchant, so it takes no API key (a
+    client following a curie need not send one; one sent is ignored).
+    """
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    renderer_classes = [JsonRenderer]
+
+    @extend_schema(
+        operation_id="token_relation_get",
+        summary="The documentation of a link relation (what the curies resolve to)",
+        description="Public: no API key needed. `rel` is a link relation's name without its `tokens:` prefix.",
+        auth=[],
+        parameters=[OpenApiParameter(
+            "rel", OpenApiTypes.STR, OpenApiParameter.PATH,
+            enum=sorted(relations.RELATIONS), pattern=f"^{relations.NAME_REGEX}$",
+            description="The relation, e.g. conflicts for tokens:conflicts; any other name answers 404.",
+        )],
+        responses={
+            200: s.RelationOutput,
+            # A name outside the path's pattern never reaches this view: the API's catch-all answers it, in HAL JSON.
+            (404, JsonRenderer.media_type, HalJsonRenderer.media_type): OpenApiResponse(
+                s.ErrorOutput, description="resourceNotFound: no such relation (endpointNotFound outside the pattern)"
+            ),
+        },
+    )
+    def get(self, request, rel):
+        return Response(relations.relation_document(name=rel))
 
 
 class HealthView(APIView):

@@ -362,13 +362,15 @@ class Seeder:
                 self.bar.update(1)
 
     def extensions(self, plans: list[Plan]) -> None:
-        """Tokens close to their expiry: half detokenized by the merchant's processor (a use extends them), half
-        extended by a clerk."""
+        """Tokens close to their expiry: half detokenized by the merchant's processor (in live, a use past the
+        token's half-life extends it; in try none does), half extended by a clerk."""
         self.bar.set_description("extensions")
         with transaction.atomic():
             for plan in plans:
+                # Their creation date already (backdate() sets the rest): the half-life counts from it.
+                plan.token.created_at = plan.created_at
                 plan.token.expires_at = self.now + timedelta(hours=self.rng.uniform(6, 72))
-            Token.objects.bulk_update([p.token for p in plans], ["expires_at"])
+            Token.objects.bulk_update([p.token for p in plans], ["created_at", "expires_at"])
             for index, plan in enumerate(plans):
                 if index % 2:
                     services.token_extend_expiry(token=plan.token, actor=services.Actor("admin:clerk"),
