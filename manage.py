@@ -4,10 +4,15 @@ import sys
 
 
 def main():
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+    # Production unless told otherwise: make run and make test choose their own settings.
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    try:
+        execute_from_command_line(sys.argv)
+    except ImproperlyConfigured as exc:
+        sys.exit(f"manage.py: {exc}")
 
 
 if __name__ == "__main__":

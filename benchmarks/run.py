@@ -86,7 +86,9 @@ def main(argv=None) -> int:
         except BenchError as exc:
             say(f"cannot start: {exc}")
             return 1
-        os.environ.update(run.env(database=ctx.main_db))
+        environment = run.env(database=ctx.main_db)
+        os.environ.clear()  # exactly the run's environment: without the switches production refuses
+        os.environ.update(environment)
         import django
 
         django.setup()

@@ -1,9 +1,25 @@
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+# Production unless told otherwise: make run and make test choose their own settings.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.task_prerun.connect
+@signals.task_postrun.connect
+def close_unusable_database_connections(task=None, **kwargs):
+    """What Django does around every request, around every task: a connection that broke (a database restart, a
+    failover) or outlived DATABASE_CONN_MAX_AGE is closed, and the next query opens a new one after a health check.
+    Celery's own fixup keeps connections for CELERY_DB_REUSE_MAX tasks without looking at them, so a worker that
+    lived through a database restart failed every task on a dead connection. (Not for a task run eagerly, inside
+    its caller's transaction: the connection is the caller's.)"""
+    from django.db import close_old_connections
+
+    if task is not None and task.request.is_eager:
+        return
+    close_old_connections()

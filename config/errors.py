@@ -107,6 +107,27 @@ class ServiceUnavailable(ApiError):
     default_message = "The service is temporarily unavailable; retry later"
 
 
+class KeysNotReady(ApiError):
+    """This server's vault keys do not match the check values stored with the cards (``vault.crypto.KeyRingMismatch``:
+    a key missing from the ring, another key under a version, another fingerprint key). Card operations wait for an
+    operator; the rest of the API serves. What differs is in the log, not in the answer."""
+
+    status_code = 503
+    error_name = "keysNotReady"
+    default_message = (
+        "Card operations are paused on this server until its vault keys match the stored cards; retry later"
+    )
+
+
+class CardKeyUnavailable(ApiError):
+    """A card stored under a key version this server's ring lacks (``vault.crypto.KeyVersionUnavailable``: a key
+    rollout that has not reached this server). Not a ServiceUnavailable: the database is fine."""
+
+    status_code = 503
+    error_name = "serviceUnavailable"
+    default_message = "The card's encryption key is not available on this server; retry later"
+
+
 class BusinessRuleError(ApiError):
     """A well-formed request that a business rule refuses; the subclass names the rule."""
 
@@ -193,8 +214,14 @@ def validation_errors(detail, path: str = "$") -> list[dict]:
 
 
 def _api_error_for(exc: Exception) -> ApiError | None:
+    from vault.crypto import KeyRingMismatch, KeyVersionUnavailable  # the vault builds on this module
+
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, KeyRingMismatch):
+        return KeysNotReady()  # the vault logged the problems when it found them
+    if isinstance(exc, KeyVersionUnavailable):
+        return CardKeyUnavailable()  # the ring logged the version
     if isinstance(exc, drf.ValidationError):
         return BodyDoesNotMatchSchema(validation_errors=validation_errors(exc.detail))
     if isinstance(exc, drf.ParseError):
@@ -267,3 +294,14 @@ def handler404(request, exception=None):
 
 def handler500(request):
     return json_error(InternalError())
+
+
+def handler400(request, exception=None):
+    """Django's answer to a SuspiciousOperation, above all a Host header not in ``ALLOWED_HOSTS`` (a scanner, a
+    misrouted client, a DNS name pointed at us): the API's shape rather than an HTML page. The log line is
+    ``django.security``'s, made one WARNING line in settings (config.logging.AsWarningWithoutTraceback)."""
+    from django.core.exceptions import DisallowedHost
+
+    if isinstance(exception, DisallowedHost):
+        return json_error(BusinessRuleError("hostNotAllowed", "This server does not serve the requested host"))
+    return json_error(BusinessRuleError("badRequest", "The request could not be understood"))

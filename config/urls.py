@@ -9,6 +9,7 @@ admin.site.site_header = admin.site.site_title = "Token vault back office"
 admin.site.index_title = "Back office"
 admin.site.site_url = None  # "/" is the API, not a site to view
 
+handler400 = "config.errors.handler400"
 handler404 = "config.errors.handler404"
 handler500 = "config.errors.handler500"
 

@@ -436,10 +436,31 @@ class ProvisioningRequestAdmin(ShowsVaultTokens, HistoryAdmin):
     search_help_text = "The request id (req_…) or the merchant's correlation id, exactly."
     date_hierarchy = "created_at"
     show_full_result_count = False
+    actions = ["retry_now"]
     # Never the card ciphertext nor its key version: a card sent in the request is only said to be there.
-    fields = ["public_id", "merchant", "correlation_id", "status", "attempts", "card_source", "account_id",
-              "network_token", "failure_code", "failure_reason", "created_at", "updated_at"]
+    fields = ["public_id", "merchant", "correlation_id", "status", "attempts", "next_attempt_at", "queued_until",
+              "claimed_until", "card_source", "account_id", "network_token", "failure_code", "failure_reason",
+              "created_at", "updated_at"]
     readonly_fields = fields
+
+    @admin.action(description="Retry now (pending requests)", permissions=["operate"])
+    def retry_now(self, request, queryset):
+        """A pending request attempted at once: one whose retry is scheduled later, or that looks stuck (its message
+        lost, its worker gone before its lease ran out). Requests that ended are left alone."""
+        queryset = queryset.select_related("merchant")
+        if not request.POST.get("post"):
+            return self.confirm(
+                request, queryset, action="retry_now", title="Retry network-token requests now", submit="Retry now",
+                intro="Each pending request below is queued for an attempt at once. A worker still busy with one "
+                      "loses it to the new attempt: the network may then be asked twice for that card.",
+                rows=[(r, f"{r.status}, attempt {r.attempts}" + ("" if r.status == ProvisioningRequest.PENDING
+                                                                  else ", left alone")) for r in queryset],
+            )
+        actor = _actor(request)
+        retried = sum(services.provisioning_request_retry_now(request=r, actor=actor) for r in queryset)
+        self.message_user(request, f"{retried} request(s) will be attempted now.", messages.SUCCESS)
+        if left := queryset.count() - retried:
+            self.message_user(request, f"{left} request(s) had ended and were left alone.", messages.WARNING)
 
     @admin.display(description="card")
     def card_source(self, obj):

@@ -1,4 +1,8 @@
+import logging
+
 from django.apps import AppConfig
+
+logger = logging.getLogger(__name__)
 
 
 class NetworksConfig(AppConfig):
@@ -6,7 +10,12 @@ class NetworksConfig(AppConfig):
     verbose_name = "Networks"
 
     def ready(self):
-        from networks import jwe
+        from networks import jwe, tsp
 
         # Fail at start-up, not at the first encrypted card, when the JWE key is malformed.
         jwe.private_key()
+        if missing := tsp.unconfigured_networks():
+            logger.warning(
+                "no token service is configured for %s: network-token calls for their cards answer 503 "
+                "networkNotConfigured (set TSP_PROVIDERS, or TSP_SIMULATOR=true outside production)", ", ".join(missing)
+            )

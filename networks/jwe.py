@@ -3,7 +3,9 @@
 The merchant's page (or its server) encrypts the card to the public key served at
 ``GET /network-tokens/encryption-key`` (a JWK set), so the card number crosses the merchant's systems only as
 ciphertext. ``NETWORK_TOKENS_JWE_KEY`` holds the private half (base64 of a PEM RSA key); its ``kid`` is the key's
-RFC 7638 thumbprint, so a new key gets a new ``kid`` by itself.
+RFC 7638 thumbprint, so a new key gets a new ``kid`` by itself. The key is read at start-up (networks.apps), and
+one that is not base64 of an unencrypted PEM RSA private key of at least 2048 bits stops it with one line naming
+the variable.
 
 Only ``alg: RSA-OAEP-256`` with ``enc: A256GCM`` is accepted, and no ``zip``: anything else (RSA1_5's padding
 oracle, a compressed bomb, a downgraded cipher) is refused before any decryption. Every failure, whether
@@ -12,10 +14,15 @@ kinds only: never a byte of the plaintext, which is a card.
 """
 
 import base64
+import binascii
 import functools
 import json
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from joserfc import jwe
@@ -28,6 +35,7 @@ from networks import tsp
 
 ALGORITHM = "RSA-OAEP-256"
 ENCRYPTION = "A256GCM"
+MIN_KEY_BITS = 2048  # RSA-OAEP under 2048 bits is below every current recommendation (NIST SP 800-131A)
 JSON_PATH = "$.encryptedData"
 # Paths of the plaintext an error may name (a key we do not know could be a card number: never echoed).
 KNOWN_PATHS = frozenset({
@@ -37,10 +45,33 @@ KNOWN_PATHS = frozenset({
 
 @functools.cache
 def private_key() -> RSAKey:
-    pem = base64.b64decode(settings.NETWORK_TOKENS_JWE_KEY)
+    """The key of ``NETWORK_TOKENS_JWE_KEY``; ImproperlyConfigured, naming the variable, for a key it cannot be."""
+    pem = _checked_pem(settings.NETWORK_TOKENS_JWE_KEY)
     key = RSAKey.import_key(pem, {"use": "enc", "alg": ALGORITHM})
     key.ensure_kid()
     return key
+
+
+def _checked_pem(value: str) -> bytes:
+    # Each refusal says what is wrong in one line, without the cause's traceback from deep in the key parser, and
+    # without a byte of the value.
+    try:
+        pem = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ImproperlyConfigured("NETWORK_TOKENS_JWE_KEY is not base64 (it holds base64 of a PEM RSA key)") from None
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except TypeError:
+        raise ImproperlyConfigured("NETWORK_TOKENS_JWE_KEY is an encrypted PEM key: give it unencrypted") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ImproperlyConfigured("NETWORK_TOKENS_JWE_KEY is not base64 of a PEM private key") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ImproperlyConfigured("NETWORK_TOKENS_JWE_KEY is not an RSA key (RSA-OAEP-256 needs one)")
+    if key.key_size < MIN_KEY_BITS:
+        raise ImproperlyConfigured(
+            f"NETWORK_TOKENS_JWE_KEY is an RSA key of {key.key_size} bits: at least {MIN_KEY_BITS} are needed"
+        )
+    return pem
 
 
 @receiver(setting_changed)

@@ -118,6 +118,11 @@ class ProvisioningRequest(models.Model):
 
     A token the issuer wants a step-up for is created INACTIVE: the request then waits in PENDING_ACTIVATION (its
     card already destroyed) and ends when the network activates the token (SUCCEEDED) or deletes it (FAILED).
+
+    The row, not the broker, says what is left to do: a PENDING request is due at ``next_attempt_at``; a message for
+    it is trusted to arrive until ``queued_until``, and a worker owns an attempt until ``claimed_until``, under its
+    ``claim``. Past either, the sweeper (``networks.services.provisioning_requests_sweep``) queues it again: a lost
+    message or a killed worker delays a request, never loses it.
     """
 
     encrypted_field = "card_ciphertext"
@@ -137,6 +142,10 @@ class ProvisioningRequest(models.Model):
     account_id = models.CharField(max_length=64, blank=True)
     email = models.CharField(max_length=254, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="When a PENDING request is due.")
+    queued_until = models.DateTimeField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    claim = models.CharField(max_length=32, blank=True, editable=False)
     network_token = models.ForeignKey(NetworkToken, on_delete=models.SET_NULL, null=True, blank=True)
     failure_reason = models.CharField(max_length=255, blank=True)
     failure_code = models.CharField(max_length=40, blank=True)
@@ -145,6 +154,14 @@ class ProvisioningRequest(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [
+            # The sweeper's question, "which pending requests are due", on the few rows still pending.
+            models.Index(fields=["next_attempt_at"], name="request_pending_due", condition=Q(status="PENDING")),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=~Q(status="PENDING") | Q(next_attempt_at__isnull=False),
+                                   name="request_pending_has_next_attempt"),
+        ]
 
     def associated_data(self) -> bytes:
         return f"provisioning-request:{self.merchant_id}:{self.public_id}".encode()

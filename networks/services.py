@@ -5,6 +5,7 @@ and token numbers only ever exist in memory, in the vault's encryption, or in a 
 """
 
 import logging
+import random
 import secrets
 import time
 from collections import Counter, defaultdict
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
@@ -24,11 +26,13 @@ from networks.models import Batch, BatchItem, Issuer, LifecycleEvent, NetworkTok
 from notifications.services import event_emit, events_emit
 from vault import cards
 from vault import services as vault_services
-from vault.crypto import key_ring
+from vault.crypto import KeysUnavailable, key_ring
 from vault.models import Merchant, Token
 
 CRYPTOGRAM_LIFETIME = timedelta(minutes=15)
 ASYNC_MAX_ATTEMPTS = 5
+# How long an async request waits for this server's keys to match the data again before its next attempt.
+KEYS_UNAVAILABLE_WAIT = timedelta(seconds=60)
 BATCH_ITEM_MAX_ATTEMPTS = 3
 BATCH_ITEM_MAX_ABANDONED = 3  # times an item's worker may stop holding it (see batch_items_reclaim)
 # A worker running a chunk of batch items writes what it has at least this often (the batch shows progress, the
@@ -49,6 +53,24 @@ class NetworkUnavailable(ApiError):
 class NetworkTimeout(NetworkUnavailable):
     status_code = 504
     default_message = "The card network's token service did not answer in time; try again later"
+
+
+class NetworkNotConfigured(ApiError):
+    """The card's network has a token service, but this installation is connected to none (production without a
+    real integration in TSP_PROVIDERS, and without TSP_SIMULATOR)."""
+
+    status_code = 503
+    error_name = "networkNotConfigured"
+    default_message = "No token service is configured for this card's network on this server"
+
+
+def token_service(network: str) -> tsp.TokenService | None:
+    """``tsp.provider_for`` for the services: None for a network without a token service; raises
+    NetworkNotConfigured (503) for one whose token service this installation is not connected to."""
+    try:
+        return tsp.provider_for(network)
+    except tsp.NotConfigured:
+        raise NetworkNotConfigured(f"No token service is configured for {network} on this server") from None
 
 
 def network_not_supported() -> BusinessRuleError:
@@ -105,9 +127,10 @@ def issuer_for(card_number: str, network: str) -> Issuer:
 
 
 def check_supported(number: str, *, email: str) -> str:
-    """The card's network; raises networkNotSupported (422) or, for Amex without email, a 400."""
+    """The card's network; raises networkNotSupported (422), networkNotConfigured (503) or, for Amex without email,
+    a 400."""
     network = cards.brand_of(number)
-    provider = tsp.provider_for(network)
+    provider = token_service(network)
     if provider is None:
         raise network_not_supported()
     if provider.requires_email and not email:
@@ -135,7 +158,7 @@ def network_token_provision(*, origin: Origin, card: tsp.CardData, account_id: s
     if on_call is not None:
         on_call()
     try:
-        provisioned = tsp.provider_for(network).provision(tsp.ProvisionRequest(
+        provisioned = token_service(network).provision(tsp.ProvisionRequest(
             merchant_id=origin.merchant.public_id, card=card, account_id=account_id, email=email
         ))
     except tsp.Declined:
@@ -230,22 +253,39 @@ def provisioning_request_create(*, merchant: Merchant, correlation_id: str, card
                                 email: str = "") -> ProvisioningRequest:
     """Accept an async request (unsupported networks and Amex without email are refused at once) and queue it.
 
-    A card sent in the body is kept encrypted on the request row until the request ends; the task gets the id.
+    The request is due at once and its message goes to the broker after the commit; if the message is lost (the
+    broker down, restarted, or a worker killed holding it) the sweeper queues the request again. A card sent in the
+    body is kept encrypted on the request row until the request ends; the task gets the id.
     """
-    from networks.tasks import run_provisioning_request
-
     network = check_supported((card or card_from_vault(vault_token)).number, email=email)
+    now = timezone.now()
     with transaction.atomic():
         request = ProvisioningRequest(merchant=merchant, correlation_id=correlation_id, network=network,
-                                      vault_token=vault_token, account_id=account_id, email=email)
+                                      vault_token=vault_token, account_id=account_id, email=email,
+                                      next_attempt_at=now, queued_until=now + _request_lease())
         if card is not None:
             request.key_version, request.card_ciphertext = key_ring().encrypt(
                 f"{card.number}|{card.expiry_month}|{card.expiry_year}|{card.holder_name}",
                 associated_data=request.associated_data(),
             )
         request.save()
-        transaction.on_commit(lambda: run_provisioning_request.delay(request.pk), robust=True)
+        _queue_requests_after_commit([request.pk])
     return request
+
+
+def _request_lease() -> timedelta:
+    return timedelta(seconds=settings.NETWORK_REQUEST_LEASE_SECONDS)
+
+
+def _queue_requests_after_commit(request_ids: list[int]) -> None:
+    from networks.tasks import run_provisioning_request
+
+    def publish():
+        for request_id in request_ids:
+            run_provisioning_request.delay(request_id)
+
+    # robust: with the broker down the request is still accepted; the sweeper queues it once its lease has passed.
+    transaction.on_commit(publish, robust=True)
 
 
 def _request_card(request: ProvisioningRequest) -> tsp.CardData:
@@ -256,19 +296,35 @@ def _request_card(request: ProvisioningRequest) -> tsp.CardData:
     return tsp.CardData(number, int(month), int(year), holder)
 
 
-def provisioning_request_run(*, request_id: int, final_attempt: bool) -> None:
-    """One attempt at an async request. A transient TSP failure raises (the task retries it) unless this is the
-    final attempt; every end (token or failure) is a webhook carrying the correlation id."""
-    request = ProvisioningRequest.objects.select_related("merchant", "vault_token").filter(
-        pk=request_id, status=ProvisioningRequest.PENDING
-    ).first()
-    if request is None:
-        return
-    # Claim this attempt: a duplicate message (redelivered after a late ack) finds the count moved on and stops.
-    claimed = ProvisioningRequest.objects.filter(pk=request.pk, attempts=request.attempts).update(
-        attempts=request.attempts + 1, updated_at=timezone.now()
-    )
+def request_retry_delay(attempts: int) -> timedelta:
+    """How long after its ``attempts``-th attempt failed transiently a request is due again: 2, 4, 8, 16 s (at most
+    60), ±20 % so that requests failing together do not all come back together."""
+    return timedelta(seconds=min(2 ** attempts, 60) * random.uniform(0.8, 1.2))
+
+
+def provisioning_request_run(*, request_id: int) -> None:
+    """One attempt at an async request, if it is due and no other worker holds it; safe to run twice.
+
+    Claims the attempt (``claimed_until``, ``claim``): a duplicate or late message finds the request claimed, not
+    due, or ended, and does nothing. A transient TSP failure makes the request due again later (``next_attempt_at``;
+    the sweeper queues it then) until the ASYNC_MAX_ATTEMPTS-th, which fails it. Every end (token or failure) is a
+    webhook carrying the correlation id; an INACTIVE token's request waits for its activation (PENDING_ACTIVATION).
+    """
+    now = timezone.now()
+    claim = secrets.token_hex(16)
+    claimed = ProvisioningRequest.objects.filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
+        pk=request_id, status=ProvisioningRequest.PENDING, next_attempt_at__lte=now,
+    ).update(attempts=F("attempts") + 1, claim=claim, claimed_until=now + _request_lease(), queued_until=None,
+             updated_at=now)
     if not claimed:
+        return
+    request = ProvisioningRequest.objects.select_related("merchant", "vault_token").get(pk=request_id)
+    if request.attempts > ASYNC_MAX_ATTEMPTS:
+        # Only attempts that never ended get here (a transient failure fails the last one): the worker was killed,
+        # ran out of memory, or lost the database each time. Perhaps because of the request: give up on it.
+        _request_failed(request, InternalError("The attempts at this request kept stopping before they ended"),
+                        claim=claim)
         return
     origin = Origin(merchant=request.merchant, correlation_id=request.correlation_id, vault_token=request.vault_token,
                     request_id=request.public_id)
@@ -278,29 +334,86 @@ def provisioning_request_run(*, request_id: int, final_attempt: bool) -> None:
         token = network_token_provision(origin=origin, card=_request_card(request), account_id=request.account_id,
                                         email=request.email)
     except NetworkUnavailable as exc:
-        if not final_attempt:
-            raise
-        _request_failed(request, exc)
+        if request.attempts >= ASYNC_MAX_ATTEMPTS:
+            _request_failed(request, exc, claim=claim)
+        else:
+            ProvisioningRequest.objects.filter(pk=request.pk, claim=claim).update(
+                next_attempt_at=timezone.now() + request_retry_delay(request.attempts), claimed_until=None, claim="",
+                updated_at=timezone.now(),
+            )
     except ApiError as exc:
-        _request_failed(request, exc)
+        _request_failed(request, exc, claim=claim)
+    except DatabaseError:
+        raise  # not the request's fault: its claim runs out and the sweeper queues it again
+    except KeysUnavailable:
+        # Not the request's fault either (a key rollout not here yet, keys that do not match the data): it waits,
+        # this attempt not counted, until an operator has fixed the keys.
+        ProvisioningRequest.objects.filter(pk=request.pk, claim=claim).update(
+            attempts=F("attempts") - 1, next_attempt_at=timezone.now() + KEYS_UNAVAILABLE_WAIT, claimed_until=None,
+            claim="", updated_at=timezone.now(),
+        )
+    except Exception as exc:
+        # A bug, or a card that cannot be read: the request fails rather than coming back for ever. Its type only: a
+        # message could hold card data.
+        logger.error("network-token request %s failed: unexpected %s", request.public_id, type(exc).__name__)
+        _request_failed(request, InternalError(), claim=claim)
     else:
         # An INACTIVE token (a step-up) is not usable yet: the request waits for the network to activate it.
         status = ProvisioningRequest.SUCCEEDED if token.status == NetworkToken.ACTIVE else (
             ProvisioningRequest.PENDING_ACTIVATION)
-        with transaction.atomic():
-            ProvisioningRequest.objects.filter(pk=request.pk).update(
-                status=status, network_token=token, card_ciphertext=None, updated_at=timezone.now()
-            )
+        ProvisioningRequest.objects.filter(pk=request.pk, claim=claim).update(
+            status=status, network_token=token, card_ciphertext=None, next_attempt_at=None, claimed_until=None,
+            updated_at=timezone.now(),
+        )
 
 
 @transaction.atomic
-def _request_failed(request: ProvisioningRequest, error: ApiError) -> None:
-    ProvisioningRequest.objects.filter(pk=request.pk).update(
+def _request_failed(request: ProvisioningRequest, error: ApiError, *, claim: str) -> None:
+    """End ``request`` FAILED with a webhook, unless another worker took the attempt over (its lease ran out)."""
+    ended = ProvisioningRequest.objects.filter(pk=request.pk, claim=claim, status=ProvisioningRequest.PENDING).update(
         status=ProvisioningRequest.FAILED, failure_code=error.error_name, failure_reason=_failure_reason(error),
-        card_ciphertext=None, updated_at=timezone.now(),
+        card_ciphertext=None, next_attempt_at=None, claimed_until=None, updated_at=timezone.now(),
     )
-    event_emit(merchant=request.merchant, type="network_token.failed",
-               data=failed_data(error, correlation_id=request.correlation_id, requestId=request.public_id))
+    if ended:
+        event_emit(merchant=request.merchant, type="network_token.failed",
+                   data=failed_data(error, correlation_id=request.correlation_id, requestId=request.public_id))
+
+
+def provisioning_requests_sweep(*, limit: int = 1000) -> int:
+    """Queue every PENDING request that is due and neither queued nor claimed (a lost message, a killed worker, a
+    retry whose time has come), oldest first, at most ``limit`` a run; returns how many. Taken with SKIP LOCKED and
+    marked queued in one transaction, so two sweepers never queue the same request twice."""
+    now = timezone.now()
+    with transaction.atomic():
+        due = list(
+            ProvisioningRequest.objects.select_for_update(skip_locked=True)
+            .filter(status=ProvisioningRequest.PENDING, next_attempt_at__lte=now)
+            .filter(Q(queued_until__isnull=True) | Q(queued_until__lt=now))
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+            .order_by("next_attempt_at").values_list("pk", flat=True)[:limit]
+        )
+        ProvisioningRequest.objects.filter(pk__in=due).update(queued_until=now + _request_lease())
+        _queue_requests_after_commit(due)
+    if due:
+        logger.info("queued %d due network-token request(s) again", len(due))
+    return len(due)
+
+
+@transaction.atomic
+def provisioning_request_retry_now(*, request: ProvisioningRequest, actor: vault_services.Actor) -> bool:
+    """An operator's "retry now" of a PENDING request: due now, its leases dropped (a worker still holding it loses
+    the claim: at worst the network is asked twice, as after a lease ran out), queued after the commit; audited.
+    Returns False, writing nothing, for a request that is no longer PENDING."""
+    now = timezone.now()
+    retried = ProvisioningRequest.objects.filter(pk=request.pk, status=ProvisioningRequest.PENDING).update(
+        next_attempt_at=now, claimed_until=None, claim="", queued_until=now + _request_lease(), updated_at=now
+    )
+    if retried:
+        vault_services.audit_record(actor=actor, action="admin.network_token_request.retry_now",
+                                    object_type="network_token_request", object_id=request.public_id,
+                                    detail={"merchant": request.merchant.public_id, "attempts": request.attempts})
+        _queue_requests_after_commit([request.pk])
+    return bool(retried)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -318,7 +431,8 @@ class BatchEntry:
 def batch_create(*, merchant: Merchant, entries: list[BatchEntry]) -> Batch:
     """Accept a batch: entries whose vault token is unknown or whose card cannot get a network token fail at once
     with their reason (a ``network_token.failed`` webhook each); the others wait for the dispatcher, which releases
-    them fairly across issuers. An entry without a correlation id takes the batch's id."""
+    them fairly across issuers. An entry without a correlation id takes the batch's id. Raises NetworkNotConfigured
+    (nothing stored) when an entry's network has no token service configured here."""
     now = timezone.now()
     batch = Batch(merchant=merchant)
     items, failures = [], []
@@ -335,6 +449,8 @@ def batch_create(*, merchant: Merchant, entries: list[BatchEntry]) -> Batch:
             if (network, number[:6]) not in issuers:
                 issuers[network, number[:6]] = issuer_for(number, network)
             item.issuer = issuers[network, number[:6]]
+        except NetworkNotConfigured:
+            raise  # the installation's fault, not the item's: the whole batch answers 503
         except ApiError as exc:
             item.status, item.failure_code, item.finished_at = BatchItem.FAILED, exc.error_name, now
             item.failure_reason = _failure_reason(exc)
@@ -437,7 +553,7 @@ def _batch_item_call(item: BatchItem, slots: scheduling.CallSlots) -> _Call:
         call.card = card_from_vault(item.vault_token)
         network = check_supported(call.card.number, email=item.email)
         call.called_at = slots.take()
-        call.provisioned = tsp.provider_for(network).provision(tsp.ProvisionRequest(
+        call.provisioned = token_service(network).provision(tsp.ProvisionRequest(
             merchant_id=item.batch.merchant.public_id, card=call.card, account_id=item.account_id, email=item.email
         ))
     except tsp.Declined:
@@ -446,7 +562,7 @@ def _batch_item_call(item: BatchItem, slots: scheduling.CallSlots) -> _Call:
         call.error = NetworkTimeout() if exc.timeout else NetworkUnavailable()
     except ApiError as exc:
         call.error = exc
-    except DatabaseError:
+    except (DatabaseError, KeysUnavailable):
         raise  # not the item's fault: batch_items_run hands the chunk back
     except Exception as exc:
         # A bug, or a card that cannot be read (a key retired too early): the item fails rather than coming back
@@ -607,8 +723,11 @@ def cryptogram_create(*, token: NetworkToken, actor: vault_services.Actor, revea
     be extended). The token number is included only when ``reveal_number`` (the detokenize scope)."""
     if token.status != NetworkToken.ACTIVE:
         raise BusinessRuleError("tokenNotActive", f"The network token is {token.status}, not ACTIVE", status_code=422)
+    # Decrypted first: a number this server cannot read (its key not here yet) must not cost a cryptogram and a use.
+    number = key_ring().decrypt(token.key_version, token.dpan_ciphertext,
+                                associated_data=token.associated_data()) if reveal_number else None
     try:
-        cryptogram, eci = tsp.provider_for(token.network).cryptogram(token_id=token.token_id)
+        cryptogram, eci = token_service(token.network).cryptogram(token_id=token.token_id)
     except tsp.TspError as exc:
         raise (NetworkTimeout() if exc.timeout else NetworkUnavailable()) from exc
     with transaction.atomic():
@@ -622,9 +741,8 @@ def cryptogram_create(*, token: NetworkToken, actor: vault_services.Actor, revea
         "tokenExpiryDate": {"month": token.token_expiry_month, "year": token.token_expiry_year},
         "cryptogramExpiryDateTime": timestamp(timezone.now() + CRYPTOGRAM_LIFETIME),
     }
-    if reveal_number:
-        answer["tokenNumber"] = key_ring().decrypt(token.key_version, token.dpan_ciphertext,
-                                                   associated_data=token.associated_data())
+    if number is not None:
+        answer["tokenNumber"] = number
     return answer
 
 

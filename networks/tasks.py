@@ -1,17 +1,30 @@
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
 from networks import scheduling, services
-from networks.services import ASYNC_MAX_ATTEMPTS, NetworkUnavailable
+from notifications.tasks import PublishedOnce
+
+# A database that is restarting or failing over: the task runs again shortly. What it had claimed comes back through
+# its lease and the sweepers anyway; the retry only saves the wait.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
 
 
-@shared_task(bind=True, acks_late=True, ignore_result=True, autoretry_for=(NetworkUnavailable,),
-             retry_backoff=2, retry_backoff_max=60, retry_jitter=True, max_retries=ASYNC_MAX_ATTEMPTS - 1)
-def run_provisioning_request(self, request_id: int) -> None:
-    """An async network-token request: transient TSP failures retry with backoff, then end in a failed webhook."""
-    services.provisioning_request_run(request_id=request_id, final_attempt=self.request.retries >= self.max_retries)
+@shared_task(base=PublishedOnce, acks_late=True, ignore_result=True, autoretry_for=DATABASE_UNAVAILABLE,
+             retry_backoff=1, retry_backoff_max=30, max_retries=5)
+def run_provisioning_request(request_id: int) -> None:
+    """One attempt at an async network-token request (see ``services.provisioning_request_run``): its retries are
+    scheduled in the database, not in the broker."""
+    services.provisioning_request_run(request_id=request_id)
 
 
-@shared_task(acks_late=True, ignore_result=True)
+@shared_task(ignore_result=True)
+def sweep_provisioning_requests() -> int:
+    """Beat, every few seconds: queue the async requests that are due and not on their way."""
+    return services.provisioning_requests_sweep()
+
+
+@shared_task(acks_late=True, ignore_result=True, autoretry_for=DATABASE_UNAVAILABLE, retry_backoff=1,
+             retry_backoff_max=30, max_retries=5)
 def run_batch_items(item_ids: list[int]) -> None:
     """A chunk of released batch items; then the next release, since this worker is free for more."""
     services.batch_items_run(item_ids=item_ids)

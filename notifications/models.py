@@ -150,3 +150,16 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self):
         return f"attempt {self.number}: {self.status_code or self.error}"
+
+
+class Heartbeat(models.Model):
+    """When a periodic task last ran, one row per task, rewritten in place: ``/healthz`` reads beat's liveness here,
+    where every server sees it (the webhook sweeper writes its own on each run)."""
+
+    DELIVERIES_SWEEP = "notifications.sweep_deliveries"
+
+    name = models.CharField(max_length=100, primary_key=True)
+    beat_at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.name} at {self.beat_at:%Y-%m-%d %H:%M:%S}"

@@ -4,7 +4,7 @@ from django.db.models import Count, F, Min, OuterRef, Prefetch, Q, QuerySet, Sub
 from django.db.models.functions import Coalesce
 
 from config.errors import ResourceNotFound
-from notifications.models import Delivery, Event, WebhookEndpoint
+from notifications.models import Delivery, Event, Heartbeat, WebhookEndpoint
 from vault.models import Merchant
 
 
@@ -79,3 +79,9 @@ def with_delivery_counts(endpoints: QuerySet[WebhookEndpoint]) -> QuerySet[Webho
         return Coalesce(Subquery(deliveries), 0)
 
     return endpoints.annotate(pending=count(Delivery.PENDING), dead_letters=count(Delivery.FAILED))
+
+
+def deliveries_sweep_ran_at() -> datetime | None:
+    """When the webhook sweeper, which beat sends every few seconds, last ran (``services.heartbeat_record``), or
+    None if it never has."""
+    return Heartbeat.objects.filter(name=Heartbeat.DELIVERIES_SWEEP).values_list("beat_at", flat=True).first()

@@ -37,7 +37,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from notifications import signing, ssrf, transport
-from notifications.models import Delivery, DeliveryAttempt, Event, WebhookEndpoint, new_signing_secret
+from notifications.models import Delivery, DeliveryAttempt, Event, Heartbeat, WebhookEndpoint, new_signing_secret
 from vault.models import Merchant
 
 logger = logging.getLogger(__name__)
@@ -133,6 +133,7 @@ def deliveries_sweep(*, limit: int | None = None) -> int:
     never queue the same delivery twice.
     """
     limit = limit or settings.WEBHOOK_SWEEP_LIMIT
+    heartbeat_record(name=Heartbeat.DELIVERIES_SWEEP)  # /healthz's sign that beat (and a worker) is alive
     queued = 0
     while queued < limit:
         now = timezone.now()
@@ -538,3 +539,14 @@ def endpoint_rotate_secret(*, endpoint: WebhookEndpoint) -> WebhookEndpoint:
 def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
     endpoint.delete()
 
+
+# ------------------------------------------------------------------------------------------------------------
+# Heartbeats of periodic tasks
+# ------------------------------------------------------------------------------------------------------------
+def heartbeat_record(*, name: str) -> None:
+    """Note that the periodic task ``name`` runs now: one row per task, inserted or rewritten in one statement (two
+    sweepers at once both succeed, the later time wins)."""
+    Heartbeat.objects.bulk_create(
+        [Heartbeat(name=name, beat_at=timezone.now())],
+        update_conflicts=True, unique_fields=["name"], update_fields=["beat_at"],
+    )

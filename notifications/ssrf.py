@@ -8,7 +8,8 @@ development and tests, and nothing else.
 
 The check runs when an endpoint is saved and again at connect time, on the addresses the connection will use
 (``vetted_addresses``), so a name that resolves to a public address at save time and to a private one later (DNS
-rebinding) is still refused.
+rebinding) is still refused. Through an outbound proxy (``OUTBOUND_PROXY_URL``) the check is the same and comes
+first: the proxy is asked for a tunnel to the vetted address, never to the name (notifications/transport.py).
 """
 
 import ipaddress

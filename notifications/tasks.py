@@ -1,5 +1,6 @@
 from celery import Task, shared_task
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from notifications import services
 
@@ -14,7 +15,10 @@ class PublishedOnce(Task):
         return super().apply_async(args, kwargs, **options)
 
 
-@shared_task(base=PublishedOnce, acks_late=True, ignore_result=True)
+# A database restarting or failing over: the task runs again shortly (what it had claimed comes back through its
+# lease and the sweeper anyway; the retry saves the wait).
+@shared_task(base=PublishedOnce, acks_late=True, ignore_result=True, autoretry_for=(OperationalError, InterfaceError),
+             retry_backoff=1, retry_backoff_max=30, max_retries=5)
 def deliver(delivery_ids: list[int]) -> None:
     """One attempt at each of a batch of deliveries, filled up with other due deliveries of the same endpoints.
     Takes ids only; a duplicate or late message does nothing for a delivery no longer due or claimed by another

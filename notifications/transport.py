@@ -7,14 +7,25 @@ before (each connect, reconnects included, vets the URL again, so DNS cannot cha
 follows a redirect (a 3xx comes back as it is), gives up after ``timeout`` seconds in all (connect, send and read
 together), and reads at most ``MAX_BODY`` bytes of the answer. Failures to get an answer at all raise
 ``TransportError``.
+
+With ``OUTBOUND_PROXY_URL`` set (closed networks reach the internet through an egress proxy only), every connection,
+to an https or a plain http URL alike, is a CONNECT tunnel through the proxy to the vetted address itself, the IP and
+port (RFC 9110 9.3.6). The address is vetted here, before the proxy is asked, and the proxy is given no name to
+resolve, so neither DNS rebinding nor the proxy's own resolver can lead a request to an internal address. Inside the
+tunnel nothing changes: TLS is with the URL's host (its name for SNI and the certificate check), the Host header is
+the URL's, and the tunnel is kept alive like a direct connection. The proxy's address and credentials never appear
+in an error: they are configuration, and errors are stored with the delivery.
 """
 
+import base64
 import http.client
 import socket
 import ssl
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
+
+from django.conf import settings
 
 from notifications import ssrf
 
@@ -40,16 +51,104 @@ class _Refused(OSError):
     """The URL failed its vetting at connect time (carries the ssrf.UnsafeUrl message)."""
 
 
+class _ProxyFailed(OSError):
+    """The outbound proxy could not be reached or would not open the tunnel (the message is safe to store)."""
+
+
+# The proxy's answer to CONNECT is a status line and a few headers: more than this is no proxy we should talk to.
+MAX_PROXY_ANSWER = 16 * 1024
+
+
+@dataclass(frozen=True)
+class _Proxy:
+    host: str
+    port: int
+    authorization: str  # the Proxy-Authorization header's value, or "" when the URL carries no credentials
+
+
+def _outbound_proxy() -> _Proxy | None:
+    """``OUTBOUND_PROXY_URL`` (checked at start-up by the settings), or None when calls go out directly."""
+    if not settings.OUTBOUND_PROXY_URL:
+        return None
+    parts = urlsplit(settings.OUTBOUND_PROXY_URL)
+    authorization = ""
+    if parts.username is not None:
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        authorization = "Basic " + base64.b64encode(credentials.encode()).decode()
+    return _Proxy(parts.hostname, parts.port, authorization)
+
+
 def _vetted_socket(url: str, port: int, timeout: float) -> socket.socket:
+    """A socket connected to an address ``ssrf.vetted_addresses`` approved just now: directly, or through a tunnel
+    of the outbound proxy to that very address."""
+    deadline = time.monotonic() + timeout
     try:
         address = ssrf.vetted_addresses(url)[0]
     except ssrf.UnsafeUrl as exc:
         raise _Refused(str(exc)) from None
-    sock = socket.create_connection((address, port), timeout)
+    proxy = _outbound_proxy()
+    if proxy is None:
+        sock = socket.create_connection((address, port), timeout)
+    else:
+        sock = _tunnel(proxy, address, port, deadline)
     # http.client writes the headers and the body separately: without this, on a kept-alive connection the body
     # waits for the receiver's delayed ACK of the headers (40 ms a request on Linux). urllib3 does the same.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
+
+
+def _remaining(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError
+    return remaining
+
+
+def _tunnel(proxy: _Proxy, address: str, port: int, deadline: float) -> socket.socket:
+    """A socket through ``proxy`` to ``address:port`` (an IP: the proxy resolves nothing), once the proxy answered
+    CONNECT with a 2xx. Timeouts are the attempt's (TimeoutError); any other failure is a ``_ProxyFailed``."""
+    try:
+        sock = socket.create_connection((proxy.host, proxy.port), _remaining(deadline))
+    except TimeoutError:
+        raise
+    except OSError as exc:
+        raise _ProxyFailed(f"outbound proxy unreachable: {type(exc).__name__}") from None
+    try:
+        target = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        head = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"
+        if proxy.authorization:
+            head += f"Proxy-Authorization: {proxy.authorization}\r\n"
+        sock.settimeout(_remaining(deadline))
+        sock.sendall(f"{head}\r\n".encode())
+        status = _tunnel_status(sock, deadline)
+    except (TimeoutError, _ProxyFailed):
+        sock.close()
+        raise
+    except OSError as exc:
+        sock.close()
+        raise _ProxyFailed(f"outbound proxy connection failed: {type(exc).__name__}") from None
+    if not 200 <= status < 300:  # any 2xx opens the tunnel (RFC 9110 15.3)
+        sock.close()
+        raise _ProxyFailed(f"outbound proxy refused the connection: HTTP {status}")
+    return sock
+
+
+def _tunnel_status(sock: socket.socket, deadline: float) -> int:
+    """The status of the proxy's answer to CONNECT, read up to the end of its headers and not a byte further (what
+    follows a 200 is the destination's)."""
+    answer = b""
+    while not answer.endswith(b"\r\n\r\n"):
+        if len(answer) >= MAX_PROXY_ANSWER:
+            raise _ProxyFailed("outbound proxy answered CONNECT with no end of headers")
+        sock.settimeout(_remaining(deadline))
+        byte = sock.recv(1)
+        if not byte:
+            raise _ProxyFailed("outbound proxy closed the connection before answering")
+        answer += byte
+    parts = answer.split(b"\r\n", 1)[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise _ProxyFailed("outbound proxy gave no HTTP answer to CONNECT")
+    return int(parts[1])
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):
@@ -165,6 +264,8 @@ class Connection:
             )
         except _Refused as exc:
             raise TransportError(f"refused: {exc}") from None
+        except _ProxyFailed as exc:
+            raise TransportError(str(exc)) from None
         except (TimeoutError, socket.timeout):
             raise TransportError(f"timed out after {self.timeout:g} s") from None
         except _CLOSED_BY_RECEIVER:

@@ -11,12 +11,13 @@ of the request. A reply can wait before answering, or hang until the receiver st
         assert receiver.requests[0].headers["webhook-id"]
 
 Replies queued with ``reply`` are used first, one per request; when the queue is empty the ``default`` answers
-(a ``Reply`` or a function ``Request -> Reply``).
+(a ``Reply`` or a function ``Request -> Reply``). Given a server-side ``ssl.SSLContext`` as ``tls``, it speaks HTTPS.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections import deque
@@ -73,8 +74,10 @@ Behaviour = Reply | Callable[[Request], Reply]
 class Receiver:
     """An HTTP server on 127.0.0.1 (port chosen by the system). Start and stop it, or use it as a context manager."""
 
-    def __init__(self, default: Behaviour | None = None, *, host: str = "127.0.0.1", path: str = "/hook"):
+    def __init__(self, default: Behaviour | None = None, *, host: str = "127.0.0.1", path: str = "/hook",
+                 tls: ssl.SSLContext | None = None):
         self.default: Behaviour = default if default is not None else Reply()
+        self._tls = tls
         self.path = path
         self._host = host
         self._queue: deque[Behaviour] = deque()
@@ -92,6 +95,8 @@ class Receiver:
         self._stopping.clear()
         self._server = ThreadingHTTPServer((self._host, 0), self._handler_class())
         self._server.daemon_threads = True
+        if self._tls is not None:
+            self._server.socket = self._tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"receiver:{self.port}", daemon=True)
         self._thread.start()
@@ -121,8 +126,8 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:<port><path>``."""
-        return f"http://{self._host}:{self.port}{self.path}"
+        """``http://127.0.0.1:<port><path>`` (``https`` with ``tls``)."""
+        return f"{'https' if self._tls else 'http'}://{self._host}:{self.port}{self.path}"
 
     # -- behaviour ---------------------------------------------------------------------------------------------
     def reply(self, *replies: Behaviour) -> Receiver:

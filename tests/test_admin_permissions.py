@@ -52,7 +52,7 @@ OPERATORS_PERMISSIONS = {
     ("networks", "change_networktoken"), ("networks", "view_networktoken"),
     ("networks", "view_lifecycleevent"),
     ("networks", "view_issuer"),
-    ("networks", "view_provisioningrequest"),
+    ("networks", "view_provisioningrequest"), ("networks", "change_provisioningrequest"),
     ("networks", "view_batch"),
     ("networks", "view_batchitem"),
 }
@@ -518,6 +518,12 @@ def _failed(world: World) -> Delivery:
     return world.delivery
 
 
+def _pending_request(world: World) -> list:
+    """An async request waiting for its attempt (its message never sent: the test has no broker)."""
+    return [network_services.provisioning_request_create(merchant=world.alice, correlation_id="c-stuck",
+                                                         vault_token=world.token)]
+
+
 def _token_ids(world, objects):
     return [world.token.token_id for _ in objects]
 
@@ -554,6 +560,8 @@ CASES = [
          _network_token_ids),
     Case("networks.networktoken", "card_updated", "admin.network_token.card_updated", lambda w: [w.network_token],
          {"expiry_month": "7", "expiry_year": "2036", "card_last_digits": ""}, _network_token_ids),
+    Case("networks.provisioningrequest", "retry_now", "admin.network_token_request.retry_now", _pending_request, {},
+         lambda w, objects: [request.public_id for request in objects]),
     Case("notifications.webhookendpoint", "enable", "admin.webhook.enable", _disabled, {}, _endpoint_ids),
     Case("notifications.webhookendpoint", "disable", "admin.webhook.disable", lambda w: [w.endpoint],
          {"reason": "merchant asked"}, _endpoint_ids),

@@ -7,6 +7,10 @@
   a restart, with every card it said it stored.
 - Redis restarted (it keeps nothing: ``--save ''``) while webhooks are being delivered and cards tokenized: every
   event still reaches the receiver, those whose broker messages were lost and those made while Redis was down.
+- Asynchronous network-token requests, which live in the database until they end: PostgreSQL restarted under a
+  running worker, then 100 requests: all complete without restarting the worker; a worker killed with SIGKILL during
+  200 requests: all complete once another worker's sweeper finds them; Redis stopped while 50 requests are
+  accepted, then started: all complete.
 
 (The webhook worker kill drill is tests/test_webhook_crash.py.) Each drill starts the servers it breaks itself
 (PostgreSQL cluster, redis-server, gunicorn), so breaking them cannot disturb the rest of the suite.
@@ -31,12 +35,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from networks.models import BatchItem, NetworkToken
+from networks import services as network_services
+from networks import tsp
+from networks.models import BatchItem, NetworkToken, ProvisioningRequest
 from notifications import services as notification_services
 from notifications.models import Delivery, Event
 from tests.cards import distinct_card_numbers
-from tests.conftest import (PGBIN, ROOT, capture_path, card_request, database_url, dump_database, kill_celery_worker,
-                            start_celery_worker, stop_celery_worker, stop_process_group, wait_for)
+from tests.conftest import (PGBIN, ROOT, WORKER_LOG, capture_path, card_request, database_url, dump_database,
+                            kill_celery_worker, start_celery_worker, stop_celery_worker, stop_process_group, wait_for)
 from tests.receiver import Receiver, Reply
 from tests.test_network_batches import vault_tokens
 from vault.models import Token
@@ -53,6 +59,8 @@ FAST_RECOVERY = {
     "WEBHOOK_SWEEP_INTERVAL_SECONDS": "1",
     "WEBHOOK_TIMEOUT_SECONDS": "2",
     "NETWORK_BATCH_LEASE_SECONDS": "5",
+    "NETWORK_REQUEST_LEASE_SECONDS": "5",
+    "NETWORK_REQUEST_SWEEP_SECONDS": "1",
 }
 
 
@@ -412,3 +420,130 @@ def test_a_redis_restart_during_deliveries_loses_no_event(alice, tmp_path):
     events = set(Event.objects.filter(merchant=alice, type="token.created").values_list("public_id", flat=True))
     assert len(events) == 200
     assert {request.headers["webhook-id"] for request in receiver.requests} == events
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Asynchronous network-token requests: the database says what is left to do, whatever happened to the broker
+# ------------------------------------------------------------------------------------------------------------
+class AsyncRequests:
+    """A merchant's client of ``POST /network-tokens/async`` on a drill's API server, following its requests."""
+
+    def __init__(self, url: str, api_key: str):
+        self.url = url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {api_key}"
+        self.ended: dict[str, str] = {}  # requestId → its final status
+        self.waiting: list[str] = []
+
+    def send(self, numbers: list[str]) -> None:
+        for number in numbers:
+            card = {"cardNumber": number, "cardExpiryDate": {"month": 5, "year": 2035}}
+            response = self.session.post(f"{self.url}/network-tokens/async", json={"card": card},
+                                         headers={"X-Correlation-Id": f"drill-{number[-6:]}"}, timeout=30)
+            assert response.status_code == 202, response.text[:300]
+            self.waiting.append(response.json()["requestId"])
+
+    def all_ended(self) -> bool:
+        for request_id in list(self.waiting):
+            status = self.session.get(f"{self.url}/network-tokens/requests/{request_id}", timeout=15).json()["status"]
+            if status != "PENDING":
+                self.ended[request_id] = status
+                self.waiting.remove(request_id)
+        return not self.waiting
+
+
+@pytest.mark.postgres
+@pytest.mark.celery
+def test_a_worker_that_lived_through_a_postgresql_restart_completes_every_request_after_it(drill_postgres, tmp_path):
+    env = {**FAST_RECOVERY, "DATABASE_URL": drill_postgres.url}
+    log = capture_path("drill-postgres-async.log", fallback=tmp_path)
+    manage("migrate", "--noinput", env=env, log=log)
+    api_key = json.loads(manage("create_merchant", "Drill Shop", "--json", env=env, log=log))["apiKey"]
+    numbers = distinct_card_numbers("555555", 105, seed=13)
+    worker = start_celery_worker(beat=True, env=env)
+    try:
+        with api_server(env=env, log=log) as (url, _):
+            merchant = AsyncRequests(url, api_key)
+            # The worker holds a database connection once it has done some work...
+            merchant.send(numbers[:5])
+            wait_for(merchant.all_ended, timeout=60, interval=0.5)
+
+            drill_postgres.stop("fast")  # ...which the restart cuts
+            drill_postgres.start()
+            logged_before = WORKER_LOG.stat().st_size
+            merchant.send(numbers[5:])
+            wait_for(merchant.all_ended, timeout=180, interval=1)
+        assert worker.poll() is None, "the worker died"
+    finally:
+        stop_celery_worker(worker)
+
+    assert list(merchant.ended.values()) == ["SUCCEEDED"] * 105
+    # The worker noticed the broken connection before using it: no task failed on it (and waited for a retry).
+    since_restart = WORKER_LOG.read_bytes()[logged_before:].decode(errors="replace")
+    assert "OperationalError" not in since_restart and "InterfaceError" not in since_restart, since_restart[-2000:]
+
+
+@pytest.mark.celery
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_requests_a_killed_worker_held_complete_once_another_worker_sweeps_them(alice, settings):
+    numbers = distinct_card_numbers("444433", 200, seed=17)  # Visa: a card asked for twice is still one token
+    env = {**FAST_RECOVERY, "TSP_LATENCY_MS": "20"}
+    # The requests are accepted here: their messages' lease is the drill's too (the dead worker's are lost with it).
+    settings.NETWORK_REQUEST_LEASE_SECONDS = int(FAST_RECOVERY["NETWORK_REQUEST_LEASE_SECONDS"])
+    first = start_celery_worker(beat=True, concurrency=4, env=env)
+    second = None
+    try:
+        requests_made = [
+            network_services.provisioning_request_create(merchant=alice, correlation_id=f"kill-{n}",
+                                                         card=tsp.CardData(number, 5, 2035))
+            for n, number in enumerate(numbers)
+        ]
+        ids = [request.pk for request in requests_made]
+
+        def succeeded() -> int:
+            return ProvisioningRequest.objects.filter(pk__in=ids, status=ProvisioningRequest.SUCCEEDED).count()
+
+        wait_for(lambda: succeeded() >= 40, timeout=120, interval=0.05)
+        kill_celery_worker(first)
+        at_kill = succeeded()
+        assert at_kill < 200, "every request ended before the kill: nothing was tested"
+
+        second = start_celery_worker(beat=True, concurrency=4, env=env)
+        wait_for(lambda: succeeded() == 200, timeout=180, interval=0.5)
+    finally:
+        stop_celery_worker(first)
+        if second is not None:
+            stop_celery_worker(second)
+
+    assert not ProvisioningRequest.objects.filter(pk__in=ids).exclude(card_ciphertext=None).exists()
+    assert not ProvisioningRequest.objects.filter(pk__in=ids, network_token=None).exists()
+    assert NetworkToken.objects.filter(merchant=alice).count() == 200
+
+
+@pytest.mark.celery
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_requests_accepted_while_redis_is_down_complete_once_it_is_back(alice, tmp_path):
+    redis = RedisServer(tmp_path)
+    env = {**FAST_RECOVERY, "CELERY_BROKER_URL": redis.url, "DATABASE_URL": database_url()}
+    numbers = distinct_card_numbers("555555", 60, seed=19)
+    worker = None
+    try:
+        redis.start()
+        worker = start_celery_worker(beat=True, env=env)
+        with api_server(env=env, log=capture_path("drill-redis-async.log", fallback=tmp_path)) as (url, _):
+            merchant = AsyncRequests(url, alice.raw_key)
+            merchant.send(numbers[:10])
+            wait_for(merchant.all_ended, timeout=60, interval=0.5)
+
+            redis.stop()
+            merchant.send(numbers[10:])  # 50 accepted (202) with nowhere to queue them
+            assert len(merchant.waiting) == 50
+            redis.start()
+            wait_for(merchant.all_ended, timeout=120, interval=1)
+    finally:
+        if worker is not None:
+            stop_celery_worker(worker)
+        redis.stop()
+
+    assert list(merchant.ended.values()) == ["SUCCEEDED"] * 60
+    assert ProvisioningRequest.objects.filter(merchant=alice, status=ProvisioningRequest.SUCCEEDED).count() == 60

@@ -3,18 +3,21 @@ outcome reaches a real webhook receiver on loopback, signed; transient TSP failu
 
 alice is the merchant asking for network tokens and listening for their webhooks.
 
-The retry tests run the task eagerly, in this process (``Task.apply``): Celery then runs each autoretry at once and
-synchronously (``apply`` re-applies the retry signature with ``retries + 1``; the ``retry_backoff`` countdown is not
-waited for), so all five attempts take milliseconds. The TSP's transient failures come from the simulator's own
+The retry tests run the task eagerly, in this process (``Task.apply``), once per attempt: a transient failure makes
+the request due again later in the database, and the test moves that moment to now, as the wait would, before the
+next attempt, so all five attempts take milliseconds. The TSP's transient failures come from the simulator's own
 failure rate; only the stdlib's random draws behind it are scripted (randomness is outside the product).
 """
 
 import json
 import random
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
+from config.settings.secrets import new_key
 from networks import services, tasks, tsp
 from networks.models import NetworkToken, ProvisioningRequest
 from networks.tsp import base as tsp_base
@@ -171,15 +174,28 @@ class ScriptedRandom:
         return getattr(random, name)
 
 
+def run_until_it_ends(request) -> int:
+    """What the workers and the sweeper do with a request, eagerly: an attempt, and each retry once it is due (its
+    wait moved to now); returns how many attempts ran."""
+    for attempt in range(1, 2 * services.ASYNC_MAX_ATTEMPTS):
+        tasks.run_provisioning_request.apply(args=[request.pk])
+        request.refresh_from_db()
+        if request.status != ProvisioningRequest.PENDING:
+            return attempt
+        assert request.next_attempt_at > timezone.now()  # a transient failure: due again later, in the database
+        assert request.claimed_until is None and request.claim == ""
+        ProvisioningRequest.objects.filter(pk=request.pk).update(next_attempt_at=timezone.now())
+    pytest.fail("the request never ended")
+
+
 @pytest.mark.django_db
 def test_an_async_request_whose_tsp_keeps_failing_ends_failed_after_every_retry(alice, settings):
     settings.TSP_FAILURE_RATE = 1.0
     request = services.provisioning_request_create(merchant=alice, correlation_id="corr-retry-1",
                                                    vault_token=vault_token(alice))
 
-    tasks.run_provisioning_request.apply(args=[request.pk])
+    assert run_until_it_ends(request) == services.ASYNC_MAX_ATTEMPTS
 
-    request.refresh_from_db()
     assert request.status == ProvisioningRequest.FAILED
     assert request.failure_code == "networkUnavailable"
     assert request.attempts == services.ASYNC_MAX_ATTEMPTS
@@ -205,9 +221,8 @@ def test_an_async_request_retries_a_transient_failure_and_then_succeeds(alice, s
     request = services.provisioning_request_create(merchant=alice, correlation_id="corr-retry-2",
                                                    vault_token=vault_token(alice))
 
-    tasks.run_provisioning_request.apply(args=[request.pk])
+    run_until_it_ends(request)
 
-    request.refresh_from_db()
     assert scripted.draws == []  # the scripted failure happened
     assert request.status == ProvisioningRequest.SUCCEEDED
     assert request.attempts >= 2
@@ -215,3 +230,56 @@ def test_an_async_request_retries_a_transient_failure_and_then_succeeds(alice, s
     created = Event.objects.get(merchant=alice, type="network_token.created")
     assert created.data["correlationId"] == "corr-retry-2"
     assert not Event.objects.filter(type="network_token.failed").exists()
+
+
+@pytest.mark.django_db
+def test_an_async_request_waits_while_this_servers_keys_cannot_read_its_card_and_then_succeeds(alice, settings):
+    # A key rollout that has not reached this worker yet: the card is under version 2, the worker's ring has 1 only.
+    settings.VAULT_KEY_CHECK_SECONDS = 0
+    old, new = new_key(), new_key()
+    settings.VAULT_KEYS = f"2:{new},1:{old}"
+    request = services.provisioning_request_create(merchant=alice, correlation_id="corr-keys",
+                                                   card=tsp.CardData(VISA, 5, 2035))
+    settings.VAULT_KEYS = f"1:{old}"
+
+    tasks.run_provisioning_request.apply(args=[request.pk])
+
+    request.refresh_from_db()
+    assert request.status == ProvisioningRequest.PENDING  # not failed: the card is not the request's fault
+    assert request.attempts == 0 and request.claim == ""
+    assert request.next_attempt_at > timezone.now()
+    assert not Event.objects.filter(type="network_token.failed").exists()
+
+    settings.VAULT_KEYS = f"2:{new},1:{old}"  # the rollout arrives
+    ProvisioningRequest.objects.filter(pk=request.pk).update(next_attempt_at=timezone.now())
+    tasks.run_provisioning_request.apply(args=[request.pk])
+
+    request.refresh_from_db()
+    assert request.status == ProvisioningRequest.SUCCEEDED and request.attempts == 1
+
+
+@pytest.mark.django_db
+def test_a_request_whose_worker_died_mid_attempt_is_queued_again_by_the_sweeper_once_its_claim_runs_out(
+        alice, monkeypatch, django_capture_on_commit_callbacks):
+    queued = []
+    monkeypatch.setattr(tasks.run_provisioning_request, "delay", queued.append)
+    request = services.provisioning_request_create(merchant=alice, correlation_id="corr-died",
+                                                   card=tsp.CardData(VISA, 5, 2035))
+    # A worker claimed the attempt and was killed; its message was taken, its claim still runs.
+    ProvisioningRequest.objects.filter(pk=request.pk).update(
+        attempts=1, claim="dead-worker", queued_until=None, claimed_until=timezone.now() + timedelta(seconds=60))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.provisioning_requests_sweep() == 0  # its worker may still be at it
+    tasks.run_provisioning_request.apply(args=[request.pk])  # a late duplicate message: not its turn either
+    assert ProvisioningRequest.objects.get(pk=request.pk).attempts == 1
+
+    ProvisioningRequest.objects.filter(pk=request.pk).update(claimed_until=timezone.now() - timedelta(seconds=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.provisioning_requests_sweep() == 1
+        assert services.provisioning_requests_sweep() == 0  # queued once, not at every sweep
+    assert queued == [request.pk]
+    tasks.run_provisioning_request.apply(args=queued)
+
+    request.refresh_from_db()
+    assert request.status == ProvisioningRequest.SUCCEEDED and request.attempts == 2
+    assert request.card_ciphertext is None and request.claimed_until is None

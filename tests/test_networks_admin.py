@@ -525,7 +525,7 @@ def test_a_provisioning_request_is_listed_with_its_outcome(operator, alice, monk
     monkeypatch.setattr(network_tasks.run_provisioning_request, "delay", lambda request_id: None)
     declined = services.provisioning_request_create(merchant=alice, correlation_id="c-declined",
                                                     card=tsp.CardData("4000000000000002", 5, 2035))
-    services.provisioning_request_run(request_id=declined.pk, final_attempt=True)
+    services.provisioning_request_run(request_id=declined.pk)
 
     listing = operator.get(changelist("provisioningrequest"))
 
@@ -607,7 +607,7 @@ def test_the_operators_group_holds_the_network_token_permissions_after_migrate(d
 
     assert held == {
         "view_networktoken", "change_networktoken", "view_lifecycleevent", "view_issuer",
-        "view_provisioningrequest", "view_batch", "view_batchitem",
-    }
+        "view_provisioningrequest", "change_provisioningrequest", "view_batch", "view_batchitem",
+    }  # change_provisioningrequest: retrying a stuck request
     assert group.permissions.filter(content_type__app_label="notifications", codename="change_delivery").exists()
     assert not group.permissions.filter(content_type__app_label="vault").exists()

@@ -244,3 +244,43 @@ class AuditLog(models.Model):
 
     def __str__(self):
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.result}"
+
+
+class KeyCheck(models.Model):
+    """The check value of a key the data was written under, stored with the data (and so in every backup of it).
+
+    One row per encryption key version ever active, and one for the fingerprint key. A process compares its own keys
+    with these before it works on cards (``vault.selectors.key_ring_problems``), so a start or a restore with other
+    keys is refused instead of failing every card, or silently making duplicate tokens. Never key material: a check
+    value is the first 8 bytes of an HMAC of a fixed label under the key (``vault.crypto.check_value``).
+    """
+
+    ENCRYPTION, FINGERPRINT = "encryption", "fingerprint"
+
+    purpose = models.CharField(max_length=12, choices=[(ENCRYPTION, "encryption"), (FINGERPRINT, "fingerprint")])
+    # The key version (encryption keys only).
+    version = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Blank only for a version found holding data when this table was made (migration 0005), until a process with
+    # that version in its ring records its value.
+    check_value = models.CharField(max_length=16, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Set by rotate_keys once no row is left under the version: it may then leave the ring (and stays with the
+    # backups made under it).
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["version"], condition=Q(purpose="encryption"),
+                                    name="keycheck_one_per_encryption_version"),
+            models.UniqueConstraint(fields=["purpose"], condition=Q(purpose="fingerprint"),
+                                    name="keycheck_one_fingerprint_key"),
+            models.CheckConstraint(
+                condition=Q(purpose="encryption", version__isnull=False)
+                | Q(purpose="fingerprint", version__isnull=True),
+                name="keycheck_version_for_encryption_keys_only",
+            ),
+        ]
+        ordering = ["purpose", "version"]
+
+    def __str__(self):
+        return f"{self.purpose} key {self.version}" if self.version else f"{self.purpose} key"

@@ -7,7 +7,8 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from config.errors import ResourceNotFound
-from vault.models import Merchant, Namespace, Token, TokenConflict
+from vault.crypto import configured_key_ring
+from vault.models import KeyCheck, Merchant, Namespace, Token, TokenConflict
 
 
 def live_tokens(*, merchant: Merchant) -> QuerySet[Token]:
@@ -47,6 +48,32 @@ def namespaces_with_counts() -> QuerySet[Namespace]:
     return Namespace.objects.select_related("merchant").annotate(
         card_count=Count("tokens", filter=Q(tokens__deleted_at__isnull=True, tokens__expires_at__gt=timezone.now()))
     )
+
+
+def key_ring_problems() -> list[str]:
+    """What keeps this process's keys from serving the cards stored: one sentence each, naming versions and
+    settings, never key material; empty when all is well.
+
+    The keys are compared with the check values stored with the data (``KeyCheck``, a table of a few rows: one query,
+    never a scan of the cards): a version that holds data (recorded, not retired by ``rotate_keys``) but is not in
+    ``VAULT_KEYS``, a version whose key differs from the one recorded for it, a fingerprint key that differs. Card
+    operations refuse while there is any (``vault.services.keys_verify``); nothing recorded yet (a new database) is
+    no problem. Raises DatabaseError when the database cannot be read.
+    """
+    ring = configured_key_ring()
+    problems = []
+    for check in KeyCheck.objects.all():
+        if check.purpose == KeyCheck.FINGERPRINT:
+            if check.check_value != ring.fingerprint_check_value:
+                problems.append("VAULT_FINGERPRINT_KEY differs from the one the data was written with: duplicate "
+                                "tokens would follow")
+        elif check.version not in ring.versions:
+            if check.retired_at is None:
+                problems.append(f"key version {check.version} holds data but is not in VAULT_KEYS")
+        elif check.check_value and check.check_value != ring.check_value(check.version):
+            problems.append(f"key version {check.version} in VAULT_KEYS differs from the one the data was written "
+                            "with")
+    return problems
 
 
 # ------------------------------------------------------------------------------------------------------------

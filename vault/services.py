@@ -3,7 +3,9 @@
 Each service is keyword-only, runs in one transaction, and says in its docstring what it writes and raises.
 """
 
+import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,10 +19,14 @@ from django.utils import timezone
 
 from config.errors import BusinessRuleError, ResourceNotFound
 from config.http import timestamp
-from vault import cards
+from vault import cards, selectors
 from vault.events import token_event
-from vault.crypto import key_ring
-from vault.models import DEFAULT_SCOPES, ApiKey, AuditLog, ExpiryExtension, Merchant, Namespace, Token, TokenConflict
+from vault.crypto import (KeyRing, KeyRingMismatch, KeysUnavailable, KeyVersionUnavailable, configured_key_ring,
+                          key_ring)
+from vault.models import (DEFAULT_SCOPES, ApiKey, AuditLog, ExpiryExtension, KeyCheck, Merchant, Namespace, Token,
+                          TokenConflict)
+
+logger = logging.getLogger(__name__)
 
 UNSET = object()
 API_NAMES = {
@@ -462,14 +468,24 @@ def token_extend_expiry(*, token: Token, actor: Actor, reason: str = "extended b
 def token_detokenize(*, token: Token, actor: Actor) -> tuple[Token, str]:
     """Decrypt the card number of ``token`` for payment processing; audited and counted as a use.
 
-    Returns the (possibly extended) token and the number. The number must go straight into the response.
+    Returns the (possibly extended) token and the number. The number must go straight into the response. Raises
+    KeysUnavailable (KeyRingMismatch, or KeyVersionUnavailable when this server's ring lacks the card's key version):
+    nothing is changed then but a failure row in the audit log.
     """
-    with transaction.atomic():
-        extension = token_use(token=token, reason="detokenize")
-        if extension is not None:
-            token.expires_at = extension.new_expires_at
-        number = key_ring().decrypt(token.key_version, token.pan_ciphertext, associated_data=token.associated_data())
-        audit_record(actor=actor, action="token.detokenize", obj=token)
+    try:
+        with transaction.atomic():
+            extension = token_use(token=token, reason="detokenize")
+            if extension is not None:
+                token.expires_at = extension.new_expires_at
+            number = key_ring().decrypt(token.key_version, token.pan_ciphertext,
+                                        associated_data=token.associated_data())
+            audit_record(actor=actor, action="token.detokenize", obj=token)
+    except KeysUnavailable as exc:
+        reason = (f"key version {exc.version} not on this server" if isinstance(exc, KeyVersionUnavailable)
+                  else "keys do not match the data")
+        audit_record(actor=actor, action="token.detokenize", obj=token, result=AuditLog.FAILURE,
+                     detail={"reason": reason})
+        raise
     return token, number
 
 
@@ -490,23 +506,139 @@ def tokens_purge_expired(*, batch_size: int = 500) -> int:
             return purged
 
 
+# ------------------------------------------------------------------------------------------------------------
+# Key custody: the keys against the data, rotation
+# ------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _KeysVerdict:
+    """This process's last check of ``ring`` against the data, made at ``checked_at`` (time.monotonic()); a verdict
+    that is not ``settled`` is checked again at the next card operation."""
+
+    ring: KeyRing
+    problems: tuple[str, ...]
+    checked_at: float
+    settled: bool = True
+
+
+_keys_verdict: _KeysVerdict | None = None
+
+
+def keys_verify(*, ring: KeyRing) -> None:
+    """Refuse card work while ``ring`` does not match the keys the data was written with (``vault.crypto.key_ring``
+    calls this before handing the ring out).
+
+    Asks ``selectors.key_ring_problems`` on the process's first card operation and then at most every
+    ``VAULT_KEY_CHECK_SECONDS`` (a couple of queries on a table of a few rows). When all is well, records the check
+    values that are new (``key_checks_record``) and asks again: of two processes recording different keys at once,
+    one wins and the other sees the difference. Logs one error line when the problems appear or change (not one per
+    request), and raises KeyRingMismatch while there are any.
+    """
+    global _keys_verdict
+    verdict = _keys_verdict
+    now = time.monotonic()
+    if (verdict is None or verdict.ring is not ring or not verdict.settled
+            or now - verdict.checked_at >= settings.VAULT_KEY_CHECK_SECONDS):
+        problems = selectors.key_ring_problems()
+        recorded = not problems and key_checks_record(ring=ring)
+        if recorded:
+            problems = selectors.key_ring_problems()
+        if problems and (verdict is None or verdict.problems != tuple(problems)):
+            logger.error("card operations refused until the keys match the data: %s", "; ".join(problems))
+        elif not problems and verdict is not None and verdict.ring is ring and verdict.problems:
+            logger.info("the keys match the data again: card operations resume")
+        # A record written inside the caller's transaction is trusted once it is seen committed.
+        settled = not (recorded and transaction.get_connection().in_atomic_block)
+        verdict = _keys_verdict = _KeysVerdict(ring=ring, problems=tuple(problems), checked_at=now, settled=settled)
+    if verdict.problems:
+        raise KeyRingMismatch(list(verdict.problems))
+
+
+def _forget_keys_verdict() -> None:
+    global _keys_verdict
+    _keys_verdict = None
+
+
+def key_checks_record(*, ring: KeyRing) -> bool:
+    """Store with the data the check values of the keys ``ring`` uses on it where none is stored yet: the
+    fingerprint key's, the active version's (its first use as the active one; a retired version made active again is
+    live again), and those of versions in the ring found holding data without one (migration 0005). Returns whether
+    it wrote anything.
+
+    Never changes a stored value: a difference is a problem to report (``selectors.key_ring_problems``), not one to
+    paper over; ``keys_verify`` calls this only when there is none. Concurrent calls store one row each (the unique
+    constraints, with INSERT … ON CONFLICT DO NOTHING).
+    """
+    recorded = list(KeyCheck.objects.all())
+    encryption = {check.version: check for check in recorded if check.purpose == KeyCheck.ENCRYPTION}
+    new = []
+    if not any(check.purpose == KeyCheck.FINGERPRINT for check in recorded):
+        new.append(KeyCheck(purpose=KeyCheck.FINGERPRINT, check_value=ring.fingerprint_check_value))
+    if ring.active_version not in encryption:
+        new.append(KeyCheck(purpose=KeyCheck.ENCRYPTION, version=ring.active_version,
+                            check_value=ring.check_value(ring.active_version)))
+    wrote = False
+    with transaction.atomic():
+        if new:
+            KeyCheck.objects.bulk_create(new, ignore_conflicts=True)
+            wrote = True
+        active = encryption.get(ring.active_version)
+        if active is not None and active.retired_at is not None:
+            wrote |= bool(KeyCheck.objects.filter(pk=active.pk).update(retired_at=None))
+        for version, check in encryption.items():
+            if not check.check_value and version in ring.versions:
+                wrote |= bool(KeyCheck.objects.filter(pk=check.pk, check_value="")
+                              .update(check_value=ring.check_value(version)))
+    return wrote
+
+
+def key_versions_retire(*, active: int) -> list[int]:
+    """Mark retired every recorded key version but ``active`` that no encrypted value is under any more, and return
+    them: such a version may leave the ring (its key stays with the backups made under it).
+
+    Looks each candidate up in every encrypted table, a scan where none is left: ``rotate_keys``'s business, never a
+    request's. A process still using a retired version as its active one makes it live again at its next check.
+    """
+    retired = []
+    for check in KeyCheck.objects.filter(purpose=KeyCheck.ENCRYPTION, retired_at__isnull=True).exclude(version=active):
+        in_use = any(
+            model.objects.filter(key_version=check.version, **{f"{model.encrypted_field}__isnull": False}).exists()
+            for model in encrypted_models()
+        )
+        if not in_use:
+            KeyCheck.objects.filter(pk=check.pk, retired_at__isnull=True).update(retired_at=timezone.now())
+            retired.append(check.version)
+    if retired:
+        _forget_keys_verdict()
+    return retired
+
+
 def encrypted_models() -> list:
     """Every model holding data under the key ring: those naming their ``encrypted_field``."""
     return [model for model in apps.get_models() if getattr(model, "encrypted_field", None)]
 
 
+@dataclass(frozen=True)
+class Rotation:
+    rotated: int  # values re-encrypted
+    retired: list[int]  # key versions no value is under any more (they may leave VAULT_KEYS)
+
+
 def keys_rotate(*, batch_size: int = 500, on_batch: Callable[[int], None] | None = None,
-                actor: Actor = SYSTEM) -> int:
+                actor: Actor = SYSTEM) -> Rotation:
     """Re-encrypt every encrypted column (card numbers, network token numbers, cards awaiting an async request)
-    under the newest key version; returns how many rows changed.
+    under the active key version, then retire the versions no value is left under (``key_versions_retire``).
 
     Works in batches of ``batch_size`` rows, each its own transaction holding row locks only on its batch, so the
-    API keeps serving and an interrupted run loses nothing: a rerun picks up the rows still on old versions.
+    API keeps serving and an interrupted run loses nothing: a rerun picks up the rows still on other versions.
+    Versions that hold nothing are retired first too, so a version recorded but never used (activated on one server,
+    then not) cannot stop the run. Raises KeyRingMismatch, having changed nothing, while the keys do not match the
+    data, and KeyVersionUnavailable when a value is under a version the ring lacks.
     """
+    retired = key_versions_retire(active=configured_key_ring().active_version)
     ring = key_ring()
-    newest = ring.newest_version
+    active = ring.active_version
     rotated = 0
-    audit_record(actor=actor, action="keys.rotate.start", detail={"to_version": newest})
+    audit_record(actor=actor, action="keys.rotate.start", detail={"to_version": active})
     for model in encrypted_models():
         field = model.encrypted_field
         last_pk = 0
@@ -515,7 +647,7 @@ def keys_rotate(*, batch_size: int = 500, on_batch: Callable[[int], None] | None
                 batch = list(
                     model.objects.select_for_update(of=("self",))
                     .filter(pk__gt=last_pk, **{f"{field}__isnull": False})
-                    .exclude(key_version=newest)
+                    .exclude(key_version=active)
                     .order_by("pk")[:batch_size]
                 )
                 for row in batch:
@@ -530,5 +662,7 @@ def keys_rotate(*, batch_size: int = 500, on_batch: Callable[[int], None] | None
             rotated += len(batch)
             if on_batch:
                 on_batch(len(batch))
-    audit_record(actor=actor, action="keys.rotate.finish", detail={"to_version": newest, "rows": rotated})
-    return rotated
+    retired += key_versions_retire(active=active)
+    audit_record(actor=actor, action="keys.rotate.finish",
+                 detail={"to_version": active, "rows": rotated, "retired_versions": retired})
+    return Rotation(rotated=rotated, retired=retired)

@@ -11,5 +11,6 @@ logger = logging.getLogger(__name__)
 def purge_expired_tokens() -> int:
     """Beat runs this every 15 minutes: expired tokens lose their card data and leave a tombstone."""
     purged = services.tokens_purge_expired()
-    logger.info("purged %d expired tokens", purged)
+    if purged:
+        logger.info("purged %d expired tokens", purged)
     return purged

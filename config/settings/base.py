@@ -4,9 +4,12 @@ Every value comes from the environment through the one ``env`` object below and 
 environment-specific modules (local, test, production) only decide defaults and which secrets are mandatory.
 """
 
+import contextlib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -37,6 +40,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The admin's static files, collected into STATIC_ROOT by `manage.py collectstatic`: served by the application
+    # itself in production, with far-future caching and compressed variants, so no proxy rule is needed.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -91,10 +97,16 @@ else:
 # ------------------------------------------------------------------------------------------------------------
 # "try" or "live": decides the default token lifetime (7 days or 4 years).
 TOKENS_ENVIRONMENT = env.str("TOKENS_ENVIRONMENT", default="try")
-# Versioned AES-256 key ring, newest first: "2:<base64 32 bytes>,1:<base64 32 bytes>".
+# Versioned AES-256 key ring, in any order: "2:<base64 32 bytes>,1:<base64 32 bytes>". Every version decrypts.
 VAULT_KEYS = env.str("VAULT_KEYS")
+# The version new card data is encrypted under, and rotate_keys re-encrypts to; the highest of VAULT_KEYS when unset.
+# A rollout adds a version to every process's ring first and activates it only then (vault/crypto.py).
+VAULT_ACTIVE_KEY_VERSION = env.int("VAULT_ACTIVE_KEY_VERSION", default=None)
 # HMAC-SHA256 key for card fingerprints (base64 of 32 bytes); never the same as an encryption key.
 VAULT_FINGERPRINT_KEY = env.str("VAULT_FINGERPRINT_KEY")
+# How long a process trusts its last check of the keys against the check values stored with the data (card
+# operations refuse with 503 keysNotReady while they do not match; vault.services.keys_verify).
+VAULT_KEY_CHECK_SECONDS = env.float("VAULT_KEY_CHECK_SECONDS", default=5.0)
 TOKEN_CONFLICT_TTL_SECONDS = env.int("TOKEN_CONFLICT_TTL_SECONDS", default=30 * 60)
 NAMESPACE_CARD_LIMIT = 16
 # Where merchants reach this API: the base of token hrefs in webhook events, and of the links in API answers.
@@ -103,6 +115,11 @@ PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="")
 # ------------------------------------------------------------------------------------------------------------
 # Networks and webhooks
 # ------------------------------------------------------------------------------------------------------------
+# The card networks' token services: the simulators (networks/tsp) when TSP_SIMULATOR is on (make run, tests), else
+# the real integrations named in TSP_PROVIDERS ("VISA=pkg.module.Class,…", each a networks.tsp.base.TokenService); a
+# network with neither answers 503 networkNotConfigured.
+TSP_SIMULATOR = env.bool("TSP_SIMULATOR", default=False)
+TSP_PROVIDERS = env.dict("TSP_PROVIDERS", default={})
 TSP_LATENCY_MS = env.str("TSP_LATENCY_MS", default="0")
 # The RSA private key (base64 of its PEM) that decrypts JWE-encrypted cards sent to /network-tokens; its public half
 # is served at /network-tokens/encryption-key.
@@ -132,7 +149,20 @@ CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Nothing waits for a broker message: every piece of work lives in the database and a sweeper queues again what a lost
+# message or a killed worker left behind, after a lease of minutes. So
+# - visibility_timeout: Redis hands an unacknowledged message to another worker after this long (kombu's default is an
+#   hour); it only has to exceed the longest task (CELERY_TASK_TIME_LIMIT), so a running task is never run twice;
+# - max_retries 0: a message that cannot be sent fails at once instead of holding the API request that sent it for
+#   the broker's 4 s connect timeout and more (6 s per request while Redis was down); its sweeper sends it later.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 900, "max_retries": 0}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # keep our LOGGING, with its card-number redaction
+# Beat's record of when each periodic task last ran: in var/ beside the project's other local files, not in whatever
+# folder `celery beat` was started from. Only beat writes it; a process that cannot create the folder (a read-only
+# API server) leaves it to beat, which says so if it cannot either.
+CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
+with contextlib.suppress(OSError):
+    (BASE_DIR / "var").mkdir(exist_ok=True)
 CELERY_BEAT_SCHEDULE = {
     "vault-purge-expired-tokens": {
         "task": "vault.tasks.purge_expired_tokens",
@@ -176,7 +206,11 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact_pan": {"()": "config.logging.RedactCardNumbersFilter"}},
+    "filters": {
+        "redact_pan": {"()": "config.logging.RedactCardNumbersFilter"},
+        "as_warning_without_traceback": {"()": "config.logging.AsWarningWithoutTraceback"},
+        "routine_tasks_at_debug": {"()": "config.logging.RoutineTasksAtDebug"},
+    },
     "formatters": {"structured": {"()": "config.logging.StructuredFormatter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "structured", "filters": ["redact_pan"]},
@@ -186,6 +220,12 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         # 4xx answers are the client's business and are in the audit log where it matters; 5xx stay logged.
         "django.request": {"level": "ERROR"},
+        # A Host header not in ALLOWED_HOSTS: one WARNING line, not an ERROR with a traceback for each request.
+        "django.security.DisallowedHost": {"filters": ["as_warning_without_traceback"]},
+        # The periodic tasks' every-few-seconds lines at DEBUG (beat's, then the worker's); failures stay as they are.
+        "celery.beat": {"filters": ["routine_tasks_at_debug"]},
+        "celery.worker.strategy": {"filters": ["routine_tasks_at_debug"]},
+        "celery.app.trace": {"filters": ["routine_tasks_at_debug"]},
     },
 }
 
@@ -193,6 +233,18 @@ LOGGING = {
 # Webhook delivery (see notifications/services.py for how these fit together)
 # ------------------------------------------------------------------------------------------------------------
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=15.0)
+# An HTTP egress proxy for every outbound call (webhooks), as closed networks require: "http://host:port", with
+# "user:password@" when it asks for them. Each call goes through a CONNECT tunnel to the address the SSRF guard
+# vetted (notifications/transport.py). Checked here so a malformed one stops start-up rather than every delivery.
+OUTBOUND_PROXY_URL = env.str("OUTBOUND_PROXY_URL", default="")
+if OUTBOUND_PROXY_URL:
+    try:
+        _proxy = urlsplit(OUTBOUND_PROXY_URL)
+        _proxy_ok = _proxy.scheme == "http" and bool(_proxy.hostname and _proxy.port) and _proxy.path in ("", "/")
+    except ValueError:  # a port that is no number, a broken IPv6 literal
+        _proxy_ok = False
+    if not _proxy_ok:  # the value itself may hold the proxy's password: never echoed
+        raise ImproperlyConfigured("OUTBOUND_PROXY_URL must be http://host:port or http://user:password@host:port")
 # How long a worker owns the deliveries it claimed; must exceed the timeout (a batch starts no attempt that could
 # outlast it). After it, a killed worker's deliveries go to another worker.
 WEBHOOK_CLAIM_LEASE_SECONDS = env.int("WEBHOOK_CLAIM_LEASE_SECONDS", default=60)
@@ -211,7 +263,18 @@ CELERY_BEAT_SCHEDULE["notifications-sweep-deliveries"] = {
     "task": "notifications.tasks.sweep_deliveries",
     "schedule": WEBHOOK_SWEEP_INTERVAL_SECONDS,
 }
+# Each sweep leaves a heartbeat in the database; /healthz reports beat "stale" when the last one is older than this
+# (beat is down, or no worker takes its tasks). Generous: behind a backlog the sweep waits its turn in the queue.
+BEAT_STALE_AFTER_SECONDS = env.int("BEAT_STALE_AFTER_SECONDS", default=120)
 # How long a batch item may wait in the broker, or stay claimed by a worker that shows no progress on it, before it
 # is released again (a lost message, a killed worker); see networks/scheduling.py.
 NETWORK_BATCH_LEASE_SECONDS = env.int("NETWORK_BATCH_LEASE_SECONDS", default=120)
 CELERY_BEAT_SCHEDULE["networks-dispatch-batches"] = {"task": "networks.tasks.dispatch_batches", "schedule": 1.0}
+# An async network-token request's message is trusted to arrive, and a worker owns an attempt at it, for this long;
+# after either, the sweeper (every NETWORK_REQUEST_SWEEP_SECONDS) queues it again (see networks.models).
+NETWORK_REQUEST_LEASE_SECONDS = env.int("NETWORK_REQUEST_LEASE_SECONDS", default=120)
+NETWORK_REQUEST_SWEEP_SECONDS = env.float("NETWORK_REQUEST_SWEEP_SECONDS", default=5.0)
+CELERY_BEAT_SCHEDULE["networks-sweep-requests"] = {
+    "task": "networks.tasks.sweep_provisioning_requests",
+    "schedule": NETWORK_REQUEST_SWEEP_SECONDS,
+}

@@ -10,6 +10,7 @@ load_or_create_env_file(_VAR / "local.env")
 os.environ.setdefault("DATABASE_URL", f"sqlite:///{_VAR / 'db.sqlite3'}")
 os.environ.setdefault("WEBHOOK_ALLOW_LOOPBACK", "true")
 os.environ.setdefault("TSP_LATENCY_MS", "1000-3000")
+os.environ.setdefault("TSP_SIMULATOR", "true")
 os.environ.setdefault("DJANGO_DEBUG", "true")
 os.environ.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{os.environ.get('PORT', '8000')}")
 

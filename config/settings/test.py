@@ -8,6 +8,7 @@ from .secrets import export_generated_secrets
 export_generated_secrets()
 os.environ.setdefault("DATABASE_URL", f"sqlite:///{tempfile.gettempdir()}/tokenvault-test.sqlite3")
 os.environ.setdefault("TSP_LATENCY_MS", "0")
+os.environ.setdefault("TSP_SIMULATOR", "true")
 os.environ.setdefault("WEBHOOK_ALLOW_LOOPBACK", "true")
 os.environ.setdefault("PUBLIC_BASE_URL", "http://testserver")
 

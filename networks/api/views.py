@@ -31,6 +31,9 @@ ERRORS = {
         description="networkNotSupported, tokenizationDeclined, tokenNotActive or lifecycleTransitionNotAllowed",
     ),
     502: OpenApiResponse(ErrorOutput, description="networkUnavailable: the network's token service failed"),
+    503: OpenApiResponse(
+        ErrorOutput, description="networkNotConfigured: no token service is configured for the card's network here",
+    ),
     504: OpenApiResponse(ErrorOutput, description="networkUnavailable: the network's token service timed out"),
 }
 READ_ERRORS = {code: ERRORS[code] for code in (401, 403, 404)}
@@ -167,7 +170,9 @@ class NetworkTokensAsyncView(ProvisioningView):
                     "`/network-tokens/requests/{requestId}`. Unsupported networks are refused at once.",
         parameters=[CORRELATION_PARAMETER],
         request=s.ProvisionInput,
-        responses={202: s.RequestAcceptedOutput, **{code: ERRORS[code] for code in (400, 401, 403, 404, 415, 422)}},
+        responses={
+            202: s.RequestAcceptedOutput, **{code: ERRORS[code] for code in (400, 401, 403, 404, 415, 422, 503)},
+        },
     )
     def post(self, request):
         correlation_id, data = self.provisioning_input(request)
@@ -203,7 +208,7 @@ class BatchesView(ApiView):
         description="Calls are spread across issuers within each issuer's rate limit. A token that is unknown, or "
                     "whose card cannot get a network token, does not refuse the batch: it becomes a failed item.",
         request=s.BatchCreateInput,
-        responses={202: s.BatchAcceptedOutput, **{code: ERRORS[code] for code in (400, 401, 403, 415)}},
+        responses={202: s.BatchAcceptedOutput, **{code: ERRORS[code] for code in (400, 401, 403, 415, 503)}},
     )
     def post(self, request):
         items = self.validated(request, s.BatchCreateInput)["items"]
@@ -286,7 +291,7 @@ class CryptogramsView(ApiView):
                     "left, its expiry moves 4 years on; in try, never). `tokenNumber` is included only for keys that "
                     "also have the tokens:detokenize scope.",
         request=None,
-        responses={200: s.CryptogramOutput, **READ_ERRORS, **{code: ERRORS[code] for code in (422, 502, 504)}},
+        responses={200: s.CryptogramOutput, **READ_ERRORS, **{code: ERRORS[code] for code in (422, 502, 503, 504)}},
     )
     def post(self, request, token_id):
         token = selectors.network_token_get(merchant=request.user, token_id=token_id)

@@ -1,10 +1,14 @@
-"""The token service provider (TSP) interface, and the simulator mechanics every network shares.
+"""The token service provider (TSP) interface, ``TokenService``, and the simulator mechanics every network shares.
 
-A provider promises:
+A token service promises:
 - ``provision(request)`` returns a ``Provisioned`` token (``ACTIVE``, or ``INACTIVE`` when the issuer wants a step-up)
   or raises ``Declined`` (the issuer said no: final) or ``TspError`` (no answer: ``transient`` says whether trying
   again may help, ``timeout`` whether it was a timeout rather than an error answer).
 - ``cryptogram(token_id=…)`` returns a fresh single-use cryptogram and its ECI, or raises ``TspError``.
+
+A real integration subclasses ``TokenService`` and is named in ``TSP_PROVIDERS`` (``VISA=acme.tsp.VisaTokenService``);
+lifecycle events it hears of reach the vault through ``networks.services.lifecycle_apply``. The simulators below
+serve instead when ``TSP_SIMULATOR`` is on (``make run``, the tests), never by default in production.
 
 The simulators behave like the real services, only locally:
 
@@ -120,15 +124,28 @@ def latency_seconds() -> float:
     return random.uniform(float(low), float(high or low)) / 1000
 
 
-class SimulatedProvider(ABC):
+class TokenService(ABC):
+    """A network's token service (see the module's docstring for what each method promises)."""
+
+    network: str  # VISA, MASTERCARD or AMEX
+    requires_email: bool = False  # a provisioning without the shopper's email is refused before the call
+
+    @abstractmethod
+    def provision(self, request: ProvisionRequest) -> Provisioned:
+        """A token for ``request.card``, or ``Declined``, or ``TspError``."""
+
+    @abstractmethod
+    def cryptogram(self, *, token_id: str) -> tuple[str, str]:
+        """A fresh single-use cryptogram for ``token_id`` and its ECI, or ``TspError``."""
+
+
+class SimulatedProvider(TokenService):
     """A network's TSP, simulated. Subclasses give the network's name, token BIN, ECI and tokenId rule."""
 
-    network: str
     token_bin: str
     token_length: int = 16
     eci: str
     par_prefix: str
-    requires_email: bool = False
 
     @abstractmethod
     def token_id_for(self, request: ProvisionRequest) -> str:

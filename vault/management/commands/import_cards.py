@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, DjangoHelpFor
 from tqdm import tqdm
 
 from vault import importing, services
+from vault.crypto import KeysUnavailable
 from vault.models import Merchant
 
 HELP = """\
@@ -105,7 +106,7 @@ class Command(BaseCommand):
                     reject_path=reject_file, batch_size=batch_size, restart=restart, on_batch=on_batch,
                     should_stop=stop, actor=services.Actor("command:import_cards", merchant=owner),
                 )
-            except importing.CardImportError as exc:
+            except (importing.CardImportError, KeysUnavailable) as exc:
                 raise CommandError(str(exc)) from None
         self._summary(result)
         if not result.complete:

@@ -441,7 +441,7 @@ class Seeder:
                     merchant=origin.merchant, correlation_id=origin.correlation_id, vault_token=plan.token,
                     email=plan.email if plan.brand == "AMEX" else "",
                 )
-                network_services.provisioning_request_run(request_id=request.pk, final_attempt=True)
+                network_services.provisioning_request_run(request_id=request.pk)
         self.bar.update(1)
 
     def batch(self, plans: list[Plan]) -> None:
