@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from networks import scheduling, services, tasks
 from networks.models import Batch, BatchItem, Issuer, NetworkToken
+from networks.services import batches
 from notifications.models import Event
 from tests.cards import declining_card, distinct_card_numbers, step_up_card
 from tests.conftest import AMEX, DISCOVER, MASTERCARD, VISA, VISA_2, start_celery_worker, stop_celery_worker, wait_for
@@ -544,7 +545,7 @@ def test_an_item_that_fails_unexpectedly_fails_alone_and_the_batch_completes(ali
             raise KeyError(f"no key for {VISA_2}")  # as a card under a key retired too early
         return read(token)
 
-    monkeypatch.setattr(services, "card_from_vault", unreadable_second_card)
+    monkeypatch.setattr(batches, "card_from_vault", unreadable_second_card)
 
     assert services.batch_items_run(item_ids=released(batch)) == 3
 
@@ -558,7 +559,7 @@ def test_an_item_that_fails_unexpectedly_fails_alone_and_the_batch_completes(ali
 def test_a_chunk_that_breaks_off_keeps_what_the_tsp_answered_and_hands_back_the_rest(alice, monkeypatch):
     tokens = vault_tokens(alice, [VISA, VISA_2, MASTERCARD])
     batch = services.batch_create(merchant=alice, entries=entries_for(tokens))
-    call = services._batch_item_call
+    call = batches._batch_item_call
     calls = []
 
     def breaking_on_the_third(item, slots):
@@ -567,7 +568,7 @@ def test_a_chunk_that_breaks_off_keeps_what_the_tsp_answered_and_hands_back_the_
             raise DatabaseError("connection lost")
         return call(item, slots)
 
-    monkeypatch.setattr(services, "_batch_item_call", breaking_on_the_third)
+    monkeypatch.setattr(batches, "_batch_item_call", breaking_on_the_third)
 
     with pytest.raises(DatabaseError):
         services.batch_items_run(item_ids=released(batch))

@@ -1386,6 +1386,7 @@ def test_listing_a_namespace_costs_the_same_queries_however_many_tokens_and_netw
     from django.test.utils import CaptureQueriesContext
 
     from networks import services as network_services
+    from networks import tsp
 
     def add_cards(first: int, count: int):
         for i in range(first, first + count):
@@ -1395,7 +1396,7 @@ def test_listing_a_namespace_costs_the_same_queries_however_many_tokens_and_netw
                                            card=services.Card(number, "Sherlock Holmes", 5, 2035)).token
             network_services.network_token_provision(
                 origin=network_services.Origin(merchant=alice, correlation_id="q", vault_token=token),
-                card=network_services.tsp.CardData(number, 5, 2035),
+                card=tsp.CardData(number, 5, 2035),
             )
 
     def queries_to_list() -> int:
