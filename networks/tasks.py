@@ -1,16 +1,10 @@
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
 
 from networks import scheduling, services
-from notifications.tasks import PublishedOnce
-
-# A database that is restarting or failing over: the task runs again shortly. What it had claimed comes back through
-# its lease and the sweepers anyway; the retry only saves the wait.
-DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+from notifications.tasks import RETRY_DATABASE_OUTAGES, PublishedOnce
 
 
-@shared_task(base=PublishedOnce, acks_late=True, ignore_result=True, autoretry_for=DATABASE_UNAVAILABLE,
-             retry_backoff=1, retry_backoff_max=30, max_retries=5)
+@shared_task(base=PublishedOnce, acks_late=True, ignore_result=True, **RETRY_DATABASE_OUTAGES)
 def run_provisioning_request(request_id: int) -> None:
     """One attempt at an async network-token request (see ``services.provisioning_request_run``): its retries are
     scheduled in the database, not in the broker."""
@@ -23,8 +17,7 @@ def sweep_provisioning_requests() -> int:
     return services.provisioning_requests_sweep()
 
 
-@shared_task(acks_late=True, ignore_result=True, autoretry_for=DATABASE_UNAVAILABLE, retry_backoff=1,
-             retry_backoff_max=30, max_retries=5)
+@shared_task(acks_late=True, ignore_result=True, **RETRY_DATABASE_OUTAGES)
 def run_batch_items(item_ids: list[int]) -> None:
     """A chunk of released batch items; then the next release, since this worker is free for more."""
     services.batch_items_run(item_ids=item_ids)

@@ -15,10 +15,13 @@ class PublishedOnce(Task):
         return super().apply_async(args, kwargs, **options)
 
 
-# A database restarting or failing over: the task runs again shortly (what it had claimed comes back through its
-# lease and the sweeper anyway; the retry saves the wait).
-@shared_task(base=PublishedOnce, acks_late=True, ignore_result=True, autoretry_for=(OperationalError, InterfaceError),
-             retry_backoff=1, retry_backoff_max=30, max_retries=5)
+# The retry policy of a task that meets a database restarting or failing over: it runs again shortly. What it had
+# claimed comes back through its lease and the sweepers anyway; the retry only saves the wait.
+RETRY_DATABASE_OUTAGES = {"autoretry_for": (OperationalError, InterfaceError), "retry_backoff": 1,
+                          "retry_backoff_max": 30, "max_retries": 5}
+
+
+@shared_task(base=PublishedOnce, acks_late=True, ignore_result=True, **RETRY_DATABASE_OUTAGES)
 def deliver(delivery_ids: list[int]) -> None:
     """One attempt at each of a batch of deliveries, filled up with other due deliveries of the same endpoints.
     Takes ids only; a duplicate or late message does nothing for a delivery no longer due or claimed by another

@@ -1,6 +1,8 @@
 """Token service providers: one module per simulated network, behind ``base.TokenService``'s contract; real
 integrations plug in through ``TSP_PROVIDERS``."""
 
+import functools
+
 from django.conf import settings
 from django.utils.module_loading import import_string
 
@@ -21,11 +23,17 @@ class NotConfigured(Exception):
     """The network has a token service, but this installation has none configured for it."""
 
 
+@functools.cache
+def _integration(path: str) -> TokenService:
+    # One per process, as the simulators: an integration may hold connections or credentials worth keeping.
+    return import_string(path)()
+
+
 def _configured(network: str) -> TokenService | None:
     if settings.TSP_SIMULATOR:
         return SIMULATORS[network]
     path = settings.TSP_PROVIDERS.get(network)
-    return import_string(path)() if path else None
+    return _integration(path) if path else None
 
 
 def provider_for(network: str) -> TokenService | None:
