@@ -1,0 +1,235 @@
+"""Network tokens and their lifecycle actions (suspend, resume, delete, card reissued), each confirmed and audited."""
+
+from dataclasses import dataclass
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import transaction
+from django.utils import timezone
+
+from config.admin import ReadOnlyInline
+from networks import services
+from networks.admin.base import HistoryAdmin, ShowsVaultTokens, expiry_shown, masked_card, staff_actor, staff_source
+from networks.models import LifecycleEvent, NetworkToken
+from vault import services as vault_services
+
+
+class LifecycleEventInline(ReadOnlyInline):
+    model = LifecycleEvent
+    fields = ["created_at", "type", "old_status", "new_status", "details", "source"]
+    readonly_fields = fields
+    verbose_name = "lifecycle event"
+    verbose_name_plural = "lifecycle history"
+
+    @admin.display(description="details")
+    def details(self, obj):
+        parts = []
+        if "cardExpiryDate" in obj.detail:
+            expiry = obj.detail["cardExpiryDate"]
+            parts.append(f"card expiry {expiry_shown(expiry.get('month'), expiry.get('year'))}")
+        if "cardLastDigits" in obj.detail:
+            parts.append(f"card last digits {obj.detail['cardLastDigits']}")
+        return ", ".join(parts) or "—"
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """One lifecycle action of the admin: the event it records and the token statuses it applies to."""
+
+    action: str  # the admin action, and the audit action's last word
+    type: str
+    applies_to: tuple[str, ...]
+    title: str
+    intro: str
+    submit: str
+    done: str
+
+
+_NOT_DELETED = (NetworkToken.ACTIVE, NetworkToken.SUSPENDED, NetworkToken.INACTIVE)
+SUSPEND = Lifecycle(
+    "suspend", LifecycleEvent.SUSPENDED, (NetworkToken.ACTIVE,), "Suspend network tokens",
+    "Each ACTIVE token becomes SUSPENDED: no cryptogram is issued for it until it is resumed. The merchant gets a "
+    "network_token.updated webhook.", "Suspend", "Suspended",
+)
+RESUME = Lifecycle(
+    "resume", LifecycleEvent.RESUMED, (NetworkToken.SUSPENDED,), "Resume network tokens",
+    "Each SUSPENDED token becomes ACTIVE again. The merchant gets a network_token.updated webhook.",
+    "Resume", "Resumed",
+)
+DELETE = Lifecycle(
+    "delete", LifecycleEvent.DELETED, _NOT_DELETED, "Delete network tokens",
+    "Each token is deleted for good: its encrypted token number is destroyed, it takes no further lifecycle events "
+    "and no cryptogram. The row stays, masked, with its history. The merchant gets a network_token.updated webhook. "
+    "This cannot be undone.", "Delete", "Deleted",
+)
+CARD_UPDATED = Lifecycle(
+    "card_updated", LifecycleEvent.CARD_UPDATED, _NOT_DELETED, "Record a reissued card",
+    "The issuer reissued the card behind each token: record its new expiry and/or last four digits. The token keeps "
+    "its number and status. The merchant gets a network_token.updated webhook.", "Record", "Updated",
+)
+
+
+class CardUpdatedForm(forms.Form):
+    expiry_month = forms.IntegerField(label="New expiry month", min_value=1, max_value=12, required=False)
+    expiry_year = forms.IntegerField(label="New expiry year", min_value=2000, max_value=2099, required=False)
+    card_last_digits = forms.RegexField(
+        regex=r"^\d{4}$", label="New last four digits", required=False,
+        error_messages={"invalid": "Four digits, the last four of the reissued card."},
+        help_text="Only when the reissued card has a new number; leave empty otherwise.",
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        month, year, last = cleaned.get("expiry_month"), cleaned.get("expiry_year"), cleaned.get("card_last_digits")
+        if (month is None) != (year is None):
+            raise forms.ValidationError("Give both the month and the year of the new expiry, or neither.")
+        if month is None and not last:
+            raise forms.ValidationError("Give the new expiry, the new last four digits, or both.")
+        today = timezone.localdate()
+        if month is not None and (year, month) < (today.year, today.month):
+            raise forms.ValidationError("The new expiry is in the past.")
+        return cleaned
+
+    def changes(self) -> dict:
+        """``lifecycle_apply``'s keyword arguments for what was given."""
+        data = self.cleaned_data
+        return {
+            "expiry": (data["expiry_month"], data["expiry_year"]) if data["expiry_month"] is not None else None,
+            "card_last_digits": data["card_last_digits"] or None,
+        }
+
+
+@admin.register(NetworkToken)
+class NetworkTokenAdmin(ShowsVaultTokens, HistoryAdmin):
+    confirmation_template = "admin/networks/action_confirmation.html"
+    list_display = ["token_id", "network", "status", "token_last_digits", "card", "issuer", "merchant", "created_at"]
+    list_filter = ["network", "status", "issuer"]
+    list_select_related = ["merchant", "issuer"]
+    # Exact matches only: an operator asks for one token, not for every token sharing some characters.
+    search_fields = ["=token_id", "=token_last_digits", "=payment_account_reference"]
+    search_help_text = "tokenId, the token number's last four digits or the PAR, exactly."
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    actions = ["suspend", "resume", "delete", "card_updated"]
+    inlines = [LifecycleEventInline]
+    fieldsets = [
+        (None, {"fields": ["token_id", "network", "status", "issuer", "merchant", "correlation_id", "account_id",
+                           "vault_token_link"]}),
+        ("Token (masked)", {"fields": ["token_last_digits", "token_expiry", "payment_account_reference"]}),
+        ("Card (masked)", {"fields": ["card", "card_expiry"]}),
+        ("Dates", {"fields": ["created_at", "updated_at"]}),
+    ]
+    readonly_fields = [
+        "token_id", "network", "status", "issuer", "merchant", "correlation_id", "account_id", "vault_token_link",
+        "token_last_digits", "token_expiry", "payment_account_reference", "card", "card_expiry", "created_at",
+        "updated_at",
+    ]
+
+    @admin.display(description="card", ordering="card_bin")
+    def card(self, obj):
+        return masked_card(obj)
+
+    @admin.display(description="card expiry")
+    def card_expiry(self, obj):
+        return expiry_shown(obj.card_expiry_month, obj.card_expiry_year)
+
+    @admin.display(description="token expiry")
+    def token_expiry(self, obj):
+        return expiry_shown(obj.token_expiry_month, obj.token_expiry_year)
+
+    @admin.display(description="vault token")
+    def vault_token_link(self, obj):
+        return self.vault_token_shown(obj)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        response = super().change_view(request, object_id, form_url, extra_context)
+        # 200 means the page shows the token (a missing one redirects with a message).
+        if request.method == "GET" and response.status_code == 200:
+            token = response.context_data["original"]
+            vault_services.audit_record(
+                actor=staff_actor(request), action="admin.network_token.view", object_type="network_token",
+                object_id=token.token_id, detail={"merchant": token.merchant.public_id},
+            )
+        return response
+
+    # --------------------------------------------------------------------------------------------------------
+    # Lifecycle actions
+    # --------------------------------------------------------------------------------------------------------
+    @admin.action(description="Suspend selected network tokens", permissions=["operate"])
+    def suspend(self, request, queryset):
+        return self._lifecycle(request, queryset, SUSPEND)
+
+    @admin.action(description="Resume selected network tokens", permissions=["operate"])
+    def resume(self, request, queryset):
+        return self._lifecycle(request, queryset, RESUME)
+
+    @admin.action(description="Delete selected network tokens", permissions=["operate"])
+    def delete(self, request, queryset):
+        return self._lifecycle(request, queryset, DELETE)
+
+    @admin.action(description="Record a reissued card (new expiry or last digits)", permissions=["operate"])
+    def card_updated(self, request, queryset):
+        confirmed = bool(request.POST.get("post"))
+        form = CardUpdatedForm(request.POST if confirmed else None)
+        return self._lifecycle(request, queryset, CARD_UPDATED, form=form)
+
+    def _lifecycle(self, request, queryset, lifecycle: Lifecycle, *, form: CardUpdatedForm | None = None):
+        """The confirmation page, then the lifecycle event for each token in a state it applies to."""
+        queryset = queryset.select_related("merchant")
+        confirmed = bool(request.POST.get("post"))
+        if not confirmed or (form is not None and not form.is_valid()):
+            tokens = list(queryset)
+            wrong = sum(1 for token in tokens if token.status not in lifecycle.applies_to)
+            return self.confirm(
+                request, tokens, action=lifecycle.action, title=lifecycle.title, intro=lifecycle.intro,
+                submit=lifecycle.submit, form=form,
+                notes=[f"{wrong} of these token(s) are not {self._states(lifecycle)} and will be left alone."
+                       if wrong else ""],
+                rows=[(token, self._row_note(token, lifecycle)) for token in tokens],
+            )
+        changes = form.changes() if form is not None else {}
+        applied = skipped = 0
+        for token in queryset:
+            if self._apply(request, token, lifecycle, changes):
+                applied += 1
+            else:
+                skipped += 1
+        self.message_user(request, f"{lifecycle.done} {applied} network token(s).", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request, f"{skipped} network token(s) were not {self._states(lifecycle)} and were left alone.",
+                messages.WARNING,
+            )
+        return None
+
+    def _apply(self, request, token: NetworkToken, lifecycle: Lifecycle, changes: dict) -> bool:
+        with transaction.atomic():
+            # The state is checked under the row lock lifecycle_apply takes again: a token suspended by the TSP
+            # while this page was open is skipped rather than suspended twice.
+            locked = NetworkToken.objects.select_for_update().select_related("merchant").get(pk=token.pk)
+            if locked.status not in lifecycle.applies_to:
+                return False
+            event = services.lifecycle_apply(token=locked, type=lifecycle.type, source=staff_source(request), **changes)
+            detail = {"merchant": locked.merchant.public_id, "status_before": event.old_status,
+                      "status_after": event.new_status}
+            if event.detail:
+                detail["changed"] = sorted(event.detail)
+            vault_services.audit_record(
+                actor=staff_actor(request), action=f"admin.network_token.{lifecycle.action}",
+                object_type="network_token", object_id=locked.token_id, detail=detail,
+            )
+        self.log_change(request, locked, f"{lifecycle.done}: lifecycle event {event.type} ({event.old_status} → "
+                                         f"{event.new_status}).")
+        return True
+
+    @staticmethod
+    def _states(lifecycle: Lifecycle) -> str:
+        return " or ".join(lifecycle.applies_to)
+
+    def _row_note(self, token: NetworkToken, lifecycle: Lifecycle) -> str:
+        where = f"{token.merchant}, {token.status}"
+        if token.status not in lifecycle.applies_to:
+            return f"{where}: left alone (only {self._states(lifecycle)} tokens)"
+        return where
