@@ -197,6 +197,12 @@ def celery_worker_process(transactional_db):
     stop_celery_worker(process)
 
 
+def events_of(api, type) -> list[dict]:
+    """The data of alice's events of ``type``, oldest first, as ``GET /events`` lists them."""
+    events = api.get("/events", {"type": type, "pageSize": 100}).json()["_embedded"]["events"]
+    return [event["data"] for event in reversed(events)]
+
+
 def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1):
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

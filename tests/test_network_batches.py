@@ -19,7 +19,8 @@ from networks.models import Batch, BatchItem, Issuer, NetworkToken
 from networks.services import batches
 from notifications.models import Event
 from tests.cards import declining_card, distinct_card_numbers, step_up_card
-from tests.conftest import AMEX, DISCOVER, MASTERCARD, VISA, VISA_2, start_celery_worker, stop_celery_worker, wait_for
+from tests.conftest import (AMEX, DISCOVER, MASTERCARD, VISA, VISA_2, events_of, start_celery_worker, stop_celery_worker,
+                            wait_for)
 from vault import services as vault_services
 
 BIG = "Baker Street Bank"
@@ -287,12 +288,6 @@ def test_an_item_whose_worker_stops_a_third_time_fails_and_its_batch_completes(a
 # ------------------------------------------------------------------------------------------------------------
 # Every item is an asynchronous request of its own: its outcome is a webhook under its own correlation id
 # ------------------------------------------------------------------------------------------------------------
-def events_of(api, type) -> list[dict]:
-    """The data of alice's events of ``type``, oldest first, as ``GET /events`` lists them."""
-    events = api.get("/events", {"type": type, "pageSize": 100}).json()["_embedded"]["events"]
-    return [event["data"] for event in reversed(events)]
-
-
 def run_batch(chunks) -> None:
     """What the dispatcher and the workers do with the pending items, in this process."""
     while scheduling.batches_dispatch():

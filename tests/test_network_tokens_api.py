@@ -22,7 +22,7 @@ from networks import tasks as network_tasks
 from networks.models import Batch, BatchItem, NetworkToken, ProvisioningRequest
 from notifications import tasks as notification_tasks
 from notifications.models import Event
-from tests.conftest import AMEX, DISCOVER, MASTERCARD, VISA, VISA_2, client_for, path_of, wait_for
+from tests.conftest import AMEX, DISCOVER, MASTERCARD, VISA, VISA_2, client_for, events_of, path_of, wait_for
 from vault import services as vault_services
 from vault.crypto import key_ring
 from vault.models import AuditLog, ExpiryExtension, Token
@@ -576,12 +576,6 @@ def test_an_async_request_the_issuer_declines_ends_failed_with_its_reason(provis
     assert body["error"]["errorName"] == "tokenizationDeclined" and body["error"]["message"]
     failed = Event.objects.get(type="network_token.failed")
     assert failed.data["correlationId"] == CORRELATION_ID and DECLINED_CARD not in json.dumps(failed.data)
-
-
-def events_of(api, type) -> list[dict]:
-    """The data of alice's events of ``type``, oldest first, as ``GET /events`` lists them."""
-    events = api.get("/events", {"type": type, "pageSize": 100}).json()["_embedded"]["events"]
-    return [event["data"] for event in reversed(events)]
 
 
 def test_an_async_request_for_a_card_needing_a_step_up_is_announced_once_the_network_activates_it(
