@@ -116,7 +116,7 @@ class Run:
     # -------------------------------------------------------------------------------------------- processes
     @contextlib.contextmanager
     def process(self, command: list[str], *, database: str, log: str, env: dict | None = None):
-        out = open(self.logs / f"{log}.log", "ab")
+        out = open(self.logs / f"{log}.log", "ab")  # noqa: SIM115 - the process's, closed when it ends
         process = subprocess.Popen(command, cwd=ROOT, env=self.env(database=database, **(env or {})),
                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:

@@ -151,7 +151,8 @@ def machine(run: Run) -> dict:
 
     cpu = None
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     memory = None
@@ -215,8 +216,11 @@ def rows_of(name: str, r: dict) -> list[tuple[str, ...]]:
         small, large = r["small"], r["large"]
         return [
             (name, f"{_n(large['rows'])} rows: {_n(large['cards_per_second'])} cards/s",
-             f"COPY {_n(large['copy_rows_per_second'])} rows/s", f"{r['copy_ratio']}", ">= 20,000 cards/s",
-             verdict(r["rate_met"])),
+             f"storage floor: COPY of the same rows, encrypted, into the product's tables "
+             f"{_n(large['floor_rows_per_second'])} rows/s", f"{r['ratio']}", "import / floor >= 0.7",
+             verdict(r["ratio_met"])),
+            ("", "", f"COPY of the file into a table of text columns {_n(large['copy_rows_per_second'])} rows/s",
+             f"{r['copy_ratio']}", "reported", ""),
             ("", f"peak RSS {_n(large['peak_rss_mb'])} MB at {_n(large['rows'])} rows",
              f"{_n(small['peak_rss_mb'])} MB at {_n(small['rows'])} rows", f"{r['rss_ratio']}", "RSS ratio <= 1.2",
              verdict(r["rss_met"])),
@@ -246,7 +250,7 @@ def table(report: dict) -> str:
     header = ("benchmark", "measured", "reference (same run)", "ratio", "target", "verdict")
     lines = [header] + [row for name, r in report["benchmarks"].items() for row in rows_of(name, r)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |" for line in lines]
+    out = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=False)) + " |" for line in lines]
     out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     m, load = report["machine"], report["load_average_1min"]
     out.append(f"\n{report['scale']} run in {report['run_seconds']} s on {m['cores']} cores ({m['cpu']}), "

@@ -57,7 +57,7 @@ def tokens_copy(*, merchant, numbers, count: int, batch: int = 50_000) -> int:
     from django.utils import timezone
 
     from vault import cards
-    from vault.crypto import key_ring
+    from vault.keys import key_ring
     from vault.models import Token
 
     ring = key_ring()
@@ -67,7 +67,7 @@ def tokens_copy(*, merchant, numbers, count: int, batch: int = 50_000) -> int:
     month, year = EXPIRY
     columns = ("merchant_id", "token_id", "reference", "description", "fingerprint", "pan_ciphertext",
                "key_version", "bin", "last_four", "pan_length", "brand", "card_holder_name", "expiry_month",
-               "expiry_year", "expires_at", "created_at", "updated_at", "deleted_reason")
+               "expiry_year", "expires_at", "created_at", "updated_at", "deleted_reason", "network_token_id")
     numbers = iter(numbers)
     written = 0
     while written < count:
@@ -76,21 +76,21 @@ def tokens_copy(*, merchant, numbers, count: int, batch: int = 50_000) -> int:
             with cursor.connection.cursor().copy(
                 f"COPY {Token._meta.db_table} ({', '.join(columns)}) FROM STDIN"
             ) as copy:
-                for token_id, number in zip(_token_ids(size), numbers):
+                for token_id, number in zip(_token_ids(size), numbers, strict=False):
                     aad = f"token:{merchant.pk}:{token_id}".encode()
                     version, blob = ring.encrypt(number, associated_data=aad)
                     brand = cards.brand_of(number)
                     copy.write_row((
                         merchant.pk, token_id, secrets.token_urlsafe(24),
                         f"{brand.title()} card ending {number[-4:]}", ring.fingerprint(number), blob, version,
-                        number[:6], number[-4:], len(number), brand, HOLDER, month, year, expires, now, now, "",
+                        number[:6], number[-4:], len(number), brand, HOLDER, month, year, expires, now, now, "", "",
                     ))
         written += size
     return written
 
 
 def merchant_with_key(name: str):
-    from vault import services
+    from merchants import services
 
     merchant, raw_key = services.merchant_create(name=name)
     return merchant, raw_key

@@ -4,8 +4,8 @@ from django.urls import include, path
 
 from benchmarks.views import BareView
 
-handler404 = "config.errors.handler404"
-handler500 = "config.errors.handler500"
+handler404 = "core.errors.handler404"
+handler500 = "core.errors.handler500"
 
 urlpatterns = [
     path("bench/bare", BareView.as_view(), name="bench-bare"),

@@ -1,6 +1,6 @@
 from rest_framework.response import Response
 
-from config.api import ApiView
+from core.api import ApiView
 
 BARE_ANSWER = {"ok": True}
 

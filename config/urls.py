@@ -2,16 +2,17 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from config import admin_login, dashboard
-from vault.api.views import EndpointNotFoundView, HealthView
+from backoffice import admin_login, dashboard
+from backoffice.health import HealthView
+from core.api import EndpointNotFoundView
 
 admin.site.site_header = admin.site.site_title = "Token vault back office"
 admin.site.index_title = "Back office"
 admin.site.site_url = None  # "/" is the API, not a site to view
 
-handler400 = "config.errors.handler400"
-handler404 = "config.errors.handler404"
-handler500 = "config.errors.handler500"
+handler400 = "core.errors.handler400"
+handler404 = "core.errors.handler404"
+handler500 = "core.errors.handler500"
 
 public = {"authentication_classes": [], "permission_classes": []}
 

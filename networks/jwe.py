@@ -30,7 +30,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
 from rest_framework import serializers
 
-from config.errors import BodyDoesNotMatchSchema, validation_errors
+from core.errors import BodyDoesNotMatchSchema, validation_errors
 from networks import tsp
 
 ALGORITHM = "RSA-OAEP-256"
@@ -92,9 +92,9 @@ def _refused(message: str) -> BodyDoesNotMatchSchema:
     ])
 
 
-def decrypt_card(compact: str) -> tsp.CardData:
-    """The card inside a JWE compact string, validated like a card sent in the body; raises a 400 otherwise."""
-    from networks.api.serializers import CardInput  # the card's shape is the API's: one definition of it
+def decrypt_card(compact: str, *, shape: type[serializers.Serializer]) -> tsp.CardData:
+    """The card inside a JWE compact string, validated by ``shape``, the serializer of a card sent in the body (one
+    definition of the card's shape: the API's); raises a 400 otherwise."""
 
     try:
         plaintext = jwe.decrypt_compact(compact, private_key(), algorithms=[ALGORITHM, ENCRYPTION]).plaintext
@@ -107,7 +107,7 @@ def decrypt_card(compact: str) -> tsp.CardData:
         data = json.loads(plaintext)
     except (ValueError, UnicodeDecodeError):
         raise _refused("The decrypted data is not JSON") from None
-    card = CardInput(data=data)
+    card = shape(data=data)
     try:
         card.is_valid(raise_exception=True)
     except serializers.ValidationError as exc:

@@ -4,7 +4,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from vault.models import Merchant, Token
+from merchants.models import Merchant
+from vault.models import Token
 
 NETWORKS = ("VISA", "MASTERCARD", "AMEX")
 
@@ -38,6 +39,8 @@ class Issuer(models.Model):
     # The scheduler's clock for this issuer: the earliest moment its next call may start (see networks.scheduling).
     next_call_at = models.DateTimeField(null=True, blank=True, editable=False)
 
+    audit_type = "issuer"
+
     class Meta:
         ordering = ["network", "bin_low"]
         constraints = [
@@ -51,11 +54,16 @@ class Issuer(models.Model):
     def __str__(self):
         return f"{self.name} ({self.network} {self.bin_low}–{self.bin_high})"
 
+    @property
+    def audit_id(self) -> str:
+        return str(self.pk)
+
 
 class NetworkToken(models.Model):
     """A payment-network token (DPAN) from a TSP; its number is encrypted like a card number."""
 
     encrypted_field = "dpan_ciphertext"
+    audit_type = "network_token"
 
     ACTIVE, INACTIVE, SUSPENDED, DELETED = "ACTIVE", "INACTIVE", "SUSPENDED", "DELETED"
     STATUSES = [(s, s) for s in (ACTIVE, INACTIVE, SUSPENDED, DELETED)]
@@ -87,6 +95,10 @@ class NetworkToken(models.Model):
 
     def __str__(self):
         return f"{self.network} {self.token_id}"
+
+    @property
+    def audit_id(self) -> str:
+        return self.token_id
 
     def associated_data(self) -> bytes:
         return f"network-token:{self.merchant_id}:{self.token_id}".encode()
@@ -126,6 +138,7 @@ class ProvisioningRequest(models.Model):
     """
 
     encrypted_field = "card_ciphertext"
+    audit_type = "network_token_request"
 
     PENDING, PENDING_ACTIVATION, SUCCEEDED, FAILED = "PENDING", "PENDING_ACTIVATION", "SUCCEEDED", "FAILED"
     STATUSES = [(s, s) for s in (PENDING, PENDING_ACTIVATION, SUCCEEDED, FAILED)]
@@ -162,6 +175,13 @@ class ProvisioningRequest(models.Model):
             models.CheckConstraint(condition=~Q(status="PENDING") | Q(next_attempt_at__isnull=False),
                                    name="request_pending_has_next_attempt"),
         ]
+
+    def __str__(self):
+        return self.public_id
+
+    @property
+    def audit_id(self) -> str:
+        return self.public_id
 
     def associated_data(self) -> bytes:
         return f"provisioning-request:{self.merchant_id}:{self.public_id}".encode()
@@ -231,3 +251,6 @@ class BatchItem(models.Model):
         ordering = ["batch", "index"]
         constraints = [models.UniqueConstraint(fields=["batch", "index"], name="batch_item_unique_index")]
         indexes = [models.Index(fields=["status", "issuer"], name="batch_item_schedulable")]
+
+    def __str__(self):
+        return f"{self.batch} #{self.index}"

@@ -6,10 +6,10 @@ Calls to one issuer are therefore spaced evenly at most ``rate`` a second across
 the clock lives in the database; a worker waits for its reserved moment before calling. A worker running a chunk
 of batch items reserves a few slots at a time (``CallSlots``) rather than one lock per call.
 
-**Fairness.** Batch items do not go to the broker all at once: the dispatcher (``batches_dispatch``, run by beat every
-second, when a batch arrives and whenever a worker finishes a chunk) releases them in chunks, one task per chunk of
-one issuer's items, at most about two seconds' worth of calls per issuer in flight, a chunk per issuer in turn
-(issuers with the least in flight first). A batch of 9,000 cards of one bank and 1,000 of others therefore never
+**Fairness.** Batch items do not go to the broker all at once: the dispatcher (``services.batches_dispatch``, run by
+beat every second, when a batch arrives and whenever a worker finishes a chunk) releases them in chunks, one task per
+chunk of one issuer's items, at most about two seconds' worth of calls per issuer in flight, a chunk per issuer in
+turn (issuers with the least in flight first). A batch of 9,000 cards of one bank and 1,000 of others therefore never
 queues the small issuers behind the big one: their chunks sit in the queue between the big issuer's, finish at
 their own pace, and no worker waits long for a slot.
 
@@ -31,6 +31,7 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from core import queue
 from networks.models import Batch, BatchItem, Issuer
 
 RELEASE_HORIZON_SECONDS = 2
@@ -118,14 +119,9 @@ class CallSlots:
                 return now
 
 
-def batches_dispatch() -> int:
+def batch_items_release(*, now: datetime) -> int:
     """Release batch items to the workers in chunks, fairly, within each issuer's rate and no faster than the
     workers take them; returns how many it released."""
-    from networks.services import batch_items_reclaim
-    from networks.tasks import run_batch_items
-
-    now = timezone.now()
-    batch_items_reclaim(stale=now - timedelta(seconds=ITEM_LEASE_SECONDS), now=now)
 
     pending = dict(
         BatchItem.objects.filter(status=BatchItem.PENDING).order_by().values_list("issuer").annotate(Count("pk"))
@@ -185,7 +181,7 @@ def batches_dispatch() -> int:
     released = list(chain.from_iterable(chunks))
     Batch.objects.filter(items__pk__in=released, status=Batch.PENDING).update(status=Batch.RUNNING)
     for chunk in chunks:
-        run_batch_items.delay(chunk)
+        queue.send("networks.tasks.run_batch_items", chunk)
     return len(released)
 
 

@@ -1,4 +1,5 @@
-"""Every read the network-token API makes: scoped to a merchant; another merchant's object is ResourceNotFound."""
+"""Every read the network-token API makes: scoped to a merchant; another merchant's object is NotFound, as a missing
+one (the API answers 404 resourceNotFound)."""
 
 import re
 from datetime import datetime
@@ -7,10 +8,11 @@ from urllib.parse import urlsplit
 from django.db.models import Count, Q, QuerySet, Value
 from django.db.models.functions import Coalesce, NullIf
 
-from config.errors import ResourceNotFound
+from core.errors import NotFound
+from merchants.models import Merchant
 from networks.models import NETWORKS, Batch, BatchItem, LifecycleEvent, NetworkToken, ProvisioningRequest
 from vault import selectors as vault_selectors
-from vault.models import TOKEN_ID_ALPHABET, TOKEN_ID_LENGTH, Merchant, Token
+from vault.models import TOKEN_ID_ALPHABET, TOKEN_ID_LENGTH, Token
 
 VAULT_TOKEN_ID = re.compile(f"^[{TOKEN_ID_ALPHABET}]{{{TOKEN_ID_LENGTH}}}$")
 VAULT_HREF_PATH = re.compile(r"^(?:.*/)?tokens/([A-Za-z0-9_-]+)/?$")
@@ -28,10 +30,10 @@ def _parse_reference(value: str) -> tuple[str, str] | None:
 
 
 def vault_token_get(*, merchant: Merchant, value: str) -> Token:
-    """The merchant's live vault token named by href or tokenId, else ResourceNotFound."""
+    """The merchant's live vault token named by href or tokenId, else NotFound."""
     parsed = _parse_reference(value)
     if parsed is None:
-        raise ResourceNotFound("The token does not exist")
+        raise NotFound("The token does not exist")
     kind, key = parsed
     return vault_selectors.token_get(merchant=merchant, **{kind: key})
 
@@ -66,21 +68,13 @@ def network_token_get(*, merchant: Merchant, token_id: str) -> NetworkToken:
         .filter(merchant=merchant, token_id=token_id).first()
     )
     if token is None:
-        raise ResourceNotFound("The network token does not exist")
+        raise NotFound("The network token does not exist")
     return token
 
 
 def lifecycle_list(*, token: NetworkToken) -> QuerySet[LifecycleEvent]:
     """What happened to the token, oldest first."""
     return LifecycleEvent.objects.filter(network_token=token).order_by("created_at", "pk")
-
-
-def newest_network_token_id(*, vault_token: Token) -> str | None:
-    """The tokenId of the newest network token of ``vault_token`` that is not deleted (one query)."""
-    return (
-        NetworkToken.objects.filter(vault_token=vault_token).exclude(status=NetworkToken.DELETED)
-        .order_by("-created_at", "-pk").values_list("token_id", flat=True).first()
-    )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -92,14 +86,14 @@ def provisioning_request_get(*, merchant: Merchant, request_id: str) -> Provisio
         .filter(merchant=merchant, public_id=request_id).first()
     )
     if request is None:
-        raise ResourceNotFound("The network token request does not exist")
+        raise NotFound("The network token request does not exist")
     return request
 
 
 def batch_get(*, merchant: Merchant, batch_id: str) -> Batch:
     batch = Batch.objects.filter(merchant=merchant, public_id=batch_id).first()
     if batch is None:
-        raise ResourceNotFound("The batch does not exist")
+        raise NotFound("The batch does not exist")
     return batch
 
 

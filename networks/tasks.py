@@ -1,10 +1,10 @@
 from celery import shared_task
 
-from networks import scheduling, services
-from notifications.tasks import RETRY_DATABASE_OUTAGES, PublishedOnce
+from core.queue import RETRY_DATABASE_OUTAGES
+from networks import services
 
 
-@shared_task(base=PublishedOnce, acks_late=True, ignore_result=True, **RETRY_DATABASE_OUTAGES)
+@shared_task(acks_late=True, ignore_result=True, **RETRY_DATABASE_OUTAGES)
 def run_provisioning_request(request_id: int) -> None:
     """One attempt at an async network-token request (see ``services.provisioning_request_run``): its retries are
     scheduled in the database, not in the broker."""
@@ -21,16 +21,10 @@ def sweep_provisioning_requests() -> int:
 def run_batch_items(item_ids: list[int]) -> None:
     """A chunk of released batch items; then the next release, since this worker is free for more."""
     services.batch_items_run(item_ids=item_ids)
-    scheduling.batches_dispatch()
-
-
-@shared_task(acks_late=True, ignore_result=True)
-def run_batch_item(item_id: int) -> None:
-    """One item, as the dispatcher released them before chunks: messages queued then still run."""
-    services.batch_items_run(item_ids=[item_id])
+    services.batches_dispatch()
 
 
 @shared_task(ignore_result=True)
 def dispatch_batches() -> int:
     """Beat, every second, and on each new batch: release the next items fairly across issuers."""
-    return scheduling.batches_dispatch()
+    return services.batches_dispatch()

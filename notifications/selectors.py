@@ -3,9 +3,9 @@ from datetime import datetime, timedelta
 from django.db.models import Count, F, Min, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
-from config.errors import ResourceNotFound
+from core.errors import ResourceNotFound
+from merchants.models import Merchant
 from notifications.models import Delivery, Event, Heartbeat, WebhookEndpoint
-from vault.models import Merchant
 
 
 def endpoint_list(*, merchant: Merchant) -> QuerySet[WebhookEndpoint]:

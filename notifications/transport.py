@@ -266,7 +266,7 @@ class Connection:
             raise TransportError(f"refused: {exc}") from None
         except _ProxyFailed as exc:
             raise TransportError(str(exc)) from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise TransportError(f"timed out after {self.timeout:g} s") from None
         except _CLOSED_BY_RECEIVER:
             raise

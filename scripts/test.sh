@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole test suite twice:
+# Checks the code with ruff and import-linter, then runs the whole test suite twice:
 #   1. SQLite      (DATABASE_URL=sqlite:///..., tests marked `postgres` deselected)
 #   2. PostgreSQL  (a throwaway PostgreSQL 15 cluster, or $DATABASE_URL if it is postgres://)
 # Both passes use a real Redis as Celery broker (CELERY_BROKER_URL), either the
@@ -24,6 +24,14 @@ die() { echo "test.sh: ERROR: $*" >&2; exit 1; }
 if [[ ! -x "$PY" ]]; then
     die "$PY not found; run 'make test' (or 'make install') first."
 fi
+
+# --------------------------------------------------------------------- Lint
+# First, and in seconds: the linter and formatter's rules (ruff) and the apps' ladder (import-linter's contracts),
+# both configured in pyproject.toml.
+log "ruff"
+.venv/bin/ruff check . || die "ruff found problems (.venv/bin/ruff check --fix . mends most)"
+log "import contracts"
+.venv/bin/lint-imports --no-cache >/dev/null || { .venv/bin/lint-imports --no-cache; die "an import breaks the apps' ladder"; }
 
 # pytest-django prefers the environment over pyproject; force the test settings.
 export DJANGO_SETTINGS_MODULE=config.settings.test

@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import Group, Permission
 from django.db import DatabaseError, connection
+from django.test import Client
 from rest_framework.test import APIClient
 
-from vault import services
+from merchants import services as merchant_services
 
 ROOT = Path(__file__).resolve().parent.parent
 # Set by scripts/test.sh for the leak scan (see the end of this file); a plain pytest run captures nothing.
@@ -86,16 +88,52 @@ def _postgres_tests_fail_loudly_elsewhere(request):
         pytest.fail("this test needs PostgreSQL: run it through `make test` (its second pass) or set DATABASE_URL")
 
 
+class Broker:
+    """The broker is outside the product: in tests not marked ``celery``, what the product queues
+    (``core.queue.send``) is recorded here instead of sent. ``fail`` makes every send raise, as a broker that is down.
+    """
+
+    def __init__(self):
+        self.sent: list[tuple[str, tuple]] = []  # (task name, args), in order
+        self.fail = False
+
+    def send(self, task: str, *args) -> None:
+        if self.fail:
+            raise ConnectionError("the broker is down (test)")
+        self.sent.append((task, args))
+
+    def args_of(self, task: str) -> list[tuple]:
+        """The args of each message sent for ``task`` (``"deliver"`` is ``notifications.tasks.deliver``)."""
+        return [args for name, args in self.sent if name.rsplit(".", 1)[-1] == task]
+
+    @property
+    def deliveries(self) -> list[int]:
+        """Every delivery id queued, in order (a ``deliver`` message carries a list of them)."""
+        return [delivery_id for (ids,) in self.args_of("deliver") for delivery_id in ids]
+
+    def clear(self) -> None:
+        self.sent.clear()
+
+
+@pytest.fixture(autouse=True)
+def broker(request, monkeypatch) -> Broker:
+    """The shared broker stub (see ``Broker``); tests marked ``celery`` send to the real broker instead."""
+    stub = Broker()
+    if not request.node.get_closest_marker("celery"):
+        monkeypatch.setattr("core.queue.send", stub.send)
+    return stub
+
+
 @pytest.fixture
 def alice(db):
-    merchant, key = services.merchant_create(name="Alice's Shop")
+    merchant, key = merchant_services.merchant_create(name="Alice's Shop")
     merchant.raw_key = key
     return merchant
 
 
 @pytest.fixture
 def bob(db):
-    merchant, key = services.merchant_create(name="Bob's Bikes")
+    merchant, key = merchant_services.merchant_create(name="Bob's Bikes")
     merchant.raw_key = key
     return merchant
 
@@ -114,8 +152,52 @@ def bob_api(bob) -> APIClient:
 @pytest.fixture
 def carol_api(alice) -> APIClient:
     """alice's payment processor: a key of alice's with the detokenize scope."""
-    _, raw = services.api_key_create(merchant=alice, scopes=["tokens", "tokens:detokenize"], name="processor")
+    _, raw = merchant_services.api_key_create(merchant=alice, scopes=["tokens", "tokens:detokenize"], name="processor")
     return client_for(raw)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Staff. admin_client (pytest-django) is a superuser; olive is an operator (the ``operators`` group: webhooks and
+# network-token lifecycle); clerk is back-office staff who may look at the vault, its merchants and the audit log
+# and change nothing.
+# ------------------------------------------------------------------------------------------------------------
+def logged_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def staff_in(django_user_model, username: str, group: str) -> Client:
+    """A staff user in ``group`` and nothing else, logged in."""
+    user = django_user_model.objects.create_user(username, password="x", is_staff=True)
+    user.groups.add(Group.objects.get(name=group))
+    return logged_in(user)
+
+
+@pytest.fixture
+def olive(db, django_user_model):
+    """An operator: staff, in the operators group, nothing else."""
+    user = django_user_model.objects.create_user("olive", password="x", is_staff=True)
+    user.groups.add(Group.objects.get(name="operators"))
+    return user
+
+
+@pytest.fixture
+def operator(olive) -> Client:
+    return logged_in(olive)
+
+
+@pytest.fixture
+def clerk_user(db, django_user_model):
+    user = django_user_model.objects.create_user("clerk", password="x", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label__in=["vault", "merchants", "core"],
+                                                        codename__startswith="view_"))
+    return user
+
+
+@pytest.fixture
+def clerk(clerk_user) -> Client:
+    return logged_in(clerk_user)
 
 
 @pytest.fixture
@@ -150,7 +232,7 @@ def start_celery_worker(*, beat: bool = False, env: dict | None = None, concurre
     if beat:
         command += ["--beat", "--schedule", os.path.join(tempfile.mkdtemp(), "beat-schedule")]
     WORKER_LOG.parent.mkdir(exist_ok=True)
-    log = open(WORKER_LOG, "ab")
+    log = open(WORKER_LOG, "ab")  # noqa: SIM115 - the worker's, closed when it stops
     full_env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "config.settings.test",
                 **(env or {})}
     # Its own process group: an embedded beat or pool child dies with it (see kill_celery_worker).
@@ -244,7 +326,7 @@ def pytest_collection_modifyitems(items):
     their unique names; the flush that ends a serialized test leaves the tables empty, which plain tests cope with."""
     positions = [index for index, item in enumerate(items) if _transactional(item)]
     ordered = sorted((items[index] for index in positions), key=lambda item: not _restores_serialized_data(item))
-    for index, item in zip(positions, ordered):
+    for index, item in zip(positions, ordered, strict=False):
         items[index] = item
 
 

@@ -9,7 +9,7 @@ class VaultConfig(AppConfig):
     def ready(self):
         from django.core.signals import setting_changed
 
-        from vault import crypto, schema  # noqa: F401 - registers the OpenAPI description of API keys
+        from vault import crypto
 
         # Fail at start-up, not at the first card, when the key ring is malformed (no database here: the keys are
         # checked against the data on the first card operation, and by keys_match_data below).
@@ -24,7 +24,7 @@ def keys_match_data(app_configs=None, databases=None, **kwargs) -> list[checks.C
     Tagged ``database``, so it runs where Django runs database checks: ``manage.py migrate`` (before it migrates)
     and ``manage.py check --database default``. Other commands and ``runserver`` run their checks without a database
     (a build step's ``collectstatic`` must not need one); a process that serves finds the same problems on its first
-    card operation, logs them and answers 503 ``keysNotReady`` (``vault.services.keys_verify``).
+    card operation, logs them and answers 503 ``keysNotReady`` (``vault.keys.keys_verify``).
     """
     from django.db import connection
 

@@ -20,7 +20,7 @@ own: a plain hash of a 16-digit number with a known BIN is brute-forced in minut
 Every key has a *check value*, the first bytes of an HMAC of a fixed label under it: stored with the data
 (``vault.models.KeyCheck``), it tells whether a key is the one the data was written with without revealing it.
 ``key_ring()``, the one way card code gets the ring, hands it out only while the ring matches those values
-(``vault.services.keys_verify``); ``configured_key_ring()`` is the ring as configured, for that check itself.
+(``vault.keys.keys_verify``); ``configured_key_ring()`` is the ring as configured, for that check itself.
 
 Cipher and HMAC objects are built once per process; building an ``AESGCM`` per call halves throughput.
 """
@@ -38,6 +38,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from core.errors import CardKeyMissing, CardKeysMismatch
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ class KeysUnavailable(Exception):
     server, the same work may succeed (a task should try again rather than fail its request)."""
 
 
-class KeyVersionUnavailable(KeysUnavailable):
+class KeyVersionUnavailable(KeysUnavailable, CardKeyMissing):
     """The ciphertext was written under a key version this process's ring does not hold (a rollout that has not
     reached this server, or a key dropped too early). Says the version, never anything of the data."""
 
@@ -66,7 +68,7 @@ class KeyVersionUnavailable(KeysUnavailable):
         super().__init__(f"key version {version} is not in this server's VAULT_KEYS")
 
 
-class KeyRingMismatch(KeysUnavailable):
+class KeyRingMismatch(KeysUnavailable, CardKeysMismatch):
     """The ring does not match the keys the data was written with (``vault.selectors.key_ring_problems``): no card
     operation until an operator fixes the keys. ``problems`` say what differs, never any key material."""
 
@@ -156,7 +158,7 @@ class KeyRing:
         cipher = self._ciphers[version]
         nonces = os.urandom(NONCE_BYTES * len(items))
         blobs = []
-        for start, (plaintext, associated_data) in zip(range(0, len(nonces), NONCE_BYTES), items):
+        for start, (plaintext, associated_data) in zip(range(0, len(nonces), NONCE_BYTES), items, strict=True):
             nonce = nonces[start:start + NONCE_BYTES]
             blobs.append(nonce + cipher.encrypt(nonce, plaintext.encode(), associated_data))
         return version, blobs
@@ -189,21 +191,7 @@ def configured_key_ring() -> KeyRing:
     )
 
 
-def key_ring() -> KeyRing:
-    """The ring, for work on card data: only while its keys match those the data was written with.
-
-    Checked against the check values stored with the data on first use in a process, then again at most every
-    ``VAULT_KEY_CHECK_SECONDS``; raises KeyRingMismatch meanwhile (see ``vault.services.keys_verify``, which also
-    records the check values of keys used for the first time).
-    """
-    from vault import services  # services builds on this module
-
-    ring = configured_key_ring()
-    services.keys_verify(ring=ring)
-    return ring
-
-
 def reset_key_ring(*, setting, **kwargs):
-    # A new ring object is also checked afresh against the data (vault.services.keys_verify).
+    # A new ring object is also checked afresh against the data (vault.keys.keys_verify).
     if setting in ("VAULT_KEYS", "VAULT_FINGERPRINT_KEY", "VAULT_ACTIVE_KEY_VERSION", "VAULT_KEY_CHECK_SECONDS"):
         configured_key_ring.cache_clear()

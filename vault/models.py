@@ -1,20 +1,14 @@
-import hashlib
 import secrets
 
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-SCOPES = ("tokens", "tokens:detokenize", "network-tokens", "webhooks")
-DEFAULT_SCOPES = ("tokens", "network-tokens", "webhooks")
+from merchants.models import Merchant
 
 # 34 characters: digits and capitals without I and O, which read as 1 and 0.
 TOKEN_ID_ALPHABET = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 TOKEN_ID_LENGTH = 19
-
-
-def new_merchant_id() -> str:
-    return f"mer_{secrets.token_hex(8)}"
 
 
 # Rejection sampling over random bytes: a byte below 238 (7 × 34) picks a letter uniformly, the rest are dropped.
@@ -44,44 +38,6 @@ def new_token_reference() -> str:
     return secrets.token_urlsafe(24)
 
 
-class Merchant(models.Model):
-    public_id = models.CharField(max_length=24, unique=True, default=new_merchant_id, editable=False)
-    name = models.CharField(max_length=200)
-    is_active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self):
-        return f"{self.name} ({self.public_id})"
-
-
-class ApiKey(models.Model):
-    """A merchant's API key. Only its SHA-256 is stored (keys are 256-bit random, so a slow hash buys nothing)."""
-
-    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="api_keys")
-    name = models.CharField(max_length=100, default="default")
-    prefix = models.CharField(max_length=12, editable=False, help_text="First characters, to recognise the key.")
-    key_hash = models.CharField(max_length=64, unique=True, editable=False)
-    scopes = models.JSONField(default=list)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        verbose_name = "API key"
-
-    def __str__(self):
-        return f"{self.prefix}… ({self.name})"
-
-    @staticmethod
-    def hash(raw_key: str) -> str:
-        return hashlib.sha256(raw_key.encode()).hexdigest()
-
-    def has_scope(self, scope: str) -> bool:
-        return scope in self.scopes
-
-
 class Namespace(models.Model):
     """A merchant's group of at most 16 cards (one shopper, say). Its row is the lock for the card limit."""
 
@@ -100,8 +56,10 @@ class Namespace(models.Model):
 class Token(models.Model):
     """A card in the vault. The number is only ever stored encrypted; a deleted token keeps a masked tombstone."""
 
-    # The column key rotation re-encrypts (with key_version and associated_data()); see vault.services.keys_rotate.
+    # The column key rotation re-encrypts (with key_version and associated_data()); see vault.keys.keys_rotate.
     encrypted_field = "pan_ciphertext"
+    # How the audit log names a token (core.audit.audit_record).
+    audit_type = "token"
 
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="tokens")
     namespace = models.ForeignKey(Namespace, on_delete=models.PROTECT, null=True, blank=True, related_name="tokens")
@@ -129,6 +87,9 @@ class Token(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
     deleted_at = models.DateTimeField(null=True, blank=True)
     deleted_reason = models.CharField(max_length=20, blank=True)
+    # The tokenId of the card's newest network token that is not deleted ("" when none), for the token's
+    # ``networkToken`` link: kept by the networks app through ``vault.services.tokens_network_token_set``.
+    network_token_id = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         # Every insert pays for every index (an import adds a million rows at a time): each one here serves a query.
@@ -169,6 +130,10 @@ class Token(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self):
+        return self.token_id
+
+    @property
+    def audit_id(self) -> str:
         return self.token_id
 
     @property
@@ -220,30 +185,6 @@ class ExpiryExtension(models.Model):
 
     def __str__(self):
         return f"{self.old_expires_at:%Y-%m-%d} → {self.new_expires_at:%Y-%m-%d} ({self.reason})"
-
-
-class AuditLog(models.Model):
-    """Who did what to which object, when, with what result, from where. Written by services, never edited."""
-
-    SUCCESS, FAILURE = "success", "failure"
-
-    actor = models.CharField(max_length=120)
-    merchant = models.ForeignKey(Merchant, on_delete=models.SET_NULL, null=True, blank=True)
-    action = models.CharField(max_length=60, db_index=True)
-    object_type = models.CharField(max_length=40, blank=True)
-    object_id = models.CharField(max_length=64, blank=True, db_index=True)
-    result = models.CharField(max_length=10, choices=[(SUCCESS, "success"), (FAILURE, "failure")])
-    origin = models.CharField(max_length=64, blank=True)
-    detail = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        verbose_name = "audit log entry"
-        verbose_name_plural = "audit log"
-
-    def __str__(self):
-        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.result}"
 
 
 class KeyCheck(models.Model):

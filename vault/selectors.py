@@ -2,34 +2,25 @@
 
 from datetime import date, datetime, time, timedelta
 
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from config.errors import ResourceNotFound
+from core.errors import ResourceNotFound
+from merchants.models import Merchant
 from vault.crypto import configured_key_ring
-from vault.models import KeyCheck, Merchant, Namespace, Token, TokenConflict
+from vault.models import KeyCheck, Namespace, Token, TokenConflict
 
 
 def live_tokens(*, merchant: Merchant) -> QuerySet[Token]:
     return Token.objects.filter(merchant=merchant, deleted_at__isnull=True, expires_at__gt=timezone.now())
 
 
-def with_network_token(tokens: QuerySet[Token]) -> QuerySet[Token]:
-    """Annotate ``newest_network_token_id``: the tokenId of each token's newest network token not deleted."""
-    NetworkToken = Token._meta.get_field("network_tokens").related_model  # networks builds on the vault
-    newest = (
-        NetworkToken.objects.filter(vault_token=OuterRef("pk")).exclude(status="DELETED")
-        .order_by("-created_at", "-pk").values("token_id")[:1]
-    )
-    return tokens.annotate(newest_network_token_id=Subquery(newest))
-
-
 def token_get(*, merchant: Merchant, reference: str | None = None, token_id: str | None = None) -> Token:
     """The merchant's live token by href reference or tokenId; anything else (another merchant's, deleted,
     expired, unknown) is ResourceNotFound, so nobody can tell those cases apart."""
     lookup = {"reference": reference} if reference is not None else {"token_id": token_id}
-    token = with_network_token(live_tokens(merchant=merchant).select_related("namespace")).filter(**lookup).first()
+    token = live_tokens(merchant=merchant).select_related("namespace").filter(**lookup).first()
     if token is None:
         raise ResourceNotFound("The token does not exist")
     return token
@@ -37,7 +28,7 @@ def token_get(*, merchant: Merchant, reference: str | None = None, token_id: str
 
 def token_list(*, merchant: Merchant, namespace: str) -> QuerySet[Token]:
     tokens = live_tokens(merchant=merchant).filter(namespace__name=namespace).select_related("namespace")
-    return with_network_token(tokens).order_by("pk")
+    return tokens.order_by("pk")
 
 
 def conflict_pending(*, token: Token) -> TokenConflict | None:
@@ -57,7 +48,7 @@ def key_ring_problems() -> list[str]:
     The keys are compared with the check values stored with the data (``KeyCheck``, a table of a few rows: one query,
     never a scan of the cards): a version that holds data (recorded, not retired by ``rotate_keys``) but is not in
     ``VAULT_KEYS``, a version whose key differs from the one recorded for it, a fingerprint key that differs. Card
-    operations refuse while there is any (``vault.services.keys_verify``); nothing recorded yet (a new database) is
+    operations refuse while there is any (``vault.keys.keys_verify``); nothing recorded yet (a new database) is
     no problem. Raises DatabaseError when the database cannot be read.
     """
     ring = configured_key_ring()

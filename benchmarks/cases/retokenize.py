@@ -36,7 +36,8 @@ def run(ctx: Context) -> dict:
     sizes = {"small": s.retokenize_small, "large": s.retokenize_large}
     databases = {name: ctx.database(f"retokenize_{name}") for name in sizes}
     with ThreadPoolExecutor(2) as pool:
-        seeded = dict(zip(sizes, pool.map(lambda name: _seed(ctx, databases[name], sizes[name], prefix), sizes)))
+        seeded = dict(zip(sizes, pool.map(lambda name: _seed(ctx, databases[name], sizes[name], prefix), sizes),
+                          strict=True))
     holder, (month, year) = seed.HOLDER, seed.EXPIRY
 
     def load(name):

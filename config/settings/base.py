@@ -33,9 +33,12 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "core",
+    "merchants",
+    "notifications",
     "vault",
     "networks",
-    "notifications",
+    "backoffice",
 ]
 
 MIDDLEWARE = [
@@ -105,7 +108,7 @@ VAULT_ACTIVE_KEY_VERSION = env.int("VAULT_ACTIVE_KEY_VERSION", default=None)
 # HMAC-SHA256 key for card fingerprints (base64 of 32 bytes); never the same as an encryption key.
 VAULT_FINGERPRINT_KEY = env.str("VAULT_FINGERPRINT_KEY")
 # How long a process trusts its last check of the keys against the check values stored with the data (card
-# operations refuse with 503 keysNotReady while they do not match; vault.services.keys_verify).
+# operations refuse with 503 keysNotReady while they do not match; vault.keys.keys_verify).
 VAULT_KEY_CHECK_SECONDS = env.float("VAULT_KEY_CHECK_SECONDS", default=5.0)
 TOKEN_CONFLICT_TTL_SECONDS = env.int("TOKEN_CONFLICT_TTL_SECONDS", default=30 * 60)
 NAMESPACE_CARD_LIMIT = 16
@@ -174,12 +177,12 @@ CELERY_BEAT_SCHEDULE = {
 # REST API
 # ------------------------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["vault.authentication.ApiKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["vault.authentication.HasScope"],
-    "DEFAULT_PARSER_CLASSES": ["config.http.JsonParser"],
-    "DEFAULT_RENDERER_CLASSES": ["config.http.HalJsonRenderer", "config.http.JsonRenderer"],
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "config.http.LenientContentNegotiation",
-    "EXCEPTION_HANDLER": "config.errors.exception_handler",
+    "DEFAULT_AUTHENTICATION_CLASSES": ["merchants.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["merchants.authentication.HasScope"],
+    "DEFAULT_PARSER_CLASSES": ["core.http.JsonParser"],
+    "DEFAULT_RENDERER_CLASSES": ["core.http.HalJsonRenderer", "core.http.JsonRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "core.http.LenientContentNegotiation",
+    "EXCEPTION_HANDLER": "core.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_THROTTLE_RATES": {},
@@ -195,8 +198,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"EventTypeEnum": "notifications.models.EVENT_TYPES"},
-    # Every request body is required; see config.schema for what the schema publishes beyond drf-spectacular.
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.schema.require_request_bodies"],
+    # Every request body is required; see core.schema for what the schema publishes beyond drf-spectacular.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.require_request_bodies"],
 }
 
 # ------------------------------------------------------------------------------------------------------------
@@ -207,11 +210,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
-        "redact_pan": {"()": "config.logging.RedactCardNumbersFilter"},
-        "as_warning_without_traceback": {"()": "config.logging.AsWarningWithoutTraceback"},
-        "routine_tasks_at_debug": {"()": "config.logging.RoutineTasksAtDebug"},
+        "redact_pan": {"()": "core.logging.RedactCardNumbersFilter"},
+        "as_warning_without_traceback": {"()": "core.logging.AsWarningWithoutTraceback"},
+        "routine_tasks_at_debug": {"()": "core.logging.RoutineTasksAtDebug"},
     },
-    "formatters": {"structured": {"()": "config.logging.StructuredFormatter"}},
+    "formatters": {"structured": {"()": "core.logging.StructuredFormatter"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "structured", "filters": ["redact_pan"]},
     },
@@ -250,6 +253,9 @@ if OUTBOUND_PROXY_URL:
 WEBHOOK_CLAIM_LEASE_SECONDS = env.int("WEBHOOK_CLAIM_LEASE_SECONDS", default=60)
 # How long the sweeper trusts a queued message to arrive before queueing the delivery again.
 WEBHOOK_QUEUE_LEASE_SECONDS = env.int("WEBHOOK_QUEUE_LEASE_SECONDS", default=120)
+# How long a process trusts what it knows of whether a merchant has an enabled webhook endpoint, before it announces
+# the merchant's events to the dispatcher (notifications.services.events_stored).
+WEBHOOK_LISTENERS_TTL = env.float("WEBHOOK_LISTENERS_TTL", default=5.0)
 WEBHOOK_SWEEP_INTERVAL_SECONDS = env.float("WEBHOOK_SWEEP_INTERVAL_SECONDS", default=5.0)
 # Deliveries a sweep may queue in one run: well above what the workers send in an interval, so a backlog (a worker
 # down for a while, a card import) drains at the workers' pace rather than the sweeper's.

@@ -1,21 +1,11 @@
-"""What the network-token admin pages share: who acts, how tokens and cards are shown masked, the page classes."""
+"""What the network-token admin pages share: how tokens and cards are shown masked, the page classes."""
 
 from django.urls import reverse
 from django.utils.html import format_html
 
-from config.admin import NUMBER_LIKE, RefusesCardNumbersInSearch
-from networks.models import LifecycleEvent, NetworkToken
+from core.admin import NUMBER_LIKE, RefusesCardNumbersInSearch
+from networks.models import NetworkToken
 from notifications.admin import OperationsAdmin
-from vault import services as vault_services
-
-
-def staff_actor(request) -> vault_services.Actor:
-    return vault_services.Actor(f"admin:{request.user.get_username()}", origin=request.META.get("REMOTE_ADDR", ""))
-
-
-def staff_source(request) -> str:
-    """Who triggered a lifecycle event, as ``LifecycleEvent.source`` holds it."""
-    return f"admin:{request.user.get_username()}"[: LifecycleEvent._meta.get_field("source").max_length]
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from networks.admin.base import HistoryAdmin, reference_shown
 from networks.models import Batch, BatchItem
 from vault.admin import NamespaceFilter
 
-
 # Shown on a batch page; the rest are a click away in the batch items list.
 FAILED_ITEMS_SHOWN = 50
 

@@ -6,16 +6,13 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import admin
 from django.core.validators import MinValueValidator, RegexValidator
-from django.db import transaction
 from django.db.models import Count
 from django.urls import reverse
 from django.utils.html import format_html
 
-from config.admin import RefusesCardNumbersInSearch
-from networks.admin.base import staff_actor
+from core.admin import RefusesCardNumbersInSearch, staff_actor
+from networks import services
 from networks.models import Issuer
-from vault import services as vault_services
-
 
 _BIN = RegexValidator(r"^\d{6}$", "A BIN is six digits.")
 _CARD_ART_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -48,7 +45,7 @@ class IssuerForm(forms.ModelForm):
 
     class Meta:
         model = Issuer
-        fields = ["name", "network", "bin_low", "bin_high", "card_art_ids", "rate_limit_per_second"]
+        fields = list(services.ISSUER_FIELDS)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -114,14 +111,8 @@ class IssuerAdmin(RefusesCardNumbersInSearch, admin.ModelAdmin):
         return format_html('<a href="{}?{}">{}</a>', url, urlencode({"issuer__id__exact": obj.pk}), obj.token_count)
 
     def save_model(self, request, obj, form, change):
-        # Only the fields the form changed: the scheduler keeps moving ``next_call_at`` on this row meanwhile.
-        changed = [name for name in IssuerForm.Meta.fields if name in form.changed_data] if change else None
-        if change and not changed:
+        if not change:
+            services.issuer_create(issuer=obj, actor=staff_actor(request))
             return
-        with transaction.atomic():
-            obj.save(update_fields=changed)
-            vault_services.audit_record(
-                actor=staff_actor(request), action=f"admin.issuer.{'change' if change else 'create'}",
-                object_type="issuer", object_id=str(obj.pk),
-                detail={name: form.cleaned_data[name] for name in (changed or IssuerForm.Meta.fields)},
-            )
+        changes = {name: form.cleaned_data[name] for name in IssuerForm.Meta.fields if name in form.changed_data}
+        services.issuer_update(issuer=obj, changes=changes, actor=staff_actor(request))

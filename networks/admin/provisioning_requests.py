@@ -3,8 +3,9 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
+from core.admin import staff_actor
 from networks import services
-from networks.admin.base import HistoryAdmin, ShowsVaultTokens, staff_actor
+from networks.admin.base import HistoryAdmin, ShowsVaultTokens
 from networks.models import ProvisioningRequest
 
 

@@ -1,17 +1,23 @@
-"""Network tokens and their lifecycle actions (suspend, resume, delete, card reissued), each confirmed and audited."""
+"""Network tokens and their lifecycle actions (suspend, resume, delete, card reissued), each confirmed and audited.
 
+Which tokens an action applies to is the service's rule (``services.LIFECYCLE_FROM``): the pages say it, and each
+token is then handed to ``services.network_token_operate``, which checks it again under the row lock, records the
+event, audits it and tells the merchant; a token it refuses is left alone with the service's reason.
+"""
+
+from collections import Counter
 from dataclasses import dataclass
 
 from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
 from django.utils import timezone
 
-from config.admin import ReadOnlyInline
+from core.admin import ReadOnlyInline, staff_actor
+from core.audit import audit_record
+from core.errors import BusinessRuleError
 from networks import services
-from networks.admin.base import HistoryAdmin, ShowsVaultTokens, expiry_shown, masked_card, staff_actor, staff_source
+from networks.admin.base import HistoryAdmin, ShowsVaultTokens, expiry_shown, masked_card
 from networks.models import LifecycleEvent, NetworkToken
-from vault import services as vault_services
 
 
 class LifecycleEventInline(ReadOnlyInline):
@@ -34,36 +40,47 @@ class LifecycleEventInline(ReadOnlyInline):
 
 @dataclass(frozen=True)
 class Lifecycle:
-    """One lifecycle action of the admin: the event it records and the token statuses it applies to."""
+    """How the admin presents one lifecycle event; the service says which tokens it applies to."""
 
-    action: str  # the admin action, and the audit action's last word
     type: str
-    applies_to: tuple[str, ...]
     title: str
     intro: str
     submit: str
     done: str
 
+    @property
+    def action(self) -> str:
+        """The admin action, and the audit action's last word."""
+        return services.STAFF_ACTIONS[self.type]
 
-_NOT_DELETED = (NetworkToken.ACTIVE, NetworkToken.SUSPENDED, NetworkToken.INACTIVE)
+    @property
+    def applies_to(self) -> tuple[str, ...]:
+        return services.LIFECYCLE_FROM[self.type]
+
+    @property
+    def states(self) -> str:
+        return " or ".join(self.applies_to)
+
+
 SUSPEND = Lifecycle(
-    "suspend", LifecycleEvent.SUSPENDED, (NetworkToken.ACTIVE,), "Suspend network tokens",
+    LifecycleEvent.SUSPENDED, "Suspend network tokens",
     "Each ACTIVE token becomes SUSPENDED: no cryptogram is issued for it until it is resumed. The merchant gets a "
     "network_token.updated webhook.", "Suspend", "Suspended",
 )
 RESUME = Lifecycle(
-    "resume", LifecycleEvent.RESUMED, (NetworkToken.SUSPENDED,), "Resume network tokens",
-    "Each SUSPENDED token becomes ACTIVE again. The merchant gets a network_token.updated webhook.",
-    "Resume", "Resumed",
+    LifecycleEvent.RESUMED, "Resume or activate network tokens",
+    "Each SUSPENDED token becomes ACTIVE again, and each INACTIVE one becomes ACTIVE as its issuer's step-up is done "
+    "(the requests waiting for its activation then succeed, each with its network_token.created webhook). The "
+    "merchant gets a network_token.updated webhook.", "Resume", "Resumed",
 )
 DELETE = Lifecycle(
-    "delete", LifecycleEvent.DELETED, _NOT_DELETED, "Delete network tokens",
+    LifecycleEvent.DELETED, "Delete network tokens",
     "Each token is deleted for good: its encrypted token number is destroyed, it takes no further lifecycle events "
     "and no cryptogram. The row stays, masked, with its history. The merchant gets a network_token.updated webhook. "
     "This cannot be undone.", "Delete", "Deleted",
 )
 CARD_UPDATED = Lifecycle(
-    "card_updated", LifecycleEvent.CARD_UPDATED, _NOT_DELETED, "Record a reissued card",
+    LifecycleEvent.CARD_UPDATED, "Record a reissued card",
     "The issuer reissued the card behind each token: record its new expiry and/or last four digits. The token keeps "
     "its number and status. The merchant gets a network_token.updated webhook.", "Record", "Updated",
 )
@@ -112,7 +129,7 @@ class NetworkTokenAdmin(ShowsVaultTokens, HistoryAdmin):
     search_help_text = "tokenId, the token number's last four digits or the PAR, exactly."
     date_hierarchy = "created_at"
     show_full_result_count = False
-    actions = ["suspend", "resume", "delete", "card_updated"]
+    actions = list(services.STAFF_ACTIONS.values())  # one per lifecycle event staff may trigger
     inlines = [LifecycleEventInline]
     fieldsets = [
         (None, {"fields": ["token_id", "network", "status", "issuer", "merchant", "correlation_id", "account_id",
@@ -148,10 +165,8 @@ class NetworkTokenAdmin(ShowsVaultTokens, HistoryAdmin):
         # 200 means the page shows the token (a missing one redirects with a message).
         if request.method == "GET" and response.status_code == 200:
             token = response.context_data["original"]
-            vault_services.audit_record(
-                actor=staff_actor(request), action="admin.network_token.view", object_type="network_token",
-                object_id=token.token_id, detail={"merchant": token.merchant.public_id},
-            )
+            audit_record(actor=staff_actor(request), action="admin.network_token.view", obj=token,
+                         detail={"merchant": token.merchant.public_id})
         return response
 
     # --------------------------------------------------------------------------------------------------------
@@ -161,7 +176,7 @@ class NetworkTokenAdmin(ShowsVaultTokens, HistoryAdmin):
     def suspend(self, request, queryset):
         return self._lifecycle(request, queryset, SUSPEND)
 
-    @admin.action(description="Resume selected network tokens", permissions=["operate"])
+    @admin.action(description="Resume (or activate) selected network tokens", permissions=["operate"])
     def resume(self, request, queryset):
         return self._lifecycle(request, queryset, RESUME)
 
@@ -176,7 +191,7 @@ class NetworkTokenAdmin(ShowsVaultTokens, HistoryAdmin):
         return self._lifecycle(request, queryset, CARD_UPDATED, form=form)
 
     def _lifecycle(self, request, queryset, lifecycle: Lifecycle, *, form: CardUpdatedForm | None = None):
-        """The confirmation page, then the lifecycle event for each token in a state it applies to."""
+        """The confirmation page, then the lifecycle event for each token, which the service may refuse."""
         queryset = queryset.select_related("merchant")
         confirmed = bool(request.POST.get("post"))
         if not confirmed or (form is not None and not form.is_valid()):
@@ -185,51 +200,31 @@ class NetworkTokenAdmin(ShowsVaultTokens, HistoryAdmin):
             return self.confirm(
                 request, tokens, action=lifecycle.action, title=lifecycle.title, intro=lifecycle.intro,
                 submit=lifecycle.submit, form=form,
-                notes=[f"{wrong} of these token(s) are not {self._states(lifecycle)} and will be left alone."
+                notes=[f"{wrong} of these token(s) are not {lifecycle.states} and will be left alone."
                        if wrong else ""],
                 rows=[(token, self._row_note(token, lifecycle)) for token in tokens],
             )
         changes = form.changes() if form is not None else {}
-        applied = skipped = 0
+        actor = staff_actor(request)
+        applied, refused = 0, Counter()
         for token in queryset:
-            if self._apply(request, token, lifecycle, changes):
-                applied += 1
-            else:
-                skipped += 1
+            try:
+                event = services.network_token_operate(token=token, type=lifecycle.type, actor=actor, **changes)
+            except BusinessRuleError as exc:
+                # Its status does not allow the event (perhaps the TSP changed it while this page was open).
+                refused[exc.message] += 1
+                continue
+            applied += 1
+            self.log_change(request, token, f"{lifecycle.done}: lifecycle event {event.type} ({event.old_status} → "
+                                            f"{event.new_status}).")
         self.message_user(request, f"{lifecycle.done} {applied} network token(s).", messages.SUCCESS)
-        if skipped:
-            self.message_user(
-                request, f"{skipped} network token(s) were not {self._states(lifecycle)} and were left alone.",
-                messages.WARNING,
-            )
+        for reason, count in refused.items():
+            self.message_user(request, f"{count} network token(s) left alone: {reason}.", messages.WARNING)
         return None
 
-    def _apply(self, request, token: NetworkToken, lifecycle: Lifecycle, changes: dict) -> bool:
-        with transaction.atomic():
-            # The state is checked under the row lock lifecycle_apply takes again: a token suspended by the TSP
-            # while this page was open is skipped rather than suspended twice.
-            locked = NetworkToken.objects.select_for_update().select_related("merchant").get(pk=token.pk)
-            if locked.status not in lifecycle.applies_to:
-                return False
-            event = services.lifecycle_apply(token=locked, type=lifecycle.type, source=staff_source(request), **changes)
-            detail = {"merchant": locked.merchant.public_id, "status_before": event.old_status,
-                      "status_after": event.new_status}
-            if event.detail:
-                detail["changed"] = sorted(event.detail)
-            vault_services.audit_record(
-                actor=staff_actor(request), action=f"admin.network_token.{lifecycle.action}",
-                object_type="network_token", object_id=locked.token_id, detail=detail,
-            )
-        self.log_change(request, locked, f"{lifecycle.done}: lifecycle event {event.type} ({event.old_status} → "
-                                         f"{event.new_status}).")
-        return True
-
     @staticmethod
-    def _states(lifecycle: Lifecycle) -> str:
-        return " or ".join(lifecycle.applies_to)
-
-    def _row_note(self, token: NetworkToken, lifecycle: Lifecycle) -> str:
+    def _row_note(token: NetworkToken, lifecycle: Lifecycle) -> str:
         where = f"{token.merchant}, {token.status}"
         if token.status not in lifecycle.applies_to:
-            return f"{where}: left alone (only {self._states(lifecycle)} tokens)"
+            return f"{where}: left alone (only {lifecycle.states} tokens)"
         return where

@@ -6,7 +6,7 @@ from django.core.validators import EmailValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from config.api import MAX_PAGE, StrictSerializer, StringField, error
+from core.api import MAX_PAGE, StrictSerializer, StringField, error
 from networks.models import NETWORKS, Batch, LifecycleEvent, NetworkToken, ProvisioningRequest
 from vault.api.serializers import CardExpiryDateInput, CardExpiryDateOutput, CardHolderNameField, CardNumberField
 
@@ -72,7 +72,7 @@ class CardInput(StrictSerializer):
 class ProvisionInput(StrictSerializer):
     """Exactly one card source: ``token``, ``card`` or ``encryptedData``."""
 
-    schema_extra = {"oneOf": [{"required": [name]} for name in CARD_SOURCES]}  # see config.schema
+    schema_extra = {"oneOf": [{"required": [name]} for name in CARD_SOURCES]}  # see core.schema
 
     token = TokenReferenceField(required=False)
     card = CardInput(required=False)

@@ -10,14 +10,12 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from config.api import ApiView, page_of
-from config.errors import BodyDoesNotMatchSchema, EndpointNotFound, validation_errors
-from config.http import timestamp
+from core.api import ApiView, ErrorOutput, page_of
+from core.errors import BodyDoesNotMatchSchema, EndpointNotFound, validation_errors
+from merchants.authentication import actor_for
 from networks import jwe, selectors, services, tsp
+from networks.api import representations
 from networks.api import serializers as s
-from networks.models import NetworkToken, ProvisioningRequest
-from vault.api.serializers import ErrorOutput
-from vault.authentication import actor_for
 from vault.models import Token
 
 ERRORS = {
@@ -46,36 +44,6 @@ CORRELATION_PARAMETER = OpenApiParameter(
     OpenApiParameter.HEADER, required=True,
     description="Your identifier of this tokenization session, 1 to 36 characters; echoed in answers and webhooks.",
 )
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Bodies
-# ------------------------------------------------------------------------------------------------------------
-def network_token_body(token: NetworkToken) -> dict:
-    return {
-        **services.metadata(token),
-        "createdAt": timestamp(token.created_at),
-        "updatedAt": timestamp(token.updated_at),
-        "lifecycle": [
-            {"type": event.type, "oldStatus": event.old_status, "newStatus": event.new_status,
-             "at": timestamp(event.created_at)}
-            for event in selectors.lifecycle_list(token=token)
-        ],
-    }
-
-
-def request_body(request: ProvisioningRequest) -> dict:
-    failed = request.status == ProvisioningRequest.FAILED
-    return {
-        "requestId": request.public_id,
-        "correlationId": request.correlation_id,
-        "status": request.status,
-        "createdAt": timestamp(request.created_at),
-        "updatedAt": timestamp(request.updated_at),
-        "attempts": request.attempts,
-        "networkToken": services.metadata(request.network_token) if request.network_token_id else None,
-        "error": {"errorName": request.failure_code, "message": request.failure_reason} if failed else None,
-    }
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -120,7 +88,7 @@ class ProvisioningView(ApiView):
                 card["cardNumber"], card["cardExpiryDate"]["month"], card["cardExpiryDate"]["year"],
                 card.get("cardHolderName", ""),
             ), None
-        return jwe.decrypt_card(data["encryptedData"]), None
+        return jwe.decrypt_card(data["encryptedData"], shape=s.CardInput), None
 
 
 class EncryptionKeyView(ApiView):
@@ -158,7 +126,7 @@ class NetworkTokensView(ProvisioningView):
             account_id=data.get("accountId", ""),
             email=data.get("email", ""),
         )
-        return Response(services.metadata(token), status=status.HTTP_201_CREATED)
+        return Response(representations.metadata(token), status=status.HTTP_201_CREATED)
 
 
 class NetworkTokensAsyncView(ProvisioningView):
@@ -181,10 +149,7 @@ class NetworkTokensAsyncView(ProvisioningView):
             merchant=request.user, correlation_id=correlation_id, card=card, vault_token=vault_token,
             account_id=data.get("accountId", ""), email=data.get("email", ""),
         )
-        return Response(
-            {"requestId": accepted.public_id, "correlationId": accepted.correlation_id, "status": accepted.status},
-            status=status.HTTP_202_ACCEPTED,
-        )
+        return Response(representations.request_accepted_body(accepted), status=status.HTTP_202_ACCEPTED)
 
 
 class ProvisioningRequestView(ApiView):
@@ -193,7 +158,8 @@ class ProvisioningRequestView(ApiView):
     @extend_schema(operation_id="network_token_request_get", summary="An asynchronous request and its outcome",
                    responses={200: s.ProvisioningRequestOutput, **READ_ERRORS})
     def get(self, request, request_id):
-        return Response(request_body(selectors.provisioning_request_get(merchant=request.user, request_id=request_id)))
+        asked = selectors.provisioning_request_get(merchant=request.user, request_id=request_id)
+        return Response(representations.request_body(asked))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -222,10 +188,8 @@ class BatchesView(ApiView):
             for item in items
         ])
         batch = selectors.batch_get(merchant=request.user, batch_id=batch.public_id)  # its status as committed
-        return Response(
-            {"id": batch.public_id, "status": batch.status, "counts": selectors.batch_counts(batch=batch)},
-            status=status.HTTP_202_ACCEPTED,
-        )
+        return Response(representations.batch_accepted_body(batch, counts=selectors.batch_counts(batch=batch)),
+                        status=status.HTTP_202_ACCEPTED)
 
 
 class BatchView(ApiView):
@@ -244,25 +208,18 @@ class BatchView(ApiView):
         counts = selectors.batch_counts(batch=batch)
         failed, page = page_of(selectors.batch_failed_items(batch=batch), number=query.validated_data["page"],
                                size=query.validated_data["pageSize"], total=counts["FAILED"])
-        return Response({
-            "id": batch.public_id,
-            "status": batch.status,
-            "total": batch.total,
-            "counts": counts,
-            "createdAt": timestamp(batch.created_at),
-            "completedAt": timestamp(batch.completed_at),
-            "failedItems": [
-                {"index": item.index, "token": item.token_reference, "errorName": item.failure_code,
-                 "message": item.failure_reason}
-                for item in failed
-            ],
-            "page": page,
-        })
+        return Response(representations.batch_body(batch, counts=counts, failed=failed, page=page))
 
 
 # ------------------------------------------------------------------------------------------------------------
 # One network token
 # ------------------------------------------------------------------------------------------------------------
+def network_token_answer(merchant, token_id: str) -> Response:
+    """The merchant's network token with its lifecycle (the GET answer, and the simulator's)."""
+    token = selectors.network_token_get(merchant=merchant, token_id=token_id)
+    return Response(representations.network_token_body(token, lifecycle=selectors.lifecycle_list(token=token)))
+
+
 class NetworkTokenView(ApiView):
     required_scope = "network-tokens"
 
@@ -270,7 +227,7 @@ class NetworkTokenView(ApiView):
                    description="A deleted token still answers, with status DELETED.",
                    responses={200: s.NetworkTokenOutput, **READ_ERRORS})
     def get(self, request, token_id):
-        return Response(network_token_body(selectors.network_token_get(merchant=request.user, token_id=token_id)))
+        return network_token_answer(request.user, token_id)
 
     @extend_schema(operation_id="network_token_delete", summary="Delete a network token at its network",
                    description="Answers 422 lifecycleTransitionNotAllowed when it is already deleted.",
@@ -295,10 +252,10 @@ class CryptogramsView(ApiView):
     )
     def post(self, request, token_id):
         token = selectors.network_token_get(merchant=request.user, token_id=token_id)
-        answer = services.cryptogram_create(
+        cryptogram = services.cryptogram_create(
             token=token, actor=actor_for(request), reveal_number=request.auth.has_scope("tokens:detokenize")
         )
-        response = Response(answer)
+        response = Response(representations.cryptogram_body(cryptogram))
         response["Cache-Control"] = "no-store"
         return response
 
@@ -337,5 +294,5 @@ class SimulateLifecycleView(ApiView):
             expiry=(expiry["month"], expiry["year"]) if expiry else None,
             card_last_digits=data.get("cardLastDigits"),
         )
-        return Response(network_token_body(selectors.network_token_get(merchant=request.user, token_id=token_id)))
+        return network_token_answer(request.user, token_id)
 

@@ -1,29 +1,48 @@
-"""Network tokens: provisioning from the TSPs (sync, async, batches), cryptograms, lifecycle. Every write is here.
+"""Network tokens: provisioning from the TSPs (sync, async, batches), cryptograms, lifecycle, issuers. Every write
+is here.
 
 A TSP call never runs inside a database transaction (it may take seconds); what it returns is stored in one. Card
-and token numbers only ever exist in memory, in the vault's encryption, or in a detokenize-scoped answer.
+and token numbers only ever exist in memory, in the vault's encryption, or in a detokenize-scoped answer. What the
+services raise is in ``networks.errors``; the bodies and event payloads they build, in ``networks.api.representations``.
 
-- ``provisioning``: one provisioning from a TSP, and what every way of asking shares (errors, issuers, events' data);
+- ``provisioning``: one provisioning from a TSP, and what every way of asking shares (the one TSP call, the token row);
 - ``async_requests``: asynchronous requests, which live in the database until they end;
 - ``batches``: batches, released fairly across issuers and provisioned a chunk at a time;
-- ``tokens``: cryptograms and the lifecycle the TSP reports.
+- ``tokens``: cryptograms and the lifecycle, as the TSP reports it or an operator triggers it;
+- ``issuers``: the issuer registry by BIN and the staff's edits of it.
 """
 
-from networks.services.async_requests import (ASYNC_MAX_ATTEMPTS, provisioning_request_create,
-                                              provisioning_request_retry_now, provisioning_request_run,
-                                              provisioning_requests_sweep, request_retry_delay)
-from networks.services.batches import (BATCH_ITEM_MAX_ABANDONED, BATCH_ITEM_MAX_ATTEMPTS, BatchEntry, batch_create,
-                                       batch_item_run, batch_items_reclaim, batch_items_run)
-from networks.services.provisioning import (NetworkNotConfigured, NetworkTimeout, NetworkUnavailable, Origin,
-                                            card_from_vault, check_supported, created_data, failed_data, issuer_for,
-                                            metadata, network_token_provision, token_service)
-from networks.services.tokens import cryptogram_create, lifecycle_apply, network_token_delete
+from networks.services.async_requests import (
+    ASYNC_MAX_ATTEMPTS,
+    provisioning_request_create,
+    provisioning_request_retry_now,
+    provisioning_request_run,
+    provisioning_requests_sweep,
+)
+from networks.services.batches import (
+    BATCH_ITEM_MAX_ABANDONED,
+    BATCH_ITEM_MAX_ATTEMPTS,
+    BatchEntry,
+    batch_create,
+    batch_items_run,
+    batches_dispatch,
+)
+from networks.services.issuers import ISSUER_FIELDS, issuer_create, issuer_update
+from networks.services.provisioning import Origin, card_from_vault, network_token_provision
+from networks.services.tokens import (
+    LIFECYCLE_FROM,
+    STAFF_ACTIONS,
+    Cryptogram,
+    cryptogram_create,
+    lifecycle_apply,
+    network_token_delete,
+    network_token_operate,
+)
 
 __all__ = [
-    "ASYNC_MAX_ATTEMPTS", "BATCH_ITEM_MAX_ABANDONED", "BATCH_ITEM_MAX_ATTEMPTS", "BatchEntry", "NetworkNotConfigured",
-    "NetworkTimeout", "NetworkUnavailable", "Origin", "batch_create", "batch_item_run", "batch_items_reclaim",
-    "batch_items_run", "card_from_vault", "check_supported", "created_data", "cryptogram_create", "failed_data",
-    "issuer_for", "lifecycle_apply", "metadata", "network_token_delete", "network_token_provision",
-    "provisioning_request_create", "provisioning_request_retry_now", "provisioning_request_run",
-    "provisioning_requests_sweep", "request_retry_delay", "token_service",
+    "ASYNC_MAX_ATTEMPTS", "BATCH_ITEM_MAX_ABANDONED", "BATCH_ITEM_MAX_ATTEMPTS", "ISSUER_FIELDS", "LIFECYCLE_FROM",
+    "STAFF_ACTIONS", "BatchEntry", "Cryptogram", "Origin", "batch_create", "batch_items_run",
+    "batches_dispatch", "card_from_vault", "cryptogram_create", "issuer_create", "issuer_update", "lifecycle_apply",
+    "network_token_delete", "network_token_operate", "network_token_provision", "provisioning_request_create",
+    "provisioning_request_retry_now", "provisioning_request_run", "provisioning_requests_sweep",
 ]

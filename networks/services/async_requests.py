@@ -11,15 +11,19 @@ from django.db import DatabaseError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from config.errors import ApiError, BusinessRuleError, InternalError
+from core import queue
+from core.audit import Actor, audit_record
+from core.errors import ApiError, InternalError, NotFound
+from merchants.models import Merchant
 from networks import tsp
+from networks.errors import Failure, TspUnavailable, failure_of
+from networks.events import failed_data
 from networks.models import NetworkToken, ProvisioningRequest
-from networks.services.provisioning import (NetworkUnavailable, Origin, card_from_vault, check_supported,
-                                            failed_data, failure_reason, network_token_provision)
+from networks.services.provisioning import Origin, card_from_vault, check_supported, network_token_provision
 from notifications.services import event_emit
-from vault import services as vault_services
-from vault.crypto import KeysUnavailable, key_ring
-from vault.models import Merchant, Token
+from vault.crypto import KeysUnavailable
+from vault.keys import key_ring
+from vault.models import Token
 
 ASYNC_MAX_ATTEMPTS = 5
 # How long an async request waits for this server's keys to match the data again before its next attempt.
@@ -58,11 +62,9 @@ def _request_lease() -> timedelta:
 
 
 def _queue_requests_after_commit(request_ids: list[int]) -> None:
-    from networks.tasks import run_provisioning_request
-
     def publish():
         for request_id in request_ids:
-            run_provisioning_request.delay(request_id)
+            queue.send("networks.tasks.run_provisioning_request", request_id)
 
     # robust: with the broker down the request is still accepted; the sweeper queues it once its lease has passed.
     transaction.on_commit(publish, robust=True)
@@ -87,8 +89,9 @@ def provisioning_request_run(*, request_id: int) -> None:
 
     Claims the attempt (``claimed_until``, ``claim``): a duplicate or late message finds the request claimed, not
     due, or ended, and does nothing. A transient TSP failure makes the request due again later (``next_attempt_at``;
-    the sweeper queues it then) until the ASYNC_MAX_ATTEMPTS-th, which fails it. Every end (token or failure) is a
-    webhook carrying the correlation id; an INACTIVE token's request waits for its activation (PENDING_ACTIVATION).
+    the sweeper queues it then) until the ASYNC_MAX_ATTEMPTS-th, which fails it; a failure that is not transient
+    fails it at once. Every end (token or failure) is a webhook carrying the correlation id; an INACTIVE token's
+    request waits for its activation (PENDING_ACTIVATION).
     """
     now = timezone.now()
     claim = secrets.token_hex(16)
@@ -110,18 +113,18 @@ def provisioning_request_run(*, request_id: int) -> None:
                     request_id=request.public_id)
     try:
         if request.vault_token_id and request.vault_token.deleted_at is not None:
-            raise BusinessRuleError("resourceNotFound", "The vault token was deleted", status_code=404)
+            raise NotFound("The vault token was deleted")
         token = network_token_provision(origin=origin, card=_request_card(request), account_id=request.account_id,
                                         email=request.email)
-    except NetworkUnavailable as exc:
-        if request.attempts >= ASYNC_MAX_ATTEMPTS:
+    except TspUnavailable as exc:
+        if not exc.transient or request.attempts >= ASYNC_MAX_ATTEMPTS:
             _request_failed(request, exc, claim=claim)
         else:
             ProvisioningRequest.objects.filter(pk=request.pk, claim=claim).update(
                 next_attempt_at=timezone.now() + request_retry_delay(request.attempts), claimed_until=None, claim="",
                 updated_at=timezone.now(),
             )
-    except ApiError as exc:
+    except (ApiError, NotFound) as exc:
         _request_failed(request, exc, claim=claim)
     except DatabaseError:
         raise  # not the request's fault: its claim runs out and the sweeper queues it again
@@ -132,7 +135,7 @@ def provisioning_request_run(*, request_id: int) -> None:
             attempts=F("attempts") - 1, next_attempt_at=timezone.now() + KEYS_UNAVAILABLE_WAIT, claimed_until=None,
             claim="", updated_at=timezone.now(),
         )
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - see below
         # A bug, or a card that cannot be read: the request fails rather than coming back for ever. Its type only: a
         # message could hold card data.
         logger.error("network-token request %s failed: unexpected %s", request.public_id, type(exc).__name__)
@@ -148,15 +151,16 @@ def provisioning_request_run(*, request_id: int) -> None:
 
 
 @transaction.atomic
-def _request_failed(request: ProvisioningRequest, error: ApiError, *, claim: str) -> None:
+def _request_failed(request: ProvisioningRequest, error: Failure, *, claim: str) -> None:
     """End ``request`` FAILED with a webhook, unless another worker took the attempt over (its lease ran out)."""
+    code, reason = failure_of(error)
     ended = ProvisioningRequest.objects.filter(pk=request.pk, claim=claim, status=ProvisioningRequest.PENDING).update(
-        status=ProvisioningRequest.FAILED, failure_code=error.error_name, failure_reason=failure_reason(error),
+        status=ProvisioningRequest.FAILED, failure_code=code, failure_reason=reason,
         card_ciphertext=None, next_attempt_at=None, claimed_until=None, updated_at=timezone.now(),
     )
     if ended:
         event_emit(merchant=request.merchant, type="network_token.failed",
-                   data=failed_data(error, correlation_id=request.correlation_id, requestId=request.public_id))
+                   data=failed_data(code, reason, correlation_id=request.correlation_id, requestId=request.public_id))
 
 
 def provisioning_requests_sweep(*, limit: int = 1000) -> int:
@@ -180,7 +184,7 @@ def provisioning_requests_sweep(*, limit: int = 1000) -> int:
 
 
 @transaction.atomic
-def provisioning_request_retry_now(*, request: ProvisioningRequest, actor: vault_services.Actor) -> bool:
+def provisioning_request_retry_now(*, request: ProvisioningRequest, actor: Actor) -> bool:
     """An operator's "retry now" of a PENDING request: due now, its leases dropped (a worker still holding it loses
     the claim: at worst the network is asked twice, as after a lease ran out), queued after the commit; audited.
     Returns False, writing nothing, for a request that is no longer PENDING."""
@@ -189,8 +193,7 @@ def provisioning_request_retry_now(*, request: ProvisioningRequest, actor: vault
         next_attempt_at=now, claimed_until=None, claim="", queued_until=now + _request_lease(), updated_at=now
     )
     if retried:
-        vault_services.audit_record(actor=actor, action="admin.network_token_request.retry_now",
-                                    object_type="network_token_request", object_id=request.public_id,
-                                    detail={"merchant": request.merchant.public_id, "attempts": request.attempts})
+        audit_record(actor=actor, action="admin.network_token_request.retry_now", obj=request,
+                     detail={"merchant": request.merchant.public_id, "attempts": request.attempts})
         _queue_requests_after_commit([request.pk])
     return bool(retried)

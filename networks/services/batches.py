@@ -6,23 +6,33 @@ import secrets
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from config.errors import ApiError, BusinessRuleError, InternalError
-from config.logging import redact
+from core import queue
+from core.errors import ApiError, InternalError, NotFound
+from core.logging import redact
+from merchants.models import Merchant
 from networks import scheduling, tsp
+from networks.errors import Failure, NetworkNotConfigured, TspUnavailable, failure_of
+from networks.events import created_data, failed_data
 from networks.models import Batch, BatchItem, Issuer, NetworkToken
-from networks.services.provisioning import (TOKEN_FIELDS, NetworkNotConfigured, NetworkTimeout, NetworkUnavailable,
-                                            Origin, card_from_vault, check_supported, created_data,
-                                            failed_data, failure_reason, fill_token, issuer_for, token_service,
-                                            tokenization_declined)
+from networks.services.issuers import issuer_for
+from networks.services.provisioning import (
+    TOKEN_FIELDS,
+    Origin,
+    card_from_vault,
+    check_supported,
+    fill_token,
+    tsp_provision,
+    vault_links_refresh,
+)
 from notifications.services import events_emit
 from vault.crypto import KeysUnavailable
-from vault.models import Merchant, Token
+from vault.models import Token
 
 BATCH_ITEM_MAX_ATTEMPTS = 3
 BATCH_ITEM_MAX_ABANDONED = 3  # times an item's worker may stop holding it (see batch_items_reclaim)
@@ -59,7 +69,7 @@ def batch_create(*, merchant: Merchant, entries: list[BatchEntry]) -> Batch:
                          account_id=entry.account_id, email=entry.email)
         try:
             if entry.vault_token is None:
-                raise BusinessRuleError("resourceNotFound", "The vault token does not exist", status_code=404)
+                raise NotFound("The vault token does not exist")
             number = card_from_vault(entry.vault_token).number
             network = check_supported(number, email=entry.email)
             if (network, number[:6]) not in issuers:
@@ -67,10 +77,11 @@ def batch_create(*, merchant: Merchant, entries: list[BatchEntry]) -> Batch:
             item.issuer = issuers[network, number[:6]]
         except NetworkNotConfigured:
             raise  # the installation's fault, not the item's: the whole batch answers 503
-        except ApiError as exc:
-            item.status, item.failure_code, item.finished_at = BatchItem.FAILED, exc.error_name, now
-            item.failure_reason = failure_reason(exc)
-            failures.append(failed_data(exc, correlation_id=item.correlation_id, batchId=batch.public_id, index=index))
+        except (ApiError, NotFound) as exc:
+            item.status, item.finished_at = BatchItem.FAILED, now
+            item.failure_code, item.failure_reason = failure_of(exc)
+            failures.append(failed_data(item.failure_code, item.failure_reason, correlation_id=item.correlation_id,
+                                        batchId=batch.public_id, index=index))
         items.append(item)
     batch.total, batch.finished = len(items), len(failures)
     if batch.finished == batch.total:
@@ -89,10 +100,10 @@ def batch_create(*, merchant: Merchant, entries: list[BatchEntry]) -> Batch:
 def _safe_reference(reference: str) -> str:
     """A merchant may paste a card number where a token reference belongs: never keep that in clear."""
     return redact(reference)[:200]
-def _dispatch_soon() -> None:
-    from networks.tasks import dispatch_batches
 
-    dispatch_batches.delay()
+
+def _dispatch_soon() -> None:
+    queue.send("networks.tasks.dispatch_batches")
 
 
 @dataclass
@@ -103,7 +114,7 @@ class _Call:
     called_at: datetime | None = None
     card: tsp.CardData | None = None
     provisioned: tsp.Provisioned | None = None
-    error: ApiError | None = None
+    error: Failure | None = None
 
 
 def batch_items_run(*, item_ids: list[int]) -> int:
@@ -116,7 +127,8 @@ def batch_items_run(*, item_ids: list[int]) -> int:
     and their batches' progress together. A worker killed at any moment thus leaves every item either ended, once,
     or claimed until its lease runs out and it is released again (``batch_items_reclaim``); an item whose lease ran
     out while this worker still had it (it now belongs to another) is not written. A transient TSP failure puts the
-    item back for the dispatcher until its BATCH_ITEM_MAX_ATTEMPTS-th attempt, which fails it.
+    item back for the dispatcher until its BATCH_ITEM_MAX_ATTEMPTS-th attempt, which fails it; a failure that is not
+    transient fails it at once.
     """
     claim = secrets.token_hex(16)
     if not BatchItem.objects.filter(pk__in=item_ids, status=BatchItem.QUEUED).update(
@@ -150,31 +162,21 @@ def batch_items_run(*, item_ids: list[int]) -> int:
     return ended + _batch_items_write(done, claim=claim, rest=[])
 
 
-def batch_item_run(*, item_id: int) -> None:
-    """One released item on its own (the demo seeder runs a batch this way, without workers)."""
-    batch_items_run(item_ids=[item_id])
-
-
 def _batch_item_call(item: BatchItem, slots: scheduling.CallSlots) -> _Call:
     call = _Call(item)
     try:
         if item.vault_token is None or item.vault_token.deleted_at is not None:
-            raise BusinessRuleError("resourceNotFound", "The vault token was deleted", status_code=404)
+            raise NotFound("The vault token was deleted")
         call.card = card_from_vault(item.vault_token)
         network = check_supported(call.card.number, email=item.email)
         call.called_at = slots.take()
-        call.provisioned = token_service(network).provision(tsp.ProvisionRequest(
-            merchant_id=item.batch.merchant.public_id, card=call.card, account_id=item.account_id, email=item.email
-        ))
-    except tsp.Declined:
-        call.error = tokenization_declined()
-    except tsp.TspError as exc:
-        call.error = NetworkTimeout() if exc.timeout else NetworkUnavailable()
-    except ApiError as exc:
+        call.provisioned = tsp_provision(network=network, merchant=item.batch.merchant, card=call.card,
+                                         account_id=item.account_id, email=item.email)
+    except (ApiError, NotFound, TspUnavailable) as exc:
         call.error = exc
     except (DatabaseError, KeysUnavailable):
         raise  # not the item's fault: batch_items_run hands the chunk back
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - see below
         # A bug, or a card that cannot be read (a key retired too early): the item fails rather than coming back
         # for ever. Its type only: a message could hold card data.
         logger.error("batch item %s failed: unexpected %s", item.pk, type(exc).__name__)
@@ -194,7 +196,7 @@ def _batch_items_write(calls: list[_Call], *, claim: str, rest: list[BatchItem],
     calls = [call for call in calls if call.item.pk in still_ours]
     now = timezone.now()
     made = [call for call in calls if call.provisioned is not None]
-    for call, token in zip(made, _tokens_store(made, now=now)):
+    for call, token in zip(made, _tokens_store(made, now=now), strict=True):
         call.item.network_token = token
 
     events = defaultdict(list)  # (merchant, type) → the items' webhooks, written in bulk
@@ -205,15 +207,15 @@ def _batch_items_write(calls: list[_Call], *, claim: str, rest: list[BatchItem],
         item.claim = ""
         item.called_at = call.called_at  # None for an item that failed before its call
         merchant, ids = item.batch.merchant, {"batchId": item.batch.public_id, "index": item.index}
-        if call.provisioned is None and isinstance(call.error, NetworkUnavailable) \
+        if call.provisioned is None and isinstance(call.error, TspUnavailable) and call.error.transient \
                 and item.attempts < BATCH_ITEM_MAX_ATTEMPTS:
             item.status = BatchItem.PENDING
             continue
         if call.provisioned is None:
             item.status = BatchItem.FAILED
-            item.failure_code, item.failure_reason = call.error.error_name, failure_reason(call.error)
+            item.failure_code, item.failure_reason = failure_of(call.error)
             events[merchant, "network_token.failed"].append(
-                failed_data(call.error, correlation_id=item.correlation_id, **ids)
+                failed_data(item.failure_code, item.failure_reason, correlation_id=item.correlation_id, **ids)
             )
         elif item.network_token.status == NetworkToken.ACTIVE:
             item.status = BatchItem.SUCCEEDED
@@ -259,6 +261,7 @@ def _tokens_write(calls: list[_Call], *, now: datetime) -> list[NetworkToken]:
         [call.provisioned.token_id for call in calls], field_name="token_id"
     )
     tokens: dict[str, NetworkToken] = {}
+    cards = {token.vault_token_id for token in stored.values()}
     for call in calls:
         token_id, batch = call.provisioned.token_id, call.item.batch
         token = tokens.get(token_id) or stored.get(token_id) or NetworkToken(
@@ -267,14 +270,24 @@ def _tokens_write(calls: list[_Call], *, now: datetime) -> list[NetworkToken]:
         origin = Origin(merchant=batch.merchant, correlation_id=call.item.correlation_id,
                         vault_token=call.item.vault_token)
         fill_token(token, origin=origin, card=call.card, issuer=call.item.issuer, provisioned=call.provisioned,
-              account_id=call.item.account_id)
+                   account_id=call.item.account_id)
         token.updated_at = now
         tokens[token_id] = token
     NetworkToken.objects.bulk_create([token for token in tokens.values() if token.pk is None])
     changed = [token for token_id, token in tokens.items() if token_id in stored]
     if changed:
         NetworkToken.objects.bulk_update(changed, fields=TOKEN_FIELDS)
+    vault_links_refresh(cards | {token.vault_token_id for token in tokens.values()})
     return [tokens[call.provisioned.token_id] for call in calls]
+
+
+def batches_dispatch() -> int:
+    """Take back the items whose lease ran out, then release the next items to the workers fairly across issuers
+    (``scheduling.batch_items_release``, which queues them once each issuer's share is committed); returns how many
+    it released. Not one transaction: a worker must find its items released when its message arrives."""
+    now = timezone.now()
+    batch_items_reclaim(stale=now - timedelta(seconds=scheduling.ITEM_LEASE_SECONDS), now=now)
+    return scheduling.batch_items_release(now=now)
 
 
 @transaction.atomic
@@ -296,17 +309,16 @@ def batch_items_reclaim(*, stale: datetime, now: datetime) -> int:
                     .order_by("pk"))
     if not given_up:
         return 0
-    error = InternalError(f"The worker provisioning it stopped {BATCH_ITEM_MAX_ABANDONED} times")
+    code, reason = failure_of(InternalError(f"The worker provisioning it stopped {BATCH_ITEM_MAX_ABANDONED} times"))
     BatchItem.objects.filter(pk__in=[item.pk for item in given_up]).update(
-        status=BatchItem.FAILED, claim="", abandoned=F("abandoned") + 1, failure_code=error.error_name,
-        failure_reason=failure_reason(error), finished_at=now,
+        status=BatchItem.FAILED, claim="", abandoned=F("abandoned") + 1, failure_code=code, failure_reason=reason,
+        finished_at=now,
     )
     logger.error("%d batch item(s) failed: their worker stopped %d times", len(given_up), BATCH_ITEM_MAX_ABANDONED)
     failures = defaultdict(list)
     for item in given_up:
-        failures[item.batch.merchant].append(
-            failed_data(error, correlation_id=item.correlation_id, batchId=item.batch.public_id, index=item.index)
-        )
+        failures[item.batch.merchant].append(failed_data(code, reason, correlation_id=item.correlation_id,
+                                                         batchId=item.batch.public_id, index=item.index))
     for merchant, data in failures.items():
         events_emit(merchant=merchant, type="network_token.failed", data=data)
     # In a fixed order, as _batch_items_write locks batches.

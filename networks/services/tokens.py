@@ -1,27 +1,42 @@
-"""Using and managing network tokens: cryptograms, and the lifecycle the TSP reports (suspended, resumed, deleted,
-card reissued), which also settles the requests and batch items waiting for a step-up token's activation."""
+"""Using and managing network tokens: cryptograms, and the lifecycle (suspended, resumed, deleted, card reissued) as
+the TSP reports it or an operator triggers it, which also settles the requests and batch items waiting for a step-up
+token's activation. ``LIFECYCLE_FROM`` is the one statement of which event may happen to which token."""
 
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
 
-from config.errors import BusinessRuleError
-from config.http import timestamp
+from core.audit import Actor, audit_record
+from core.errors import BusinessRuleError
 from networks import tsp
+from networks.errors import failure_of, token_not_activated, tsp_unavailable
+from networks.events import created_data, failed_data, updated_data
 from networks.models import BatchItem, LifecycleEvent, NetworkToken, ProvisioningRequest
-from networks.services.provisioning import (NetworkTimeout, NetworkUnavailable, created_data, failed_data,
-                                            failure_reason, metadata, token_service)
+from networks.services.provisioning import token_service, vault_links_refresh
 from notifications.services import event_emit, events_emit
 from vault import services as vault_services
-from vault.crypto import key_ring
+from vault.keys import key_ring
 
 CRYPTOGRAM_LIFETIME = timedelta(minutes=15)
 
 
-def cryptogram_create(*, token: NetworkToken, actor: vault_services.Actor, reveal_number: bool) -> dict:
+@dataclass(frozen=True)
+class Cryptogram:
+    """A single-use cryptogram for ``token``, valid until ``expires_at``; ``token_number`` only when revealed."""
+
+    token: NetworkToken
+    cryptogram: str = field(repr=False)
+    eci: str
+    expires_at: datetime
+    token_number: str | None = field(default=None, repr=False)
+
+
+def cryptogram_create(*, token: NetworkToken, actor: Actor, reveal_number: bool) -> Cryptogram:
     """A single-use cryptogram for an ACTIVE token; audited; a use of the vault token behind it (so its expiry may
-    be extended). The token number is included only when ``reveal_number`` (the detokenize scope)."""
+    be extended). The token number is included only when ``reveal_number`` (the detokenize scope). Raises
+    tokenNotActive (422) or ``TspUnavailable``."""
     if token.status != NetworkToken.ACTIVE:
         raise BusinessRuleError("tokenNotActive", f"The network token is {token.status}, not ACTIVE", status_code=422)
     # Decrypted first: a number this server cannot read (its key not here yet) must not cost a cryptogram and a use.
@@ -30,21 +45,13 @@ def cryptogram_create(*, token: NetworkToken, actor: vault_services.Actor, revea
     try:
         cryptogram, eci = token_service(token.network).cryptogram(token_id=token.token_id)
     except tsp.TspError as exc:
-        raise (NetworkTimeout() if exc.timeout else NetworkUnavailable()) from exc
+        raise tsp_unavailable(exc) from exc
     with transaction.atomic():
         if token.vault_token_id and token.vault_token.deleted_at is None:
             vault_services.token_use(token=token.vault_token, reason="cryptogram")
-        vault_services.audit_record(actor=actor, action="network_token.cryptogram", object_type="network_token",
-                                    object_id=token.token_id)
-    answer = {
-        "cryptogram": cryptogram,
-        "eci": eci,
-        "tokenExpiryDate": {"month": token.token_expiry_month, "year": token.token_expiry_year},
-        "cryptogramExpiryDateTime": timestamp(timezone.now() + CRYPTOGRAM_LIFETIME),
-    }
-    if number is not None:
-        answer["tokenNumber"] = number
-    return answer
+        audit_record(actor=actor, action="network_token.cryptogram", obj=token)
+    return Cryptogram(token=token, cryptogram=cryptogram, eci=eci, expires_at=timezone.now() + CRYPTOGRAM_LIFETIME,
+                      token_number=number)
 
 
 LIFECYCLE_STATUS = {
@@ -52,14 +59,23 @@ LIFECYCLE_STATUS = {
     LifecycleEvent.RESUMED: NetworkToken.ACTIVE,
     LifecycleEvent.DELETED: NetworkToken.DELETED,
 }
-# The statuses each event may come from: only an active token is suspended; a suspended one is resumed, and an
-# inactive one is activated once its step-up is done; anything not yet deleted can be deleted or have its card
-# updated.
-LIFECYCLE_FROM = {
-    LifecycleEvent.SUSPENDED: {NetworkToken.ACTIVE},
-    LifecycleEvent.RESUMED: {NetworkToken.SUSPENDED, NetworkToken.INACTIVE},
-    LifecycleEvent.DELETED: {NetworkToken.ACTIVE, NetworkToken.INACTIVE, NetworkToken.SUSPENDED},
-    LifecycleEvent.CARD_UPDATED: {NetworkToken.ACTIVE, NetworkToken.INACTIVE, NetworkToken.SUSPENDED},
+# The one statement of the lifecycle rules: the statuses each event may come from. Only an active token is
+# suspended; a suspended one is resumed, and an inactive one is activated (ACTIVE) once its step-up is done: the
+# seed's "created and active" notification waits for it; anything not yet deleted can be deleted or have its card
+# updated. The admin offers each action for these statuses only.
+_NOT_DELETED = (NetworkToken.ACTIVE, NetworkToken.SUSPENDED, NetworkToken.INACTIVE)
+LIFECYCLE_FROM: dict[str, tuple[str, ...]] = {
+    LifecycleEvent.SUSPENDED: (NetworkToken.ACTIVE,),
+    LifecycleEvent.RESUMED: (NetworkToken.SUSPENDED, NetworkToken.INACTIVE),
+    LifecycleEvent.DELETED: _NOT_DELETED,
+    LifecycleEvent.CARD_UPDATED: _NOT_DELETED,
+}
+# What staff call each event, in the admin's actions and the audit log (``admin.network_token.<action>``).
+STAFF_ACTIONS = {
+    LifecycleEvent.SUSPENDED: "suspend",
+    LifecycleEvent.RESUMED: "resume",
+    LifecycleEvent.DELETED: "delete",
+    LifecycleEvent.CARD_UPDATED: "card_updated",
 }
 
 
@@ -96,10 +112,12 @@ def lifecycle_apply(*, token: NetworkToken, type: str, source: str, expiry: tupl
         token.dpan_ciphertext, token.key_version = None, None
     token.updated_at = timezone.now()
     token.save()
+    if type == LifecycleEvent.DELETED:
+        vault_links_refresh([token.vault_token_id])
     event = LifecycleEvent.objects.create(network_token=token, type=type, old_status=old_status,
                                           new_status=token.status, detail=detail, source=source)
     event_emit(merchant=token.merchant, type="network_token.updated",
-               data={**metadata(token), "event": type, **detail})
+               data=updated_data(token, event=type, detail=detail))
     if old_status == NetworkToken.INACTIVE and token.status in (NetworkToken.ACTIVE, NetworkToken.DELETED):
         _activation_settled(token)
     return event
@@ -123,17 +141,15 @@ def _activation_settled(token: NetworkToken) -> None:
         events_emit(merchant=token.merchant, type="network_token.created",
                     data=data or [created_data(token, correlation_id=token.correlation_id)])
         return
-    error = BusinessRuleError("tokenNotActivated", "The network deleted the token before it was activated",
-                              status_code=422)
+    code, reason = failure_of(token_not_activated())
     ProvisioningRequest.objects.filter(pk__in=[r.pk for r in requests]).update(
-        status=ProvisioningRequest.FAILED, failure_code=error.error_name, failure_reason=failure_reason(error),
-        updated_at=now)
+        status=ProvisioningRequest.FAILED, failure_code=code, failure_reason=reason, updated_at=now)
     # Their batches counted them as finished already, when the TSP answered.
     BatchItem.objects.filter(pk__in=[item.pk for item in items]).update(
-        status=BatchItem.FAILED, failure_code=error.error_name, failure_reason=failure_reason(error), finished_at=now)
+        status=BatchItem.FAILED, failure_code=code, failure_reason=reason, finished_at=now)
     if waiting:
         events_emit(merchant=token.merchant, type="network_token.failed", data=[
-            failed_data(error, correlation_id=correlation_id, tokenId=token.token_id, **ids)
+            failed_data(code, reason, correlation_id=correlation_id, tokenId=token.token_id, **ids)
             for correlation_id, ids in waiting
         ])
 
@@ -141,3 +157,22 @@ def _activation_settled(token: NetworkToken) -> None:
 def network_token_delete(*, token: NetworkToken, source: str) -> LifecycleEvent:
     """Delete at the merchant's request: the TSP deletes the token, which is then recorded like any lifecycle event."""
     return lifecycle_apply(token=token, type=LifecycleEvent.DELETED, source=source)
+
+
+@transaction.atomic
+def network_token_operate(*, token: NetworkToken, type: str, actor: Actor, expiry: tuple[int, int] | None = None,
+                          card_last_digits: str | None = None) -> LifecycleEvent:
+    """A lifecycle event an operator triggers (the admin): ``lifecycle_apply`` with ``actor`` as its source, and
+    one audit row, ``admin.network_token.<action>`` (``STAFF_ACTIONS``), in the same transaction. The merchant gets
+    its ``network_token.updated`` webhook as when the network reports the event itself. Raises
+    lifecycleTransitionNotAllowed (422), writing nothing, when the token's status, read under its row lock, does
+    not allow the event (``LIFECYCLE_FROM``)."""
+    source_length = LifecycleEvent._meta.get_field("source").max_length
+    event = lifecycle_apply(token=token, type=type, source=actor.label[:source_length], expiry=expiry,
+                            card_last_digits=card_last_digits)
+    detail = {"merchant": token.merchant.public_id, "status_before": event.old_status,
+              "status_after": event.new_status}
+    if event.detail:
+        detail["changed"] = sorted(event.detail)
+    audit_record(actor=actor, action=f"admin.network_token.{STAFF_ACTIONS[type]}", obj=token, detail=detail)
+    return event

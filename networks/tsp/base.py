@@ -17,7 +17,9 @@ The simulators behave like the real services, only locally:
 (the public test cards among them).
 
 **Latency and failures** come from the settings: ``TSP_LATENCY_MS`` (``"0"``, ``"250"`` or ``"1000-3000"``) and
-``TSP_FAILURE_RATE`` (0 to 1: the share of calls that fail transiently, half of them as timeouts).
+``TSP_FAILURE_RATE`` (0 to 1: the share of calls that fail transiently, half of them as timeouts), unless a simulator
+is made with its own (``latency_ms``, ``failure_rate``). Its draws come from its ``rng``: a seeded or scripted
+``random.Random`` makes them repeatable.
 
 **Token numbers** lie in each network's own token BIN range, pass the Luhn check and never equal the card number.
 The **payment account reference** (PAR) is the same for the same card number, whatever the merchant or network.
@@ -118,12 +120,6 @@ def live_token_id(token_id: Callable[[int], str]) -> str:
     raise AssertionError("unreachable")
 
 
-def latency_seconds() -> float:
-    spec = str(settings.TSP_LATENCY_MS).strip() or "0"
-    low, _, high = spec.partition("-")
-    return random.uniform(float(low), float(high or low)) / 1000
-
-
 class TokenService(ABC):
     """A network's token service (see the module's docstring for what each method promises)."""
 
@@ -146,6 +142,14 @@ class SimulatedProvider(TokenService):
     token_length: int = 16
     eci: str
     par_prefix: str
+
+    def __init__(self, *, rng: random.Random | None = None, failure_rate: float | None = None,
+                 latency_ms: str | None = None):
+        """``rng`` draws each call's latency and failure; ``failure_rate`` and ``latency_ms`` (as the settings spell
+        them) hold for every call, where None reads ``TSP_FAILURE_RATE`` and ``TSP_LATENCY_MS`` at each call."""
+        self.rng = rng or random.Random()
+        self.failure_rate = failure_rate
+        self.latency_ms = latency_ms
 
     @abstractmethod
     def token_id_for(self, request: ProvisionRequest) -> str:
@@ -186,12 +190,18 @@ class SimulatedProvider(TokenService):
                 return candidate
         raise AssertionError("unreachable")
 
-    @staticmethod
-    def _network_round_trip() -> None:
-        delay = latency_seconds()
+    def latency_seconds(self) -> float:
+        spec = str(settings.TSP_LATENCY_MS if self.latency_ms is None else self.latency_ms).strip() or "0"
+        low, _, high = spec.partition("-")
+        low, high = float(low), float(high or low)
+        return (low if low == high else self.rng.uniform(low, high)) / 1000
+
+    def _network_round_trip(self) -> None:
+        delay = self.latency_seconds()
         if delay:
             time.sleep(delay)
-        if random.random() < settings.TSP_FAILURE_RATE:
-            if random.random() < 0.5:
+        failure_rate = settings.TSP_FAILURE_RATE if self.failure_rate is None else self.failure_rate
+        if self.rng.random() < failure_rate:
+            if self.rng.random() < 0.5:
                 raise TspError("The token service did not answer in time", timeout=True)
             raise TspError("The token service is unavailable")

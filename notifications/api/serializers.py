@@ -1,7 +1,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from config.api import MAX_PAGE, BooleanField, StrictSerializer, StringField
+from core.api import MAX_PAGE, BooleanField, StrictSerializer, StringField
 from notifications.models import EVENT_TYPES
 
 

@@ -4,55 +4,20 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 
-from config.api import ApiView, page_of
-from config.errors import BodyDoesNotMatchSchema
-from config.http import timestamp
+from core.api import ApiView, ErrorOutput, page_of
+from core.errors import BodyDoesNotMatchSchema
 from notifications import selectors, services, ssrf
 from notifications.api import serializers as s
-from vault.api.serializers import ErrorOutput
+from notifications.api.representations import endpoint_body, event_body, secret_rotated_body
 
 ERRORS = {
-    400: OpenApiResponse(ErrorOutput, description="bodyDoesNotMatchSchema (a refused URL: fieldHasInvalidValue at $.url)"),
+    400: OpenApiResponse(ErrorOutput,
+                         description="bodyDoesNotMatchSchema (a refused URL: fieldHasInvalidValue at $.url)"),
     401: OpenApiResponse(ErrorOutput, description="accessDenied: no or unknown API key"),
     403: OpenApiResponse(ErrorOutput, description="accessDenied: the key lacks the webhooks scope"),
     404: OpenApiResponse(ErrorOutput, description="resourceNotFound"),
 }
 READ_ERRORS = {code: ERRORS[code] for code in (401, 403, 404)}
-
-
-def endpoint_body(endpoint) -> dict:
-    return {
-        "id": endpoint.public_id,
-        "url": endpoint.url,
-        "description": endpoint.description,
-        "eventTypes": endpoint.event_types,
-        "enabled": endpoint.is_enabled,
-        "disabledReason": endpoint.disabled_reason or None,
-        "failingSince": timestamp(endpoint.failing_since),
-        "createdAt": timestamp(endpoint.created_at),
-    }
-
-
-def event_body(event) -> dict:
-    return {
-        "id": event.public_id,
-        "type": event.type,
-        "createdAt": timestamp(event.created_at),
-        "data": event.data,
-        "deliveries": [
-            {
-                "endpointId": delivery.endpoint.public_id,
-                "url": delivery.endpoint.url,
-                "status": delivery.status,
-                "attempts": delivery.attempt_count,
-                "lastStatusCode": delivery.last_status_code,
-                "lastError": delivery.last_error or None,
-                "nextAttemptAt": timestamp(delivery.next_attempt_at),
-                "deliveredAt": timestamp(delivery.delivered_at),
-            }
-            for delivery in event.deliveries.all()
-        ],
-    }
 
 
 def _url_refused(exc: ssrf.UnsafeUrl) -> BodyDoesNotMatchSchema:
@@ -127,9 +92,7 @@ class EndpointRotateSecretView(ApiView):
     def post(self, request, public_id):
         endpoint = selectors.endpoint_get(merchant=request.user, public_id=public_id)
         endpoint = services.endpoint_rotate_secret(endpoint=endpoint)
-        return Response({
-            "secret": endpoint.secret, "previousSecretExpiresAt": timestamp(endpoint.previous_secret_expires_at)
-        })
+        return Response(secret_rotated_body(endpoint))
 
 
 class EventsView(ApiView):

@@ -18,7 +18,7 @@ A document::
 are those of the API key the call needs.
 """
 
-from config.errors import ResourceNotFound
+from core.errors import ResourceNotFound
 
 CURIE_NAME = "tokens"
 CURIE_PATH = "/rels/tokens/{rel}.json"

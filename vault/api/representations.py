@@ -6,8 +6,7 @@ link relations are those of ``relations``, where the curie leads.
 
 from django.conf import settings
 
-from config.http import timestamp
-from networks import selectors as network_selectors
+from core.http import timestamp
 from vault.api.relations import CURIE_NAME, CURIE_PATH, TOKEN_DETAILS, rel
 from vault.models import Token, TokenConflict
 
@@ -68,19 +67,10 @@ def token_links(request, token: Token, *, conflict_pending: bool) -> dict:
         links[name] = {"href": f"{href}/{segment}"}
     if conflict_pending:
         links[rel("conflicts")] = {"href": f"{href}/conflicts"}
-    network_token_id = _newest_network_token_id(token)
-    if network_token_id:
-        links[rel("networkToken")] = {"href": f"{base_url(request)}/network-tokens/{network_token_id}"}
+    if token.network_token_id:
+        links[rel("networkToken")] = {"href": f"{base_url(request)}/network-tokens/{token.network_token_id}"}
     links["curies"] = curies(request)
     return links
-
-
-def _newest_network_token_id(token: Token) -> str | None:
-    # Lists and lookups annotate it (selectors.with_network_token), card_tokenize sets it on a token it creates
-    # (None); any other token fresh from a service costs a query.
-    if hasattr(token, "newest_network_token_id"):
-        return token.newest_network_token_id
-    return network_selectors.newest_network_token_id(vault_token=token)
 
 
 def token_body(request, token: Token, *, conflict: TokenConflict | None = None) -> dict:

@@ -1,78 +1,85 @@
 """Request and response bodies of the card-token API, as in the card-token provider's public documentation.
 
-Input fields publish in the OpenAPI schema what they enforce (patterns, enums, lengths; see ``config.schema``). What
+Input fields publish in the OpenAPI schema what they enforce (patterns, enums, lengths; see ``core.schema``). What
 no JSON Schema can say is in the code alone: the Luhn check, and dates that must not be in the past.
-"""
 
-import re
+The card rules are ``vault.rules``, which the bulk import and browser capture call too: the fields here check a
+value's characters with them, and declare their bounds from there, which DRF's length and range validators enforce
+under the same error names (``core.errors.DRF_CODES``).
+"""
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from config.api import MAX_PAGE, DateTimeField, IntegerField, StrictSerializer, StringField, error
-from vault import cards
+from core.api import MAX_PAGE, DateTimeField, IntegerField, StrictSerializer, StringField, error
+from vault import cards, rules
 from vault.models import TOKEN_ID_ALPHABET, TOKEN_ID_LENGTH
 
-DESCRIPTION_FORBIDDEN = re.compile(r"[&<]")
-SCHEME_REFERENCE = re.compile(r"[a-zA-Z0-9 ]*")
-DIGITS = re.compile(r"[0-9]+")
+
+def checked(rule, *values):
+    """``rule(*values)``, its refusal raised as a validation error under the rule's error name."""
+    try:
+        return rule(*values)
+    except rules.RuleBroken as broken:
+        raise error(broken.name, broken.message) from None
+
+
+def bounded(bounds: rules.Bounds, **kwargs) -> dict:
+    return {"min_length": bounds.min_length, "max_length": bounds.max_length, **kwargs}
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Input
 # ------------------------------------------------------------------------------------------------------------
-@extend_schema_field({"type": "string", "pattern": f"^[0-9]{{{cards.LENGTH_RANGE[0]},{cards.LENGTH_RANGE[1]}}}$"})
+@extend_schema_field({"type": "string", "pattern": f"^[0-9]{{{rules.CARD_NUMBER.min_length},"
+                                                   f"{rules.CARD_NUMBER.max_length}}}$"})
 class CardNumberField(StringField):
     """12 to 19 digits passing the Luhn check. Its errors never quote the number."""
 
     def to_internal_value(self, data):
-        number = super().to_internal_value(data)
-        if not DIGITS.fullmatch(number):
-            raise error("stringFailedRegexCheck", "The card number must be digits only")
-        low, high = cards.LENGTH_RANGE
-        if len(number) < low:
-            raise error("stringIsTooShort", f"The card number must have at least {low} digits")
-        if len(number) > high:
-            raise error("stringIsTooLong", f"The card number must have at most {high} digits")
-        if not cards.luhn_valid(number):
-            raise error("panFailedLuhnCheck")
-        return number
+        return checked(rules.card_number, super().to_internal_value(data))
 
 
 @extend_schema_field({"type": "string", "pattern": "^[^&<\\u0000]*$"})
 class DescriptionField(StringField):
     def __init__(self, **kwargs):
-        super().__init__(min_length=1, max_length=255, **kwargs)
+        super().__init__(**bounded(rules.DESCRIPTION, **kwargs))
 
     def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if DESCRIPTION_FORBIDDEN.search(value):
-            raise error("stringFailedRegexCheck", "The description must not contain '&' or '<'")
-        return value
+        return checked(rules.description_characters, super().to_internal_value(data))
 
 
-@extend_schema_field({"type": "string", "pattern": f"^{SCHEME_REFERENCE.pattern}$"})
+@extend_schema_field({"type": "string", "pattern": f"^{rules.SCHEME_REFERENCE_ALLOWED.pattern}$"})
 class SchemeTransactionReferenceField(StringField):
     def __init__(self, **kwargs):
-        super().__init__(min_length=1, max_length=56, **kwargs)
+        super().__init__(**bounded(rules.SCHEME_REFERENCE, **kwargs))
 
     def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if not SCHEME_REFERENCE.fullmatch(value):
-            raise error("stringFailedRegexCheck", "Only letters, digits and spaces are allowed")
-        return value
+        return checked(rules.scheme_reference_characters, super().to_internal_value(data))
 
 
 class CardHolderNameField(StringField):
     def __init__(self, **kwargs):
-        super().__init__(min_length=1, max_length=255, **kwargs)
+        super().__init__(**bounded(rules.HOLDER_NAME, **kwargs))
+
+
+class NamespaceField(StringField):
+    def __init__(self, **kwargs):
+        super().__init__(**bounded(rules.NAMESPACE, **kwargs))
 
 
 @extend_schema_field({"type": "string", "enum": sorted(cards.COUNTRY_CODES)})
 class CountryCodeField(StringField):
-    """ISO 3166-1 alpha-2: the schema lists the codes; the address checks them after the length (as the import
-    does, ``vault.importing``)."""
+    """ISO 3166-1 alpha-2: the schema lists the codes; the address checks them after the length."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**bounded(rules.COUNTRY_CODE, **kwargs))
+
+
+class AddressLineField(StringField):
+    def __init__(self, line: str, **kwargs):
+        super().__init__(**bounded(rules.ADDRESS_LINES[line], **kwargs))
 
 
 @extend_schema_field({"type": "string", "enum": ["card/front"]})
@@ -85,29 +92,25 @@ class CardFrontTypeField(StringField):
 
 
 class CardExpiryDateInput(StrictSerializer):
-    month = IntegerField(min_value=1, max_value=12)
-    year = IntegerField(min_value=2000, max_value=2099)
+    month = IntegerField(min_value=rules.EXPIRY_MONTHS[0], max_value=rules.EXPIRY_MONTHS[1])
+    year = IntegerField(min_value=rules.EXPIRY_YEARS[0], max_value=rules.EXPIRY_YEARS[1])
 
     def validate(self, attrs):
-        today = timezone.now().date()
-        if (attrs["year"], attrs["month"]) < (today.year, today.month):
-            raise error("fieldHasInvalidValue", "The card expiry date is in the past")
+        checked(rules.expiry_not_past, attrs["month"], attrs["year"])
         return attrs
 
 
 class BillingAddressInput(StrictSerializer):
-    address1 = StringField(min_length=1, max_length=80)
-    address2 = StringField(min_length=1, max_length=80, required=False)
-    address3 = StringField(min_length=1, max_length=80, required=False)
-    postalCode = StringField(min_length=1, max_length=15)
-    city = StringField(min_length=1, max_length=50)
-    state = StringField(min_length=1, max_length=30, required=False)
-    countryCode = CountryCodeField(min_length=2, max_length=2)
+    address1 = AddressLineField("address1")
+    address2 = AddressLineField("address2", required=False)
+    address3 = AddressLineField("address3", required=False)
+    postalCode = AddressLineField("postalCode")
+    city = AddressLineField("city")
+    state = AddressLineField("state", required=False)
+    countryCode = CountryCodeField()
 
     def validate_countryCode(self, value):
-        if value not in cards.COUNTRY_CODES:
-            raise error("fieldHasInvalidValue", "The country code must be an ISO 3166-1 alpha-2 code, e.g. GB")
-        return value
+        return checked(rules.country_code_known, value)
 
 
 class PaymentInstrumentInput(StrictSerializer):
@@ -121,7 +124,7 @@ class PaymentInstrumentInput(StrictSerializer):
 class TokenCreateInput(StrictSerializer):
     description = DescriptionField(required=False)
     tokenExpiryDateTime = DateTimeField(required=False)
-    namespace = StringField(min_length=1, max_length=64, required=False)
+    namespace = NamespaceField(required=False)
     schemeTransactionReference = SchemeTransactionReferenceField(required=False)
     paymentInstrument = PaymentInstrumentInput()
 
@@ -140,7 +143,7 @@ class TokenQueryInput(serializers.Serializer):
     """Query parameters: text by nature, so numbers are parsed from it (unlike JSON bodies). The view's schema
     lists them from here, bounds included."""
 
-    namespace = StringField(min_length=1, max_length=64, required=False, help_text="List the tokens of this namespace")
+    namespace = NamespaceField(required=False, help_text="List the tokens of this namespace")
     tokenId = TokenIdQueryField(required=False, help_text="Find the token with this tokenId")
     page = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, required=False, default=1,
                                     help_text="Page number, from 1")
@@ -296,16 +299,3 @@ class RelationOutput(serializers.Serializer):
     rel = serializers.CharField(help_text="The curied name, as a key of _links: tokens:<name>.")
     description = serializers.CharField(help_text="What the link leads to.")
     methods = serializers.DictField(child=RelationMethodOutput(), help_text="By HTTP method.")
-
-
-class ErrorItemOutput(serializers.Serializer):
-    errorName = serializers.CharField()
-    message = serializers.CharField()
-    jsonPath = serializers.CharField()
-
-
-class ErrorOutput(serializers.Serializer):
-    errorName = serializers.CharField()
-    message = serializers.CharField()
-    validationErrors = ErrorItemOutput(many=True, required=False)
-

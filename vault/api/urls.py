@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from config.api import IdConverter
+from core.api import IdConverter
 from vault.api import relations, views
 from vault.models import Token
 

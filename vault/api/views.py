@@ -2,7 +2,6 @@
 
 from urllib.parse import urlencode
 
-from django.db import connection
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import status
@@ -10,24 +9,25 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import ApiView, StringField, page_of
-from config.errors import EndpointNotFound, ResourceNotFound
-from config.http import HalJsonRenderer, JsonRenderer, timestamp
-from config.schema import string_schema
+from core.api import ApiView, ErrorOutput, StringField, page_of
+from core.errors import ResourceNotFound
+from core.http import HalJsonRenderer, JsonRenderer, timestamp
+from core.schema import string_schema
+from merchants.authentication import actor_for
 from vault import selectors, services
 from vault.api import relations
 from vault.api import serializers as s
 from vault.api.representations import base_url, conflicts_body, curies, masked_card, token_body
-from vault.authentication import actor_for
 
 ERRORS = {
-    400: OpenApiResponse(s.ErrorOutput, description="bodyDoesNotMatchSchema, bodyIsNotJson, bodyIsEmpty or a business rule"),
-    401: OpenApiResponse(s.ErrorOutput, description="accessDenied: no or unknown API key"),
-    403: OpenApiResponse(s.ErrorOutput, description="accessDenied: the key lacks the scope"),
-    404: OpenApiResponse(s.ErrorOutput, description="resourceNotFound"),
-    415: OpenApiResponse(s.ErrorOutput, description="unsupportedContentType"),
+    400: OpenApiResponse(ErrorOutput,
+                         description="bodyDoesNotMatchSchema, bodyIsNotJson, bodyIsEmpty or a business rule"),
+    401: OpenApiResponse(ErrorOutput, description="accessDenied: no or unknown API key"),
+    403: OpenApiResponse(ErrorOutput, description="accessDenied: the key lacks the scope"),
+    404: OpenApiResponse(ErrorOutput, description="resourceNotFound"),
+    415: OpenApiResponse(ErrorOutput, description="unsupportedContentType"),
     503: OpenApiResponse(
-        s.ErrorOutput,
+        ErrorOutput,
         description="keysNotReady: this server's vault keys do not match the stored cards (an operator must fix "
                     "them); serviceUnavailable: the database, or the key the card was stored under, is not available "
                     "on this server. Retry after `Retry-After` seconds.",
@@ -97,7 +97,8 @@ class TokensView(ApiView):
         responses={
             201: OpenApiResponse(s.TokenOutput, description="Created: the first time this card is tokenized"),
             200: OpenApiResponse(s.TokenOutput, description="OK: the card is already tokenized with matching data"),
-            409: OpenApiResponse(s.TokenOutput, description="Conflict: stored data kept, differing data in `conflicts`"),
+            409: OpenApiResponse(s.TokenOutput,
+                                 description="Conflict: stored data kept, differing data in `conflicts`"),
             **{code: ERRORS[code] for code in (400, 401, 403, 415, 503)},
         },
     )
@@ -264,7 +265,7 @@ class TokenConflictsView(ApiView):
     )
     def put(self, request, reference):
         token = selectors.token_get(merchant=request.user, reference=reference)
-        services.conflict_apply(token=token)
+        services.conflict_apply(token=token, actor=actor_for(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -325,103 +326,9 @@ class RelationView(APIView):
             200: s.RelationOutput,
             # A name outside the path's pattern never reaches this view: the API's catch-all answers it, in HAL JSON.
             (404, JsonRenderer.media_type, HalJsonRenderer.media_type): OpenApiResponse(
-                s.ErrorOutput, description="resourceNotFound: no such relation (endpointNotFound outside the pattern)"
+                ErrorOutput, description="resourceNotFound: no such relation (endpointNotFound outside the pattern)"
             ),
         },
     )
     def get(self, request, rel):
         return Response(relations.relation_document(name=rel))
-
-
-class HealthView(APIView):
-    """``/healthz``: can this server serve, and is the deployment around it alive.
-
-    ``checks`` holds ``database`` and ``keys`` (the key ring matches the data: ``vault.selectors.key_ring_problems``),
-    without which this server cannot serve cards, ``ok`` or ``down``; ``broker`` (a fresh connection to it, within
-    ``BROKER_TIMEOUT`` seconds), ``ok`` or ``down``; and ``beat``, ``ok`` while the webhook sweeper beat sends every
-    few seconds has left its heartbeat within ``BEAT_STALE_AFTER_SECONDS``, else ``stale``. A check that needs the
-    database reads ``unknown`` while it is down.
-
-    The status is 503 only when this server cannot serve (database or keys): load balancers take it out of rotation
-    and nothing else. A broker or beat outage is the whole deployment's, and the API goes on serving through it (the
-    work it accepts waits in the database): it answers 200 with ``status: degraded``, for monitoring to alert on,
-    rather than have every load balancer drop every server at once.
-    """
-
-    authentication_classes = []
-    permission_classes = [AllowAny]
-    BROKER_TIMEOUT = 1.0
-
-    @extend_schema(
-        operation_id="healthz", auth=[],
-        summary="Health: 200 while this server can serve (status ok or degraded), 503 when it cannot",
-        description=(
-            "`checks`: `database` and `keys` (`ok`/`down`: 503 when either is down), `broker` (`ok`/`down`) and "
-            "`beat` (`ok`/`stale`), these two reported as `status: degraded` with 200."
-        ),
-        responses={200: {"type": "object"}, 503: {"type": "object"}},
-    )
-    def get(self, request):
-        from vault.selectors import key_ring_problems
-
-        checks = {"database": "ok" if self._database_answers() else "down"}
-        if checks["database"] == "ok":
-            checks["keys"] = "down" if key_ring_problems() else "ok"
-        else:
-            checks["keys"] = "unknown"
-        checks["broker"] = "ok" if self._broker_answers() else "down"
-        checks["beat"] = self._beat() if checks["database"] == "ok" else "unknown"
-        if checks["database"] != "ok" or checks["keys"] != "ok":
-            return Response({"status": "down", "checks": checks}, status=503)
-        degraded = checks["broker"] != "ok" or checks["beat"] != "ok"
-        return Response({"status": "degraded" if degraded else "ok", "checks": checks}, status=200)
-
-    @staticmethod
-    def _database_answers() -> bool:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-            return True
-        except Exception:  # noqa: BLE001 - any database failure is "down"
-            return False
-
-    def _broker_answers(self) -> bool:
-        from config import celery_app
-
-        timeout = self.BROKER_TIMEOUT
-        try:
-            # A connection of its own, not one from the pool: a pooled connection can look alive after the broker
-            # went away. Connecting to Redis sends a PING; both it and the connect are bounded by the timeout.
-            options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-            with celery_app.connection_for_write(connect_timeout=timeout, transport_options=options) as broker:
-                broker.ensure_connection(max_retries=0)
-            return True
-        except Exception:  # noqa: BLE001 - whatever the transport raises, the broker is not there for us
-            return False
-
-    @staticmethod
-    def _beat() -> str:
-        from django.conf import settings
-        from django.utils import timezone
-
-        from notifications.selectors import deliveries_sweep_ran_at
-
-        last = deliveries_sweep_ran_at()
-        fresh = last is not None and (timezone.now() - last).total_seconds() <= settings.BEAT_STALE_AFTER_SECONDS
-        return "ok" if fresh else "stale"
-
-
-class EndpointNotFoundView(APIView):
-    """Any path the API does not know: ``endpointNotFound`` in the error shape, whatever the method."""
-
-    authentication_classes = []
-    permission_classes = [AllowAny]
-    schema = None
-
-    def dispatch(self, request, *args, **kwargs):
-        self.args, self.kwargs, self.request = args, kwargs, self.initialize_request(request, *args, **kwargs)
-        self.headers = self.default_response_headers
-        response = self.handle_exception(EndpointNotFound())
-        self.response = self.finalize_response(self.request, response, *args, **kwargs)
-        return self.response
-

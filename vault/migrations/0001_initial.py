@@ -2,6 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
+import merchants.models
 import vault.models
 from django.db import migrations, models
 
@@ -18,7 +19,7 @@ class Migration(migrations.Migration):
             name='Merchant',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.CharField(default=vault.models.new_merchant_id, editable=False, max_length=24, unique=True)),
+                ('public_id', models.CharField(default=merchants.models.new_merchant_id, editable=False, max_length=24, unique=True)),
                 ('name', models.CharField(max_length=200)),
                 ('is_active', models.BooleanField(default=True)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),

@@ -1,4 +1,5 @@
 import argparse
+import gc
 import signal
 import sys
 import threading
@@ -8,9 +9,10 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, DjangoHelpFormatter
 from tqdm import tqdm
 
-from vault import importing, services
+from core.audit import Actor
+from merchants.models import Merchant
+from vault import importing
 from vault.crypto import KeysUnavailable
-from vault.models import Merchant
 
 HELP = """\
 Tokenize the cards of a CSV export from another provider for one merchant, and write which token each row got.
@@ -41,7 +43,7 @@ stored details are kept too). The mapping file gets externalReference,tokenId,hr
 Interrupted (Ctrl-C stops after the current batch), the same command resumes where it stopped, from the
 checkpoint FILE.progress; it finishes without storing any card twice, and the mapping file holds each row once.
 
-New tokens get a token.created event each; deliveries to webhook endpoints are left to the periodic sweeper.
+New tokens get a token.created event each, delivered to webhook endpoints as the API's are.
 The input file holds card numbers in clear: once the import is complete, destroy it.
 """
 
@@ -86,6 +88,10 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"cannot read {file}: {exc.strerror}") from None
 
+        # Django's objects (its modules, the app registry: most of this process's) live as long as the process, and
+        # the import makes millions of short-lived ones: frozen, the collector's full passes stop walking the first
+        # every few thousand rows (a tenth of the import's CPU).
+        gc.freeze()
         with _stop_on_signal() as stop, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
                                              disable=None, file=sys.stderr, smoothing=0.1) as bar:
             rows = 0
@@ -104,7 +110,7 @@ class Command(BaseCommand):
                 result = importing.cards_import(
                     merchant=owner, source=file, namespace_column=namespace_column, mapping_path=mapping_file,
                     reject_path=reject_file, batch_size=batch_size, restart=restart, on_batch=on_batch,
-                    should_stop=stop, actor=services.Actor("command:import_cards", merchant=owner),
+                    should_stop=stop, actor=Actor("command:import_cards", merchant=owner),
                 )
             except (importing.CardImportError, KeysUnavailable) as exc:
                 raise CommandError(str(exc)) from None

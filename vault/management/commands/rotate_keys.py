@@ -3,7 +3,8 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from vault import services
+from core.audit import Actor
+from vault import keys
 from vault.crypto import KeyRingMismatch, KeyVersionUnavailable, configured_key_ring
 
 
@@ -22,10 +23,10 @@ class Command(BaseCommand):
         active = configured_key_ring().active_version
         pending = _on_other_keys(active)
         self.stdout.write(f"Rotating {pending} encrypted value(s) to key version {active}")
-        actor = services.Actor("command:rotate_keys")
+        actor = Actor("command:rotate_keys")
         try:
             with tqdm(total=pending, unit="value", disable=None, file=sys.stderr) as bar:
-                rotation = services.keys_rotate(batch_size=batch_size, on_batch=bar.update, actor=actor)
+                rotation = keys.keys_rotate(batch_size=batch_size, on_batch=bar.update, actor=actor)
         except KeyRingMismatch as exc:
             raise CommandError(f"{exc}; nothing was rotated") from None
         except KeyVersionUnavailable as exc:
@@ -43,5 +44,5 @@ class Command(BaseCommand):
 def _on_other_keys(active: int) -> int:
     return sum(
         model.objects.filter(**{f"{model.encrypted_field}__isnull": False}).exclude(key_version=active).count()
-        for model in services.encrypted_models()
+        for model in keys.encrypted_models()
     )

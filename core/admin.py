@@ -1,0 +1,119 @@
+"""Admin building blocks shared by the apps, and the audit log's page."""
+
+import re
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.views.main import SEARCH_VAR
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+
+from core.audit import Actor
+from core.models import AuditLog
+
+# Twelve or more digits standing on their own (spaces and dashes removed): a card or token number. Digits glued to
+# letters are a TSP's tokenId (Visa's ``DNITHE`` and Amex's ``AETS`` carry twenty-odd digits) and may be searched.
+NUMBER_LIKE = re.compile(r"(?<![A-Za-z0-9])\d{12,}")
+
+
+def staff_actor(request) -> Actor:
+    """The staff user of an admin request, as the audit log names them."""
+    return Actor(f"admin:{request.user.get_username()}", origin=request.META.get("REMOTE_ADDR", ""))
+
+
+def looks_like_a_card_number(query: str) -> bool:
+    parts = [term.replace("-", "") for term in query.split()] + [re.sub(r"[\s-]", "", query)]
+    return any(NUMBER_LIKE.search(part) for part in parts)
+
+
+class RefusesCardNumbersInSearch:
+    """Searching by a full card or token number is refused before it is echoed in the page or run as a query."""
+
+    def changelist_view(self, request, extra_context=None):
+        if looks_like_a_card_number(request.GET.get(SEARCH_VAR, "")):
+            self.message_user(
+                request, "Full card or token numbers are not accepted here: search by last four digits or BIN.",
+                messages.ERROR,
+            )
+            params = request.GET.copy()
+            del params[SEARCH_VAR]
+            return HttpResponseRedirect(f"{request.path}?{params.urlencode()}" if params else request.path)
+        return super().changelist_view(request, extra_context)
+
+
+class ReadOnlyInline(admin.TabularInline):
+    """History shown under its parent: never added to, changed or deleted from the admin."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ConfirmsActions:
+    """The intermediate page of an action: what will happen, to which rows, which are left alone, and the action's
+    form if it has one.
+
+    ``admin/action_confirmation.html`` lists ``rows`` as (object, note); a model with its own
+    ``confirmation_template`` extending it shows them as it likes. Nothing happens before the submit button, which
+    posts the action again with ``post=yes``.
+    """
+
+    confirmation_template = "admin/action_confirmation.html"
+
+    def confirm(self, request, objects, *, action: str, title: str, intro: str, submit: str, rows, form=None,
+                notes=()):
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "subtitle": None,
+            "opts": self.opts,
+            "intro": intro,
+            "notes": [note for note in notes if note],
+            "rows": rows,
+            "selected_pks": [obj.pk for obj in objects],
+            "form": form,
+            "action": action,
+            "submit": submit,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media + (form.media if form else forms.Media()),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self.confirmation_template, context)
+
+
+class ReadOnlyAdmin(RefusesCardNumbersInSearch, admin.ModelAdmin):
+    """Rows written by services only: staff may look, never add, edit or delete."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "actor", "action", "subject", "result", "origin"]
+    list_filter = ["action", "result"]
+    search_fields = ["object_id", "actor"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    fields = ["created_at", "actor", "merchant", "action", "object_type", "object_id", "result", "origin", "detail"]
+    readonly_fields = fields
+    list_select_related = ["merchant"]
+
+    @admin.display(description="object")
+    def subject(self, obj):
+        return f"{obj.object_type} {obj.object_id}".strip() or "—"

@@ -1,0 +1,174 @@
+"""The HTTP edge shared by every app: the base view, strict serializer fields, path id converters, the error
+body's schema and the view for unknown paths."""
+
+from rest_framework import fields, serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
+
+from core import schema  # noqa: F401 - registers what the OpenAPI schema says of the classes below
+from core.errors import VALIDATION_MESSAGES, BodyIsEmpty, EndpointNotFound
+from core.http import HalJsonParser, JsonParser
+
+
+class ApiView(APIView):
+    """Base view: a body is required where the view reads one (``bodyIsEmpty`` instead of 'field missing')."""
+
+    parser_classes = [JsonParser, HalJsonParser]
+
+    def read_body(self, request):
+        if request.stream is None:
+            raise BodyIsEmpty()
+        return request.data
+
+    def validated(self, request, serializer_class, **kwargs):
+        serializer = serializer_class(data=self.read_body(request), context={"request": request}, **kwargs)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Strict fields: JSON types are not coerced ("5" is not an integer, 5 is not a string).
+# ------------------------------------------------------------------------------------------------------------
+class StringField(serializers.CharField):
+    default_error_messages = {"fieldMustBeString": VALIDATION_MESSAGES["fieldMustBeString"]}
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("fieldMustBeString")
+        return super().to_internal_value(data)
+
+
+class IntegerField(serializers.IntegerField):
+    default_error_messages = {"fieldMustBeInteger": VALIDATION_MESSAGES["fieldMustBeInteger"]}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("fieldMustBeInteger")
+        return super().to_internal_value(data)
+
+
+class BooleanField(serializers.BooleanField):
+    default_error_messages = {"fieldMustBeBoolean": VALIDATION_MESSAGES["fieldMustBeBoolean"]}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("fieldMustBeBoolean")
+        return data
+
+
+class DateTimeField(serializers.DateTimeField):
+    default_error_messages = {
+        "dateHasInvalidFormat": VALIDATION_MESSAGES["dateHasInvalidFormat"],
+        "fieldMustBeString": VALIDATION_MESSAGES["fieldMustBeString"],
+    }
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("format", "%Y-%m-%dT%H:%M:%SZ")
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, value):
+        if not isinstance(value, str):
+            self.fail("fieldMustBeString")
+        try:
+            return super().to_internal_value(value)
+        except serializers.ValidationError:
+            self.fail("dateHasInvalidFormat")
+
+
+class StrictSerializer(serializers.Serializer):
+    """Rejects fields it does not declare (``unrecognizedField``) and anything that is not a JSON object."""
+
+    default_error_messages = {"fieldMustBeObject": VALIDATION_MESSAGES["fieldMustBeObject"]}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise self._not_an_object()
+        errors = {}
+        unknown = set(data) - set(self.fields)
+        for name in sorted(unknown):
+            errors[name] = [fields.ErrorDetail(VALIDATION_MESSAGES["unrecognizedField"], code="unrecognizedField")]
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            errors = {**exc.detail, **errors} if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+    def run_validation(self, data=fields.empty):
+        if data is not fields.empty and data is not None and not isinstance(data, dict):
+            raise self._not_an_object()
+        return super().run_validation(data)
+
+    def _not_an_object(self) -> serializers.ValidationError:
+        # Keyed, as DRF expects of a serializer's errors; the error handler maps the key to this object's path.
+        detail = fields.ErrorDetail(self.error_messages["fieldMustBeObject"], code="fieldMustBeObject")
+        return serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [detail]})
+
+
+def error(code: str, message: str = "") -> serializers.ValidationError:
+    """A validation error carrying one of our error names as its code."""
+    return serializers.ValidationError(message or VALIDATION_MESSAGES.get(code, code), code=code)
+
+
+# A page number the database can always turn into an OFFSET (a 64-bit overflow was a 500).
+MAX_PAGE = 1_000_000
+
+
+def page_of(items, *, number: int, size: int, total: int | None = None) -> tuple[list, dict]:
+    """Page ``number`` (from 1) of ``size`` items, and the ``page`` object every list answer carries.
+
+    ``total`` saves a count query when the caller knows it already.
+    """
+    total = items.count() if total is None else total
+    start = (number - 1) * size
+    return list(items[start:start + size]), {
+        "number": number, "size": size, "totalElements": total, "totalPages": -(-total // size),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Path ids: each converter admits only its id's alphabet and length, so a malformed id (a NUL byte, which
+# PostgreSQL refuses in text; a 5,000-character string) never reaches a query: it matches no route and answers
+# 404 like any other path of nothing. drf-spectacular publishes the regex as the parameter's pattern.
+# ------------------------------------------------------------------------------------------------------------
+class IdConverter:
+    regex = "[A-Za-z0-9_-]+"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+class ErrorItemOutput(serializers.Serializer):
+    errorName = serializers.CharField()
+    message = serializers.CharField()
+    jsonPath = serializers.CharField()
+
+
+class ErrorOutput(serializers.Serializer):
+    errorName = serializers.CharField()
+    message = serializers.CharField()
+    validationErrors = ErrorItemOutput(many=True, required=False)
+
+
+class EndpointNotFoundView(APIView):
+    """Any path the API does not know: ``endpointNotFound`` in the error shape, whatever the method."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    schema = None
+
+    def dispatch(self, request, *args, **kwargs):
+        self.args, self.kwargs, self.request = args, kwargs, self.initialize_request(request, *args, **kwargs)
+        self.headers = self.default_response_headers
+        response = self.handle_exception(EndpointNotFound())
+        self.response = self.finalize_response(self.request, response, *args, **kwargs)
+        return self.response

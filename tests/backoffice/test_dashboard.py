@@ -1,0 +1,442 @@
+"""The back-office dashboard: staff only, right numbers, drawn as SVG on the server, a fixed number of queries.
+
+admin_client is a superuser ("admin") who may follow every link; dora is a staff member with no permission at all,
+who may still look at the dashboard (counts only) but gets no link to pages she cannot open; vic is a logged-in user
+who is not staff. alice is the merchant whose tokens, network tokens and webhooks are counted. Rows are written
+with bulk_create and explicit dates, as the services would have left them, so that any day can be filled.
+"""
+
+import html
+import itertools
+import re
+from datetime import UTC, date, datetime, time, timedelta
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from backoffice import dashboard
+from networks.models import Batch, BatchItem, Issuer, NetworkToken, ProvisioningRequest
+from notifications.models import Delivery, Event, WebhookEndpoint
+from tests.conftest import VISA
+from vault import selectors as vault_selectors
+from vault import services
+from vault.models import Token
+
+URL = "/admin/dashboard/"
+serial = itertools.count()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Actors and data
+# ------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def dora(db, django_user_model) -> Client:
+    """Staff, no permission at all."""
+    client = Client()
+    client.force_login(django_user_model.objects.create_user("dora", password="x", is_staff=True))
+    return client
+
+
+@pytest.fixture
+def vic(db, django_user_model) -> Client:
+    """Logged in, not staff."""
+    client = Client()
+    client.force_login(django_user_model.objects.create_user("vic", password="x"))
+    return client
+
+
+def today() -> date:
+    return timezone.localdate()
+
+
+def on(day: date, at: time = time(0, 1)) -> datetime:
+    """A moment of ``day`` in the current time zone (a minute past midnight: never in the future for today)."""
+    return datetime.combine(day, at, tzinfo=timezone.get_current_timezone())
+
+
+def make_tokens(merchant, created_at: list[datetime], **fields) -> None:
+    """Live Visa tokens created at each moment of ``created_at``; ``fields`` change any column."""
+    Token.objects.bulk_create([
+        Token(**{"merchant": merchant, "description": "bulk", "fingerprint": f"fp-{next(serial)}",
+                 "pan_ciphertext": b"x", "key_version": 1, "bin": "444433", "last_four": "1111", "pan_length": 16,
+                 "brand": "VISA", "expires_at": timezone.now() + timedelta(days=365), "created_at": moment,
+                 **fields})
+        for moment in created_at
+    ], batch_size=500)
+
+
+def tokens_per_day(merchant, counts: dict[date, int]) -> None:
+    make_tokens(merchant, [on(day) for day, count in counts.items() for _ in range(count)])
+
+
+@pytest.fixture
+def issuers(db) -> dict[str, Issuer]:
+    return {network: Issuer.objects.create(name=f"{network} bank", network=network, bin_low=low, bin_high=high)
+            for network, low, high in (("VISA", "400000", "499999"), ("MASTERCARD", "510000", "559999"),
+                                       ("AMEX", "340000", "379999"))}
+
+
+def make_network_tokens(merchant, issuer: Issuer, status: str, count: int, *, created_at=None) -> None:
+    NetworkToken.objects.bulk_create([
+        NetworkToken(merchant=merchant, token_id=f"nt-{next(serial)}", network=issuer.network, status=status,
+                     issuer=issuer, token_last_digits="9999", token_expiry_month=1, token_expiry_year=2031,
+                     card_bin=issuer.bin_low, card_last_digits="1111", card_expiry_month=1, card_expiry_year=2031,
+                     payment_account_reference="PAR", correlation_id="c", created_at=created_at or timezone.now())
+        for _ in range(count)
+    ])
+
+
+def make_failed_requests(merchant, count: int, *, vault_token=None, updated_at=None) -> None:
+    ProvisioningRequest.objects.bulk_create([
+        ProvisioningRequest(merchant=merchant, correlation_id="c", status=ProvisioningRequest.FAILED,
+                            vault_token=vault_token, failure_code="tokenizationDeclined",
+                            updated_at=updated_at or timezone.now())
+        for _ in range(count)
+    ])
+
+
+def make_failed_items(merchant, count: int, *, issuer=None, vault_token=None, finished_at=None) -> None:
+    batch = Batch.objects.create(merchant=merchant, total=count)
+    BatchItem.objects.bulk_create([
+        BatchItem(batch=batch, index=index, token_reference="ref", issuer=issuer, vault_token=vault_token,
+                  status=BatchItem.FAILED, failure_code="tokenizationDeclined",
+                  finished_at=finished_at or timezone.now())
+        for index in range(count)
+    ])
+
+
+def make_deliveries(endpoint, count: int, status: str, *, updated_at=None, next_attempt_at=None) -> None:
+    events = Event.objects.bulk_create([
+        Event(merchant=endpoint.merchant, type="token.created", data={}) for _ in range(count)
+    ])
+    Delivery.objects.bulk_create([
+        Delivery(event=event, endpoint=endpoint, status=status, updated_at=updated_at or timezone.now(),
+                 next_attempt_at=next_attempt_at if status == Delivery.PENDING else None)
+        for event in events
+    ])
+
+
+def endpoint(merchant, url: str, **fields) -> WebhookEndpoint:
+    return WebhookEndpoint.objects.create(merchant=merchant, url=url, **fields)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Reading the page
+# ------------------------------------------------------------------------------------------------------------
+def svg(body: str, chart_id: str) -> str:
+    match = re.search(rf'<svg id="{chart_id}".*?</svg>', body, re.S)
+    assert match, f"no svg#{chart_id}"
+    return match.group(0)
+
+
+def bars(body: str, chart_id: str) -> dict[str, int]:
+    """data-key → data-value of the chart's bars."""
+    return {key: int(value) for key, value in
+            re.findall(r'<rect class="bar[^"]*"[^>]*data-key="([^"]+)" data-value="(\d+)"', svg(body, chart_id))}
+
+
+def table(body: str, table_id: str) -> dict[str, list[str]]:
+    """The first cell of each body row → the text of the other cells."""
+    match = re.search(rf'<table id="{table_id}">.*?<tbody>(.*?)</tbody>', body, re.S)
+    assert match, f"no table#{table_id}"
+    rows = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", match.group(1), re.S):
+        cells = [html.unescape(re.sub(r"<[^>]+>", "", cell)).strip()
+                 for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def page(client) -> str:
+    response = client.get(URL)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Who may look
+# ------------------------------------------------------------------------------------------------------------
+def test_an_anonymous_visitor_is_sent_to_the_admin_login(client, db):
+    response = client.get(URL)
+
+    assert response.status_code == 302
+    assert response["Location"] == f"{reverse('admin:login')}?next={URL}"
+
+
+def test_a_user_who_is_not_staff_is_sent_to_the_admin_login(vic):
+    response = vic.get(URL)
+
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_any_staff_member_may_look_and_gets_no_link_to_pages_she_cannot_open(dora, alice):
+    endpoint(alice, "https://alice.example/hooks", failing_since=timezone.now())
+
+    body = page(dora)
+
+    for chart in ("chart-tokens-per-day", "chart-network-outcomes", "chart-webhook-success"):
+        assert f'<svg id="{chart}"' in body
+    assert "https://alice.example/hooks" in body
+    assert reverse("admin:notifications_delivery_changelist") not in body
+    assert reverse("admin:notifications_webhookendpoint_changelist") not in body
+
+
+def test_the_page_looks_like_the_admin_with_breadcrumbs_home(admin_client):
+    body = page(admin_client)
+
+    assert '<div class="breadcrumbs">' in body
+    assert f'<a href="{reverse("admin:index")}">Home</a>' in body
+    assert "<h1>Dashboard</h1>" in body
+    assert 'id="header-dashboard-link"' in body
+    # Nothing fetched from elsewhere: no script at all beyond the admin's own, no external URL.
+    assert not re.search(r'<script[^>]+src="https?://', body)
+    assert "cdn" not in body.lower()
+
+
+def test_the_admin_index_links_to_the_dashboard_and_keeps_the_application_list(admin_client):
+    body = admin_client.get(reverse("admin:index")).content.decode()
+
+    assert f'<a id="dashboard-link" href="{URL}">' in body
+    assert 'id="recent-actions-module"' in body
+    assert reverse("admin:vault_token_changelist") in body
+
+
+def test_every_admin_page_header_links_to_the_dashboard(admin_client):
+    body = admin_client.get(reverse("admin:vault_token_changelist")).content.decode()
+
+    assert f'<a href="{URL}" id="header-dashboard-link">Dashboard</a>' in body
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Tokens created per day
+# ------------------------------------------------------------------------------------------------------------
+def test_it_counts_the_tokens_created_each_day_of_the_last_30_with_the_empty_days_shown(admin_client, alice):
+    counts = {today(): 3, today() - timedelta(days=1): 1, today() - timedelta(days=29): 7}
+    tokens_per_day(alice, {**counts, today() - timedelta(days=30): 5})  # the 31st day back is outside the window
+    make_tokens(alice, [on(today() - timedelta(days=1))], deleted_at=timezone.now(), pan_ciphertext=None,
+                fingerprint=None)  # deleted since: it was still created that day
+
+    body = page(admin_client)
+
+    drawn = bars(body, "chart-tokens-per-day")
+    expected = {f"{today() - timedelta(days=n):%Y-%m-%d}": 0 for n in range(30)}
+    expected.update({f"{today():%Y-%m-%d}": 3, f"{today() - timedelta(days=1):%Y-%m-%d}": 2,
+                     f"{today() - timedelta(days=29):%Y-%m-%d}": 7})
+    assert drawn == expected
+    assert list(drawn)[-1] == f"{today():%Y-%m-%d}"  # oldest first, today last
+    assert f"<title>{today():%Y-%m-%d}: 3 tokens</title>" in body
+    assert body.count('class="bar bar-zero"') == 27
+    assert table(body, "chart-tokens-per-day-data")[f"{today() - timedelta(days=29):%Y-%m-%d}"] == ["7"]
+    assert "12 tokens created from" in body  # the chart's description
+
+
+def test_days_are_counted_in_the_current_time_zone(db, alice, settings):
+    settings.TIME_ZONE = "Asia/Tokyo"  # UTC+9, no daylight saving
+    day = timezone.localdate()
+    late_evening_utc = datetime.combine(day - timedelta(days=2), time(20, 0), tzinfo=UTC)  # next day in Tokyo
+    make_tokens(alice, [late_evening_utc])
+
+    counts = vault_selectors.tokens_created_per_day(first_day=day - timedelta(days=3), last_day=day)
+
+    assert counts[day - timedelta(days=1)] == 1
+    assert counts[day - timedelta(days=2)] == 0
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Network-token outcomes
+# ------------------------------------------------------------------------------------------------------------
+def test_network_token_outcomes_are_grouped_by_network_and_status(admin_client, alice, issuers):
+    make_network_tokens(alice, issuers["VISA"], NetworkToken.ACTIVE, 3)
+    make_network_tokens(alice, issuers["VISA"], NetworkToken.SUSPENDED, 1)
+    make_network_tokens(alice, issuers["MASTERCARD"], NetworkToken.DELETED, 2)
+    make_network_tokens(alice, issuers["MASTERCARD"], NetworkToken.ACTIVE, 4,
+                        created_at=on(today() - timedelta(days=40)))  # before the window
+    make_tokens(alice, [timezone.now()], brand="AMEX", bin="378282")
+    amex_card = Token.objects.get(brand="AMEX")
+    make_tokens(alice, [timezone.now()], brand="DISCOVER", bin="601111")
+    discover_card = Token.objects.get(brand="DISCOVER")
+    make_failed_requests(alice, 2, vault_token=amex_card)
+    make_failed_requests(alice, 1)  # its card came in the request body and is gone: network unknown
+    make_failed_requests(alice, 5, vault_token=amex_card, updated_at=timezone.now() - timedelta(days=31))
+    make_failed_items(alice, 3, issuer=issuers["MASTERCARD"])
+    make_failed_items(alice, 1, vault_token=discover_card)  # refused at once: networkNotSupported, no issuer
+
+    body = page(admin_client)
+
+    assert bars(body, "chart-network-outcomes") == {
+        "VISA:ACTIVE": 3, "VISA:SUSPENDED": 1,
+        "MASTERCARD:DELETED": 2, "MASTERCARD:FAILED_BATCH_ITEMS": 3,
+        "AMEX:FAILED_REQUESTS": 2,
+        "UNKNOWN:FAILED_REQUESTS": 1,
+        "DISCOVER:FAILED_BATCH_ITEMS": 1,
+    }
+    rows = table(body, "chart-network-outcomes-data")
+    # active, inactive, suspended, deleted, failed requests, failed batch items, created, failed
+    assert rows["VISA"] == ["3", "0", "1", "0", "0", "0", "4", "0"]
+    assert rows["MASTERCARD"] == ["0", "0", "0", "2", "0", "3", "2", "3"]
+    assert rows["AMEX"] == ["0", "0", "0", "0", "2", "0", "0", "2"]
+    assert list(rows)[:3] == ["VISA", "MASTERCARD", "AMEX"]
+    assert f'{reverse("admin:networks_networktoken_changelist")}?network__exact=VISA' in body
+    assert "<title>VISA, active: 3</title>" in body
+
+
+def test_every_network_has_its_place_even_with_no_network_token_at_all(admin_client):
+    body = page(admin_client)
+
+    assert bars(body, "chart-network-outcomes") == {}
+    assert set(table(body, "chart-network-outcomes-data")) == {"VISA", "MASTERCARD", "AMEX"}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Webhooks: success rate, backlog, endpoints failing
+# ------------------------------------------------------------------------------------------------------------
+def test_webhook_success_rate_over_24_hours_and_7_days_and_the_backlog(admin_client, alice):
+    hook = endpoint(alice, "https://alice.example/hooks")
+    now = timezone.now()
+    make_deliveries(hook, 3, Delivery.SUCCEEDED, updated_at=now - timedelta(hours=1))
+    make_deliveries(hook, 1, Delivery.FAILED, updated_at=now - timedelta(hours=2))
+    make_deliveries(hook, 4, Delivery.SUCCEEDED, updated_at=now - timedelta(days=3))
+    make_deliveries(hook, 1, Delivery.FAILED, updated_at=now - timedelta(days=10))  # outside both windows
+    make_deliveries(hook, 1, Delivery.PENDING, next_attempt_at=now - timedelta(hours=5))
+    make_deliveries(hook, 1, Delivery.PENDING, next_attempt_at=now - timedelta(minutes=1))
+    make_deliveries(hook, 1, Delivery.PENDING, next_attempt_at=now + timedelta(minutes=30))
+
+    body = page(admin_client)
+
+    rows = table(body, "chart-webhook-success-data")
+    # success rate, succeeded, failed, finished
+    assert rows["Last 24 h"] == ["75.0 %", "3", "1", "4"]
+    assert rows["Last 7 days"] == ["87.5 %", "7", "1", "8"]
+    assert bars(body, "chart-webhook-success") == {"24h:succeeded": 3, "24h:dead": 1, "7d:succeeded": 7, "7d:dead": 1}
+    assert "Last 24 h: 75.0 % succeeded (3 of 4 finished)" in body
+    deliveries = reverse("admin:notifications_delivery_changelist")
+    assert re.search(rf'id="backlog-pending"><a href="{deliveries}\?status__exact=PENDING">3</a>', body)
+    assert 'id="backlog-overdue">2<' in body
+    oldest = timezone.localtime(now - timedelta(hours=5))
+    assert f'id="backlog-oldest">due {oldest:%Y-%m-%d %H:%M:%S}' in body
+    assert re.search(rf'id="backlog-dead-letters"><a href="{deliveries}\?status__exact=FAILED">2</a>', body)
+
+
+def test_a_window_without_finished_deliveries_says_so_rather_than_a_rate(admin_client):
+    body = page(admin_client)
+
+    assert table(body, "chart-webhook-success-data")["Last 24 h"] == ["—", "0", "0", "0"]
+    assert "no delivery finished" in svg(body, "chart-webhook-success")
+    assert 'id="backlog-oldest">none<' in body
+
+
+def test_endpoints_failing_now_or_disabled_are_listed_with_links_to_their_pages(admin_client, alice):
+    failing = endpoint(alice, "https://alice.example/failing", failing_since=timezone.now() - timedelta(hours=3))
+    make_deliveries(failing, 2, Delivery.PENDING, next_attempt_at=timezone.now())
+    make_deliveries(failing, 1, Delivery.FAILED)
+    disabled = endpoint(alice, "https://alice.example/disabled", is_enabled=False, disabled_reason="Gone (HTTP 410)",
+                        disabled_at=timezone.now())
+    endpoint(alice, "https://alice.example/healthy")
+
+    body = page(admin_client)
+
+    rows = table(body, "endpoints-failing")
+    assert list(rows) == ["https://alice.example/failing", "https://alice.example/disabled"]
+    assert rows["https://alice.example/failing"][0] == "Alice's Shop"
+    assert rows["https://alice.example/failing"][1].startswith("Failing since")
+    assert rows["https://alice.example/failing"][2:] == ["2", "1"]
+    assert "Gone (HTTP 410)" in rows["https://alice.example/disabled"][1]
+    for hook in (failing, disabled):
+        assert f'<a href="{reverse("admin:notifications_webhookendpoint_change", args=[hook.pk])}">' in body
+    assert "https://alice.example/healthy" not in body
+    assert re.search(r'id="summary-endpoints-failing">.*?>2</a>', body, re.S)
+
+
+def test_only_the_longest_failing_endpoints_are_listed_with_the_total(admin_client, alice):
+    now = timezone.now()
+    WebhookEndpoint.objects.bulk_create([
+        WebhookEndpoint(merchant=alice, url=f"https://alice.example/{n}", failing_since=now - timedelta(minutes=n),
+                        public_id=f"ep_{n}", secret=f"whsec_{n}")
+        for n in range(dashboard.ENDPOINTS_SHOWN + 5)
+    ])
+
+    body = page(admin_client)
+
+    assert len(table(body, "endpoints-failing")) == dashboard.ENDPOINTS_SHOWN
+    assert f"https://alice.example/{dashboard.ENDPOINTS_SHOWN + 4}<" in body  # the longest failing
+    assert "https://alice.example/0<" not in body
+    assert f"longest-failing of {dashboard.ENDPOINTS_SHOWN + 5}" in body
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Aggregates only: a fixed number of queries, no card data
+# ------------------------------------------------------------------------------------------------------------
+def fill(merchant, issuers, *, scale: int) -> None:
+    """A data set whose size grows with ``scale`` and touches every part of the page."""
+    tokens_per_day(merchant, {today() - timedelta(days=n): scale * (n % 7) for n in range(35)})
+    for status in ("ACTIVE", "INACTIVE", "SUSPENDED", "DELETED"):
+        for issuer in issuers.values():
+            make_network_tokens(merchant, issuer, status, scale)
+    card = Token.objects.filter(merchant=merchant).first()
+    make_failed_requests(merchant, scale, vault_token=card)
+    make_failed_requests(merchant, scale)
+    make_failed_items(merchant, scale, issuer=issuers["AMEX"])
+    now = timezone.now()
+    for n in range(scale):
+        hook = endpoint(merchant, f"https://shop.example/{scale}/{n}", failing_since=now - timedelta(hours=n))
+        make_deliveries(hook, scale, Delivery.SUCCEEDED, updated_at=now - timedelta(hours=n))
+        make_deliveries(hook, 2, Delivery.FAILED)
+        make_deliveries(hook, 2, Delivery.PENDING, next_attempt_at=now - timedelta(minutes=n))
+
+
+def queries_for(client) -> list[str]:
+    with CaptureQueriesContext(connection) as captured:
+        page(client)
+    return [query["sql"] for query in captured.captured_queries]
+
+
+def test_the_page_makes_the_same_few_queries_whatever_the_size_of_the_data(admin_client, dora, alice, issuers):
+    fill(alice, issuers, scale=1)
+    small = queries_for(admin_client)
+    small_for_dora = queries_for(dora)
+
+    fill(alice, issuers, scale=30)  # 2,000+ tokens over 30 days, 360 network tokens, 31 failing endpoints…
+    assert Token.objects.count() > 2000
+    assert WebhookEndpoint.objects.count() > dashboard.ENDPOINTS_SHOWN
+    large = queries_for(admin_client)
+    large_for_dora = queries_for(dora)
+
+    assert len(large) == len(small), "\n".join(large)
+    assert len(large_for_dora) == len(small_for_dora)
+    # Session and user, then: tokens per day (1), network-token outcomes (3), delivery health (1), failing
+    # endpoints (list and count: 2). Dora's permission checks add her user and group permissions (2).
+    assert len(large) <= 9, "\n".join(large)
+    assert len(large_for_dora) <= 11, "\n".join(large_for_dora)
+    per_day_queries = [sql for sql in large if "FROM \"vault_token\"" in sql]
+    assert len(per_day_queries) == 1
+
+
+def test_no_card_number_or_token_reaches_the_page(admin_client, alice):
+    result = services.card_tokenize(
+        merchant=alice, namespace="baker-street",
+        card=services.Card(number=VISA, holder_name="Sherlock Holmes", expiry_month=5, expiry_year=2035,
+                           billing_address=None),
+    )
+
+    body = page(admin_client)
+
+    assert bars(body, "chart-tokens-per-day")[f"{today():%Y-%m-%d}"] == 1
+    assert VISA not in body
+    assert not re.search(r"(?<!\d)\d{12,19}(?!\d)", body)  # nothing shaped like a card number
+    for private in (result.token.token_id, result.token.reference, "Sherlock"):
+        assert private not in body
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The scale of an axis
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("largest, top, step", [
+    (0, 1, 1), (1, 1, 1), (3, 3, 1), (7, 8, 2), (10, 10, 5), (97, 100, 50), (1234, 1500, 500),
+])
+def test_an_axis_ends_on_a_round_number_just_above_the_largest_count(largest, top, step):
+    assert dashboard.nice_scale(largest) == (top, step)
