@@ -51,17 +51,34 @@ def login(request, extra_context=None):
     detail = {"username": username[:150]}
     until = locked_until(user_key=user_key, origin=origin)
     if until is not None:
-        audit_record(actor=Actor("anonymous", origin=origin), action=LOCKED, result=AuditLog.FAILURE,
-                     object_type="user", object_id=user_key, detail=detail)
+        audit_record(
+            actor=Actor("anonymous", origin=origin),
+            action=LOCKED,
+            result=AuditLog.FAILURE,
+            object_type="user",
+            object_id=user_key,
+            detail=detail,
+        )
         return _locked_page(request, username=username, until=until)
 
     response = admin.site.login(request, extra_context)
     if response.status_code == 302:  # the form was valid: LoginView logged the user in and redirects
-        audit_record(actor=Actor(f"admin:{request.user.get_username()}", origin=origin), action=SUCCEEDED,
-                     object_type="user", object_id=user_key, detail=detail)
+        audit_record(
+            actor=Actor(f"admin:{request.user.get_username()}", origin=origin),
+            action=SUCCEEDED,
+            object_type="user",
+            object_id=user_key,
+            detail=detail,
+        )
     elif username and request.POST.get("password"):  # credentials were checked and refused
-        audit_record(actor=Actor("anonymous", origin=origin), action=FAILED, result=AuditLog.FAILURE,
-                     object_type="user", object_id=user_key, detail=detail)
+        audit_record(
+            actor=Actor("anonymous", origin=origin),
+            action=FAILED,
+            result=AuditLog.FAILURE,
+            object_type="user",
+            object_id=user_key,
+            detail=detail,
+        )
     return response
 
 
@@ -71,13 +88,18 @@ def locked_until(*, user_key: str, origin: str, now: datetime | None = None) -> 
     since = now - WINDOW
     last_success = (
         AuditLog.objects.filter(action=SUCCEEDED, object_id=user_key, created_at__gt=since)
-        .order_by("-created_at").values_list("created_at", flat=True).first()
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)
+        .first()
     )
     ends = [
-        _lock_end(AuditLog.objects.filter(action=FAILED, object_id=user_key, created_at__gt=last_success or since),
-                  MAX_FAILURES_PER_USERNAME),
-        _lock_end(AuditLog.objects.filter(action=FAILED, origin=origin, created_at__gt=since),
-                  MAX_FAILURES_PER_ADDRESS) if origin else None,
+        _lock_end(
+            AuditLog.objects.filter(action=FAILED, object_id=user_key, created_at__gt=last_success or since),
+            MAX_FAILURES_PER_USERNAME,
+        ),
+        _lock_end(AuditLog.objects.filter(action=FAILED, origin=origin, created_at__gt=since), MAX_FAILURES_PER_ADDRESS)
+        if origin
+        else None,
     ]
     ends = [end for end in ends if end is not None and end > now]
     return max(ends) if ends else None
@@ -98,8 +120,10 @@ def _locked_page(request, *, username: str, until: datetime) -> TemplateResponse
     seconds = max(1, int((until - timezone.now()).total_seconds()) + 1)
     form = AdminAuthenticationForm(request, initial={"username": username})
     form.cleaned_data = {}  # an unbound form has none; add_error needs it to show a non-field error
-    form.add_error(None, f"Too many failed logins for this account or from this address. Try again in "
-                         f"{-(-seconds // 60)} minute(s).")
+    form.add_error(
+        None,
+        f"Too many failed logins for this account or from this address. Try again in {-(-seconds // 60)} minute(s).",
+    )
     context = {
         **admin.site.each_context(request),
         "title": "Log in",

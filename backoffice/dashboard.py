@@ -209,8 +209,9 @@ class Chart:
         """Tick the y axis for counts up to ``largest``; the viewBox units per count."""
         top, step = nice_scale(largest)
         span = self.plot_bottom - self.plot_top
-        self.y_ticks = [Tick(round(self.plot_bottom - value * span / top, 1), f"{value:,}")
-                        for value in range(0, top + 1, step)]
+        self.y_ticks = [
+            Tick(round(self.plot_bottom - value * span / top, 1), f"{value:,}") for value in range(0, top + 1, step)
+        ]
         self.value_grid = True
         return span / top
 
@@ -235,10 +236,15 @@ def tokens_per_day_chart(per_day: dict[date, int]) -> Chart:
     chart = Chart(
         id="chart-tokens-per-day",
         title=f"Tokens created per day, last {len(days)} days",
-        description=(f"{_plural(sum(per_day.values()), 'token')} created from {days[0]:%Y-%m-%d} to "
-                     f"{days[-1]:%Y-%m-%d}; "
-                     + (f"the busiest day was {busiest:%Y-%m-%d} with {per_day[busiest]:,}." if per_day[busiest]
-                        else "none at all.")),
+        description=(
+            f"{_plural(sum(per_day.values()), 'token')} created from {days[0]:%Y-%m-%d} to "
+            f"{days[-1]:%Y-%m-%d}; "
+            + (
+                f"the busiest day was {busiest:%Y-%m-%d} with {per_day[busiest]:,}."
+                if per_day[busiest]
+                else "none at all."
+            )
+        ),
         x_label=f"Day ({timezone.get_current_timezone_name()})",
         y_label="Tokens created",
         height=300,
@@ -250,11 +256,18 @@ def tokens_per_day_chart(per_day: dict[date, int]) -> Chart:
     for index, (day, count) in enumerate(per_day.items()):
         x = chart.plot_left + index * slot + (slot - width) / 2
         height = count * scale if count else 1
-        chart.bars.append(Rect(
-            x=round(x, 1), y=round(chart.plot_bottom - height, 1), width=round(width, 1), height=round(height, 1),
-            css="bar" if count else "bar bar-zero", title=f"{day:%Y-%m-%d}: {_plural(count, 'token')}",
-            value=count, key=f"{day:%Y-%m-%d}",
-        ))
+        chart.bars.append(
+            Rect(
+                x=round(x, 1),
+                y=round(chart.plot_bottom - height, 1),
+                width=round(width, 1),
+                height=round(height, 1),
+                css="bar" if count else "bar bar-zero",
+                title=f"{day:%Y-%m-%d}: {_plural(count, 'token')}",
+                value=count,
+                key=f"{day:%Y-%m-%d}",
+            )
+        )
         if (len(days) - 1 - index) % 5 == 0:  # every fifth day counted back from today, so today has its label
             chart.x_ticks.append(Tick(round(x + width / 2, 1), f"{day:%b %d}"))
         chart.rows.append([Cell(f"{day:%Y-%m-%d}"), Cell(f"{count:,}")])
@@ -270,8 +283,11 @@ def outcomes_chart(outcomes: dict[str, dict[str, int]], *, links: dict) -> Chart
     chart = Chart(
         id="chart-network-outcomes",
         title=f"Network-token outcomes by network, last {DAYS} days",
-        description="; ".join(f"{network}: {total(counts, CREATED):,} created, {total(counts, FAILED):,} failed"
-                              for network, counts in outcomes.items()) + ".",
+        description="; ".join(
+            f"{network}: {total(counts, CREATED):,} created, {total(counts, FAILED):,} failed"
+            for network, counts in outcomes.items()
+        )
+        + ".",
         x_label="Network: tokens created, by status now, and failures",
         y_label="Tokens or failures",
         height=320,
@@ -280,8 +296,9 @@ def outcomes_chart(outcomes: dict[str, dict[str, int]], *, links: dict) -> Chart
         table_open=True,
     )
     chart.margin_bottom = 72
-    scale = chart.count_axis(max((total(counts, stack) for counts in outcomes.values() for stack in (CREATED, FAILED)),
-                                 default=0))
+    scale = chart.count_axis(
+        max((total(counts, stack) for counts in outcomes.values() for stack in (CREATED, FAILED)), default=0)
+    )
     slot = (chart.plot_right - chart.plot_left) / len(outcomes)
     width, gap = min(slot * 0.3, 80), 8
     for index, (network, counts) in enumerate(outcomes.items()):
@@ -292,18 +309,34 @@ def outcomes_chart(outcomes: dict[str, dict[str, int]], *, links: dict) -> Chart
                 if not counts[outcome]:
                     continue
                 height = counts[outcome] * scale
-                chart.bars.append(Rect(
-                    x=round(x, 1), y=round(bottom - height, 1), width=round(width, 1), height=round(height, 1),
-                    css=f"bar seg seg-{_css(outcome)}", title=f"{network}, {OUTCOMES[outcome]}: {counts[outcome]:,}",
-                    value=counts[outcome], key=f"{network}:{outcome}",
-                ))
+                chart.bars.append(
+                    Rect(
+                        x=round(x, 1),
+                        y=round(bottom - height, 1),
+                        width=round(width, 1),
+                        height=round(height, 1),
+                        css=f"bar seg seg-{_css(outcome)}",
+                        title=f"{network}, {OUTCOMES[outcome]}: {counts[outcome]:,}",
+                        value=counts[outcome],
+                        key=f"{network}:{outcome}",
+                    )
+                )
                 bottom -= height
             chart.x_ticks.append(Tick(round(x + width / 2, 1), label))
         chart.groups.append(Tick(round(centre, 1), network))
-        url = (f"{links['network_tokens']}?{urlencode({'network__exact': network})}"
-               if "network_tokens" in links and network in NETWORKS else None)
-        chart.rows.append([Cell(network, url), *(Cell(f"{counts[outcome]:,}") for outcome in OUTCOMES),
-                           Cell(f"{total(counts, CREATED):,}"), Cell(f"{total(counts, FAILED):,}")])
+        url = (
+            f"{links['network_tokens']}?{urlencode({'network__exact': network})}"
+            if "network_tokens" in links and network in NETWORKS
+            else None
+        )
+        chart.rows.append(
+            [
+                Cell(network, url),
+                *(Cell(f"{counts[outcome]:,}") for outcome in OUTCOMES),
+                Cell(f"{total(counts, CREATED):,}"),
+                Cell(f"{total(counts, FAILED):,}"),
+            ]
+        )
     return chart
 
 
@@ -327,8 +360,10 @@ def success_rate_chart(health: dict) -> Chart:
     chart = Chart(
         id="chart-webhook-success",
         title="Webhook delivery success rate",
-        description="; ".join(_rate_sentence(window, health[f"succeeded_{window}"], health[f"finished_{window}"])
-                              for window in WINDOWS) + ".",
+        description="; ".join(
+            _rate_sentence(window, health[f"succeeded_{window}"], health[f"finished_{window}"]) for window in WINDOWS
+        )
+        + ".",
         x_label="Share of the deliveries finished in the window (%)",
         y_label="Window",
         height=200,
@@ -339,8 +374,9 @@ def success_rate_chart(health: dict) -> Chart:
         table_open=True,
     )
     span = chart.plot_right - chart.plot_left
-    chart.x_ticks = [Tick(round(chart.plot_left + percent * span / 100, 1), f"{percent} %")
-                     for percent in range(0, 101, 25)]
+    chart.x_ticks = [
+        Tick(round(chart.plot_left + percent * span / 100, 1), f"{percent} %") for percent in range(0, 101, 25)
+    ]
     slot = (chart.plot_bottom - chart.plot_top) / len(WINDOWS)
     height = slot * 0.6
     for index, (window, label) in enumerate(WINDOWS.items()):
@@ -348,17 +384,35 @@ def success_rate_chart(health: dict) -> Chart:
         rate = success_rate(succeeded, finished)
         y = chart.plot_top + index * slot + (slot - height) / 2
         chart.y_ticks.append(Tick(round(y + height / 2, 1), label))
-        chart.rows.append([Cell(label), Cell("—" if rate is None else f"{rate:.1f} %"), Cell(f"{succeeded:,}"),
-                           Cell(f"{finished - succeeded:,}"), Cell(f"{finished:,}")])
+        chart.rows.append(
+            [
+                Cell(label),
+                Cell("—" if rate is None else f"{rate:.1f} %"),
+                Cell(f"{succeeded:,}"),
+                Cell(f"{finished - succeeded:,}"),
+                Cell(f"{finished:,}"),
+            ]
+        )
         if rate is None:
             chart.notes.append(Tick(round(y + height / 2 + 4, 1), "no delivery finished"))
             continue
         sentence = _rate_sentence(window, succeeded, finished)
         good = span * succeeded / finished
-        for x, w, count, outcome in ((chart.plot_left, good, succeeded, "succeeded"),
-                                     (chart.plot_left + good, span - good, finished - succeeded, "dead")):
+        for x, w, count, outcome in (
+            (chart.plot_left, good, succeeded, "succeeded"),
+            (chart.plot_left + good, span - good, finished - succeeded, "dead"),
+        ):
             if count:
-                chart.bars.append(Rect(x=round(x, 1), y=round(y, 1), width=round(w, 1), height=round(height, 1),
-                                       css=f"bar seg seg-{outcome}", title=sentence, value=count,
-                                       key=f"{window}:{outcome}"))
+                chart.bars.append(
+                    Rect(
+                        x=round(x, 1),
+                        y=round(y, 1),
+                        width=round(w, 1),
+                        height=round(height, 1),
+                        css=f"bar seg seg-{outcome}",
+                        title=sentence,
+                        value=count,
+                        key=f"{window}:{outcome}",
+                    )
+                )
     return chart

@@ -33,7 +33,8 @@ class HealthView(APIView):
     BROKER_TIMEOUT = 1.0
 
     @extend_schema(
-        operation_id="healthz", auth=[],
+        operation_id="healthz",
+        auth=[],
         summary="Health: 200 while this server can serve (status ok or degraded), 503 when it cannot",
         description=(
             "`checks`: `database` and `keys` (`ok`/`down`: 503 when either is down), `broker` (`ok`/`down`) and "

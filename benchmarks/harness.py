@@ -106,8 +106,14 @@ class Run:
 
     def manage(self, args: list[str], *, database: str, log: str, timeout: float = 600) -> str:
         """Run ``manage.py`` in the benchmark environment; returns its output, raises BenchError on failure."""
-        result = subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=self.env(database=database),
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            [PYTHON, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env(database=database),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         (self.logs / f"{log}.log").write_text(result.stdout + result.stderr)
         if result.returncode:
             raise BenchError(f"manage.py {args[0]} failed (see {self.logs / log}.log): {result.stderr[-500:]}")
@@ -117,8 +123,14 @@ class Run:
     @contextlib.contextmanager
     def process(self, command: list[str], *, database: str, log: str, env: dict | None = None):
         out = open(self.logs / f"{log}.log", "ab")  # noqa: SIM115 - the process's, closed when it ends
-        process = subprocess.Popen(command, cwd=ROOT, env=self.env(database=database, **(env or {})),
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=self.env(database=database, **(env or {})),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             yield process
         finally:
@@ -133,14 +145,32 @@ class Run:
             started = {}
             for log, database in databases.items():
                 port = free_port()
-                command = [PYTHON, "-m", "gunicorn", "config.wsgi:application", "--chdir", str(ROOT),
-                           "--worker-class", "sync", "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
-                           "--timeout", "60", "--graceful-timeout", "5"]
+                command = [
+                    PYTHON,
+                    "-m",
+                    "gunicorn",
+                    "config.wsgi:application",
+                    "--chdir",
+                    str(ROOT),
+                    "--worker-class",
+                    "sync",
+                    "--workers",
+                    str(workers),
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "--timeout",
+                    "60",
+                    "--graceful-timeout",
+                    "5",
+                ]
                 process = stack.enter_context(self.process(command, database=database, log=log))
                 started[log] = (process, f"http://127.0.0.1:{port}")
             for log, (process, url) in started.items():
-                wait_until(lambda p=process, u=url, n=log: _answers(f"{u}/healthz") or _died(p, n), timeout=60,
-                           what=f"gunicorn ({log}) answering /healthz")
+                wait_until(
+                    lambda p=process, u=url, n=log: _answers(f"{u}/healthz") or _died(p, n),
+                    timeout=60,
+                    what=f"gunicorn ({log}) answering /healthz",
+                )
             yield {log: url for log, (_, url) in started.items()}
 
     @contextlib.contextmanager
@@ -155,19 +185,48 @@ class Run:
         from config.celery import app
 
         name = f"bench-{log}-{os.getpid()}@%h"
-        worker = [PYTHON, "-m", "celery", "-A", "config", "worker", "--pool=prefork",
-                  f"--concurrency={concurrency}", "--loglevel=INFO", "-n", name,
-                  "--without-gossip", "--without-mingle"]
+        worker = [
+            PYTHON,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--pool=prefork",
+            f"--concurrency={concurrency}",
+            "--loglevel=INFO",
+            "-n",
+            name,
+            "--without-gossip",
+            "--without-mingle",
+        ]
         with contextlib.ExitStack() as stack:
             if beat:
                 schedule = self.logs / f"{log}-beat-schedule"
-                stack.enter_context(self.process(
-                    [PYTHON, "-m", "celery", "-A", "config", "beat", "--loglevel=INFO", "--schedule", str(schedule)],
-                    database=database, log=f"{log}-beat"))
+                stack.enter_context(
+                    self.process(
+                        [
+                            PYTHON,
+                            "-m",
+                            "celery",
+                            "-A",
+                            "config",
+                            "beat",
+                            "--loglevel=INFO",
+                            "--schedule",
+                            str(schedule),
+                        ],
+                        database=database,
+                        log=f"{log}-beat",
+                    )
+                )
             process = stack.enter_context(self.process(worker, database=database, log=f"{log}-worker"))
             hostname = name.replace("%h", socket.gethostname())
-            wait_until(lambda: app.control.ping(destination=[hostname], timeout=0.3) or _died(process, log),
-                       timeout=60, what=f"celery worker ({log}) answering ping")
+            wait_until(
+                lambda: app.control.ping(destination=[hostname], timeout=0.3) or _died(process, log),
+                timeout=60,
+                what=f"celery worker ({log}) answering ping",
+            )
             yield process
 
 
@@ -264,10 +323,18 @@ def wrk(url: str, *, seconds: float, connections: int, threads: int, env: dict[s
     """One wrk run of ``benchmarks/wrk/cards.lua``; returns the JSON line it prints."""
     if not shutil.which("wrk"):
         raise BenchError("wrk is not installed (Debian package wrk)")
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-               "-s", str(WRK_SCRIPT), url]
-    result = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True,
-                            timeout=seconds + 60)
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(WRK_SCRIPT),
+        url,
+    ]
+    result = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=seconds + 60)
     with open(log, "a") as f:
         f.write(f"$ {' '.join(command)}\n{result.stdout}{result.stderr}\n")
     for line in result.stdout.splitlines():
@@ -276,8 +343,16 @@ def wrk(url: str, *, seconds: float, connections: int, threads: int, env: dict[s
     raise BenchError(f"wrk printed no result (exit {result.returncode}): {result.stderr[-300:]}")
 
 
-def alternate(loads: dict[str, tuple[str, dict]], *, rounds: int, seconds: float, warmup: float,
-              connections: int, threads: int, log: Path) -> dict[str, Load]:
+def alternate(
+    loads: dict[str, tuple[str, dict]],
+    *,
+    rounds: int,
+    seconds: float,
+    warmup: float,
+    connections: int,
+    threads: int,
+    log: Path,
+) -> dict[str, Load]:
     """Run wrk against each target in turn, ``rounds`` times, so that each pair of figures shares the machine's
     moods; a short unmeasured warm-up of each first. ``loads``: name → (url, wrk environment, or a function
     returning one for each wrk run)."""

@@ -38,10 +38,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server-url", default=os.environ.get("DATABASE_URL"),
-                        help="a PostgreSQL server (any database on it; default $DATABASE_URL)")
-    parser.add_argument("--broker-url", default=os.environ.get("CELERY_BROKER_URL"),
-                        help="a Redis for Celery (default $CELERY_BROKER_URL)")
+    parser.add_argument(
+        "--server-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="a PostgreSQL server (any database on it; default $DATABASE_URL)",
+    )
+    parser.add_argument(
+        "--broker-url",
+        default=os.environ.get("CELERY_BROKER_URL"),
+        help="a Redis for Celery (default $CELERY_BROKER_URL)",
+    )
     parser.add_argument("--scale", choices=sorted(SCALES), default=os.environ.get("BENCH_SCALE", "full"))
     parser.add_argument("--only", help=f"comma-separated, from: {', '.join(BENCHMARKS)}")
     parser.add_argument("--output", type=Path, help="the JSON file (default benchmarks/results/<date>.json)")
@@ -66,8 +72,14 @@ def main(argv=None) -> int:
     prefix = f"bench_{os.getpid()}"
     run = Run(server_url=args.server_url, broker_url=args.broker_url, logs=logs, secrets=generated_secrets())
     sizes = sizes_for(args.scale)
-    ctx = Context(run=run, sizes=sizes, template_db=f"{prefix}_template", main_db=f"{prefix}_main",
-                  cores=os.cpu_count() or 1, salt=random.randrange(1000))
+    ctx = Context(
+        run=run,
+        sizes=sizes,
+        template_db=f"{prefix}_template",
+        main_db=f"{prefix}_main",
+        cores=os.cpu_count() or 1,
+        salt=random.randrange(1000),
+    )
     say(f"scale {args.scale}, logs in {logs}")
     load_before = os.getloadavg()
 
@@ -126,8 +138,11 @@ def main(argv=None) -> int:
     }
     # A smaller run (another scale, some benchmarks only) is named after what it ran: it must not replace the day's
     # full run of every benchmark.
-    name = [f"{now:%Y-%m-%d}"] + ([args.scale] if args.scale != "full" else []) + (
-        selected if selected != list(BENCHMARKS) else [])
+    name = (
+        [f"{now:%Y-%m-%d}"]
+        + ([args.scale] if args.scale != "full" else [])
+        + (selected if selected != list(BENCHMARKS) else [])
+    )
     output = args.output or RESULTS / f"{'-'.join(name)}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
@@ -206,43 +221,99 @@ def rows_of(name: str, r: dict) -> list[tuple[str, ...]]:
         return f"{_n(f['requests_per_second'])} req/s, p50 {_n(f['p50_ms'])} ms, p99 {_n(f['p99_ms'])} ms"
 
     if name == "tokenize":
-        return [(name, f"POST /tokens {http(r['tokenize'])}", f"bare {http(r['bare'])}", f"{r['ratio']}",
-                 "req/s ratio >= 0.6", met)]
+        return [
+            (
+                name,
+                f"POST /tokens {http(r['tokenize'])}",
+                f"bare {http(r['bare'])}",
+                f"{r['ratio']}",
+                "req/s ratio >= 0.6",
+                met,
+            )
+        ]
     if name == "retokenize":
         small, large = r["small"], r["large"]
-        return [(name, f"{_n(large['stored_tokens'])} tokens: {http(large)}",
-                 f"{_n(small['stored_tokens'])} tokens: {http(small)}", f"{r['ratio']}", "p50 ratio <= 1.3", met)]
+        return [
+            (
+                name,
+                f"{_n(large['stored_tokens'])} tokens: {http(large)}",
+                f"{_n(small['stored_tokens'])} tokens: {http(small)}",
+                f"{r['ratio']}",
+                "p50 ratio <= 1.3",
+                met,
+            )
+        ]
     if name == "import":
         small, large = r["small"], r["large"]
         return [
-            (name, f"{_n(large['rows'])} rows: {_n(large['cards_per_second'])} cards/s",
-             f"storage floor: COPY of the same rows, encrypted, into the product's tables "
-             f"{_n(large['floor_rows_per_second'])} rows/s", f"{r['ratio']}", "import / floor >= 0.7",
-             verdict(r["ratio_met"])),
-            ("", "", f"COPY of the file into a table of text columns {_n(large['copy_rows_per_second'])} rows/s",
-             f"{r['copy_ratio']}", "reported", ""),
-            ("", f"peak RSS {_n(large['peak_rss_mb'])} MB at {_n(large['rows'])} rows",
-             f"{_n(small['peak_rss_mb'])} MB at {_n(small['rows'])} rows", f"{r['rss_ratio']}", "RSS ratio <= 1.2",
-             verdict(r["rss_met"])),
+            (
+                name,
+                f"{_n(large['rows'])} rows: {_n(large['cards_per_second'])} cards/s",
+                f"storage floor: COPY of the same rows, encrypted, into the product's tables "
+                f"{_n(large['floor_rows_per_second'])} rows/s",
+                f"{r['ratio']}",
+                "import / floor >= 0.7",
+                verdict(r["ratio_met"]),
+            ),
+            (
+                "",
+                "",
+                f"COPY of the file into a table of text columns {_n(large['copy_rows_per_second'])} rows/s",
+                f"{r['copy_ratio']}",
+                "reported",
+                "",
+            ),
+            (
+                "",
+                f"peak RSS {_n(large['peak_rss_mb'])} MB at {_n(large['rows'])} rows",
+                f"{_n(small['peak_rss_mb'])} MB at {_n(small['rows'])} rows",
+                f"{r['rss_ratio']}",
+                "RSS ratio <= 1.2",
+                verdict(r["rss_met"]),
+            ),
         ]
     if name == "batch":
         return [
-            (name, f"{_n(r['items'])} items: {_n(r['tokens_per_second'])} tokens/s", "", "", ">= 500 tokens/s",
-             met),
-            ("", f"busiest issuer {_n(r['highest_issuer_rate'])} calls in 1 s",
-             f"limit {_n(r['highest_issuer_limit'])}/s", "", "never above",
-             "met" if r["issuer_limits_respected"] else "EXCEEDED"),
+            (name, f"{_n(r['items'])} items: {_n(r['tokens_per_second'])} tokens/s", "", "", ">= 500 tokens/s", met),
+            (
+                "",
+                f"busiest issuer {_n(r['highest_issuer_rate'])} calls in 1 s",
+                f"limit {_n(r['highest_issuer_limit'])}/s",
+                "",
+                "never above",
+                "met" if r["issuer_limits_respected"] else "EXCEEDED",
+            ),
         ]
     if name == "webhook":
         return [
-            (name, f"{_n(r['deliveries'])} events: {_n(r['deliveries_per_second'])} deliveries/s", "", "",
-             ">= 500 deliveries/s", met),
-            ("", f"commit to receipt p50 {_n(r['latency_p50_ms'])} ms, p99 {_n(r['latency_p99_ms'])} ms",
-             f"at {_n(r['latency_offered_per_second'])} events/s offered", "", "", ""),
+            (
+                name,
+                f"{_n(r['deliveries'])} events: {_n(r['deliveries_per_second'])} deliveries/s",
+                "",
+                "",
+                ">= 500 deliveries/s",
+                met,
+            ),
+            (
+                "",
+                f"commit to receipt p50 {_n(r['latency_p50_ms'])} ms, p99 {_n(r['latency_p99_ms'])} ms",
+                f"at {_n(r['latency_offered_per_second'])} events/s offered",
+                "",
+                "",
+                "",
+            ),
         ]
     if name == "crypto":
-        return [(name, f"key ring {_n(r['key_ring_us_per_card'])} µs/card (encrypt + fingerprint)",
-                 f"bare AESGCM + hmac {_n(r['bare_us_per_card'])} µs/card", f"{r['ratio']}", "reported", met)]
+        return [
+            (
+                name,
+                f"key ring {_n(r['key_ring_us_per_card'])} µs/card (encrypt + fingerprint)",
+                f"bare AESGCM + hmac {_n(r['bare_us_per_card'])} µs/card",
+                f"{r['ratio']}",
+                "reported",
+                met,
+            )
+        ]
     return [(name, json.dumps(r)[:80], "", "", "", "")]
 
 
@@ -253,9 +324,11 @@ def table(report: dict) -> str:
     out = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=False)) + " |" for line in lines]
     out.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     m, load = report["machine"], report["load_average_1min"]
-    out.append(f"\n{report['scale']} run in {report['run_seconds']} s on {m['cores']} cores ({m['cpu']}), "
-               f"{m['memory_gib']} GiB, PostgreSQL {m['postgresql'].get('server_version', '?')}; "
-               f"load average {load['before']} before, {load['after']} after")
+    out.append(
+        f"\n{report['scale']} run in {report['run_seconds']} s on {m['cores']} cores ({m['cpu']}), "
+        f"{m['memory_gib']} GiB, PostgreSQL {m['postgresql'].get('server_version', '?')}; "
+        f"load average {load['before']} before, {load['after']} after"
+    )
     return "\n".join(out)
 
 

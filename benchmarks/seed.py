@@ -45,7 +45,7 @@ def _token_ids(count: int) -> Iterator[str]:
     slowest part of a row otherwise)."""
     raw = os.urandom(19 * count)
     for i in range(count):
-        yield "".join(ALPHABET[b % 34] for b in raw[19 * i:19 * i + 19])
+        yield "".join(ALPHABET[b % 34] for b in raw[19 * i : 19 * i + 19])
 
 
 def tokens_copy(*, merchant, numbers, count: int, batch: int = 50_000) -> int:
@@ -65,9 +65,27 @@ def tokens_copy(*, merchant, numbers, count: int, batch: int = 50_000) -> int:
     lifetime = timedelta(days=4 * 365 + 1) if settings.TOKENS_ENVIRONMENT == "live" else timedelta(days=7)
     expires = now + lifetime
     month, year = EXPIRY
-    columns = ("merchant_id", "token_id", "reference", "description", "fingerprint", "pan_ciphertext",
-               "key_version", "bin", "last_four", "pan_length", "brand", "card_holder_name", "expiry_month",
-               "expiry_year", "expires_at", "created_at", "updated_at", "deleted_reason", "network_token_id")
+    columns = (
+        "merchant_id",
+        "token_id",
+        "reference",
+        "description",
+        "fingerprint",
+        "pan_ciphertext",
+        "key_version",
+        "bin",
+        "last_four",
+        "pan_length",
+        "brand",
+        "card_holder_name",
+        "expiry_month",
+        "expiry_year",
+        "expires_at",
+        "created_at",
+        "updated_at",
+        "deleted_reason",
+        "network_token_id",
+    )
     numbers = iter(numbers)
     written = 0
     while written < count:
@@ -80,11 +98,29 @@ def tokens_copy(*, merchant, numbers, count: int, batch: int = 50_000) -> int:
                     aad = f"token:{merchant.pk}:{token_id}".encode()
                     version, blob = ring.encrypt(number, associated_data=aad)
                     brand = cards.brand_of(number)
-                    copy.write_row((
-                        merchant.pk, token_id, secrets.token_urlsafe(24),
-                        f"{brand.title()} card ending {number[-4:]}", ring.fingerprint(number), blob, version,
-                        number[:6], number[-4:], len(number), brand, HOLDER, month, year, expires, now, now, "", "",
-                    ))
+                    copy.write_row(
+                        (
+                            merchant.pk,
+                            token_id,
+                            secrets.token_urlsafe(24),
+                            f"{brand.title()} card ending {number[-4:]}",
+                            ring.fingerprint(number),
+                            blob,
+                            version,
+                            number[:6],
+                            number[-4:],
+                            len(number),
+                            brand,
+                            HOLDER,
+                            month,
+                            year,
+                            expires,
+                            now,
+                            now,
+                            "",
+                            "",
+                        )
+                    )
         written += size
     return written
 

@@ -33,7 +33,8 @@ class RefusesCardNumbersInSearch:
     def changelist_view(self, request, extra_context=None):
         if looks_like_a_card_number(request.GET.get(SEARCH_VAR, "")):
             self.message_user(
-                request, "Full card or token numbers are not accepted here: search by last four digits or BIN.",
+                request,
+                "Full card or token numbers are not accepted here: search by last four digits or BIN.",
                 messages.ERROR,
             )
             params = request.GET.copy()
@@ -69,8 +70,7 @@ class ConfirmsActions:
 
     confirmation_template = "admin/action_confirmation.html"
 
-    def confirm(self, request, objects, *, action: str, title: str, intro: str, submit: str, rows, form=None,
-                notes=()):
+    def confirm(self, request, objects, *, action: str, title: str, intro: str, submit: str, rows, form=None, notes=()):
         context = {
             **self.admin_site.each_context(request),
             "title": title,

@@ -127,8 +127,11 @@ def page_of(items, *, number: int, size: int, total: int | None = None) -> tuple
     """
     total = items.count() if total is None else total
     start = (number - 1) * size
-    return list(items[start:start + size]), {
-        "number": number, "size": size, "totalElements": total, "totalPages": -(-total // size),
+    return list(items[start : start + size]), {
+        "number": number,
+        "size": size,
+        "totalElements": total,
+        "totalPages": -(-total // size),
     }
 
 

@@ -17,8 +17,16 @@ class Actor:
 SYSTEM = Actor("system")
 
 
-def audit_record(*, actor: Actor, action: str, result: str = AuditLog.SUCCESS, obj=None,
-                 object_type: str = "", object_id: str = "", detail: dict | None = None) -> AuditLog:
+def audit_record(
+    *,
+    actor: Actor,
+    action: str,
+    result: str = AuditLog.SUCCESS,
+    obj=None,
+    object_type: str = "",
+    object_id: str = "",
+    detail: dict | None = None,
+) -> AuditLog:
     """Append one audit row. ``obj`` names the object by its ``audit_type`` and ``audit_id``. Never pass card data
     in ``detail``."""
     if obj is not None:

@@ -288,8 +288,9 @@ def _api_error_for(exc: Exception) -> ApiError | None:
     if isinstance(exc, drf.Throttled):
         return TooManyRequests()
     if isinstance(exc, drf.NotAcceptable):
-        return BusinessRuleError("notAcceptable", "The Accept header asks for a media type this API cannot produce",
-                                 status_code=406)
+        return BusinessRuleError(
+            "notAcceptable", "The Accept header asks for a media type this API cannot produce", status_code=406
+        )
     if _database_unreachable(exc):
         return ServiceUnavailable()
     return None

@@ -58,8 +58,6 @@ class LenientContentNegotiation(DefaultContentNegotiation):
             return renderers[0], renderers[0].media_type
 
 
-
-
 def timestamp(value: datetime | None) -> str | None:
     """Date-times in API answers and webhook payloads: ISO 8601, UTC, whole seconds (``2035-05-01T12:00:00Z``)."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None

@@ -11,8 +11,12 @@ from django.db import InterfaceError, OperationalError
 
 # The retry policy of a task that meets a database restarting or failing over: it runs again shortly. What it had
 # claimed comes back through its lease and the sweepers anyway; the retry only saves the wait.
-RETRY_DATABASE_OUTAGES = {"autoretry_for": (OperationalError, InterfaceError), "retry_backoff": 1,
-                          "retry_backoff_max": 30, "max_retries": 5}
+RETRY_DATABASE_OUTAGES = {
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "max_retries": 5,
+}
 
 
 def send(task: str, *args) -> None:

@@ -50,7 +50,10 @@ def _api_key_issue(request, *, merchant: Merchant, name: str, scopes: list[str])
     with transaction.atomic():
         key, raw = services.api_key_create(merchant=merchant, scopes=scopes, name=name)
         audit_record(
-            actor=staff_actor(request), action="admin.api_key.create", object_type="api_key", object_id=key.prefix,
+            actor=staff_actor(request),
+            action="admin.api_key.create",
+            object_type="api_key",
+            object_id=key.prefix,
             detail={"merchant": merchant.public_id, "name": key.name, "scopes": key.scopes},
         )
     _show_raw_key_once(request, merchant=merchant, raw=raw)
@@ -82,8 +85,10 @@ class MerchantAdmin(ConfirmsActions, RefusesCardNumbersInSearch, admin.ModelAdmi
     actions = ["create_api_key"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            active_key_count=Count("api_keys", filter=Q(api_keys__revoked_at__isnull=True))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(active_key_count=Count("api_keys", filter=Q(api_keys__revoked_at__isnull=True)))
         )
 
     def get_fields(self, request, obj=None):
@@ -111,14 +116,19 @@ class MerchantAdmin(ConfirmsActions, RefusesCardNumbersInSearch, admin.ModelAdmi
                 super().save_model(request, obj, form, change)
                 if form.changed_data:
                     audit_record(
-                        actor=staff_actor(request), action="admin.merchant.change", object_type="merchant",
-                        object_id=obj.public_id, detail={name: form.cleaned_data[name] for name in form.changed_data},
+                        actor=staff_actor(request),
+                        action="admin.merchant.change",
+                        object_type="merchant",
+                        object_id=obj.public_id,
+                        detail={name: form.cleaned_data[name] for name in form.changed_data},
                     )
             return
         with transaction.atomic():
             merchant, raw = services.merchant_create(name=form.cleaned_data["name"])
             audit_record(
-                actor=staff_actor(request), action="admin.merchant.create", object_type="merchant",
+                actor=staff_actor(request),
+                action="admin.merchant.create",
+                object_type="merchant",
                 object_id=merchant.public_id,
             )
         for field in Merchant._meta.concrete_fields:
@@ -136,12 +146,23 @@ class MerchantAdmin(ConfirmsActions, RefusesCardNumbersInSearch, admin.ModelAdmi
                 _api_key_issue(request, merchant=merchant, **form.cleaned_data)
             return None
         return self.confirm(
-            request, queryset, action="create_api_key", title="Create an API key", form=form,
+            request,
+            queryset,
+            action="create_api_key",
+            title="Create an API key",
+            form=form,
             submit=f"Create the key{'s' if len(queryset) > 1 else ''}",
             intro="A new key will be made for each of these merchants. Each key is shown once, on the next page: "
-                  "copy it then, because only its hash is kept.",
-            rows=[(merchant, "" if merchant.is_active else "inactive: the key will not authenticate until the "
-                   "merchant is active") for merchant in queryset],
+            "copy it then, because only its hash is kept.",
+            rows=[
+                (
+                    merchant,
+                    ""
+                    if merchant.is_active
+                    else "inactive: the key will not authenticate until the merchant is active",
+                )
+                for merchant in queryset
+            ],
         )
 
 
@@ -200,11 +221,21 @@ class ApiKeyAdmin(ConfirmsActions, RefusesCardNumbersInSearch, admin.ModelAdmin)
         if not request.POST.get("post"):
             keys = list(queryset.select_related("merchant"))
             return self.confirm(
-                request, keys, action="revoke", title="Revoke API keys", submit="Revoke",
+                request,
+                keys,
+                action="revoke",
+                title="Revoke API keys",
+                submit="Revoke",
                 intro="Each key stops authenticating at once: the merchant's requests with it answer 401 from the "
-                      "next one on. A revoked key cannot be restored; issue a new one instead.",
-                rows=[(key, f"{key.merchant}, scopes {', '.join(key.scopes)}"
-                            + (" — already revoked, left as it is" if key.revoked_at else "")) for key in keys],
+                "next one on. A revoked key cannot be restored; issue a new one instead.",
+                rows=[
+                    (
+                        key,
+                        f"{key.merchant}, scopes {', '.join(key.scopes)}"
+                        + (" — already revoked, left as it is" if key.revoked_at else ""),
+                    )
+                    for key in keys
+                ],
             )
         revoked = services.api_keys_revoke(keys=queryset, actor=staff_actor(request))
         self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)

@@ -9,8 +9,9 @@ from core.audit import Actor, audit_record
 from merchants.models import DEFAULT_SCOPES, ApiKey, Merchant
 
 
-def api_key_create(*, merchant: Merchant, scopes: list[str] | None = None, name: str = "default",
-                   raw_key: str | None = None) -> tuple[ApiKey, str]:
+def api_key_create(
+    *, merchant: Merchant, scopes: list[str] | None = None, name: str = "default", raw_key: str | None = None
+) -> tuple[ApiKey, str]:
     """Create a key for ``merchant``; returns the row and the raw key, which is never stored and never shown again.
 
     ``raw_key`` lets the embedded run keep its demo key across restarts; everything else gets a fresh random one.
@@ -34,8 +35,13 @@ def api_keys_revoke(*, keys, actor: Actor) -> int:
         for key in revoked:
             key.revoked_at = now
             key.save(update_fields=["revoked_at"])
-            audit_record(actor=actor, action="admin.api_key.revoke", object_type="api_key", object_id=key.prefix,
-                         detail={"merchant_id": key.merchant_id})
+            audit_record(
+                actor=actor,
+                action="admin.api_key.revoke",
+                object_type="api_key",
+                object_id=key.prefix,
+                detail={"merchant_id": key.merchant_id},
+            )
     return len(revoked)
 
 

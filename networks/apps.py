@@ -17,5 +17,6 @@ class NetworksConfig(AppConfig):
         if missing := tsp.unconfigured_networks():
             logger.warning(
                 "no token service is configured for %s: network-token calls for their cards answer 503 "
-                "networkNotConfigured (set TSP_PROVIDERS, or TSP_SIMULATOR=true outside production)", ", ".join(missing)
+                "networkNotConfigured (set TSP_PROVIDERS, or TSP_SIMULATOR=true outside production)",
+                ", ".join(missing),
             )

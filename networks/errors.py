@@ -43,14 +43,21 @@ def tokenization_declined() -> BusinessRuleError:
 
 
 def token_not_activated() -> BusinessRuleError:
-    return BusinessRuleError("tokenNotActivated", "The network deleted the token before it was activated",
-                             status_code=422)
+    return BusinessRuleError(
+        "tokenNotActivated", "The network deleted the token before it was activated", status_code=422
+    )
 
 
 def email_required() -> ApiError:
-    return ApiError(validation_errors=[{
-        "errorName": "fieldIsMissing", "message": "American Express cards need an email", "jsonPath": "$.email",
-    }])
+    return ApiError(
+        validation_errors=[
+            {
+                "errorName": "fieldIsMissing",
+                "message": "American Express cards need an email",
+                "jsonPath": "$.email",
+            }
+        ]
+    )
 
 
 # What a request or a batch item may fail with: a refusal, a vault token gone, or the token service down.

@@ -38,9 +38,16 @@ ENCRYPTION = "A256GCM"
 MIN_KEY_BITS = 2048  # RSA-OAEP under 2048 bits is below every current recommendation (NIST SP 800-131A)
 JSON_PATH = "$.encryptedData"
 # Paths of the plaintext an error may name (a key we do not know could be a card number: never echoed).
-KNOWN_PATHS = frozenset({
-    "$", "$.cardNumber", "$.cardExpiryDate", "$.cardExpiryDate.month", "$.cardExpiryDate.year", "$.cardHolderName",
-})
+KNOWN_PATHS = frozenset(
+    {
+        "$",
+        "$.cardNumber",
+        "$.cardExpiryDate",
+        "$.cardExpiryDate.month",
+        "$.cardExpiryDate.year",
+        "$.cardHolderName",
+    }
+)
 
 
 @functools.cache
@@ -87,9 +94,9 @@ def public_jwks() -> dict:
 
 
 def _refused(message: str) -> BodyDoesNotMatchSchema:
-    return BodyDoesNotMatchSchema(validation_errors=[
-        {"errorName": "fieldHasInvalidValue", "message": message, "jsonPath": JSON_PATH}
-    ])
+    return BodyDoesNotMatchSchema(
+        validation_errors=[{"errorName": "fieldHasInvalidValue", "message": message, "jsonPath": JSON_PATH}]
+    )
 
 
 def decrypt_card(compact: str, *, shape: type[serializers.Serializer]) -> tsp.CardData:

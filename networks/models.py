@@ -47,8 +47,11 @@ class Issuer(models.Model):
             models.CheckConstraint(condition=Q(bin_low__lte=models.F("bin_high")), name="issuer_bin_range_ordered"),
             models.CheckConstraint(condition=Q(rate_limit_per_second__gte=1), name="issuer_rate_limit_positive"),
             # Two workers meeting the same unknown BIN at once make one issuer for it.
-            models.UniqueConstraint(fields=["network", "bin_low", "bin_high"], condition=Q(registered=False),
-                                    name="issuer_one_unregistered_per_bin"),
+            models.UniqueConstraint(
+                fields=["network", "bin_low", "bin_high"],
+                condition=Q(registered=False),
+                name="issuer_one_unregistered_per_bin",
+            ),
         ]
 
     def __str__(self):
@@ -69,8 +72,9 @@ class NetworkToken(models.Model):
     STATUSES = [(s, s) for s in (ACTIVE, INACTIVE, SUSPENDED, DELETED)]
 
     merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="network_tokens")
-    vault_token = models.ForeignKey(Token, on_delete=models.SET_NULL, null=True, blank=True,
-                                    related_name="network_tokens")
+    vault_token = models.ForeignKey(
+        Token, on_delete=models.SET_NULL, null=True, blank=True, related_name="network_tokens"
+    )
     token_id = models.CharField(max_length=64, unique=True, help_text="The TSP's tokenId.")
     network = models.CharField(max_length=12, choices=[(n, n) for n in NETWORKS], db_index=True)
     status = models.CharField(max_length=10, choices=STATUSES, db_index=True)
@@ -172,8 +176,10 @@ class ProvisioningRequest(models.Model):
             models.Index(fields=["next_attempt_at"], name="request_pending_due", condition=Q(status="PENDING")),
         ]
         constraints = [
-            models.CheckConstraint(condition=~Q(status="PENDING") | Q(next_attempt_at__isnull=False),
-                                   name="request_pending_has_next_attempt"),
+            models.CheckConstraint(
+                condition=~Q(status="PENDING") | Q(next_attempt_at__isnull=False),
+                name="request_pending_has_next_attempt",
+            ),
         ]
 
     def __str__(self):

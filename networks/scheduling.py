@@ -129,22 +129,31 @@ def batch_items_release(*, now: datetime) -> int:
     if not pending:
         return 0
     in_flight, by_status = Counter(), Counter()
-    for issuer_id, status, count in (BatchItem.objects.filter(status__in=[BatchItem.QUEUED, BatchItem.RUNNING])
-                                     .order_by().values_list("issuer", "status").annotate(Count("pk"))):
+    for issuer_id, status, count in (
+        BatchItem.objects.filter(status__in=[BatchItem.QUEUED, BatchItem.RUNNING])
+        .order_by()
+        .values_list("issuer", "status")
+        .annotate(Count("pk"))
+    ):
         in_flight[issuer_id] += count
         by_status[status] += count
     room = max(by_status[BatchItem.RUNNING], MIN_QUEUED_ITEMS) - by_status[BatchItem.QUEUED]
 
     # Share the room out a chunk at a time, issuers with the least in flight (then the longest idle) first.
     never = datetime.min.replace(tzinfo=UTC)
-    issuers = sorted(Issuer.objects.filter(pk__in=pending),
-                     key=lambda i: (in_flight[i.pk], i.next_call_at or never, i.pk))
+    issuers = sorted(
+        Issuer.objects.filter(pk__in=pending), key=lambda i: (in_flight[i.pk], i.next_call_at or never, i.pk)
+    )
     share = Counter()
     waiting = list(issuers)
     while room > 0 and waiting:
         for issuer in list(waiting):
-            size = min(chunk_size(issuer), room, pending[issuer.pk] - share[issuer.pk],
-                       issuer.rate_limit_per_second * RELEASE_HORIZON_SECONDS - in_flight[issuer.pk] - share[issuer.pk])
+            size = min(
+                chunk_size(issuer),
+                room,
+                pending[issuer.pk] - share[issuer.pk],
+                issuer.rate_limit_per_second * RELEASE_HORIZON_SECONDS - in_flight[issuer.pk] - share[issuer.pk],
+            )
             if size <= 0:
                 waiting.remove(issuer)
                 continue
@@ -197,6 +206,8 @@ def chunks_of(per_issuer: dict[Issuer, list[int]], *, alone: Container[int] = ()
     for issuer, ids in per_issuer.items():
         together = [pk for pk in ids if pk not in alone]
         size = chunk_size(issuer)
-        per_chunk.append([together[start:start + size] for start in range(0, len(together), size)]
-                         + [[pk] for pk in ids if pk in alone])
+        per_chunk.append(
+            [together[start : start + size] for start in range(0, len(together), size)]
+            + [[pk] for pk in ids if pk in alone]
+        )
     return [chunk for chunk in chain.from_iterable(zip_longest(*per_chunk)) if chunk]

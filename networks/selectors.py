@@ -65,7 +65,8 @@ def network_token_get(*, merchant: Merchant, token_id: str) -> NetworkToken:
     """The merchant's network token, deleted ones included (they remain the TSP's record)."""
     token = (
         NetworkToken.objects.select_related("issuer", "vault_token")
-        .filter(merchant=merchant, token_id=token_id).first()
+        .filter(merchant=merchant, token_id=token_id)
+        .first()
     )
     if token is None:
         raise NotFound("The network token does not exist")
@@ -83,7 +84,8 @@ def lifecycle_list(*, token: NetworkToken) -> QuerySet[LifecycleEvent]:
 def provisioning_request_get(*, merchant: Merchant, request_id: str) -> ProvisioningRequest:
     request = (
         ProvisioningRequest.objects.select_related("network_token__issuer")
-        .filter(merchant=merchant, public_id=request_id).first()
+        .filter(merchant=merchant, public_id=request_id)
+        .first()
     )
     if request is None:
         raise NotFound("The network token request does not exist")
@@ -99,9 +101,9 @@ def batch_get(*, merchant: Merchant, batch_id: str) -> Batch:
 
 def batch_counts(*, batch: Batch) -> dict[str, int]:
     """Items of ``batch`` per status, every status present (one aggregate query)."""
-    return BatchItem.objects.filter(batch=batch).aggregate(**{
-        status: Count("pk", filter=Q(status=status)) for status, _ in BatchItem.STATUSES
-    })
+    return BatchItem.objects.filter(batch=batch).aggregate(
+        **{status: Count("pk", filter=Q(status=status)) for status, _ in BatchItem.STATUSES}
+    )
 
 
 def batch_failed_items(*, batch: Batch) -> QuerySet[BatchItem]:
@@ -130,22 +132,29 @@ def network_token_outcomes(*, since: datetime) -> dict[str, dict[str, int]]:
 
     created = (
         NetworkToken.objects.filter(created_at__gte=since)
-        .values("network", "status").annotate(count=Count("pk")).order_by()
+        .values("network", "status")
+        .annotate(count=Count("pk"))
+        .order_by()
     )
     for row in created:
         add(row["network"], row["status"], row["count"])
     failed_requests = (
         ProvisioningRequest.objects.filter(status=ProvisioningRequest.FAILED, updated_at__gte=since)
-        .values(card_network=Coalesce(NullIf("network", Value("")), "network_token__network", "vault_token__brand",
-                                      Value(UNKNOWN_NETWORK)))
-        .annotate(count=Count("pk")).order_by()
+        .values(
+            card_network=Coalesce(
+                NullIf("network", Value("")), "network_token__network", "vault_token__brand", Value(UNKNOWN_NETWORK)
+            )
+        )
+        .annotate(count=Count("pk"))
+        .order_by()
     )
     for row in failed_requests:
         add(row["card_network"], "FAILED_REQUESTS", row["count"])
     failed_items = (
         BatchItem.objects.filter(status=BatchItem.FAILED, finished_at__gte=since)
         .values(card_network=Coalesce("issuer__network", "vault_token__brand", Value(UNKNOWN_NETWORK)))
-        .annotate(count=Count("pk")).order_by()
+        .annotate(count=Count("pk"))
+        .order_by()
     )
     for row in failed_items:
         add(row["card_network"], "FAILED_BATCH_ITEMS", row["count"])

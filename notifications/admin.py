@@ -47,8 +47,13 @@ def _audited(request, action: str, *objects: WebhookEndpoint | Delivery, **detai
     with transaction.atomic():
         yield detail
         for object_type, object_id, about in subjects:
-            audit_record(actor=staff_actor(request), action=f"admin.webhook.{action}", object_type=object_type,
-                         object_id=object_id, detail={**about, **detail})
+            audit_record(
+                actor=staff_actor(request),
+                action=f"admin.webhook.{action}",
+                object_type=object_type,
+                object_id=object_id,
+                detail={**about, **detail},
+            )
 
 
 def _audit_subject(obj: WebhookEndpoint | Delivery) -> tuple[str, str, dict]:
@@ -56,8 +61,11 @@ def _audit_subject(obj: WebhookEndpoint | Delivery) -> tuple[str, str, dict]:
     if isinstance(obj, WebhookEndpoint):
         return "webhook_endpoint", obj.public_id, {"merchant": obj.merchant.public_id}
     # A delivery has no public id of its own: it is its event (the webhook-id merchants see) at one endpoint.
-    return ("webhook_delivery", f"{obj.event.public_id}/{obj.endpoint.public_id}",
-            {"merchant": obj.endpoint.merchant.public_id, "status_before": obj.status})
+    return (
+        "webhook_delivery",
+        f"{obj.event.public_id}/{obj.endpoint.public_id}",
+        {"merchant": obj.endpoint.merchant.public_id, "status_before": obj.status},
+    )
 
 
 def masked_secret(secret: str) -> str:
@@ -97,8 +105,10 @@ def _delivery_note(delivery: Delivery, *, wanted: str | None = None) -> str:
 def _disabled_note(count: int, what: str) -> str:
     if not count:
         return ""
-    return (f"{count} {what} to a disabled endpoint will be left alone: an attempt there fails at once. "
-            "Enable the endpoint first.")
+    return (
+        f"{count} {what} to a disabled endpoint will be left alone: an attempt there fails at once. "
+        "Enable the endpoint first."
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -142,14 +152,28 @@ class WebhookEndpointAdmin(OperationsAdmin):
     search_help_text = "Part of the URL, or the endpoint id (ep_…) exactly."
     actions = ["enable", "disable", "rotate_secret", "replay_failed"]
     fieldsets = [
-        (None, {"fields": ["public_id", "merchant", "url", "description", "subscribed_to", "created_at",
-                           "updated_at"]}),
+        (
+            None,
+            {"fields": ["public_id", "merchant", "url", "description", "subscribed_to", "created_at", "updated_at"]},
+        ),
         ("State", {"fields": ["is_enabled", "disabled_reason", "disabled_at", "failing_since", "deliveries"]}),
         ("Signing", {"fields": ["signing_secret", "previous_secret_until"]}),
     ]
     readonly_fields = [
-        "public_id", "merchant", "url", "description", "subscribed_to", "created_at", "updated_at", "is_enabled",
-        "disabled_reason", "disabled_at", "failing_since", "deliveries", "signing_secret", "previous_secret_until",
+        "public_id",
+        "merchant",
+        "url",
+        "description",
+        "subscribed_to",
+        "created_at",
+        "updated_at",
+        "is_enabled",
+        "disabled_reason",
+        "disabled_at",
+        "failing_since",
+        "deliveries",
+        "signing_secret",
+        "previous_secret_until",
     ]
 
     @admin.display(description="event types")
@@ -173,9 +197,14 @@ class WebhookEndpointAdmin(OperationsAdmin):
         pending = obj.deliveries.filter(status=Delivery.PENDING).count()
         return format_html(
             '<a href="{}?{}">all</a> · <a href="{}?{}">failed ({})</a> · <a href="{}?{}">pending ({})</a>',
-            url, urlencode({"endpoint__id__exact": obj.pk}),
-            url, urlencode({"endpoint__id__exact": obj.pk, "status__exact": Delivery.FAILED}), failed,
-            url, urlencode({"endpoint__id__exact": obj.pk, "status__exact": Delivery.PENDING}), pending,
+            url,
+            urlencode({"endpoint__id__exact": obj.pk}),
+            url,
+            urlencode({"endpoint__id__exact": obj.pk, "status__exact": Delivery.FAILED}),
+            failed,
+            url,
+            urlencode({"endpoint__id__exact": obj.pk, "status__exact": Delivery.PENDING}),
+            pending,
         )
 
     def _rows(self, queryset, note):
@@ -186,12 +215,20 @@ class WebhookEndpointAdmin(OperationsAdmin):
         queryset = queryset.select_related("merchant")
         if not request.POST.get("post"):
             return self.confirm(
-                request, queryset, action="enable", title="Enable webhook endpoints", submit="Enable",
+                request,
+                queryset,
+                action="enable",
+                title="Enable webhook endpoints",
+                submit="Enable",
                 intro="Deliveries to these endpoints start again with the next event, and their failure streak is "
-                      "cleared. Deliveries that already failed stay failed: replay them with “Replay failed "
-                      "deliveries”.",
-                rows=self._rows(queryset, lambda e: f"disabled: {e.disabled_reason}" if not e.is_enabled
-                                else "already enabled, left as it is"),
+                "cleared. Deliveries that already failed stay failed: replay them with “Replay failed "
+                "deliveries”.",
+                rows=self._rows(
+                    queryset,
+                    lambda e: (
+                        f"disabled: {e.disabled_reason}" if not e.is_enabled else "already enabled, left as it is"
+                    ),
+                ),
             )
         enabled = 0
         for endpoint in queryset.filter(is_enabled=False):
@@ -208,11 +245,18 @@ class WebhookEndpointAdmin(OperationsAdmin):
         form = DisableForm(request.POST if confirmed else None)
         if not (confirmed and form.is_valid()):
             return self.confirm(
-                request, queryset, action="disable", title="Disable webhook endpoints", submit="Disable", form=form,
+                request,
+                queryset,
+                action="disable",
+                title="Disable webhook endpoints",
+                submit="Disable",
+                form=form,
                 intro="Nothing more is sent to these endpoints: new events make no delivery for them, and pending "
-                      "deliveries fail at their next attempt (they can be replayed once the endpoint is enabled).",
-                rows=self._rows(queryset, lambda e: "enabled" if e.is_enabled
-                                else f"already disabled ({e.disabled_reason}), left as it is"),
+                "deliveries fail at their next attempt (they can be replayed once the endpoint is enabled).",
+                rows=self._rows(
+                    queryset,
+                    lambda e: "enabled" if e.is_enabled else f"already disabled ({e.disabled_reason}), left as it is",
+                ),
             )
         reason = form.cleaned_data["reason"]
         disabled = 0
@@ -228,10 +272,14 @@ class WebhookEndpointAdmin(OperationsAdmin):
         queryset = queryset.select_related("merchant")
         if not request.POST.get("post"):
             return self.confirm(
-                request, queryset, action="rotate_secret", title="Rotate signing secrets", submit="Rotate",
+                request,
+                queryset,
+                action="rotate_secret",
+                title="Rotate signing secrets",
+                submit="Rotate",
                 intro="Each endpoint gets a new signing secret, shown once on the next page. For 24 hours the old "
-                      "secret keeps signing beside it, so the merchant can switch without losing a delivery; a "
-                      "secret rotated again within those hours stops at once.",
+                "secret keeps signing beside it, so the merchant can switch without losing a delivery; a "
+                "secret rotated again within those hours stops at once.",
                 rows=self._rows(queryset, lambda e: f"merchant {e.merchant}, secret {masked_secret(e.secret)}"),
             )
         for endpoint in queryset:
@@ -256,17 +304,27 @@ class WebhookEndpointAdmin(OperationsAdmin):
         if not (confirmed and form.is_valid()):
             disabled = sum(1 for endpoint in queryset if not endpoint.is_enabled)
             return self.confirm(
-                request, queryset, action="replay_failed", title="Replay failed deliveries",
-                submit="Replay", form=form,
+                request,
+                queryset,
+                action="replay_failed",
+                title="Replay failed deliveries",
+                submit="Replay",
+                form=form,
                 intro="Every FAILED delivery of these endpoints whose event happened in the window starts a fresh "
-                      "cycle of attempts now (its attempt history is kept). Merchants receive the same webhook-id "
-                      "again.",
-                notes=[f"{disabled} of these endpoints are disabled and will be left alone: enable them first."
-                       if disabled else ""],
-                rows=self._rows(queryset, lambda e: (
-                    f"{e.deliveries.filter(status=Delivery.FAILED).count()} failed in all"
-                    + ("" if e.is_enabled else "; disabled, left alone")
-                )),
+                "cycle of attempts now (its attempt history is kept). Merchants receive the same webhook-id "
+                "again.",
+                notes=[
+                    f"{disabled} of these endpoints are disabled and will be left alone: enable them first."
+                    if disabled
+                    else ""
+                ],
+                rows=self._rows(
+                    queryset,
+                    lambda e: (
+                        f"{e.deliveries.filter(status=Delivery.FAILED).count()} failed in all"
+                        + ("" if e.is_enabled else "; disabled, left alone")
+                    ),
+                ),
             )
         since, until = form.cleaned_data["since"], form.cleaned_data["until"]
         replayed = skipped = 0
@@ -274,14 +332,16 @@ class WebhookEndpointAdmin(OperationsAdmin):
             if not endpoint.is_enabled:
                 skipped += 1
                 continue
-            with _audited(request, "replay_failed", endpoint, since=since.isoformat(),
-                          until=until.isoformat()) as detail:
+            with _audited(
+                request, "replay_failed", endpoint, since=since.isoformat(), until=until.isoformat()
+            ) as detail:
                 detail["replayed"] = services.endpoint_replay_failed(endpoint=endpoint, since=since, until=until)
             replayed += detail["replayed"]
         self.message_user(request, f"Replayed {replayed} failed delivery(ies).", messages.SUCCESS)
         if skipped:
-            self.message_user(request, f"{skipped} disabled endpoint(s) left alone: enable them first.",
-                              messages.WARNING)
+            self.message_user(
+                request, f"{skipped} disabled endpoint(s) left alone: enable them first.", messages.WARNING
+            )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -338,16 +398,37 @@ class AttemptInline(ReadOnlyInline):
 
 @admin.register(Delivery)
 class DeliveryAdmin(OperationsAdmin):
-    list_display = ["event_type", "endpoint_url", "status", "attempt_count", "last_status_code", "next_attempt_at",
-                    "delivered_at", "created_at"]
+    list_display = [
+        "event_type",
+        "endpoint_url",
+        "status",
+        "attempt_count",
+        "last_status_code",
+        "next_attempt_at",
+        "delivered_at",
+        "created_at",
+    ]
     list_filter = ["status", "endpoint"]
     list_select_related = ["event", "endpoint"]
     search_fields = ["event__public_id__exact"]  # exact, as for events
     search_help_text = "The event id (msg_…, the webhook-id header), exactly."
     show_full_result_count = False
     actions = ["retry_now", "replay"]
-    fields = ["event", "webhook_id", "endpoint", "status", "attempt_count", "next_attempt_at", "last_status_code",
-              "last_error", "delivered_at", "claimed_until", "queued_until", "created_at", "updated_at"]
+    fields = [
+        "event",
+        "webhook_id",
+        "endpoint",
+        "status",
+        "attempt_count",
+        "next_attempt_at",
+        "last_status_code",
+        "last_error",
+        "delivered_at",
+        "claimed_until",
+        "queued_until",
+        "created_at",
+        "updated_at",
+    ]
     readonly_fields = fields
     inlines = [AttemptInline]
 
@@ -369,7 +450,11 @@ class DeliveryAdmin(OperationsAdmin):
         queryset = queryset.select_related("event", "endpoint__merchant")
         if not request.POST.get("post"):
             return self.confirm(
-                request, queryset, action="retry_now", title="Retry deliveries now", submit="Retry now",
+                request,
+                queryset,
+                action="retry_now",
+                title="Retry deliveries now",
+                submit="Retry now",
                 intro="Each pending delivery below is attempted at once instead of at its scheduled time.",
                 rows=[(d, _delivery_note(d, wanted=Delivery.PENDING)) for d in queryset],
             )
@@ -385,8 +470,11 @@ class DeliveryAdmin(OperationsAdmin):
                 retried += 1
         self.message_user(request, f"{retried} delivery(ies) will be attempted now.", messages.SUCCESS)
         if not_pending:
-            self.message_user(request, f"{not_pending} delivery(ies) were not pending and were left alone (replay "
-                                       "them instead).", messages.WARNING)
+            self.message_user(
+                request,
+                f"{not_pending} delivery(ies) were not pending and were left alone (replay them instead).",
+                messages.WARNING,
+            )
         if disabled:
             self.message_user(request, _disabled_note(disabled, "delivery(ies)"), messages.WARNING)
 
@@ -396,9 +484,13 @@ class DeliveryAdmin(OperationsAdmin):
         queryset = queryset.select_related("event", "endpoint__merchant")
         if not request.POST.get("post"):
             return self.confirm(
-                request, queryset, action="replay", title="Replay deliveries", submit="Replay",
+                request,
+                queryset,
+                action="replay",
+                title="Replay deliveries",
+                submit="Replay",
                 intro="Each delivery below starts a fresh cycle of attempts now, with the same webhook-id; its past "
-                      "attempts stay on record. The receiver may get an event it already has.",
+                "attempts stay on record. The receiver may get an event it already has.",
                 rows=[(d, _delivery_note(d)) for d in queryset],
             )
         deliveries = list(queryset)
@@ -407,5 +499,4 @@ class DeliveryAdmin(OperationsAdmin):
             replayed = services.deliveries_replay(deliveries=Delivery.objects.filter(pk__in=[d.pk for d in chosen]))
         self.message_user(request, f"Replayed {replayed} delivery(ies).", messages.SUCCESS)
         if len(deliveries) > len(chosen):
-            self.message_user(request, _disabled_note(len(deliveries) - len(chosen), "delivery(ies)"),
-                              messages.WARNING)
+            self.message_user(request, _disabled_note(len(deliveries) - len(chosen), "delivery(ies)"), messages.WARNING)

@@ -25,7 +25,7 @@ def new_event_ids(count: int) -> list[str]:
     """``count`` event ids ("msg_" and 24 URL-safe characters) from one read of random bytes: a system call per id
     let a bulk import's other threads take the interpreter."""
     text = secrets.token_urlsafe(EVENT_ID_BYTES * count)
-    return [f"msg_{text[start:start + 24]}" for start in range(0, len(text), 24)]
+    return [f"msg_{text[start : start + 24]}" for start in range(0, len(text), 24)]
 
 
 def new_event_id() -> str:
@@ -142,8 +142,11 @@ class Delivery(models.Model):
             models.Index(fields=["status", "next_attempt_at"], name="delivery_due"),
             models.Index(fields=["status", "updated_at"], name="delivery_finished"),  # the dashboard's success rate
             # A worker fills its batch with an endpoint's oldest due deliveries: the pending ones only, a small index.
-            models.Index(fields=["endpoint", "next_attempt_at"], condition=Q(status="PENDING"),
-                         name="delivery_pending_by_endpoint"),
+            models.Index(
+                fields=["endpoint", "next_attempt_at"],
+                condition=Q(status="PENDING"),
+                name="delivery_pending_by_endpoint",
+            ),
         ]
 
     def __str__(self):

@@ -73,8 +73,11 @@ def with_delivery_counts(endpoints: QuerySet[WebhookEndpoint]) -> QuerySet[Webho
 
     def count(status: str):
         deliveries = (
-            Delivery.objects.filter(endpoint=OuterRef("pk"), status=status).order_by()
-            .values("endpoint").annotate(count=Count("pk")).values("count")
+            Delivery.objects.filter(endpoint=OuterRef("pk"), status=status)
+            .order_by()
+            .values("endpoint")
+            .annotate(count=Count("pk"))
+            .values("count")
         )
         return Coalesce(Subquery(deliveries), 0)
 

@@ -19,8 +19,11 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
-METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"),
-            ipaddress.ip_address("100.100.100.200")}
+METADATA = {
+    ipaddress.ip_address("169.254.169.254"),
+    ipaddress.ip_address("fd00:ec2::254"),
+    ipaddress.ip_address("100.100.100.200"),
+}
 
 
 class UnsafeUrl(Exception):

@@ -232,7 +232,9 @@ class Connection:
                 connection.sock.settimeout(max(0.001, deadline - time.monotonic()))
             connection.timeout = max(0.001, deadline - time.monotonic())  # for a (re)connect
             connection.request(
-                "POST", self._target, body=body,
+                "POST",
+                self._target,
+                body=body,
                 headers={**headers, "Content-Type": "application/json", "User-Agent": "tokenvault-webhooks/1"},
             )
             # The response may take the socket over from the connection: keep our own handle for the deadline.

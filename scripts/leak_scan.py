@@ -55,14 +55,14 @@ class Leak:
 
 
 def is_card_number(text: str) -> bool:
-    return (text.isdigit() and SHORTEST <= len(text) <= LONGEST and luhn_valid(text)
-            and len(set(text)) > 1)
+    return text.isdigit() and SHORTEST <= len(text) <= LONGEST and luhn_valid(text) and len(set(text)) > 1
 
 
 def card_numbers_in(text: str) -> set[str]:
     """The card numbers of a known brand standing alone in ``text`` (a run of 20 digits is no card number)."""
-    return {run for run in re.findall(r"(?<!\d)\d{12,19}(?!\d)", text)
-            if is_card_number(run) and brand_of(run) != "UNKNOWN"}
+    return {
+        run for run in re.findall(r"(?<!\d)\d{12,19}(?!\d)", text) if is_card_number(run) and brand_of(run) != "UNKNOWN"
+    }
 
 
 def card_numbers_in_sources(directories: Iterable[Path]) -> set[str]:
@@ -81,8 +81,8 @@ def _numbers_in_run(run: str, numbers: set[str]) -> Iterator[str]:
     digits = re.sub(r"[ -]", "", run)
     for length in range(SHORTEST, min(LONGEST, len(digits)) + 1):
         for start in range(len(digits) - length + 1):
-            if digits[start:start + length] in numbers:
-                yield digits[start:start + length]
+            if digits[start : start + length] in numbers:
+                yield digits[start : start + length]
 
 
 def _decoded(text: str, depth: int) -> Iterator[str]:
@@ -95,7 +95,7 @@ def _decoded(text: str, depth: int) -> Iterator[str]:
         # A run cut by the line (or glued to neighbouring text) still decodes from each of the four alignments.
         for shift in range(4):
             chunk = run[shift:]
-            chunk = chunk[:len(chunk) - len(chunk) % 4]
+            chunk = chunk[: len(chunk) - len(chunk) % 4]
             if len(chunk) < 20:
                 continue
             try:
@@ -140,10 +140,19 @@ def files_under(paths: Iterable[Path]) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="files or directories to search")
-    parser.add_argument("--numbers", action="append", type=Path, default=[],
-                        help="a file of card numbers, one a line (repeatable; a missing file is an error)")
-    parser.add_argument("--sources", action="append", type=Path,
-                        help="test sources whose card-number literals are searched for (default tests/)")
+    parser.add_argument(
+        "--numbers",
+        action="append",
+        type=Path,
+        default=[],
+        help="a file of card numbers, one a line (repeatable; a missing file is an error)",
+    )
+    parser.add_argument(
+        "--sources",
+        action="append",
+        type=Path,
+        help="test sources whose card-number literals are searched for (default tests/)",
+    )
     args = parser.parse_args(argv)
 
     numbers = card_numbers_in_sources(args.sources or [ROOT / "tests"])
@@ -160,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"leak_scan: {leak}", file=sys.stderr)
     size = sum(path.stat().st_size for path in files)
     verdict = f"{len(leaks)} LEAK(S)" if leaks else "no card number found"
-    print(f"leak_scan: {len(numbers)} card numbers searched for in {len(files)} files "
-          f"({size / 1e6:.1f} MB): {verdict}")
+    print(f"leak_scan: {len(numbers)} card numbers searched for in {len(files)} files ({size / 1e6:.1f} MB): {verdict}")
     return 1 if leaks else 0
 
 

@@ -30,6 +30,7 @@ fi
 # both configured in pyproject.toml.
 log "ruff"
 .venv/bin/ruff check . || die "ruff found problems (.venv/bin/ruff check --fix . mends most)"
+.venv/bin/ruff format --check . >/dev/null || { .venv/bin/ruff format --check .; die "not formatted: .venv/bin/ruff format ."; }
 log "import contracts"
 .venv/bin/lint-imports --no-cache >/dev/null || { .venv/bin/lint-imports --no-cache; die "an import breaks the apps' ladder"; }
 

@@ -190,8 +190,11 @@ def operator(olive) -> Client:
 @pytest.fixture
 def clerk_user(db, django_user_model):
     user = django_user_model.objects.create_user("clerk", password="x", is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(content_type__app_label__in=["vault", "merchants", "core"],
-                                                        codename__startswith="view_"))
+    user.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label__in=["vault", "merchants", "core"], codename__startswith="view_"
+        )
+    )
     return user
 
 
@@ -227,17 +230,33 @@ def start_celery_worker(*, beat: bool = False, env: dict | None = None, concurre
     if not broker.startswith("redis://"):
         pytest.fail("this test needs a real Redis broker: run it through `make test` or set CELERY_BROKER_URL")
     pool = ["--pool=solo"] if concurrency == 1 else ["--pool=threads", f"--concurrency={concurrency}"]
-    command = [sys.executable, "-m", "celery", "-A", "config", "worker", *pool, "--loglevel=INFO",
-               "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config",
+        "worker",
+        *pool,
+        "--loglevel=INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
     if beat:
         command += ["--beat", "--schedule", os.path.join(tempfile.mkdtemp(), "beat-schedule")]
     WORKER_LOG.parent.mkdir(exist_ok=True)
     log = open(WORKER_LOG, "ab")  # noqa: SIM115 - the worker's, closed when it stops
-    full_env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "config.settings.test",
-                **(env or {})}
+    full_env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        **(env or {}),
+    }
     # Its own process group: an embedded beat or pool child dies with it (see kill_celery_worker).
-    return subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def database_url() -> str:
@@ -305,10 +324,12 @@ def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1):
 #   TEST_LOG_FILE            the product's log file (config/settings/test.py), read by every process it starts
 # ------------------------------------------------------------------------------------------------------------
 
+
 def _restores_serialized_data(item: pytest.Item) -> bool:
     marker = item.get_closest_marker("django_db")
     return bool(marker and marker.kwargs.get("serialized_rollback")) or (
-        "django_db_serialized_rollback" in getattr(item, "fixturenames", ()))
+        "django_db_serialized_rollback" in getattr(item, "fixturenames", ())
+    )
 
 
 def _transactional(item: pytest.Item) -> bool:
@@ -353,9 +374,24 @@ def dump_database(settings_dict: dict, name: str) -> None:
     if pg_dump is None:
         pytest.fail("pg_dump not found: the leak scan needs a dump of the PostgreSQL test database")
     result = subprocess.run(
-        [pg_dump, "--no-owner", "-h", settings_dict["HOST"] or "127.0.0.1", "-p", str(settings_dict["PORT"] or 5432),
-         "-U", settings_dict["USER"], "-d", settings_dict["NAME"], "-f", str(target)],
-        env={**os.environ, "PGPASSWORD": settings_dict["PASSWORD"] or ""}, capture_output=True, text=True, timeout=120,
+        [
+            pg_dump,
+            "--no-owner",
+            "-h",
+            settings_dict["HOST"] or "127.0.0.1",
+            "-p",
+            str(settings_dict["PORT"] or 5432),
+            "-U",
+            settings_dict["USER"],
+            "-d",
+            settings_dict["NAME"],
+            "-f",
+            str(target),
+        ],
+        env={**os.environ, "PGPASSWORD": settings_dict["PASSWORD"] or ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if result.returncode:
         pytest.fail(f"pg_dump of {settings_dict['NAME']} failed: {result.stderr}")
@@ -369,8 +405,14 @@ def django_db_setup(django_db_setup):
 
 
 # Filled in by the migrations, the same for every test: copied out once, with the session's dump.
-UNCHANGING_TABLES = {"django_migrations", "django_content_type", "auth_permission", "auth_group",
-                     "auth_group_permissions", "networks_issuer"}
+UNCHANGING_TABLES = {
+    "django_migrations",
+    "django_content_type",
+    "auth_permission",
+    "auth_group",
+    "auth_group_permissions",
+    "networks_issuer",
+}
 _tables: list[str] = []
 
 

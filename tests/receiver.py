@@ -74,8 +74,14 @@ Behaviour = Reply | Callable[[Request], Reply]
 class Receiver:
     """An HTTP server on 127.0.0.1 (port chosen by the system). Start and stop it, or use it as a context manager."""
 
-    def __init__(self, default: Behaviour | None = None, *, host: str = "127.0.0.1", path: str = "/hook",
-                 tls: ssl.SSLContext | None = None):
+    def __init__(
+        self,
+        default: Behaviour | None = None,
+        *,
+        host: str = "127.0.0.1",
+        path: str = "/hook",
+        tls: ssl.SSLContext | None = None,
+    ):
         self.default: Behaviour = default if default is not None else Reply()
         self._tls = tls
         self.path = path
@@ -97,8 +103,9 @@ class Receiver:
         self._server.daemon_threads = True
         if self._tls is not None:
             self._server.socket = self._tls.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"receiver:{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"receiver:{self.port}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -212,7 +219,7 @@ class Receiver:
                     self.send_header("Connection", "close")
                     self.end_headers()
                     if answer.stall_after is not None:
-                        self.wfile.write(payload[:answer.stall_after])
+                        self.wfile.write(payload[: answer.stall_after])
                         self.wfile.flush()
                         receiver._stopping.wait(MAX_HANG_SECONDS)
                     elif payload and self.command != "HEAD":

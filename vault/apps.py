@@ -39,8 +39,8 @@ def keys_match_data(app_configs=None, databases=None, **kwargs) -> list[checks.C
         checks.Error(
             problem,
             hint="Give this process the keys the data was written with (VAULT_KEYS, VAULT_ACTIVE_KEY_VERSION, "
-                 "VAULT_FINGERPRINT_KEY): see the README's \"Backup and restore\". Card operations answer 503 "
-                 "until then.",
+            'VAULT_FINGERPRINT_KEY): see the README\'s "Backup and restore". Card operations answer 503 '
+            "until then.",
             id="vault.E001",
         )
         for problem in selectors.key_ring_problems()

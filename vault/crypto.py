@@ -159,7 +159,7 @@ class KeyRing:
         nonces = os.urandom(NONCE_BYTES * len(items))
         blobs = []
         for start, (plaintext, associated_data) in zip(range(0, len(nonces), NONCE_BYTES), items, strict=True):
-            nonce = nonces[start:start + NONCE_BYTES]
+            nonce = nonces[start : start + NONCE_BYTES]
             blobs.append(nonce + cipher.encrypt(nonce, plaintext.encode(), associated_data))
         return version, blobs
 

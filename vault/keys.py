@@ -62,8 +62,12 @@ def keys_verify(*, ring: KeyRing) -> None:
     global _keys_verdict
     verdict = _keys_verdict
     now = time.monotonic()
-    if (verdict is None or verdict.ring is not ring or not verdict.settled
-            or now - verdict.checked_at >= settings.VAULT_KEY_CHECK_SECONDS):
+    if (
+        verdict is None
+        or verdict.ring is not ring
+        or not verdict.settled
+        or now - verdict.checked_at >= settings.VAULT_KEY_CHECK_SECONDS
+    ):
         problems = selectors.key_ring_problems()
         recorded = not problems and key_checks_record(ring=ring)
         if recorded:
@@ -100,8 +104,13 @@ def key_checks_record(*, ring: KeyRing) -> bool:
     if not any(check.purpose == KeyCheck.FINGERPRINT for check in recorded):
         new.append(KeyCheck(purpose=KeyCheck.FINGERPRINT, check_value=ring.fingerprint_check_value))
     if ring.active_version not in encryption:
-        new.append(KeyCheck(purpose=KeyCheck.ENCRYPTION, version=ring.active_version,
-                            check_value=ring.check_value(ring.active_version)))
+        new.append(
+            KeyCheck(
+                purpose=KeyCheck.ENCRYPTION,
+                version=ring.active_version,
+                check_value=ring.check_value(ring.active_version),
+            )
+        )
     wrote = False
     with transaction.atomic():
         if new:
@@ -112,8 +121,9 @@ def key_checks_record(*, ring: KeyRing) -> bool:
             wrote |= bool(KeyCheck.objects.filter(pk=active.pk).update(retired_at=None))
         for version, check in encryption.items():
             if not check.check_value and version in ring.versions:
-                wrote |= bool(KeyCheck.objects.filter(pk=check.pk, check_value="")
-                              .update(check_value=ring.check_value(version)))
+                wrote |= bool(
+                    KeyCheck.objects.filter(pk=check.pk, check_value="").update(check_value=ring.check_value(version))
+                )
     return wrote
 
 
@@ -149,8 +159,9 @@ class Rotation:
     retired: list[int]  # key versions no value is under any more (they may leave VAULT_KEYS)
 
 
-def keys_rotate(*, batch_size: int = 500, on_batch: Callable[[int], None] | None = None,
-                actor: Actor = SYSTEM) -> Rotation:
+def keys_rotate(
+    *, batch_size: int = 500, on_batch: Callable[[int], None] | None = None, actor: Actor = SYSTEM
+) -> Rotation:
     """Re-encrypt every encrypted column (card numbers, network token numbers, cards awaiting an async request)
     under the active key version, then retire the versions no value is left under (``key_versions_retire``).
 
@@ -189,6 +200,9 @@ def keys_rotate(*, batch_size: int = 500, on_batch: Callable[[int], None] | None
             if on_batch:
                 on_batch(len(batch))
     retired += key_versions_retire(active=active)
-    audit_record(actor=actor, action="keys.rotate.finish",
-                 detail={"to_version": active, "rows": rotated, "retired_versions": retired})
+    audit_record(
+        actor=actor,
+        action="keys.rotate.finish",
+        detail={"to_version": active, "rows": rotated, "retired_versions": retired},
+    )
     return Rotation(rotated=rotated, retired=retired)

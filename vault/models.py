@@ -211,10 +211,12 @@ class KeyCheck(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["version"], condition=Q(purpose="encryption"),
-                                    name="keycheck_one_per_encryption_version"),
-            models.UniqueConstraint(fields=["purpose"], condition=Q(purpose="fingerprint"),
-                                    name="keycheck_one_fingerprint_key"),
+            models.UniqueConstraint(
+                fields=["version"], condition=Q(purpose="encryption"), name="keycheck_one_per_encryption_version"
+            ),
+            models.UniqueConstraint(
+                fields=["purpose"], condition=Q(purpose="fingerprint"), name="keycheck_one_fingerprint_key"
+            ),
             models.CheckConstraint(
                 condition=Q(purpose="encryption", version__isnull=False)
                 | Q(purpose="fingerprint", version__isnull=True),

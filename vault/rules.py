@@ -124,8 +124,9 @@ def namespace_has_room(cards_held: int) -> None:
     only below that."""
     limit = settings.NAMESPACE_CARD_LIMIT
     if cards_held >= limit:
-        raise RuleBroken("namespaceCardLimitReached",
-                         f"The namespace already holds {limit} cards, the most it can hold")
+        raise RuleBroken(
+            "namespaceCardLimitReached", f"The namespace already holds {limit} cards, the most it can hold"
+        )
 
 
 def country_code_known(value: str) -> str:

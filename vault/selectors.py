@@ -56,14 +56,15 @@ def key_ring_problems() -> list[str]:
     for check in KeyCheck.objects.all():
         if check.purpose == KeyCheck.FINGERPRINT:
             if check.check_value != ring.fingerprint_check_value:
-                problems.append("VAULT_FINGERPRINT_KEY differs from the one the data was written with: duplicate "
-                                "tokens would follow")
+                problems.append(
+                    "VAULT_FINGERPRINT_KEY differs from the one the data was written with: duplicate "
+                    "tokens would follow"
+                )
         elif check.version not in ring.versions:
             if check.retired_at is None:
                 problems.append(f"key version {check.version} holds data but is not in VAULT_KEYS")
         elif check.check_value and check.check_value != ring.check_value(check.version):
-            problems.append(f"key version {check.version} in VAULT_KEYS differs from the one the data was written "
-                            "with")
+            problems.append(f"key version {check.version} in VAULT_KEYS differs from the one the data was written with")
     return problems
 
 
@@ -79,7 +80,10 @@ def tokens_created_per_day(*, first_day: date, last_day: date) -> dict[date, int
     end = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=zone)
     rows = (
         Token.objects.filter(created_at__gte=start, created_at__lt=end)
-        .annotate(day=TruncDate("created_at")).values("day").annotate(count=Count("*")).order_by("day")
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(count=Count("*"))
+        .order_by("day")
     )
     counts = {row["day"]: row["count"] for row in rows}
     days = (first_day + timedelta(days=n) for n in range((last_day - first_day).days + 1))

@@ -87,13 +87,18 @@ def run(ctx: Context) -> dict:
         calls[issuer_id].append(called_at)
     issuers = {i.pk: i for i in Issuer.objects.filter(pk__in=calls)}
     per_issuer = [
-        {"issuer": issuers[pk].name, "limit_per_second": issuers[pk].rate_limit_per_second,
-         "highest_calls_in_one_second": highest_rate(moments), "calls": len(moments)}
+        {
+            "issuer": issuers[pk].name,
+            "limit_per_second": issuers[pk].rate_limit_per_second,
+            "highest_calls_in_one_second": highest_rate(moments),
+            "calls": len(moments),
+        }
         for pk, moments in sorted(calls.items())
     ]
     respected = all(r["highest_calls_in_one_second"] <= r["limit_per_second"] for r in per_issuer)
-    busiest = max(per_issuer, key=lambda row: row["highest_calls_in_one_second"] / row["limit_per_second"],
-                  default=None)
+    busiest = max(
+        per_issuer, key=lambda row: row["highest_calls_in_one_second"] / row["limit_per_second"], default=None
+    )
     return {
         "status": "ok",
         "tokens_per_second": rate,
@@ -109,6 +114,11 @@ def run(ctx: Context) -> dict:
         "highest_issuer_limit": busiest and busiest["limit_per_second"],
         "issuer_limits_respected": respected,
         "per_issuer": per_issuer,
-        "config": {"worker_processes": 2, "pool": "prefork", "beat": True, "tsp_latency_ms": 0,
-                   "issuer_rate_limit": s.issuer_rate},
+        "config": {
+            "worker_processes": 2,
+            "pool": "prefork",
+            "beat": True,
+            "tsp_latency_ms": 0,
+            "issuer_rate_limit": s.issuer_rate,
+        },
     }

@@ -28,16 +28,32 @@ from benchmarks.harness import PYTHON, ROOT, BenchError
 
 RATIO_TARGET = 0.7
 RSS_TARGET = 1.2
-COLUMNS = ("externalReference", "cardNumber", "expiryDate", "cardHolderName",
-           "address1", "postalCode", "city", "countryCode")
+COLUMNS = (
+    "externalReference",
+    "cardNumber",
+    "expiryDate",
+    "cardHolderName",
+    "address1",
+    "postalCode",
+    "city",
+    "countryCode",
+)
 FLOOR_BATCH = 10_000  # rows prepared at a time for the floor (memory)
 
 
 def csv_rows(*, prefix: str, rows: int):
     month, year = seed.EXPIRY
     for n in range(rows):
-        yield (f"legacy-{n:09d}", seed.card_number(prefix, seed.STORED_DIGIT, n), f"{month:02d}/{year}", seed.HOLDER,
-               f"{n % 500 + 1} Baker Street", "NW1 6XE", "London", "GB")
+        yield (
+            f"legacy-{n:09d}",
+            seed.card_number(prefix, seed.STORED_DIGIT, n),
+            f"{month:02d}/{year}",
+            seed.HOLDER,
+            f"{n % 500 + 1} Baker Street",
+            "NW1 6XE",
+            "London",
+            "GB",
+        )
 
 
 def write_csv(path: Path, *, prefix: str, rows: int) -> None:
@@ -52,14 +68,18 @@ def import_cards(ctx: Context, *, database: str, path: Path, merchant_id: str, l
     log = ctx.run.logs / f"import-{label}.log"
     with open(log, "wb") as out:
         started = time.monotonic()
-        process = subprocess.Popen([PYTHON, "manage.py", "import_cards", str(path), "--merchant", merchant_id],
-                                   cwd=ROOT, env=ctx.run.env(database=database), stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [PYTHON, "manage.py", "import_cards", str(path), "--merchant", merchant_id],
+            cwd=ROOT,
+            env=ctx.run.env(database=database),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.monotonic() - started
         process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode:
-        raise BenchError(f"import_cards ({label}) exited with {process.returncode}: "
-                         f"{log.read_text()[-500:]}")
+        raise BenchError(f"import_cards ({label}) exited with {process.returncode}: {log.read_text()[-500:]}")
     return {"seconds": seconds, "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
@@ -75,20 +95,36 @@ def floor_data(*, scratch: Path, prefix: str, rows: int, label: str) -> tuple[st
 
     merchant = seed.merchant_with_key(f"Bench import floor {label}")[0]
     preparer, writer = Preparer(merchant), Copy()
-    files = {writer.statement(Token): scratch / f"floor-{label}-tokens.copy",
-             writer.statement(Event): scratch / f"floor-{label}-events.copy"}
+    files = {
+        writer.statement(Token): scratch / f"floor-{label}-tokens.copy",
+        writer.statement(Event): scratch / f"floor-{label}-events.copy",
+    }
     tokens_path, events_path = files.values()
-    with (open(tokens_path, "wb") as tokens_file, open(events_path, "wb") as events_file,
-          writer.dump(Token, tokens_file) as dump_tokens, writer.dump(Event, events_file) as dump_events):
+    with (
+        open(tokens_path, "wb") as tokens_file,
+        open(events_path, "wb") as events_file,
+        writer.dump(Token, tokens_file) as dump_tokens,
+        writer.dump(Event, events_file) as dump_events,
+    ):
         values = csv_rows(prefix=prefix, rows=rows)
         for start in range(0, rows, FLOOR_BATCH):
             batch = []
-            for line, (reference, number, expiry, holder, *address) in enumerate(islice(values, FLOOR_BATCH),
-                                                                                start=start + 2):
+            for line, (reference, number, expiry, holder, *address) in enumerate(
+                islice(values, FLOOR_BATCH), start=start + 2
+            ):
                 month, year = (int(part) for part in expiry.split("/"))
-                batch.append(Row(line, reference, number, holder, month, year,
-                                 dict(zip(("address1", "postalCode", "city", "countryCode"), address, strict=True)),
-                                 None))
+                batch.append(
+                    Row(
+                        line,
+                        reference,
+                        number,
+                        holder,
+                        month,
+                        year,
+                        dict(zip(("address1", "postalCode", "city", "countryCode"), address, strict=True)),
+                        None,
+                    )
+                )
             preparer.prepare(batch)
             dump_tokens([row.token for row in batch])
             dump_events([row.event for row in batch])
@@ -118,8 +154,11 @@ def copy_reference(ctx: Context, *, database: str, path: Path) -> float:
         conn.execute("DROP TABLE IF EXISTS bench_import_copy")
         conn.execute(f"CREATE TABLE bench_import_copy ({', '.join(f'{c} text' for c in COLUMNS)})")
         started = time.monotonic()
-        with (conn.cursor() as cursor, open(path, "rb") as f,
-              cursor.copy("COPY bench_import_copy FROM STDIN WITH (FORMAT csv, HEADER true)") as copy):
+        with (
+            conn.cursor() as cursor,
+            open(path, "rb") as f,
+            cursor.copy("COPY bench_import_copy FROM STDIN WITH (FORMAT csv, HEADER true)") as copy,
+        ):
             while chunk := f.read(1 << 20):
                 copy.write(chunk)
         seconds = time.monotonic() - started

@@ -22,12 +22,17 @@ def run(ctx: Context) -> dict:
                 # A fresh prefix per wrk run: its counters start again at 1, the cards must not.
                 "tokenize": (f"{url}/tokens", lambda: {**base, "BENCH_MODE": "new", "BENCH_PREFIX": ctx.prefix()}),
             },
-            rounds=s.wrk_rounds, seconds=s.wrk_seconds, warmup=s.wrk_warmup,
-            connections=s.wrk_connections, threads=2, log=ctx.run.logs / "tokenize-wrk.log",
+            rounds=s.wrk_rounds,
+            seconds=s.wrk_seconds,
+            warmup=s.wrk_warmup,
+            connections=s.wrk_connections,
+            threads=2,
+            log=ctx.run.logs / "tokenize-wrk.log",
         )
     bare, tokenize = loads["bare"].figures(), loads["tokenize"].figures()
-    ratio = (round(tokenize["requests_per_second"] / bare["requests_per_second"], 3)
-             if bare["requests_per_second"] else None)
+    ratio = (
+        round(tokenize["requests_per_second"] / bare["requests_per_second"], 3) if bare["requests_per_second"] else None
+    )
     notes = []
     if set(tokenize["statuses"]) != {"201"}:
         notes.append(f"tokenize answered {tokenize['statuses']} (all should be 201)")
@@ -40,8 +45,14 @@ def run(ctx: Context) -> dict:
         "ratio": ratio,
         "target": f">= {TARGET}",
         "met": verdict(ratio, at_least=TARGET),
-        "config": {"gunicorn_sync_workers": ctx.cores, "connections": s.wrk_connections, "wrk_threads": 2,
-                   "merchant_webhook_endpoints": 0,  # token.created events are written; no delivery is queued
-                   "rounds": s.wrk_rounds, "seconds_per_round": s.wrk_seconds, "warmup_seconds": s.wrk_warmup},
+        "config": {
+            "gunicorn_sync_workers": ctx.cores,
+            "connections": s.wrk_connections,
+            "wrk_threads": 2,
+            "merchant_webhook_endpoints": 0,  # token.created events are written; no delivery is queued
+            "rounds": s.wrk_rounds,
+            "seconds_per_round": s.wrk_seconds,
+            "warmup_seconds": s.wrk_warmup,
+        },
         "notes": notes,
     }

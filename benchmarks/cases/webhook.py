@@ -59,8 +59,9 @@ def run(ctx: Context) -> dict:
     merchant, _ = seed.merchant_with_key("Bench webhooks")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with ctx.run.process([PYTHON, "-m", "benchmarks.receiver", "--port", str(port)], database=ctx.main_db,
-                         log="webhook-receiver"):
+    with ctx.run.process(
+        [PYTHON, "-m", "benchmarks.receiver", "--port", str(port)], database=ctx.main_db, log="webhook-receiver"
+    ):
         wait_until(lambda: _count(url) >= 0, timeout=30, what="the webhook receiver")
         endpoint_create(merchant=merchant, url=f"{url}/hook", event_types=["token.created"])
 
@@ -73,8 +74,12 @@ def run(ctx: Context) -> dict:
         emit_seconds = time.monotonic() - started
 
         with ctx.run.celery(database=ctx.main_db, concurrency=2, log="webhook"):
-            wait_until(lambda: _count(url) >= s.webhook, timeout=s.timeout, interval=0.2,
-                       what=f"{s.webhook} webhook deliveries")
+            wait_until(
+                lambda: _count(url) >= s.webhook,
+                timeout=s.timeout,
+                interval=0.2,
+                what=f"{s.webhook} webhook deliveries",
+            )
             burst = _get(f"{url}/dump")
 
             burst_first = {}
@@ -94,8 +99,12 @@ def run(ctx: Context) -> dict:
                 if pause > 0:
                     time.sleep(pause)
                 latency_events.append(_emit(merchant, s.webhook + i))
-            wait_until(lambda: _count(url) >= s.webhook + count, timeout=s.timeout,
-                       interval=0.2, what="the latency phase's deliveries")
+            wait_until(
+                lambda: _count(url) >= s.webhook + count,
+                timeout=s.timeout,
+                interval=0.2,
+                what="the latency phase's deliveries",
+            )
             arrivals = _get(f"{url}/dump")
 
     first_arrival = {}

@@ -131,9 +131,7 @@ NETWORK_TOKENS_JWE_KEY = env.str("NETWORK_TOKENS_JWE_KEY")
 TSP_SIMULATOR_ENDPOINTS = env.bool("TSP_SIMULATOR_ENDPOINTS", default=True)
 TSP_FAILURE_RATE = env.float("TSP_FAILURE_RATE", default=0.0)
 WEBHOOK_ALLOW_LOOPBACK = env.bool("WEBHOOK_ALLOW_LOOPBACK", default=False)
-WEBHOOK_RETRY_SCHEDULE = env.list(
-    "WEBHOOK_RETRY_SCHEDULE", cast=int, default=[5, 300, 1800, 7200, 18000, 36000, 36000]
-)
+WEBHOOK_RETRY_SCHEDULE = env.list("WEBHOOK_RETRY_SCHEDULE", cast=int, default=[5, 300, 1800, 7200, 18000, 36000, 36000])
 
 # ------------------------------------------------------------------------------------------------------------
 # Celery

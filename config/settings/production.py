@@ -10,8 +10,14 @@ import os
 from django.core.exceptions import ImproperlyConfigured
 
 REQUIRED = (
-    "DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "PUBLIC_BASE_URL",
-    "VAULT_KEYS", "VAULT_FINGERPRINT_KEY", "NETWORK_TOKENS_JWE_KEY",
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "DJANGO_SECRET_KEY",
+    "DJANGO_ALLOWED_HOSTS",
+    "PUBLIC_BASE_URL",
+    "VAULT_KEYS",
+    "VAULT_FINGERPRINT_KEY",
+    "NETWORK_TOKENS_JWE_KEY",
 )
 _missing = [name for name in REQUIRED if not os.environ.get(name, "").strip()]
 if _missing:

@@ -28,7 +28,10 @@ ALLOWED_HOSTS = ["*"]
 TEST_LOG_FILE = env.str("TEST_LOG_FILE", default="")
 if TEST_LOG_FILE:
     LOGGING["handlers"]["test_file"] = {
-        "class": "logging.FileHandler", "filename": TEST_LOG_FILE, "formatter": "structured", "filters": ["redact_pan"],
+        "class": "logging.FileHandler",
+        "filename": TEST_LOG_FILE,
+        "formatter": "structured",
+        "filters": ["redact_pan"],
     }
     LOGGING["root"]["handlers"] = [*LOGGING["root"]["handlers"], "test_file"]
 

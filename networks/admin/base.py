@@ -41,8 +41,9 @@ class ShowsVaultTokens:
             return "—"
         token_id = obj.vault_token.token_id
         if getattr(obj, "may_view_vault_token", False):
-            return format_html('<a href="{}">{}</a>', reverse("admin:vault_token_change", args=[obj.vault_token_id]),
-                               token_id)
+            return format_html(
+                '<a href="{}">{}</a>', reverse("admin:vault_token_change", args=[obj.vault_token_id]), token_id
+            )
         return token_id
 
 

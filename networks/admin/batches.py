@@ -34,16 +34,36 @@ class BatchFilter(NamespaceFilter):
 
 @admin.register(Batch)
 class BatchAdmin(HistoryAdmin):
-    list_display = ["public_id", "merchant", "status", "total", "pending", "queued", "running",
-                    "pending_activation", "succeeded", "failed", "created_at", "completed_at"]
+    list_display = [
+        "public_id",
+        "merchant",
+        "status",
+        "total",
+        "pending",
+        "queued",
+        "running",
+        "pending_activation",
+        "succeeded",
+        "failed",
+        "created_at",
+        "completed_at",
+    ]
     list_filter = ["status"]
     list_select_related = ["merchant"]
     search_fields = ["=public_id"]
     search_help_text = "The batch id (bat_…), exactly."
     date_hierarchy = "created_at"
     show_full_result_count = False
-    fields = ["public_id", "merchant", "status", "total", "items_by_state", "created_at", "completed_at",
-              "failed_items"]
+    fields = [
+        "public_id",
+        "merchant",
+        "status",
+        "total",
+        "items_by_state",
+        "created_at",
+        "completed_at",
+        "failed_items",
+    ]
     readonly_fields = fields
 
     def get_queryset(self, request):
@@ -78,8 +98,12 @@ class BatchAdmin(HistoryAdmin):
     def items_by_state(self, obj):
         url = reverse("admin:networks_batchitem_changelist")
         links = [(url, urlencode({"batch": obj.public_id}), "all", obj.total)] + [
-            (url, urlencode({"batch": obj.public_id, "status__exact": status}), status.lower(),
-             getattr(obj, _counted(status)))
+            (
+                url,
+                urlencode({"batch": obj.public_id, "status__exact": status}),
+                status.lower(),
+                getattr(obj, _counted(status)),
+            )
             for status, _ in BatchItem.STATUSES
         ]
         return format_html_join(" · ", '<a href="{}?{}">{} ({})</a>', links)
@@ -90,33 +114,64 @@ class BatchAdmin(HistoryAdmin):
         if not failed:
             return "None."
         rows = format_html_join(
-            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            ((item.index, reference_shown(item.token_reference), item.failure_code, item.failure_reason)
-             for item in failed),
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (item.index, reference_shown(item.token_reference), item.failure_code, item.failure_reason)
+                for item in failed
+            ),
         )
         more = getattr(obj, _counted(BatchItem.FAILED)) - len(failed)
-        link = reverse("admin:networks_batchitem_changelist") + "?" + urlencode(
-            {"batch": obj.public_id, "status__exact": BatchItem.FAILED}
+        link = (
+            reverse("admin:networks_batchitem_changelist")
+            + "?"
+            + urlencode({"batch": obj.public_id, "status__exact": BatchItem.FAILED})
         )
         return format_html(
             '<table><thead><tr><th scope="col">#</th><th scope="col">token</th><th scope="col">error</th>'
             '<th scope="col">reason</th></tr></thead><tbody>{}</tbody></table><p>{}<a href="{}">All failed items'
             "</a></p>",
-            rows, f"{more} more not shown. " if more > 0 else "", link,
+            rows,
+            f"{more} more not shown. " if more > 0 else "",
+            link,
         )
 
 
 @admin.register(BatchItem)
 class BatchItemAdmin(HistoryAdmin):
-    list_display = ["batch", "index", "reference", "issuer", "status", "attempts", "failure_code", "failure_reason",
-                    "finished_at"]
+    list_display = [
+        "batch",
+        "index",
+        "reference",
+        "issuer",
+        "status",
+        "attempts",
+        "failure_code",
+        "failure_reason",
+        "finished_at",
+    ]
     list_filter = [BatchFilter, "status", "issuer"]
     list_select_related = ["batch", "issuer"]
     search_fields = ["=batch__public_id", "=token_reference"]
     search_help_text = "The batch id (bat_…) or the token reference the merchant sent, exactly."
     show_full_result_count = False
-    fields = ["batch", "index", "reference", "correlation_id", "account_id", "issuer", "status", "attempts",
-              "abandoned", "queued_at", "called_at", "finished_at", "network_token", "failure_code", "failure_reason"]
+    fields = [
+        "batch",
+        "index",
+        "reference",
+        "correlation_id",
+        "account_id",
+        "issuer",
+        "status",
+        "attempts",
+        "abandoned",
+        "queued_at",
+        "called_at",
+        "finished_at",
+        "network_token",
+        "failure_code",
+        "failure_reason",
+    ]
     readonly_fields = fields
 
     @admin.display(description="token reference", ordering="token_reference")

@@ -20,9 +20,23 @@ class ProvisioningRequestAdmin(ShowsVaultTokens, HistoryAdmin):
     show_full_result_count = False
     actions = ["retry_now"]
     # Never the card ciphertext nor its key version: a card sent in the request is only said to be there.
-    fields = ["public_id", "merchant", "correlation_id", "status", "attempts", "next_attempt_at", "queued_until",
-              "claimed_until", "card_source", "account_id", "network_token", "failure_code", "failure_reason",
-              "created_at", "updated_at"]
+    fields = [
+        "public_id",
+        "merchant",
+        "correlation_id",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "queued_until",
+        "claimed_until",
+        "card_source",
+        "account_id",
+        "network_token",
+        "failure_code",
+        "failure_reason",
+        "created_at",
+        "updated_at",
+    ]
     readonly_fields = fields
 
     @admin.action(description="Retry now (pending requests)", permissions=["operate"])
@@ -32,11 +46,21 @@ class ProvisioningRequestAdmin(ShowsVaultTokens, HistoryAdmin):
         queryset = queryset.select_related("merchant")
         if not request.POST.get("post"):
             return self.confirm(
-                request, queryset, action="retry_now", title="Retry network-token requests now", submit="Retry now",
+                request,
+                queryset,
+                action="retry_now",
+                title="Retry network-token requests now",
+                submit="Retry now",
                 intro="Each pending request below is queued for an attempt at once. A worker still busy with one "
-                      "loses it to the new attempt: the network may then be asked twice for that card.",
-                rows=[(r, f"{r.status}, attempt {r.attempts}" + ("" if r.status == ProvisioningRequest.PENDING
-                                                                  else ", left alone")) for r in queryset],
+                "loses it to the new attempt: the network may then be asked twice for that card.",
+                rows=[
+                    (
+                        r,
+                        f"{r.status}, attempt {r.attempts}"
+                        + ("" if r.status == ProvisioningRequest.PENDING else ", left alone"),
+                    )
+                    for r in queryset
+                ],
             )
         actor = staff_actor(request)
         retried = sum(services.provisioning_request_retry_now(request=r, actor=actor) for r in queryset)

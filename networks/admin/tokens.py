@@ -63,26 +63,38 @@ class Lifecycle:
 
 
 SUSPEND = Lifecycle(
-    LifecycleEvent.SUSPENDED, "Suspend network tokens",
+    LifecycleEvent.SUSPENDED,
+    "Suspend network tokens",
     "Each ACTIVE token becomes SUSPENDED: no cryptogram is issued for it until it is resumed. The merchant gets a "
-    "network_token.updated webhook.", "Suspend", "Suspended",
+    "network_token.updated webhook.",
+    "Suspend",
+    "Suspended",
 )
 RESUME = Lifecycle(
-    LifecycleEvent.RESUMED, "Resume or activate network tokens",
+    LifecycleEvent.RESUMED,
+    "Resume or activate network tokens",
     "Each SUSPENDED token becomes ACTIVE again, and each INACTIVE one becomes ACTIVE as its issuer's step-up is done "
     "(the requests waiting for its activation then succeed, each with its network_token.created webhook). The "
-    "merchant gets a network_token.updated webhook.", "Resume", "Resumed",
+    "merchant gets a network_token.updated webhook.",
+    "Resume",
+    "Resumed",
 )
 DELETE = Lifecycle(
-    LifecycleEvent.DELETED, "Delete network tokens",
+    LifecycleEvent.DELETED,
+    "Delete network tokens",
     "Each token is deleted for good: its encrypted token number is destroyed, it takes no further lifecycle events "
     "and no cryptogram. The row stays, masked, with its history. The merchant gets a network_token.updated webhook. "
-    "This cannot be undone.", "Delete", "Deleted",
+    "This cannot be undone.",
+    "Delete",
+    "Deleted",
 )
 CARD_UPDATED = Lifecycle(
-    LifecycleEvent.CARD_UPDATED, "Record a reissued card",
+    LifecycleEvent.CARD_UPDATED,
+    "Record a reissued card",
     "The issuer reissued the card behind each token: record its new expiry and/or last four digits. The token keeps "
-    "its number and status. The merchant gets a network_token.updated webhook.", "Record", "Updated",
+    "its number and status. The merchant gets a network_token.updated webhook.",
+    "Record",
+    "Updated",
 )
 
 
@@ -90,7 +102,9 @@ class CardUpdatedForm(forms.Form):
     expiry_month = forms.IntegerField(label="New expiry month", min_value=1, max_value=12, required=False)
     expiry_year = forms.IntegerField(label="New expiry year", min_value=2000, max_value=2099, required=False)
     card_last_digits = forms.RegexField(
-        regex=r"^\d{4}$", label="New last four digits", required=False,
+        regex=r"^\d{4}$",
+        label="New last four digits",
+        required=False,
         error_messages={"invalid": "Four digits, the last four of the reissued card."},
         help_text="Only when the reissued card has a new number; leave empty otherwise.",
     )
@@ -132,15 +146,40 @@ class NetworkTokenAdmin(ShowsVaultTokens, HistoryAdmin):
     actions = list(services.STAFF_ACTIONS.values())  # one per lifecycle event staff may trigger
     inlines = [LifecycleEventInline]
     fieldsets = [
-        (None, {"fields": ["token_id", "network", "status", "issuer", "merchant", "correlation_id", "account_id",
-                           "vault_token_link"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "token_id",
+                    "network",
+                    "status",
+                    "issuer",
+                    "merchant",
+                    "correlation_id",
+                    "account_id",
+                    "vault_token_link",
+                ]
+            },
+        ),
         ("Token (masked)", {"fields": ["token_last_digits", "token_expiry", "payment_account_reference"]}),
         ("Card (masked)", {"fields": ["card", "card_expiry"]}),
         ("Dates", {"fields": ["created_at", "updated_at"]}),
     ]
     readonly_fields = [
-        "token_id", "network", "status", "issuer", "merchant", "correlation_id", "account_id", "vault_token_link",
-        "token_last_digits", "token_expiry", "payment_account_reference", "card", "card_expiry", "created_at",
+        "token_id",
+        "network",
+        "status",
+        "issuer",
+        "merchant",
+        "correlation_id",
+        "account_id",
+        "vault_token_link",
+        "token_last_digits",
+        "token_expiry",
+        "payment_account_reference",
+        "card",
+        "card_expiry",
+        "created_at",
         "updated_at",
     ]
 
@@ -165,8 +204,12 @@ class NetworkTokenAdmin(ShowsVaultTokens, HistoryAdmin):
         # 200 means the page shows the token (a missing one redirects with a message).
         if request.method == "GET" and response.status_code == 200:
             token = response.context_data["original"]
-            audit_record(actor=staff_actor(request), action="admin.network_token.view", obj=token,
-                         detail={"merchant": token.merchant.public_id})
+            audit_record(
+                actor=staff_actor(request),
+                action="admin.network_token.view",
+                obj=token,
+                detail={"merchant": token.merchant.public_id},
+            )
         return response
 
     # --------------------------------------------------------------------------------------------------------
@@ -198,10 +241,16 @@ class NetworkTokenAdmin(ShowsVaultTokens, HistoryAdmin):
             tokens = list(queryset)
             wrong = sum(1 for token in tokens if token.status not in lifecycle.applies_to)
             return self.confirm(
-                request, tokens, action=lifecycle.action, title=lifecycle.title, intro=lifecycle.intro,
-                submit=lifecycle.submit, form=form,
-                notes=[f"{wrong} of these token(s) are not {lifecycle.states} and will be left alone."
-                       if wrong else ""],
+                request,
+                tokens,
+                action=lifecycle.action,
+                title=lifecycle.title,
+                intro=lifecycle.intro,
+                submit=lifecycle.submit,
+                form=form,
+                notes=[
+                    f"{wrong} of these token(s) are not {lifecycle.states} and will be left alone." if wrong else ""
+                ],
                 rows=[(token, self._row_note(token, lifecycle)) for token in tokens],
             )
         changes = form.changes() if form is not None else {}
@@ -215,8 +264,11 @@ class NetworkTokenAdmin(ShowsVaultTokens, HistoryAdmin):
                 refused[exc.message] += 1
                 continue
             applied += 1
-            self.log_change(request, token, f"{lifecycle.done}: lifecycle event {event.type} ({event.old_status} → "
-                                            f"{event.new_status}).")
+            self.log_change(
+                request,
+                token,
+                f"{lifecycle.done}: lifecycle event {event.type} ({event.old_status} → {event.new_status}).",
+            )
         self.message_user(request, f"{lifecycle.done} {applied} network token(s).", messages.SUCCESS)
         for reason, count in refused.items():
             self.message_user(request, f"{count} network token(s) left alone: {reason}.", messages.WARNING)

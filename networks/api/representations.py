@@ -12,8 +12,15 @@ from core.http import timestamp
 from networks.events import metadata
 from networks.models import Batch, BatchItem, LifecycleEvent, NetworkToken, ProvisioningRequest
 
-__all__ = ["batch_accepted_body", "batch_body", "cryptogram_body", "metadata", "network_token_body", "request_body",
-           "request_accepted_body"]
+__all__ = [
+    "batch_accepted_body",
+    "batch_body",
+    "cryptogram_body",
+    "metadata",
+    "network_token_body",
+    "request_body",
+    "request_accepted_body",
+]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -26,8 +33,12 @@ def network_token_body(token: NetworkToken, *, lifecycle: Iterable[LifecycleEven
         "createdAt": timestamp(token.created_at),
         "updatedAt": timestamp(token.updated_at),
         "lifecycle": [
-            {"type": event.type, "oldStatus": event.old_status, "newStatus": event.new_status,
-             "at": timestamp(event.created_at)}
+            {
+                "type": event.type,
+                "oldStatus": event.old_status,
+                "newStatus": event.new_status,
+                "at": timestamp(event.created_at),
+            }
             for event in lifecycle
         ],
     }
@@ -83,8 +94,12 @@ def batch_body(batch: Batch, *, counts: dict[str, int], failed: Iterable[BatchIt
         "createdAt": timestamp(batch.created_at),
         "completedAt": timestamp(batch.completed_at),
         "failedItems": [
-            {"index": item.index, "token": item.token_reference, "errorName": item.failure_code,
-             "message": item.failure_reason}
+            {
+                "index": item.index,
+                "token": item.token_reference,
+                "errorName": item.failure_code,
+                "message": item.failure_reason,
+            }
             for item in failed
         ],
         "page": page,

@@ -55,8 +55,9 @@ JWE_COMPACT = "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]*\\.[A-Za-z0-9_-]*\\.[A-Za-z0-9_-]
 class EncryptedDataField(StringField):
     def __init__(self, **kwargs):
         kwargs.setdefault(
-            "help_text", "The card as a JWE compact string (RSA-OAEP-256, A256GCM) to the key at "
-                         "/network-tokens/encryption-key; its plaintext is the `card` object as JSON.",
+            "help_text",
+            "The card as a JWE compact string (RSA-OAEP-256, A256GCM) to the key at "
+            "/network-tokens/encryption-key; its plaintext is the `card` object as JSON.",
         )
         super().__init__(min_length=1, max_length=100_000, **kwargs)
 
@@ -94,8 +95,9 @@ class BatchItemInput(StrictSerializer):
     accountId = AccountIdField(required=False)
     email = EmailField(required=False)
     correlationId = CorrelationIdField(
-        required=False, help_text="Your identifier of this item, 1 to 36 characters, carried by its webhook; the "
-                                  "batch's id when absent.",
+        required=False,
+        help_text="Your identifier of this item, 1 to 36 characters, carried by its webhook; the "
+        "batch's id when absent.",
     )
 
 
@@ -125,10 +127,12 @@ class BatchCreateInput(StrictSerializer):
 class BatchQueryInput(serializers.Serializer):
     """Query parameters: text by nature, so numbers are parsed from it. The view's schema lists them from here."""
 
-    page = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, required=False, default=1,
-                                    help_text="Page of failed items, from 1")
-    pageSize = serializers.IntegerField(min_value=1, max_value=1000, required=False, default=100,
-                                        help_text="Failed items a page, 1 to 1000")
+    page = serializers.IntegerField(
+        min_value=1, max_value=MAX_PAGE, required=False, default=1, help_text="Page of failed items, from 1"
+    )
+    pageSize = serializers.IntegerField(
+        min_value=1, max_value=1000, required=False, default=100, help_text="Failed items a page, 1 to 1000"
+    )
 
 
 @extend_schema_field({"type": "string", "pattern": f"^{LAST_DIGITS.pattern}$"})
@@ -144,28 +148,41 @@ class SimulateLifecycleInput(StrictSerializer):
     # CARD_UPDATED carries the reissued card's expiry, its last digits or both; the other events neither. Said
     # with ``not`` (OpenAPI 3.0 has no ``false`` schema, and a bare ``enum`` here would be merged into the named
     # enum of ``event`` by drf-spectacular's enum hook).
-    schema_extra = {"oneOf": [
-        {"properties": {"event": {"not": {"enum": [t for t, _ in LifecycleEvent.TYPES
-                                                   if t != LifecycleEvent.CARD_UPDATED]}}},
-         "anyOf": [{"required": ["cardExpiryDate"]}, {"required": ["cardLastDigits"]}]},
-        {"properties": {"event": {"not": {"enum": [LifecycleEvent.CARD_UPDATED]}},
-                        "cardExpiryDate": {"not": {}}, "cardLastDigits": {"not": {}}}},
-    ]}
+    schema_extra = {
+        "oneOf": [
+            {
+                "properties": {
+                    "event": {"not": {"enum": [t for t, _ in LifecycleEvent.TYPES if t != LifecycleEvent.CARD_UPDATED]}}
+                },
+                "anyOf": [{"required": ["cardExpiryDate"]}, {"required": ["cardLastDigits"]}],
+            },
+            {
+                "properties": {
+                    "event": {"not": {"enum": [LifecycleEvent.CARD_UPDATED]}},
+                    "cardExpiryDate": {"not": {}},
+                    "cardLastDigits": {"not": {}},
+                }
+            },
+        ]
+    }
 
     event = serializers.ChoiceField(choices=[t for t, _ in LifecycleEvent.TYPES])
     cardExpiryDate = CardExpiryDateInput(required=False, help_text="CARD_UPDATED only: the reissued card's expiry.")
-    cardLastDigits = LastDigitsField(required=False,
-                                     help_text="CARD_UPDATED only: the reissued card's last four digits.")
+    cardLastDigits = LastDigitsField(
+        required=False, help_text="CARD_UPDATED only: the reissued card's last four digits."
+    )
 
     def validate(self, attrs):
         updates = [name for name in ("cardExpiryDate", "cardLastDigits") if name in attrs]
         if attrs["event"] == LifecycleEvent.CARD_UPDATED and not updates:
             raise error("fieldIsMissing", "CARD_UPDATED needs cardExpiryDate or cardLastDigits")
         if attrs["event"] != LifecycleEvent.CARD_UPDATED and updates:
-            raise serializers.ValidationError({
-                name: error("fieldHasInvalidValue", "Only a CARD_UPDATED event changes the card").detail
-                for name in updates
-            })
+            raise serializers.ValidationError(
+                {
+                    name: error("fieldHasInvalidValue", "Only a CARD_UPDATED event changes the card").detail
+                    for name in updates
+                }
+            )
         return attrs
 
 
@@ -179,6 +196,8 @@ def enum_output(values, **kwargs) -> serializers.CharField:
 
 
 NETWORK_TOKEN_STATUSES = [status for status, _ in NetworkToken.STATUSES]
+
+
 class JwkOutput(serializers.Serializer):
     kty = serializers.CharField(help_text="RSA")
     use = serializers.CharField(help_text="enc")
@@ -243,8 +262,9 @@ class ProvisioningRequestOutput(serializers.Serializer):
     updatedAt = serializers.DateTimeField()
     attempts = serializers.IntegerField()
     networkToken = NetworkTokenMetadataOutput(
-        allow_null=True, help_text="Once SUCCEEDED, or PENDING_ACTIVATION: the token was created INACTIVE (the issuer "
-                                   "wants a step-up) and is announced by a webhook once the network activates it.",
+        allow_null=True,
+        help_text="Once SUCCEEDED, or PENDING_ACTIVATION: the token was created INACTIVE (the issuer "
+        "wants a step-up) and is announced by a webhook once the network activates it.",
     )
     error = FailureOutput(allow_null=True, help_text="Once FAILED.")
 

@@ -30,7 +30,8 @@ ERRORS = {
     ),
     502: OpenApiResponse(ErrorOutput, description="networkUnavailable: the network's token service failed"),
     503: OpenApiResponse(
-        ErrorOutput, description="networkNotConfigured: no token service is configured for the card's network here",
+        ErrorOutput,
+        description="networkNotConfigured: no token service is configured for the card's network here",
     ),
     504: OpenApiResponse(ErrorOutput, description="networkUnavailable: the network's token service timed out"),
 }
@@ -40,8 +41,10 @@ CORRELATION_HEADER = "X-Correlation-Id"
 CORRELATION_PATH = f"$.headers.{CORRELATION_HEADER}"
 CORRELATION_MAX_LENGTH = s.CORRELATION_MAX_LENGTH
 CORRELATION_PARAMETER = OpenApiParameter(
-    CORRELATION_HEADER, {"type": "string", "minLength": 1, "maxLength": CORRELATION_MAX_LENGTH},
-    OpenApiParameter.HEADER, required=True,
+    CORRELATION_HEADER,
+    {"type": "string", "minLength": 1, "maxLength": CORRELATION_MAX_LENGTH},
+    OpenApiParameter.HEADER,
+    required=True,
     description="Your identifier of this tokenization session, 1 to 36 characters; echoed in answers and webhooks.",
 )
 
@@ -85,7 +88,9 @@ class ProvisioningView(ApiView):
         if "card" in data:
             card = data["card"]
             return tsp.CardData(
-                card["cardNumber"], card["cardExpiryDate"]["month"], card["cardExpiryDate"]["year"],
+                card["cardNumber"],
+                card["cardExpiryDate"]["month"],
+                card["cardExpiryDate"]["year"],
                 card.get("cardHolderName", ""),
             ), None
         return jwe.decrypt_card(data["encryptedData"], shape=s.CardInput), None
@@ -98,7 +103,7 @@ class EncryptionKeyView(ApiView):
         operation_id="network_tokens_encryption_key",
         summary="The public key to encrypt cards to (a JWK set)",
         description="Encrypt the card object as a JWE compact string with alg RSA-OAEP-256 and enc A256GCM to this "
-                    "key and send it as `encryptedData`.",
+        "key and send it as `encryptedData`.",
         responses={200: s.JwkSetOutput, **{code: ERRORS[code] for code in (401, 403)}},
     )
     def get(self, request):
@@ -110,9 +115,9 @@ class NetworkTokensView(ProvisioningView):
         operation_id="network_tokens_create",
         summary="Get a network token now (synchronous)",
         description="The card comes from exactly one of `token` (a vault token's href or tokenId), `card` or "
-                    "`encryptedData`. Takes 1 to 3 seconds when the network is slow. Visa gives the same tokenId "
-                    "again for the same card and accountId, Amex for the same card, accountId and email (required "
-                    "for Amex); Mastercard a new one every time.",
+        "`encryptedData`. Takes 1 to 3 seconds when the network is slow. Visa gives the same tokenId "
+        "again for the same card and accountId, Amex for the same card, accountId and email (required "
+        "for Amex); Mastercard a new one every time.",
         parameters=[CORRELATION_PARAMETER],
         request=s.ProvisionInput,
         responses={201: s.NetworkTokenMetadataOutput, **ERRORS},
@@ -134,20 +139,25 @@ class NetworkTokensAsyncView(ProvisioningView):
         operation_id="network_tokens_create_async",
         summary="Ask for a network token in the background",
         description="Same body as the synchronous call. The outcome arrives as a `network_token.created` or "
-                    "`network_token.failed` webhook carrying the correlation id, and at "
-                    "`/network-tokens/requests/{requestId}`. Unsupported networks are refused at once.",
+        "`network_token.failed` webhook carrying the correlation id, and at "
+        "`/network-tokens/requests/{requestId}`. Unsupported networks are refused at once.",
         parameters=[CORRELATION_PARAMETER],
         request=s.ProvisionInput,
         responses={
-            202: s.RequestAcceptedOutput, **{code: ERRORS[code] for code in (400, 401, 403, 404, 415, 422, 503)},
+            202: s.RequestAcceptedOutput,
+            **{code: ERRORS[code] for code in (400, 401, 403, 404, 415, 422, 503)},
         },
     )
     def post(self, request):
         correlation_id, data = self.provisioning_input(request)
         card, vault_token = self.card_source(request, data)
         accepted = services.provisioning_request_create(
-            merchant=request.user, correlation_id=correlation_id, card=card, vault_token=vault_token,
-            account_id=data.get("accountId", ""), email=data.get("email", ""),
+            merchant=request.user,
+            correlation_id=correlation_id,
+            card=card,
+            vault_token=vault_token,
+            account_id=data.get("accountId", ""),
+            email=data.get("email", ""),
         )
         return Response(representations.request_accepted_body(accepted), status=status.HTTP_202_ACCEPTED)
 
@@ -155,8 +165,11 @@ class NetworkTokensAsyncView(ProvisioningView):
 class ProvisioningRequestView(ApiView):
     required_scope = "network-tokens"
 
-    @extend_schema(operation_id="network_token_request_get", summary="An asynchronous request and its outcome",
-                   responses={200: s.ProvisioningRequestOutput, **READ_ERRORS})
+    @extend_schema(
+        operation_id="network_token_request_get",
+        summary="An asynchronous request and its outcome",
+        responses={200: s.ProvisioningRequestOutput, **READ_ERRORS},
+    )
     def get(self, request, request_id):
         asked = selectors.provisioning_request_get(merchant=request.user, request_id=request_id)
         return Response(representations.request_body(asked))
@@ -172,24 +185,31 @@ class BatchesView(ApiView):
         operation_id="network_token_batches_create",
         summary="Network tokens for up to 10,000 vault tokens",
         description="Calls are spread across issuers within each issuer's rate limit. A token that is unknown, or "
-                    "whose card cannot get a network token, does not refuse the batch: it becomes a failed item.",
+        "whose card cannot get a network token, does not refuse the batch: it becomes a failed item.",
         request=s.BatchCreateInput,
         responses={202: s.BatchAcceptedOutput, **{code: ERRORS[code] for code in (400, 401, 403, 415, 503)}},
     )
     def post(self, request):
         items = self.validated(request, s.BatchCreateInput)["items"]
         vault_tokens = selectors.vault_tokens_resolve(merchant=request.user, values=[item["token"] for item in items])
-        batch = services.batch_create(merchant=request.user, entries=[
-            services.BatchEntry(
-                token_reference=item["token"], vault_token=vault_tokens.get(item["token"]),
-                account_id=item.get("accountId", ""), email=item.get("email", ""),
-                correlation_id=item.get("correlationId", ""),
-            )
-            for item in items
-        ])
+        batch = services.batch_create(
+            merchant=request.user,
+            entries=[
+                services.BatchEntry(
+                    token_reference=item["token"],
+                    vault_token=vault_tokens.get(item["token"]),
+                    account_id=item.get("accountId", ""),
+                    email=item.get("email", ""),
+                    correlation_id=item.get("correlationId", ""),
+                )
+                for item in items
+            ],
+        )
         batch = selectors.batch_get(merchant=request.user, batch_id=batch.public_id)  # its status as committed
-        return Response(representations.batch_accepted_body(batch, counts=selectors.batch_counts(batch=batch)),
-                        status=status.HTTP_202_ACCEPTED)
+        return Response(
+            representations.batch_accepted_body(batch, counts=selectors.batch_counts(batch=batch)),
+            status=status.HTTP_202_ACCEPTED,
+        )
 
 
 class BatchView(ApiView):
@@ -206,8 +226,12 @@ class BatchView(ApiView):
         query = s.BatchQueryInput(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         counts = selectors.batch_counts(batch=batch)
-        failed, page = page_of(selectors.batch_failed_items(batch=batch), number=query.validated_data["page"],
-                               size=query.validated_data["pageSize"], total=counts["FAILED"])
+        failed, page = page_of(
+            selectors.batch_failed_items(batch=batch),
+            number=query.validated_data["page"],
+            size=query.validated_data["pageSize"],
+            total=counts["FAILED"],
+        )
         return Response(representations.batch_body(batch, counts=counts, failed=failed, page=page))
 
 
@@ -223,15 +247,21 @@ def network_token_answer(merchant, token_id: str) -> Response:
 class NetworkTokenView(ApiView):
     required_scope = "network-tokens"
 
-    @extend_schema(operation_id="network_token_get", summary="A network token and its lifecycle",
-                   description="A deleted token still answers, with status DELETED.",
-                   responses={200: s.NetworkTokenOutput, **READ_ERRORS})
+    @extend_schema(
+        operation_id="network_token_get",
+        summary="A network token and its lifecycle",
+        description="A deleted token still answers, with status DELETED.",
+        responses={200: s.NetworkTokenOutput, **READ_ERRORS},
+    )
     def get(self, request, token_id):
         return network_token_answer(request.user, token_id)
 
-    @extend_schema(operation_id="network_token_delete", summary="Delete a network token at its network",
-                   description="Answers 422 lifecycleTransitionNotAllowed when it is already deleted.",
-                   responses={204: None, **READ_ERRORS, 422: ERRORS[422]})
+    @extend_schema(
+        operation_id="network_token_delete",
+        summary="Delete a network token at its network",
+        description="Answers 422 lifecycleTransitionNotAllowed when it is already deleted.",
+        responses={204: None, **READ_ERRORS, 422: ERRORS[422]},
+    )
     def delete(self, request, token_id):
         token = selectors.network_token_get(merchant=request.user, token_id=token_id)
         services.network_token_delete(token=token, source="merchant API")
@@ -245,8 +275,8 @@ class CryptogramsView(ApiView):
         operation_id="network_token_cryptogram_create",
         summary="A single-use cryptogram for a payment with an ACTIVE token",
         description="Audited; a use of the vault token behind it (in live, with less than half of its own lifetime "
-                    "left, its expiry moves 4 years on; in try, never). `tokenNumber` is included only for keys that "
-                    "also have the tokens:detokenize scope.",
+        "left, its expiry moves 4 years on; in try, never). `tokenNumber` is included only for keys that "
+        "also have the tokens:detokenize scope.",
         request=None,
         responses={200: s.CryptogramOutput, **READ_ERRORS, **{code: ERRORS[code] for code in (422, 502, 503, 504)}},
     )
@@ -275,9 +305,9 @@ class SimulateLifecycleView(ApiView):
         operation_id="network_token_simulate_lifecycle",
         summary="Simulator: the network reports a lifecycle event (not in production)",
         description="SUSPENDED, ACTIVE (resumed), DELETED, or CARD_UPDATED with the reissued card's expiry and/or "
-                    "last digits. Sends a `network_token.updated` webhook. An event that does not fit the token's "
-                    "status answers 422 lifecycleTransitionNotAllowed. Answers endpointNotFound where the simulator "
-                    "endpoints are switched off.",
+        "last digits. Sends a `network_token.updated` webhook. An event that does not fit the token's "
+        "status answers 422 lifecycleTransitionNotAllowed. Answers endpointNotFound where the simulator "
+        "endpoints are switched off.",
         request=s.SimulateLifecycleInput,
         responses={
             200: s.NetworkTokenOutput,
@@ -290,9 +320,10 @@ class SimulateLifecycleView(ApiView):
         data = self.validated(request, s.SimulateLifecycleInput)
         expiry = data.get("cardExpiryDate")
         services.lifecycle_apply(
-            token=token, type=data["event"], source="TSP simulator (API)",
+            token=token,
+            type=data["event"],
+            source="TSP simulator (API)",
             expiry=(expiry["month"], expiry["year"]) if expiry else None,
             card_last_digits=data.get("cardLastDigits"),
         )
         return network_token_answer(request.user, token_id)
-

@@ -32,9 +32,15 @@ KEYS_UNAVAILABLE_WAIT = timedelta(seconds=60)
 logger = logging.getLogger(__name__)
 
 
-def provisioning_request_create(*, merchant: Merchant, correlation_id: str, card: tsp.CardData | None = None,
-                                vault_token: Token | None = None, account_id: str = "",
-                                email: str = "") -> ProvisioningRequest:
+def provisioning_request_create(
+    *,
+    merchant: Merchant,
+    correlation_id: str,
+    card: tsp.CardData | None = None,
+    vault_token: Token | None = None,
+    account_id: str = "",
+    email: str = "",
+) -> ProvisioningRequest:
     """Accept an async request (unsupported networks and Amex without email are refused at once) and queue it.
 
     The request is due at once and its message goes to the broker after the commit; if the message is lost (the
@@ -44,9 +50,16 @@ def provisioning_request_create(*, merchant: Merchant, correlation_id: str, card
     network = check_supported((card or card_from_vault(vault_token)).number, email=email)
     now = timezone.now()
     with transaction.atomic():
-        request = ProvisioningRequest(merchant=merchant, correlation_id=correlation_id, network=network,
-                                      vault_token=vault_token, account_id=account_id, email=email,
-                                      next_attempt_at=now, queued_until=now + _request_lease())
+        request = ProvisioningRequest(
+            merchant=merchant,
+            correlation_id=correlation_id,
+            network=network,
+            vault_token=vault_token,
+            account_id=account_id,
+            email=email,
+            next_attempt_at=now,
+            queued_until=now + _request_lease(),
+        )
         if card is not None:
             request.key_version, request.card_ciphertext = key_ring().encrypt(
                 f"{card.number}|{card.expiry_month}|{card.expiry_year}|{card.holder_name}",
@@ -81,7 +94,7 @@ def _request_card(request: ProvisioningRequest) -> tsp.CardData:
 def request_retry_delay(attempts: int) -> timedelta:
     """How long after its ``attempts``-th attempt failed transiently a request is due again: 2, 4, 8, 16 s (at most
     60), ±20 % so that requests failing together do not all come back together."""
-    return timedelta(seconds=min(2 ** attempts, 60) * random.uniform(0.8, 1.2))
+    return timedelta(seconds=min(2**attempts, 60) * random.uniform(0.8, 1.2))
 
 
 def provisioning_request_run(*, request_id: int) -> None:
@@ -97,31 +110,42 @@ def provisioning_request_run(*, request_id: int) -> None:
     claim = secrets.token_hex(16)
     claimed = ProvisioningRequest.objects.filter(
         Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
-        pk=request_id, status=ProvisioningRequest.PENDING, next_attempt_at__lte=now,
-    ).update(attempts=F("attempts") + 1, claim=claim, claimed_until=now + _request_lease(), queued_until=None,
-             updated_at=now)
+        pk=request_id,
+        status=ProvisioningRequest.PENDING,
+        next_attempt_at__lte=now,
+    ).update(
+        attempts=F("attempts") + 1, claim=claim, claimed_until=now + _request_lease(), queued_until=None, updated_at=now
+    )
     if not claimed:
         return
     request = ProvisioningRequest.objects.select_related("merchant", "vault_token").get(pk=request_id)
     if request.attempts > ASYNC_MAX_ATTEMPTS:
         # Only attempts that never ended get here (a transient failure fails the last one): the worker was killed,
         # ran out of memory, or lost the database each time. Perhaps because of the request: give up on it.
-        _request_failed(request, InternalError("The attempts at this request kept stopping before they ended"),
-                        claim=claim)
+        _request_failed(
+            request, InternalError("The attempts at this request kept stopping before they ended"), claim=claim
+        )
         return
-    origin = Origin(merchant=request.merchant, correlation_id=request.correlation_id, vault_token=request.vault_token,
-                    request_id=request.public_id)
+    origin = Origin(
+        merchant=request.merchant,
+        correlation_id=request.correlation_id,
+        vault_token=request.vault_token,
+        request_id=request.public_id,
+    )
     try:
         if request.vault_token_id and request.vault_token.deleted_at is not None:
             raise NotFound("The vault token was deleted")
-        token = network_token_provision(origin=origin, card=_request_card(request), account_id=request.account_id,
-                                        email=request.email)
+        token = network_token_provision(
+            origin=origin, card=_request_card(request), account_id=request.account_id, email=request.email
+        )
     except TspUnavailable as exc:
         if not exc.transient or request.attempts >= ASYNC_MAX_ATTEMPTS:
             _request_failed(request, exc, claim=claim)
         else:
             ProvisioningRequest.objects.filter(pk=request.pk, claim=claim).update(
-                next_attempt_at=timezone.now() + request_retry_delay(request.attempts), claimed_until=None, claim="",
+                next_attempt_at=timezone.now() + request_retry_delay(request.attempts),
+                claimed_until=None,
+                claim="",
                 updated_at=timezone.now(),
             )
     except (ApiError, NotFound) as exc:
@@ -132,8 +156,11 @@ def provisioning_request_run(*, request_id: int) -> None:
         # Not the request's fault either (a key rollout not here yet, keys that do not match the data): it waits,
         # this attempt not counted, until an operator has fixed the keys.
         ProvisioningRequest.objects.filter(pk=request.pk, claim=claim).update(
-            attempts=F("attempts") - 1, next_attempt_at=timezone.now() + KEYS_UNAVAILABLE_WAIT, claimed_until=None,
-            claim="", updated_at=timezone.now(),
+            attempts=F("attempts") - 1,
+            next_attempt_at=timezone.now() + KEYS_UNAVAILABLE_WAIT,
+            claimed_until=None,
+            claim="",
+            updated_at=timezone.now(),
         )
     except Exception as exc:  # noqa: BLE001 - see below
         # A bug, or a card that cannot be read: the request fails rather than coming back for ever. Its type only: a
@@ -142,10 +169,17 @@ def provisioning_request_run(*, request_id: int) -> None:
         _request_failed(request, InternalError(), claim=claim)
     else:
         # An INACTIVE token (a step-up) is not usable yet: the request waits for the network to activate it.
-        status = ProvisioningRequest.SUCCEEDED if token.status == NetworkToken.ACTIVE else (
-            ProvisioningRequest.PENDING_ACTIVATION)
+        status = (
+            ProvisioningRequest.SUCCEEDED
+            if token.status == NetworkToken.ACTIVE
+            else (ProvisioningRequest.PENDING_ACTIVATION)
+        )
         ProvisioningRequest.objects.filter(pk=request.pk, claim=claim).update(
-            status=status, network_token=token, card_ciphertext=None, next_attempt_at=None, claimed_until=None,
+            status=status,
+            network_token=token,
+            card_ciphertext=None,
+            next_attempt_at=None,
+            claimed_until=None,
             updated_at=timezone.now(),
         )
 
@@ -155,12 +189,20 @@ def _request_failed(request: ProvisioningRequest, error: Failure, *, claim: str)
     """End ``request`` FAILED with a webhook, unless another worker took the attempt over (its lease ran out)."""
     code, reason = failure_of(error)
     ended = ProvisioningRequest.objects.filter(pk=request.pk, claim=claim, status=ProvisioningRequest.PENDING).update(
-        status=ProvisioningRequest.FAILED, failure_code=code, failure_reason=reason,
-        card_ciphertext=None, next_attempt_at=None, claimed_until=None, updated_at=timezone.now(),
+        status=ProvisioningRequest.FAILED,
+        failure_code=code,
+        failure_reason=reason,
+        card_ciphertext=None,
+        next_attempt_at=None,
+        claimed_until=None,
+        updated_at=timezone.now(),
     )
     if ended:
-        event_emit(merchant=request.merchant, type="network_token.failed",
-                   data=failed_data(code, reason, correlation_id=request.correlation_id, requestId=request.public_id))
+        event_emit(
+            merchant=request.merchant,
+            type="network_token.failed",
+            data=failed_data(code, reason, correlation_id=request.correlation_id, requestId=request.public_id),
+        )
 
 
 def provisioning_requests_sweep(*, limit: int = 1000) -> int:
@@ -174,7 +216,8 @@ def provisioning_requests_sweep(*, limit: int = 1000) -> int:
             .filter(status=ProvisioningRequest.PENDING, next_attempt_at__lte=now)
             .filter(Q(queued_until__isnull=True) | Q(queued_until__lt=now))
             .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-            .order_by("next_attempt_at").values_list("pk", flat=True)[:limit]
+            .order_by("next_attempt_at")
+            .values_list("pk", flat=True)[:limit]
         )
         ProvisioningRequest.objects.filter(pk__in=due).update(queued_until=now + _request_lease())
         _queue_requests_after_commit(due)
@@ -193,7 +236,11 @@ def provisioning_request_retry_now(*, request: ProvisioningRequest, actor: Actor
         next_attempt_at=now, claimed_until=None, claim="", queued_until=now + _request_lease(), updated_at=now
     )
     if retried:
-        audit_record(actor=actor, action="admin.network_token_request.retry_now", obj=request,
-                     detail={"merchant": request.merchant.public_id, "attempts": request.attempts})
+        audit_record(
+            actor=actor,
+            action="admin.network_token_request.retry_now",
+            obj=request,
+            detail={"merchant": request.merchant.public_id, "attempts": request.attempts},
+        )
         _queue_requests_after_commit([request.pk])
     return bool(retried)

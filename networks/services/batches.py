@@ -64,9 +64,14 @@ def batch_create(*, merchant: Merchant, entries: list[BatchEntry]) -> Batch:
     items, failures = [], []
     issuers: dict[tuple[str, str], Issuer] = {}
     for index, entry in enumerate(entries):
-        item = BatchItem(index=index, token_reference=_safe_reference(entry.token_reference),
-                         vault_token=entry.vault_token, correlation_id=entry.correlation_id or batch.public_id,
-                         account_id=entry.account_id, email=entry.email)
+        item = BatchItem(
+            index=index,
+            token_reference=_safe_reference(entry.token_reference),
+            vault_token=entry.vault_token,
+            correlation_id=entry.correlation_id or batch.public_id,
+            account_id=entry.account_id,
+            email=entry.email,
+        )
         try:
             if entry.vault_token is None:
                 raise NotFound("The vault token does not exist")
@@ -80,8 +85,15 @@ def batch_create(*, merchant: Merchant, entries: list[BatchEntry]) -> Batch:
         except (ApiError, NotFound) as exc:
             item.status, item.finished_at = BatchItem.FAILED, now
             item.failure_code, item.failure_reason = failure_of(exc)
-            failures.append(failed_data(item.failure_code, item.failure_reason, correlation_id=item.correlation_id,
-                                        batchId=batch.public_id, index=index))
+            failures.append(
+                failed_data(
+                    item.failure_code,
+                    item.failure_reason,
+                    correlation_id=item.correlation_id,
+                    batchId=batch.public_id,
+                    index=index,
+                )
+            )
         items.append(item)
     batch.total, batch.finished = len(items), len(failures)
     if batch.finished == batch.total:
@@ -137,8 +149,9 @@ def batch_items_run(*, item_ids: list[int]) -> int:
         return 0
     position = {item_id: n for n, item_id in enumerate(item_ids)}
     items = sorted(
-        BatchItem.objects.filter(pk__in=item_ids, claim=claim)
-        .select_related("batch__merchant", "vault_token", "issuer"),
+        BatchItem.objects.filter(pk__in=item_ids, claim=claim).select_related(
+            "batch__merchant", "vault_token", "issuer"
+        ),
         key=lambda item: position[item.pk],
     )
     calls_per_issuer = Counter(item.issuer_id for item in items)
@@ -152,7 +165,7 @@ def batch_items_run(*, item_ids: list[int]) -> int:
                 return ended + _batch_items_write(done, claim=claim, rest=items[n:], hand_back=True)
             done.append(_batch_item_call(item, slots[item.issuer_id]))
             if time.monotonic() - written >= BATCH_WRITE_SECONDS and n + 1 < len(items):
-                ended += _batch_items_write(done, claim=claim, rest=items[n + 1:])
+                ended += _batch_items_write(done, claim=claim, rest=items[n + 1 :])
                 done, written = [], time.monotonic()
     except BaseException:
         # The database went away, the task hit its time limit...: keep what the TSP already answered (a second call
@@ -170,8 +183,9 @@ def _batch_item_call(item: BatchItem, slots: scheduling.CallSlots) -> _Call:
         call.card = card_from_vault(item.vault_token)
         network = check_supported(call.card.number, email=item.email)
         call.called_at = slots.take()
-        call.provisioned = tsp_provision(network=network, merchant=item.batch.merchant, card=call.card,
-                                         account_id=item.account_id, email=item.email)
+        call.provisioned = tsp_provision(
+            network=network, merchant=item.batch.merchant, card=call.card, account_id=item.account_id, email=item.email
+        )
     except (ApiError, NotFound, TspUnavailable) as exc:
         call.error = exc
     except (DatabaseError, KeysUnavailable):
@@ -191,7 +205,8 @@ def _batch_items_write(calls: list[_Call], *, claim: str, rest: list[BatchItem],
     still_ours = set(
         BatchItem.objects.select_for_update()
         .filter(pk__in=[call.item.pk for call in calls], status=BatchItem.RUNNING, claim=claim)
-        .order_by("pk").values_list("pk", flat=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)
     )
     calls = [call for call in calls if call.item.pk in still_ours]
     now = timezone.now()
@@ -207,8 +222,12 @@ def _batch_items_write(calls: list[_Call], *, claim: str, rest: list[BatchItem],
         item.claim = ""
         item.called_at = call.called_at  # None for an item that failed before its call
         merchant, ids = item.batch.merchant, {"batchId": item.batch.public_id, "index": item.index}
-        if call.provisioned is None and isinstance(call.error, TspUnavailable) and call.error.transient \
-                and item.attempts < BATCH_ITEM_MAX_ATTEMPTS:
+        if (
+            call.provisioned is None
+            and isinstance(call.error, TspUnavailable)
+            and call.error.transient
+            and item.attempts < BATCH_ITEM_MAX_ATTEMPTS
+        ):
             item.status = BatchItem.PENDING
             continue
         if call.provisioned is None:
@@ -230,9 +249,21 @@ def _batch_items_write(calls: list[_Call], *, claim: str, rest: list[BatchItem],
         events_emit(merchant=merchant, type=type, data=data)
     # The items are locked rows of ours: "insert, or on their id update these fields" writes every item's own values
     # in one statement (bulk_update's CASE per field and row cost more than the rest of the write).
-    BatchItem.objects.bulk_create([call.item for call in calls], update_conflicts=True, unique_fields=["id"],
-                                  update_fields=["status", "attempts", "claim", "called_at", "network_token",
-                                                 "failure_code", "failure_reason", "finished_at"])
+    BatchItem.objects.bulk_create(
+        [call.item for call in calls],
+        update_conflicts=True,
+        unique_fields=["id"],
+        update_fields=[
+            "status",
+            "attempts",
+            "claim",
+            "called_at",
+            "network_token",
+            "failure_code",
+            "failure_reason",
+            "finished_at",
+        ],
+    )
     if rest:
         unstarted = BatchItem.objects.filter(pk__in=[item.pk for item in rest], status=BatchItem.RUNNING, claim=claim)
         if hand_back:
@@ -264,13 +295,22 @@ def _tokens_write(calls: list[_Call], *, now: datetime) -> list[NetworkToken]:
     cards = {token.vault_token_id for token in stored.values()}
     for call in calls:
         token_id, batch = call.provisioned.token_id, call.item.batch
-        token = tokens.get(token_id) or stored.get(token_id) or NetworkToken(
-            token_id=token_id, merchant=batch.merchant, created_at=now
+        token = (
+            tokens.get(token_id)
+            or stored.get(token_id)
+            or NetworkToken(token_id=token_id, merchant=batch.merchant, created_at=now)
         )
-        origin = Origin(merchant=batch.merchant, correlation_id=call.item.correlation_id,
-                        vault_token=call.item.vault_token)
-        fill_token(token, origin=origin, card=call.card, issuer=call.item.issuer, provisioned=call.provisioned,
-                   account_id=call.item.account_id)
+        origin = Origin(
+            merchant=batch.merchant, correlation_id=call.item.correlation_id, vault_token=call.item.vault_token
+        )
+        fill_token(
+            token,
+            origin=origin,
+            card=call.card,
+            issuer=call.item.issuer,
+            provisioned=call.provisioned,
+            account_id=call.item.account_id,
+        )
         token.updated_at = now
         tokens[token_id] = token
     NetworkToken.objects.bulk_create([token for token in tokens.values() if token.pk is None])
@@ -305,20 +345,28 @@ def batch_items_reclaim(*, stale: datetime, now: datetime) -> int:
     abandoned.filter(abandoned__lt=BATCH_ITEM_MAX_ABANDONED - 1).update(
         status=BatchItem.PENDING, claim="", abandoned=F("abandoned") + 1
     )
-    given_up = list(abandoned.select_for_update(skip_locked=True, of=("self",)).select_related("batch__merchant")
-                    .order_by("pk"))
+    given_up = list(
+        abandoned.select_for_update(skip_locked=True, of=("self",)).select_related("batch__merchant").order_by("pk")
+    )
     if not given_up:
         return 0
     code, reason = failure_of(InternalError(f"The worker provisioning it stopped {BATCH_ITEM_MAX_ABANDONED} times"))
     BatchItem.objects.filter(pk__in=[item.pk for item in given_up]).update(
-        status=BatchItem.FAILED, claim="", abandoned=F("abandoned") + 1, failure_code=code, failure_reason=reason,
+        status=BatchItem.FAILED,
+        claim="",
+        abandoned=F("abandoned") + 1,
+        failure_code=code,
+        failure_reason=reason,
         finished_at=now,
     )
     logger.error("%d batch item(s) failed: their worker stopped %d times", len(given_up), BATCH_ITEM_MAX_ABANDONED)
     failures = defaultdict(list)
     for item in given_up:
-        failures[item.batch.merchant].append(failed_data(code, reason, correlation_id=item.correlation_id,
-                                                         batchId=item.batch.public_id, index=item.index))
+        failures[item.batch.merchant].append(
+            failed_data(
+                code, reason, correlation_id=item.correlation_id, batchId=item.batch.public_id, index=item.index
+            )
+        )
     for merchant, data in failures.items():
         events_emit(merchant=merchant, type="network_token.failed", data=data)
     # In a fixed order, as _batch_items_write locks batches.

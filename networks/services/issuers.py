@@ -16,12 +16,16 @@ def issuer_for(card_number: str, network: str) -> Issuer:
     bin_ = card_number[:6]
     issuer = (
         Issuer.objects.filter(network=network, registered=True, bin_low__lte=bin_, bin_high__gte=bin_)
-        .order_by("-bin_low", "bin_high").first()  # the innermost range holding the BIN was registered for it
+        .order_by("-bin_low", "bin_high")
+        .first()  # the innermost range holding the BIN was registered for it
     )
     if issuer is None:
         # get_or_create: two workers meeting the BIN at once end in the one row the unique constraint allows.
         issuer, _ = Issuer.objects.get_or_create(
-            network=network, registered=False, bin_low=bin_, bin_high=bin_,
+            network=network,
+            registered=False,
+            bin_low=bin_,
+            bin_high=bin_,
             defaults={"name": f"Unregistered {network} issuer, BIN {bin_}"},
         )
     return issuer
@@ -33,8 +37,12 @@ def issuer_create(*, issuer: Issuer, actor: Actor) -> Issuer:
     each of its ``ISSUER_FIELDS``. The database refuses a range that ends before it starts or a rate below 1."""
     issuer.registered = True
     issuer.save(force_insert=True)
-    audit_record(actor=actor, action="admin.issuer.create", obj=issuer,
-                 detail={name: getattr(issuer, name) for name in ISSUER_FIELDS})
+    audit_record(
+        actor=actor,
+        action="admin.issuer.create",
+        obj=issuer,
+        detail={name: getattr(issuer, name) for name in ISSUER_FIELDS},
+    )
     return issuer
 
 

@@ -66,22 +66,29 @@ def check_supported(number: str, *, email: str) -> str:
     return network
 
 
-def tsp_provision(*, network: str, merchant: Merchant, card: tsp.CardData, account_id: str = "",
-                  email: str = "") -> tsp.Provisioned:
+def tsp_provision(
+    *, network: str, merchant: Merchant, card: tsp.CardData, account_id: str = "", email: str = ""
+) -> tsp.Provisioned:
     """The one call to ``network``'s token service for a token, whichever way it was asked for (sync, async, batch).
     Raises tokenizationDeclined (422) when the issuer says no, ``TspUnavailable`` when the service fails."""
     try:
-        return token_service(network).provision(tsp.ProvisionRequest(
-            merchant_id=merchant.public_id, card=card, account_id=account_id, email=email
-        ))
+        return token_service(network).provision(
+            tsp.ProvisionRequest(merchant_id=merchant.public_id, card=card, account_id=account_id, email=email)
+        )
     except tsp.Declined:
         raise tokenization_declined() from None
     except tsp.TspError as exc:
         raise tsp_unavailable(exc) from exc
 
 
-def network_token_provision(*, origin: Origin, card: tsp.CardData, account_id: str = "", email: str = "",
-                            on_call: Callable[[], None] | None = None) -> NetworkToken:
+def network_token_provision(
+    *,
+    origin: Origin,
+    card: tsp.CardData,
+    account_id: str = "",
+    email: str = "",
+    on_call: Callable[[], None] | None = None,
+) -> NetworkToken:
     """Ask the card's network for a token, within its issuer's rate limit, and store it.
 
     ``on_call`` runs the moment the call to the TSP starts (after waiting for the issuer's slot).
@@ -96,8 +103,9 @@ def network_token_provision(*, origin: Origin, card: tsp.CardData, account_id: s
     scheduling.call_slot(issuer)
     if on_call is not None:
         on_call()
-    provisioned = tsp_provision(network=network, merchant=origin.merchant, card=card, account_id=account_id,
-                                email=email)
+    provisioned = tsp_provision(
+        network=network, merchant=origin.merchant, card=card, account_id=account_id, email=email
+    )
     try:
         return _store(origin=origin, card=card, issuer=issuer, provisioned=provisioned, account_id=account_id)
     except IntegrityError:
@@ -106,8 +114,9 @@ def network_token_provision(*, origin: Origin, card: tsp.CardData, account_id: s
 
 
 @transaction.atomic
-def _store(*, origin: Origin, card: tsp.CardData, issuer: Issuer, provisioned: tsp.Provisioned,
-           account_id: str) -> NetworkToken:
+def _store(
+    *, origin: Origin, card: tsp.CardData, issuer: Issuer, provisioned: tsp.Provisioned, account_id: str
+) -> NetworkToken:
     token = NetworkToken.objects.select_for_update().filter(token_id=provisioned.token_id).first()
     if token is None:
         token = NetworkToken(token_id=provisioned.token_id, merchant=origin.merchant)
@@ -117,8 +126,11 @@ def _store(*, origin: Origin, card: tsp.CardData, issuer: Issuer, provisioned: t
     vault_links_refresh([card_before, token.vault_token_id])
     if token.status == NetworkToken.ACTIVE:
         ids = {"requestId": origin.request_id} if origin.request_id else {}
-        event_emit(merchant=origin.merchant, type="network_token.created",
-                   data=created_data(token, correlation_id=origin.correlation_id, **ids))
+        event_emit(
+            merchant=origin.merchant,
+            type="network_token.created",
+            data=created_data(token, correlation_id=origin.correlation_id, **ids),
+        )
     return token
 
 
@@ -129,8 +141,12 @@ def vault_links_refresh(vault_token_ids) -> None:
     if not ids:
         return
     newest = dict.fromkeys(ids, "")
-    rows = (NetworkToken.objects.filter(vault_token_id__in=ids).exclude(status=NetworkToken.DELETED)
-            .order_by("created_at", "pk").values_list("vault_token_id", "token_id"))
+    rows = (
+        NetworkToken.objects.filter(vault_token_id__in=ids)
+        .exclude(status=NetworkToken.DELETED)
+        .order_by("created_at", "pk")
+        .values_list("vault_token_id", "token_id")
+    )
     for vault_token_id, token_id in rows:
         newest[vault_token_id] = token_id  # the last one is the newest
     vault_services.tokens_network_token_set(links=newest)
@@ -138,14 +154,35 @@ def vault_links_refresh(vault_token_ids) -> None:
 
 # What a provisioning sets on a token row, new or reused (``fill_token``).
 TOKEN_FIELDS = [
-    "vault_token", "network", "issuer", "status", "token_last_digits", "token_expiry_month", "token_expiry_year",
-    "card_bin", "card_last_digits", "card_expiry_month", "card_expiry_year", "payment_account_reference",
-    "account_id", "correlation_id", "updated_at", "key_version", "dpan_ciphertext",
+    "vault_token",
+    "network",
+    "issuer",
+    "status",
+    "token_last_digits",
+    "token_expiry_month",
+    "token_expiry_year",
+    "card_bin",
+    "card_last_digits",
+    "card_expiry_month",
+    "card_expiry_year",
+    "payment_account_reference",
+    "account_id",
+    "correlation_id",
+    "updated_at",
+    "key_version",
+    "dpan_ciphertext",
 ]
 
 
-def fill_token(token: NetworkToken, *, origin: Origin, card: tsp.CardData, issuer: Issuer,
-               provisioned: tsp.Provisioned, account_id: str) -> None:
+def fill_token(
+    token: NetworkToken,
+    *,
+    origin: Origin,
+    card: tsp.CardData,
+    issuer: Issuer,
+    provisioned: tsp.Provisioned,
+    account_id: str,
+) -> None:
     token.vault_token = origin.vault_token or token.vault_token
     token.network = issuer.network
     token.issuer = issuer

@@ -40,8 +40,11 @@ def cryptogram_create(*, token: NetworkToken, actor: Actor, reveal_number: bool)
     if token.status != NetworkToken.ACTIVE:
         raise BusinessRuleError("tokenNotActive", f"The network token is {token.status}, not ACTIVE", status_code=422)
     # Decrypted first: a number this server cannot read (its key not here yet) must not cost a cryptogram and a use.
-    number = key_ring().decrypt(token.key_version, token.dpan_ciphertext,
-                                associated_data=token.associated_data()) if reveal_number else None
+    number = (
+        key_ring().decrypt(token.key_version, token.dpan_ciphertext, associated_data=token.associated_data())
+        if reveal_number
+        else None
+    )
     try:
         cryptogram, eci = token_service(token.network).cryptogram(token_id=token.token_id)
     except tsp.TspError as exc:
@@ -50,8 +53,13 @@ def cryptogram_create(*, token: NetworkToken, actor: Actor, reveal_number: bool)
         if token.vault_token_id and token.vault_token.deleted_at is None:
             vault_services.token_use(token=token.vault_token, reason="cryptogram")
         audit_record(actor=actor, action="network_token.cryptogram", obj=token)
-    return Cryptogram(token=token, cryptogram=cryptogram, eci=eci, expires_at=timezone.now() + CRYPTOGRAM_LIFETIME,
-                      token_number=number)
+    return Cryptogram(
+        token=token,
+        cryptogram=cryptogram,
+        eci=eci,
+        expires_at=timezone.now() + CRYPTOGRAM_LIFETIME,
+        token_number=number,
+    )
 
 
 LIFECYCLE_STATUS = {
@@ -80,8 +88,14 @@ STAFF_ACTIONS = {
 
 
 @transaction.atomic
-def lifecycle_apply(*, token: NetworkToken, type: str, source: str, expiry: tuple[int, int] | None = None,
-                    card_last_digits: str | None = None) -> LifecycleEvent:
+def lifecycle_apply(
+    *,
+    token: NetworkToken,
+    type: str,
+    source: str,
+    expiry: tuple[int, int] | None = None,
+    card_last_digits: str | None = None,
+) -> LifecycleEvent:
     """Record what the TSP says happened to ``token`` and tell the merchant (``network_token.updated``).
 
     SUSPENDED and ACTIVE (resumed) change the status; DELETED also destroys the token number; CARD_UPDATED (a
@@ -114,10 +128,12 @@ def lifecycle_apply(*, token: NetworkToken, type: str, source: str, expiry: tupl
     token.save()
     if type == LifecycleEvent.DELETED:
         vault_links_refresh([token.vault_token_id])
-    event = LifecycleEvent.objects.create(network_token=token, type=type, old_status=old_status,
-                                          new_status=token.status, detail=detail, source=source)
-    event_emit(merchant=token.merchant, type="network_token.updated",
-               data=updated_data(token, event=type, detail=detail))
+    event = LifecycleEvent.objects.create(
+        network_token=token, type=type, old_status=old_status, new_status=token.status, detail=detail, source=source
+    )
+    event_emit(
+        merchant=token.merchant, type="network_token.updated", data=updated_data(token, event=type, detail=detail)
+    )
     if old_status == NetworkToken.INACTIVE and token.status in (NetworkToken.ACTIVE, NetworkToken.DELETED):
         _activation_settled(token)
     return event
@@ -126,32 +142,49 @@ def lifecycle_apply(*, token: NetworkToken, type: str, source: str, expiry: tupl
 def _activation_settled(token: NetworkToken) -> None:
     """End what waited for ``token``'s activation (see ``lifecycle_apply``), in the caller's transaction."""
     now = timezone.now()
-    requests = list(ProvisioningRequest.objects.select_for_update().filter(
-        network_token=token, status=ProvisioningRequest.PENDING_ACTIVATION).order_by("pk"))
-    items = list(BatchItem.objects.select_for_update(of=("self",)).select_related("batch").filter(
-        network_token=token, status=BatchItem.PENDING_ACTIVATION).order_by("pk"))
+    requests = list(
+        ProvisioningRequest.objects.select_for_update()
+        .filter(network_token=token, status=ProvisioningRequest.PENDING_ACTIVATION)
+        .order_by("pk")
+    )
+    items = list(
+        BatchItem.objects.select_for_update(of=("self",))
+        .select_related("batch")
+        .filter(network_token=token, status=BatchItem.PENDING_ACTIVATION)
+        .order_by("pk")
+    )
     waiting = [(request.correlation_id, {"requestId": request.public_id}) for request in requests] + [
         (item.correlation_id, {"batchId": item.batch.public_id, "index": item.index}) for item in items
     ]
     if token.status == NetworkToken.ACTIVE:
         ProvisioningRequest.objects.filter(pk__in=[r.pk for r in requests]).update(
-            status=ProvisioningRequest.SUCCEEDED, updated_at=now)
+            status=ProvisioningRequest.SUCCEEDED, updated_at=now
+        )
         BatchItem.objects.filter(pk__in=[item.pk for item in items]).update(status=BatchItem.SUCCEEDED, finished_at=now)
         data = [created_data(token, correlation_id=correlation_id, **ids) for correlation_id, ids in waiting]
-        events_emit(merchant=token.merchant, type="network_token.created",
-                    data=data or [created_data(token, correlation_id=token.correlation_id)])
+        events_emit(
+            merchant=token.merchant,
+            type="network_token.created",
+            data=data or [created_data(token, correlation_id=token.correlation_id)],
+        )
         return
     code, reason = failure_of(token_not_activated())
     ProvisioningRequest.objects.filter(pk__in=[r.pk for r in requests]).update(
-        status=ProvisioningRequest.FAILED, failure_code=code, failure_reason=reason, updated_at=now)
+        status=ProvisioningRequest.FAILED, failure_code=code, failure_reason=reason, updated_at=now
+    )
     # Their batches counted them as finished already, when the TSP answered.
     BatchItem.objects.filter(pk__in=[item.pk for item in items]).update(
-        status=BatchItem.FAILED, failure_code=code, failure_reason=reason, finished_at=now)
+        status=BatchItem.FAILED, failure_code=code, failure_reason=reason, finished_at=now
+    )
     if waiting:
-        events_emit(merchant=token.merchant, type="network_token.failed", data=[
-            failed_data(code, reason, correlation_id=correlation_id, tokenId=token.token_id, **ids)
-            for correlation_id, ids in waiting
-        ])
+        events_emit(
+            merchant=token.merchant,
+            type="network_token.failed",
+            data=[
+                failed_data(code, reason, correlation_id=correlation_id, tokenId=token.token_id, **ids)
+                for correlation_id, ids in waiting
+            ],
+        )
 
 
 def network_token_delete(*, token: NetworkToken, source: str) -> LifecycleEvent:
@@ -160,18 +193,24 @@ def network_token_delete(*, token: NetworkToken, source: str) -> LifecycleEvent:
 
 
 @transaction.atomic
-def network_token_operate(*, token: NetworkToken, type: str, actor: Actor, expiry: tuple[int, int] | None = None,
-                          card_last_digits: str | None = None) -> LifecycleEvent:
+def network_token_operate(
+    *,
+    token: NetworkToken,
+    type: str,
+    actor: Actor,
+    expiry: tuple[int, int] | None = None,
+    card_last_digits: str | None = None,
+) -> LifecycleEvent:
     """A lifecycle event an operator triggers (the admin): ``lifecycle_apply`` with ``actor`` as its source, and
     one audit row, ``admin.network_token.<action>`` (``STAFF_ACTIONS``), in the same transaction. The merchant gets
     its ``network_token.updated`` webhook as when the network reports the event itself. Raises
     lifecycleTransitionNotAllowed (422), writing nothing, when the token's status, read under its row lock, does
     not allow the event (``LIFECYCLE_FROM``)."""
     source_length = LifecycleEvent._meta.get_field("source").max_length
-    event = lifecycle_apply(token=token, type=type, source=actor.label[:source_length], expiry=expiry,
-                            card_last_digits=card_last_digits)
-    detail = {"merchant": token.merchant.public_id, "status_before": event.old_status,
-              "status_after": event.new_status}
+    event = lifecycle_apply(
+        token=token, type=type, source=actor.label[:source_length], expiry=expiry, card_last_digits=card_last_digits
+    )
+    detail = {"merchant": token.merchant.public_id, "status_before": event.old_status, "status_after": event.new_status}
     if event.detail:
         detail["changed"] = sorted(event.detail)
     audit_record(actor=actor, action=f"admin.network_token.{STAFF_ACTIONS[type]}", obj=token, detail=detail)

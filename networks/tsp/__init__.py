@@ -15,8 +15,18 @@ SIMULATORS = {provider.network: provider for provider in (VisaProvider(), Master
 # The networks that have a token service at all: the others (Discover, JCB, …) are networkNotSupported.
 NETWORKS_WITH_TOKEN_SERVICES = tuple(SIMULATORS)
 
-__all__ = ["NETWORKS_WITH_TOKEN_SERVICES", "CardData", "Declined", "NotConfigured", "ProvisionRequest",
-           "Provisioned", "TokenService", "TspError", "provider_for", "unconfigured_networks"]
+__all__ = [
+    "NETWORKS_WITH_TOKEN_SERVICES",
+    "CardData",
+    "Declined",
+    "NotConfigured",
+    "ProvisionRequest",
+    "Provisioned",
+    "TokenService",
+    "TspError",
+    "provider_for",
+    "unconfigured_networks",
+]
 
 
 class NotConfigured(Exception):

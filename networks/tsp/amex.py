@@ -14,8 +14,14 @@ class AmexProvider(SimulatedProvider):
 
     def token_id_for(self, request: ProvisionRequest) -> str:
         def token_id(generation: int) -> str:
-            digest = keyed_digest("amex-token-id", request.merchant_id, request.card.number, request.account_id,
-                                  request.email.lower(), str(generation))
+            digest = keyed_digest(
+                "amex-token-id",
+                request.merchant_id,
+                request.card.number,
+                request.account_id,
+                request.email.lower(),
+                str(generation),
+            )
             return f"AETS{digits_from(digest, 22)}"
 
         return live_token_id(token_id)

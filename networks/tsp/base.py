@@ -143,8 +143,9 @@ class SimulatedProvider(TokenService):
     eci: str
     par_prefix: str
 
-    def __init__(self, *, rng: random.Random | None = None, failure_rate: float | None = None,
-                 latency_ms: str | None = None):
+    def __init__(
+        self, *, rng: random.Random | None = None, failure_rate: float | None = None, latency_ms: str | None = None
+    ):
         """``rng`` draws each call's latency and failure; ``failure_rate`` and ``latency_ms`` (as the settings spell
         them) hold for every call, where None reads ``TSP_FAILURE_RATE`` and ``TSP_LATENCY_MS`` at each call."""
         self.rng = rng or random.Random()

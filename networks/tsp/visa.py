@@ -12,8 +12,9 @@ class VisaProvider(SimulatedProvider):
 
     def token_id_for(self, request: ProvisionRequest) -> str:
         def token_id(generation: int) -> str:
-            digest = keyed_digest("visa-token-id", request.merchant_id, request.card.number, request.account_id,
-                                  str(generation))
+            digest = keyed_digest(
+                "visa-token-id", request.merchant_id, request.card.number, request.account_id, str(generation)
+            )
             return f"DNITHE{digits_from(digest, 20)}"
 
         return live_token_id(token_id)

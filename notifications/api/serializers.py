@@ -81,10 +81,12 @@ class EventQueryInput(serializers.Serializer):
     """Query parameters; the view's schema lists them from here."""
 
     type = serializers.ChoiceField(choices=EVENT_TYPES, required=False, help_text="Only events of this type")
-    page = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, required=False, default=1,
-                                    help_text="Page number, from 1")
-    pageSize = serializers.IntegerField(min_value=1, max_value=100, required=False, default=20,
-                                        help_text="Events a page, 1 to 100")
+    page = serializers.IntegerField(
+        min_value=1, max_value=MAX_PAGE, required=False, default=1, help_text="Page number, from 1"
+    )
+    pageSize = serializers.IntegerField(
+        min_value=1, max_value=100, required=False, default=20, help_text="Events a page, 1 to 100"
+    )
 
 
 class RedeliverOutput(serializers.Serializer):

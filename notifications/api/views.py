@@ -11,8 +11,9 @@ from notifications.api import serializers as s
 from notifications.api.representations import endpoint_body, event_body, secret_rotated_body
 
 ERRORS = {
-    400: OpenApiResponse(ErrorOutput,
-                         description="bodyDoesNotMatchSchema (a refused URL: fieldHasInvalidValue at $.url)"),
+    400: OpenApiResponse(
+        ErrorOutput, description="bodyDoesNotMatchSchema (a refused URL: fieldHasInvalidValue at $.url)"
+    ),
     401: OpenApiResponse(ErrorOutput, description="accessDenied: no or unknown API key"),
     403: OpenApiResponse(ErrorOutput, description="accessDenied: the key lacks the webhooks scope"),
     404: OpenApiResponse(ErrorOutput, description="resourceNotFound"),
@@ -21,31 +22,38 @@ READ_ERRORS = {code: ERRORS[code] for code in (401, 403, 404)}
 
 
 def _url_refused(exc: ssrf.UnsafeUrl) -> BodyDoesNotMatchSchema:
-    return BodyDoesNotMatchSchema(validation_errors=[
-        {"errorName": "fieldHasInvalidValue", "message": str(exc), "jsonPath": "$.url"}
-    ])
+    return BodyDoesNotMatchSchema(
+        validation_errors=[{"errorName": "fieldHasInvalidValue", "message": str(exc), "jsonPath": "$.url"}]
+    )
 
 
 class EndpointsView(ApiView):
     required_scope = "webhooks"
 
-    @extend_schema(operation_id="webhook_endpoints_list", summary="Your webhook endpoints",
-                   responses={200: s.EndpointListOutput, **READ_ERRORS})
+    @extend_schema(
+        operation_id="webhook_endpoints_list",
+        summary="Your webhook endpoints",
+        responses={200: s.EndpointListOutput, **READ_ERRORS},
+    )
     def get(self, request):
         endpoints = selectors.endpoint_list(merchant=request.user)
         return Response({"_embedded": {"webhookEndpoints": [endpoint_body(e) for e in endpoints]}})
 
     @extend_schema(
-        operation_id="webhook_endpoints_create", summary="Add a webhook endpoint",
+        operation_id="webhook_endpoints_create",
+        summary="Add a webhook endpoint",
         description="The answer holds the signing secret, shown this once. URLs reaching private, loopback, "
-                    "link-local, CGNAT, multicast or metadata addresses are refused.",
-        request=s.EndpointCreateInput, responses={201: s.EndpointCreatedOutput, **ERRORS},
+        "link-local, CGNAT, multicast or metadata addresses are refused.",
+        request=s.EndpointCreateInput,
+        responses={201: s.EndpointCreatedOutput, **ERRORS},
     )
     def post(self, request):
         data = self.validated(request, s.EndpointCreateInput)
         try:
             endpoint = services.endpoint_create(
-                merchant=request.user, url=data["url"], event_types=data.get("eventTypes"),
+                merchant=request.user,
+                url=data["url"],
+                event_types=data.get("eventTypes"),
                 description=data.get("description", ""),
             )
         except ssrf.UnsafeUrl as exc:
@@ -56,28 +64,36 @@ class EndpointsView(ApiView):
 class EndpointView(ApiView):
     required_scope = "webhooks"
 
-    @extend_schema(operation_id="webhook_endpoint_get", summary="A webhook endpoint",
-                   responses={200: s.EndpointOutput, **READ_ERRORS})
+    @extend_schema(
+        operation_id="webhook_endpoint_get",
+        summary="A webhook endpoint",
+        responses={200: s.EndpointOutput, **READ_ERRORS},
+    )
     def get(self, request, public_id):
         return Response(endpoint_body(selectors.endpoint_get(merchant=request.user, public_id=public_id)))
 
-    @extend_schema(operation_id="webhook_endpoint_update", summary="Change a webhook endpoint",
-                   description="`enabled: true` re-enables a disabled endpoint and clears its failure streak.",
-                   request=s.EndpointUpdateInput, responses={200: s.EndpointOutput, **ERRORS})
+    @extend_schema(
+        operation_id="webhook_endpoint_update",
+        summary="Change a webhook endpoint",
+        description="`enabled: true` re-enables a disabled endpoint and clears its failure streak.",
+        request=s.EndpointUpdateInput,
+        responses={200: s.EndpointOutput, **ERRORS},
+    )
     def patch(self, request, public_id):
         endpoint = selectors.endpoint_get(merchant=request.user, public_id=public_id)
         data = self.validated(request, s.EndpointUpdateInput)
         names = {"url": "url", "eventTypes": "event_types", "description": "description", "enabled": "enabled"}
         try:
-            endpoint = services.endpoint_update(
-                endpoint=endpoint, **{names[key]: value for key, value in data.items()}
-            )
+            endpoint = services.endpoint_update(endpoint=endpoint, **{names[key]: value for key, value in data.items()})
         except ssrf.UnsafeUrl as exc:
             raise _url_refused(exc) from None
         return Response(endpoint_body(endpoint))
 
-    @extend_schema(operation_id="webhook_endpoint_delete", summary="Remove a webhook endpoint",
-                   responses={204: None, **READ_ERRORS})
+    @extend_schema(
+        operation_id="webhook_endpoint_delete",
+        summary="Remove a webhook endpoint",
+        responses={204: None, **READ_ERRORS},
+    )
     def delete(self, request, public_id):
         services.endpoint_delete(endpoint=selectors.endpoint_get(merchant=request.user, public_id=public_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -86,9 +102,13 @@ class EndpointView(ApiView):
 class EndpointRotateSecretView(ApiView):
     required_scope = "webhooks"
 
-    @extend_schema(operation_id="webhook_endpoint_rotate_secret", summary="A new signing secret",
-                   description="Both secrets sign every delivery for the next 24 hours.",
-                   request=None, responses={200: s.SecretRotatedOutput, **READ_ERRORS})
+    @extend_schema(
+        operation_id="webhook_endpoint_rotate_secret",
+        summary="A new signing secret",
+        description="Both secrets sign every delivery for the next 24 hours.",
+        request=None,
+        responses={200: s.SecretRotatedOutput, **READ_ERRORS},
+    )
     def post(self, request, public_id):
         endpoint = selectors.endpoint_get(merchant=request.user, public_id=public_id)
         endpoint = services.endpoint_rotate_secret(endpoint=endpoint)
@@ -99,7 +119,8 @@ class EventsView(ApiView):
     required_scope = "webhooks"
 
     @extend_schema(
-        operation_id="events_list", summary="Your events, newest first, with their delivery status",
+        operation_id="events_list",
+        summary="Your events, newest first, with their delivery status",
         parameters=[s.EventQueryInput],
         responses={200: s.EventListOutput, **READ_ERRORS, 400: ERRORS[400]},
     )
@@ -115,8 +136,11 @@ class EventsView(ApiView):
 class EventView(ApiView):
     required_scope = "webhooks"
 
-    @extend_schema(operation_id="event_get", summary="An event and its delivery to each endpoint",
-                   responses={200: s.EventOutput, **READ_ERRORS})
+    @extend_schema(
+        operation_id="event_get",
+        summary="An event and its delivery to each endpoint",
+        responses={200: s.EventOutput, **READ_ERRORS},
+    )
     def get(self, request, public_id):
         return Response(event_body(selectors.event_get(merchant=request.user, public_id=public_id)))
 
@@ -124,8 +148,12 @@ class EventView(ApiView):
 class EventRedeliverView(ApiView):
     required_scope = "webhooks"
 
-    @extend_schema(operation_id="event_redeliver", summary="Send an event again to your endpoints",
-                   request=None, responses={202: s.RedeliverOutput, **READ_ERRORS})
+    @extend_schema(
+        operation_id="event_redeliver",
+        summary="Send an event again to your endpoints",
+        request=None,
+        responses={202: s.RedeliverOutput, **READ_ERRORS},
+    )
     def post(self, request, public_id):
         event = selectors.event_get(merchant=request.user, public_id=public_id)
         return Response({"deliveries": services.event_redeliver(event=event)}, status=status.HTTP_202_ACCEPTED)

@@ -1,7 +1,6 @@
 """Delivery attempts: claimed in batches, sent over one kept-alive connection per endpoint, signed, recorded, and
 retried on the schedule."""
 
-
 import json
 import logging
 import random
@@ -121,15 +120,18 @@ def _claim(delivery_ids: list[int], *, fill_to: int = 0) -> list[Delivery]:
     endpoint rows are not locked: workers sending to one endpoint never take turns.
     """
     now = timezone.now()
-    due = (
-        Delivery.objects.filter(status=Delivery.PENDING, next_attempt_at__lte=now)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+    due = Delivery.objects.filter(status=Delivery.PENDING, next_attempt_at__lte=now).filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
     )
     wanted = list(delivery_ids)
     if fill_to > len(wanted):
         endpoints = Delivery.objects.filter(pk__in=delivery_ids).values("endpoint_id")
-        wanted += due.filter(endpoint__in=endpoints).exclude(pk__in=delivery_ids).order_by("next_attempt_at") \
-            .values_list("pk", flat=True)[:fill_to - len(wanted)]
+        wanted += (
+            due.filter(endpoint__in=endpoints)
+            .exclude(pk__in=delivery_ids)
+            .order_by("next_attempt_at")
+            .values_list("pk", flat=True)[: fill_to - len(wanted)]
+        )
     claim = secrets.token_hex(16)
     taken = due.filter(pk__in=wanted).update(
         claimed_until=now + timedelta(seconds=settings.WEBHOOK_CLAIM_LEASE_SECONDS), claim=claim
@@ -137,7 +139,8 @@ def _claim(delivery_ids: list[int], *, fill_to: int = 0) -> list[Delivery]:
     if not taken:
         return []
     return list(
-        Delivery.objects.select_related("event", "endpoint").filter(pk__in=wanted, claim=claim)
+        Delivery.objects.select_related("event", "endpoint")
+        .filter(pk__in=wanted, claim=claim)
         .order_by("endpoint_id", "pk")
     )
 
@@ -147,8 +150,9 @@ def _send(connection: transport.Connection, delivery: Delivery, signing_secrets:
     outcome = _Outcome(delivery, started=timezone.now())
     clock = time.monotonic()
     body = event_body(event)
-    headers = signing.headers(secrets=signing_secrets, message_id=event.public_id, timestamp=int(time.time()),
-                              body=body)
+    headers = signing.headers(
+        secrets=signing_secrets, message_id=event.public_id, timestamp=int(time.time()), body=body
+    )
     try:
         outcome.answer = connection.send(body=body, headers=headers)
     except transport.TransportError as exc:
@@ -172,7 +176,8 @@ def _record(outcomes: list[_Outcome]) -> list[DeliveryAttempt]:
     still_ours = set(
         Delivery.objects.select_for_update()
         .filter(pk__in=[o.delivery.pk for o in outcomes], claim__in={o.delivery.claim for o in outcomes})
-        .order_by("pk").values_list("pk", flat=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)
     )
     outcomes = [o for o in outcomes if o.delivery.pk in still_ours]
     numbers = _attempt_numbers([o.delivery for o in outcomes])
@@ -182,15 +187,21 @@ def _record(outcomes: list[_Outcome]) -> list[DeliveryAttempt]:
     for status, rows in groupby(succeeded, key=lambda row: row[0]):
         ids = [pk for _, pk in rows]
         Delivery.objects.filter(pk__in=ids).update(
-            status=Delivery.SUCCEEDED, attempt_count=F("attempt_count") + 1, next_attempt_at=None, delivered_at=now,
-            last_status_code=status, last_error="", **done,
+            status=Delivery.SUCCEEDED,
+            attempt_count=F("attempt_count") + 1,
+            next_attempt_at=None,
+            delivered_at=now,
+            last_status_code=status,
+            last_error="",
+            **done,
         )
         recorded.update(ids)
     failed = [o for o in outcomes if not o.succeeded]
     if failed:
         # Locked and re-read: a replay that came in during the attempt has reset the count the schedule goes by.
         counts = dict(
-            Delivery.objects.select_for_update().filter(pk__in=[o.delivery.pk for o in failed])
+            Delivery.objects.select_for_update()
+            .filter(pk__in=[o.delivery.pk for o in failed])
             .values_list("pk", "attempt_count")
         )
         rescheduled = []
@@ -210,19 +221,34 @@ def _record(outcomes: list[_Outcome]) -> list[DeliveryAttempt]:
             delivery.claim = ""
             delivery.updated_at = now
             rescheduled.append(delivery)
-        Delivery.objects.bulk_update(rescheduled, fields=[
-            "status", "attempt_count", "next_attempt_at", "last_status_code", "last_error", *done,
-        ])
+        Delivery.objects.bulk_update(
+            rescheduled,
+            fields=[
+                "status",
+                "attempt_count",
+                "next_attempt_at",
+                "last_status_code",
+                "last_error",
+                *done,
+            ],
+        )
         recorded.update(counts)
     outcomes = [o for o in outcomes if o.delivery.pk in recorded]
-    attempts = DeliveryAttempt.objects.bulk_create([
-        DeliveryAttempt(
-            delivery=o.delivery, number=numbers[o.delivery.pk], started_at=o.started, duration_ms=o.duration_ms,
-            status_code=o.answer.status if o.answer else None, response_body=o.answer.body if o.answer else "",
-            error=o.error[:500], succeeded=o.succeeded,
-        )
-        for o in outcomes
-    ])
+    attempts = DeliveryAttempt.objects.bulk_create(
+        [
+            DeliveryAttempt(
+                delivery=o.delivery,
+                number=numbers[o.delivery.pk],
+                started_at=o.started,
+                duration_ms=o.duration_ms,
+                status_code=o.answer.status if o.answer else None,
+                response_body=o.answer.body if o.answer else "",
+                error=o.error[:500],
+                succeeded=o.succeeded,
+            )
+            for o in outcomes
+        ]
+    )
     for _, group in groupby(outcomes, key=lambda o: o.delivery.endpoint_id):
         group = list(group)
         _note_endpoint_health(group[0].delivery.endpoint, [o for o in group if o.sent], now=now)
@@ -234,10 +260,17 @@ def _attempt_numbers(deliveries: list[Delivery]) -> dict[int, int]:
     # Every attempt leaves a status code or an error on its delivery: one with neither was never tried, and its
     # attempt is number 1 without asking (the common case, the first attempt, costs no query).
     tried = [d.pk for d in deliveries if d.last_status_code is not None or d.last_error]
-    made = dict(
-        DeliveryAttempt.objects.filter(delivery__in=tried).order_by().values("delivery")
-        .annotate(n=Count("pk")).values_list("delivery", "n")
-    ) if tried else {}
+    made = (
+        dict(
+            DeliveryAttempt.objects.filter(delivery__in=tried)
+            .order_by()
+            .values("delivery")
+            .annotate(n=Count("pk"))
+            .values_list("delivery", "n")
+        )
+        if tried
+        else {}
+    )
     return {d.pk: made.get(d.pk, 0) + 1 for d in deliveries}
 
 

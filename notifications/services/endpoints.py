@@ -1,6 +1,5 @@
 """Webhook endpoints, and replays (merchants' redeliver, operators' retry and replay)."""
 
-
 import logging
 from datetime import datetime, timedelta
 
@@ -36,7 +35,10 @@ def deliveries_replay(*, deliveries) -> int:
     with transaction.atomic():
         ids = list(deliveries.filter(endpoint__is_enabled=True).values_list("pk", flat=True))
         Delivery.objects.filter(pk__in=ids).update(
-            status=Delivery.PENDING, attempt_count=0, next_attempt_at=now, updated_at=now,
+            status=Delivery.PENDING,
+            attempt_count=0,
+            next_attempt_at=now,
+            updated_at=now,
             queued_until=now + timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS),
         )
         deliveries_queue_after_commit(ids)
@@ -49,7 +51,8 @@ def delivery_retry_now(*, delivery: Delivery) -> bool:
     now = timezone.now()
     with transaction.atomic():
         moved = Delivery.objects.filter(pk=delivery.pk, status=Delivery.PENDING, endpoint__is_enabled=True).update(
-            next_attempt_at=now, updated_at=now,
+            next_attempt_at=now,
+            updated_at=now,
             queued_until=now + timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS),
         )
         if moved:
@@ -61,8 +64,11 @@ def event_redeliver(*, event: Event) -> int:
     """Send ``event`` again to every endpoint of its merchant that wants it, subscribed since or not yet tried."""
     with transaction.atomic():
         now = timezone.now()
-        endpoints = [e for e in WebhookEndpoint.objects.filter(merchant=event.merchant_id, is_enabled=True)
-                     if e.wants(event.type)]
+        endpoints = [
+            e
+            for e in WebhookEndpoint.objects.filter(merchant=event.merchant_id, is_enabled=True)
+            if e.wants(event.type)
+        ]
         # Marked first: the update waits for a dispatcher making the event's first deliveries right now (its row
         # lock), the query below then sees them, and no dispatcher makes any after this.
         Event.objects.filter(pk=event.pk).update(fanned_out=True)
@@ -75,17 +81,23 @@ def event_redeliver(*, event: Event) -> int:
 
 def endpoint_replay_failed(*, endpoint: WebhookEndpoint, since: datetime, until: datetime) -> int:
     """Replay every FAILED delivery of ``endpoint`` whose event happened in [since, until]."""
-    return deliveries_replay(deliveries=Delivery.objects.filter(
-        endpoint=endpoint, status=Delivery.FAILED, event__created_at__gte=since, event__created_at__lte=until,
-    ))
+    return deliveries_replay(
+        deliveries=Delivery.objects.filter(
+            endpoint=endpoint,
+            status=Delivery.FAILED,
+            event__created_at__gte=since,
+            event__created_at__lte=until,
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Endpoints
 # ------------------------------------------------------------------------------------------------------------
 @transaction.atomic
-def endpoint_create(*, merchant: Merchant, url: str, event_types: list[str] | None = None,
-                    description: str = "") -> WebhookEndpoint:
+def endpoint_create(
+    *, merchant: Merchant, url: str, event_types: list[str] | None = None, description: str = ""
+) -> WebhookEndpoint:
     """Create an endpoint after vetting its URL (ssrf.UnsafeUrl when refused); its secret is generated."""
     ssrf.vetted_addresses(url)
     endpoint = WebhookEndpoint.objects.create(
@@ -96,8 +108,15 @@ def endpoint_create(*, merchant: Merchant, url: str, event_types: list[str] | No
 
 
 @transaction.atomic
-def endpoint_update(*, endpoint: WebhookEndpoint, url=UNSET, event_types=UNSET, description=UNSET,
-                    enabled=UNSET, disabled_reason: str = "Disabled by request") -> WebhookEndpoint:
+def endpoint_update(
+    *,
+    endpoint: WebhookEndpoint,
+    url=UNSET,
+    event_types=UNSET,
+    description=UNSET,
+    enabled=UNSET,
+    disabled_reason: str = "Disabled by request",
+) -> WebhookEndpoint:
     """Change the given fields (a new URL is vetted: ssrf.UnsafeUrl). Enabling clears the failure streak;
     disabling records ``disabled_reason``."""
     fields = []

@@ -2,7 +2,6 @@
 queued, and swept up when a message was lost. (The module docstring of ``notifications.services`` tells the whole
 story.)"""
 
-
 import logging
 import time
 from datetime import datetime, timedelta
@@ -98,7 +97,8 @@ def _has_endpoints(merchant_id: int) -> bool:
         if len(_listeners) >= _LISTENERS_KEPT:
             _listeners.clear()
         known = _listeners[merchant_id] = (
-            now, WebhookEndpoint.objects.filter(merchant_id=merchant_id, is_enabled=True).exists()
+            now,
+            WebhookEndpoint.objects.filter(merchant_id=merchant_id, is_enabled=True).exists(),
         )
     return known[1]
 
@@ -122,23 +122,36 @@ def events_fan_out(*, limit: int | None = None) -> int:
     fanned_out = 0
     while fanned_out < limit:
         with transaction.atomic():
-            events = list(Event.objects.select_for_update(skip_locked=True).filter(fanned_out=False)
-                          .order_by("pk")[:min(SWEEP_PAGE, limit - fanned_out)])
+            events = list(
+                Event.objects.select_for_update(skip_locked=True)
+                .filter(fanned_out=False)
+                .order_by("pk")[: min(SWEEP_PAGE, limit - fanned_out)]
+            )
             if not events:
                 break
             endpoints = {}
-            for endpoint in WebhookEndpoint.objects.filter(merchant__in={e.merchant_id for e in events},
-                                                           is_enabled=True).order_by("pk"):
+            for endpoint in WebhookEndpoint.objects.filter(
+                merchant__in={e.merchant_id for e in events}, is_enabled=True
+            ).order_by("pk"):
                 endpoints.setdefault(endpoint.merchant_id, []).append(endpoint)
             now = timezone.now()
             # Marked queued from the start: the messages go out right after the commit.
             queued_until = now + timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS)
-            deliveries = Delivery.objects.bulk_create([
-                Delivery(event=event, endpoint=endpoint, next_attempt_at=now, queued_until=queued_until,
-                         created_at=now, updated_at=now)
-                for event in events for endpoint in endpoints.get(event.merchant_id, ())
-                if endpoint.wants(event.type) and endpoint.created_at <= event.created_at
-            ])
+            deliveries = Delivery.objects.bulk_create(
+                [
+                    Delivery(
+                        event=event,
+                        endpoint=endpoint,
+                        next_attempt_at=now,
+                        queued_until=queued_until,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    for event in events
+                    for endpoint in endpoints.get(event.merchant_id, ())
+                    if endpoint.wants(event.type) and endpoint.created_at <= event.created_at
+                ]
+            )
             Event.objects.filter(pk__in=[event.pk for event in events]).update(fanned_out=True)
             deliveries_queue_after_commit([delivery.pk for delivery in deliveries])
         fanned_out += len(events)
@@ -157,7 +170,7 @@ def deliveries_queue_after_commit(delivery_ids: list[int]) -> None:
 def _publish(delivery_ids: list[int]) -> None:
     size = settings.WEBHOOK_BATCH_SIZE
     for start in range(0, len(delivery_ids), size):
-        queue.send("notifications.tasks.deliver", delivery_ids[start:start + size])
+        queue.send("notifications.tasks.deliver", delivery_ids[start : start + size])
 
 
 def deliveries_queue(*, delivery_ids: list[int]) -> None:
@@ -190,7 +203,7 @@ def deliveries_sweep(*, limit: int | None = None) -> int:
                 .filter(Q(queued_until__isnull=True) | Q(queued_until__lt=now))
                 .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
                 .order_by("next_attempt_at")
-                .values_list("pk", "endpoint_id")[:min(SWEEP_PAGE, limit - queued)]
+                .values_list("pk", "endpoint_id")[: min(SWEEP_PAGE, limit - queued)]
             )
             Delivery.objects.filter(pk__in=[pk for pk, _ in page]).update(
                 queued_until=now + timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS)
@@ -212,5 +225,7 @@ def heartbeat_record(*, name: str) -> None:
     sweepers at once both succeed, the later time wins)."""
     Heartbeat.objects.bulk_create(
         [Heartbeat(name=name, beat_at=timezone.now())],
-        update_conflicts=True, unique_fields=["name"], update_fields=["beat_at"],
+        update_conflicts=True,
+        unique_fields=["name"],
+        update_fields=["beat_at"],
     )

@@ -34,8 +34,9 @@ def admin_pages() -> list[str]:
     for model in admin.site._registry:
         app, name = model._meta.app_label, model._meta.model_name
         pages.append(reverse(f"admin:{app}_{name}_changelist"))
-        pages += [reverse(f"admin:{app}_{name}_change", args=[pk])
-                  for pk in model.objects.values_list("pk", flat=True)[:5]]
+        pages += [
+            reverse(f"admin:{app}_{name}_change", args=[pk]) for pk in model.objects.values_list("pk", flat=True)[:5]
+        ]
     return pages
 
 

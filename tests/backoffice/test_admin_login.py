@@ -25,8 +25,9 @@ def staff(db, django_user_model):
 
 
 def log_in(client, username="staff", password=PASSWORD, address=DESK):
-    return client.post(LOGIN, {"username": username, "password": password, "next": reverse("admin:index")},
-                       REMOTE_ADDR=address)
+    return client.post(
+        LOGIN, {"username": username, "password": password, "next": reverse("admin:index")}, REMOTE_ADDR=address
+    )
 
 
 def fail(client, times=admin_login.MAX_FAILURES_PER_USERNAME, username="staff", address=ATTACKER):
@@ -103,7 +104,8 @@ def test_another_username_from_another_address_is_not_locked(client, staff, djan
 
 
 def test_another_username_from_the_attackers_address_is_not_locked_by_one_accounts_failures(
-        client, staff, django_user_model):
+    client, staff, django_user_model
+):
     django_user_model.objects.create_user("other", password=PASSWORD, is_staff=True)
     fail(client)
 

@@ -32,14 +32,18 @@ from vault.models import ExpiryExtension, Token, TokenConflict
 
 BACK_OFFICE_PERMISSIONS = {
     ("merchants", "view_merchant"),
-    ("vault", "view_token"), ("vault", "change_token"), ("vault", "delete_token"),
-    ("vault", "view_tokenconflict"), ("vault", "change_tokenconflict"),
+    ("vault", "view_token"),
+    ("vault", "change_token"),
+    ("vault", "delete_token"),
+    ("vault", "view_tokenconflict"),
+    ("vault", "change_tokenconflict"),
     ("vault", "view_namespace"),
     ("vault", "view_expiryextension"),
     ("core", "view_auditlog"),
     ("networks", "view_networktoken"),
     ("networks", "view_lifecycleevent"),
-    ("networks", "view_issuer"), ("networks", "change_issuer"),
+    ("networks", "view_issuer"),
+    ("networks", "change_issuer"),
     ("networks", "view_provisioningrequest"),
     ("networks", "view_batch"),
     ("networks", "view_batchitem"),
@@ -48,12 +52,15 @@ OPERATORS_PERMISSIONS = {
     ("notifications", "change_webhookendpoint"),
     ("notifications", "view_webhookendpoint"),
     ("notifications", "view_event"),
-    ("notifications", "change_delivery"), ("notifications", "view_delivery"),
+    ("notifications", "change_delivery"),
+    ("notifications", "view_delivery"),
     ("notifications", "view_deliveryattempt"),
-    ("networks", "change_networktoken"), ("networks", "view_networktoken"),
+    ("networks", "change_networktoken"),
+    ("networks", "view_networktoken"),
     ("networks", "view_lifecycleevent"),
     ("networks", "view_issuer"),
-    ("networks", "view_provisioningrequest"), ("networks", "change_provisioningrequest"),
+    ("networks", "view_provisioningrequest"),
+    ("networks", "change_provisioningrequest"),
     ("networks", "view_batch"),
     ("networks", "view_batchitem"),
 }
@@ -70,8 +77,14 @@ def back_office(db, django_user_model) -> Client:
 
 def sherlock(number: str = VISA, **changes) -> services.Card:
     instrument = SHERLOCK["paymentInstrument"]
-    fields = {"number": number, "holder_name": instrument["cardHolderName"], "expiry_month": 5, "expiry_year": 2035,
-              "billing_address": instrument["billingAddress"], **changes}
+    fields = {
+        "number": number,
+        "holder_name": instrument["cardHolderName"],
+        "expiry_month": 5,
+        "expiry_year": 2035,
+        "billing_address": instrument["billingAddress"],
+        **changes,
+    }
     return services.Card(**fields)
 
 
@@ -99,15 +112,17 @@ def world(alice) -> World:
     ).conflict
     assert conflict is not None
     # A detokenize in live with less than half a lifetime left: an audit row and an expiry extension to look at.
-    Token.objects.filter(pk=token.pk).update(created_at=timezone.now() - timedelta(days=30),
-                                             expires_at=timezone.now() + timedelta(hours=1))
+    Token.objects.filter(pk=token.pk).update(
+        created_at=timezone.now() - timedelta(days=30), expires_at=timezone.now() + timedelta(hours=1)
+    )
     token.refresh_from_db()
     with override_settings(TOKENS_ENVIRONMENT="live"):
         services.token_detokenize(token=token, actor=Actor("api-key:processor", merchant=alice))
     token.refresh_from_db()
     network_token = network_services.network_token_provision(
         origin=network_services.Origin(merchant=alice, correlation_id="c-1"),
-        card=tsp.CardData(MASTERCARD, 5, 2035), account_id="acct",
+        card=tsp.CardData(MASTERCARD, 5, 2035),
+        account_id="acct",
     )
     endpoint = notification_services.endpoint_create(merchant=alice, url="http://127.0.0.1:9/hooks")
     event = notification_services.event_emit(
@@ -131,11 +146,16 @@ def page_url(page: str, world: World) -> str:
     if not which:
         return url(app_model)
     objects = {
-        "vault.token": world.token, "vault.tokenconflict": world.conflict, "merchants.merchant": world.alice,
-        "core.auditlog": AuditLog.objects.first(), "vault.namespace": world.token.namespace,
+        "vault.token": world.token,
+        "vault.tokenconflict": world.conflict,
+        "merchants.merchant": world.alice,
+        "core.auditlog": AuditLog.objects.first(),
+        "vault.namespace": world.token.namespace,
         "vault.expiryextension": world.token.expiry_extensions.first(),
-        "networks.networktoken": world.network_token, "networks.issuer": world.network_token.issuer,
-        "notifications.webhookendpoint": world.endpoint, "notifications.event": world.event,
+        "networks.networktoken": world.network_token,
+        "networks.issuer": world.network_token.issuer,
+        "notifications.webhookendpoint": world.endpoint,
+        "notifications.event": world.event,
         "notifications.delivery": world.delivery,
     }
     return url(app_model, objects[app_model].pk)
@@ -189,15 +209,32 @@ def test_neither_group_holds_what_belongs_to_the_other(db):
 # The back office
 # ------------------------------------------------------------------------------------------------------------
 BACK_OFFICE_PAGES = [
-    "vault.token", "vault.token:object", "vault.tokenconflict", "vault.tokenconflict:object", "vault.namespace",
-    "vault.expiryextension", "vault.expiryextension:object", "core.auditlog", "core.auditlog:object",
-    "merchants.merchant", "merchants.merchant:object", "networks.networktoken", "networks.networktoken:object",
-    "networks.issuer", "networks.issuer:object", "networks.provisioningrequest", "networks.batch",
+    "vault.token",
+    "vault.token:object",
+    "vault.tokenconflict",
+    "vault.tokenconflict:object",
+    "vault.namespace",
+    "vault.expiryextension",
+    "vault.expiryextension:object",
+    "core.auditlog",
+    "core.auditlog:object",
+    "merchants.merchant",
+    "merchants.merchant:object",
+    "networks.networktoken",
+    "networks.networktoken:object",
+    "networks.issuer",
+    "networks.issuer:object",
+    "networks.provisioningrequest",
+    "networks.batch",
     "networks.batchitem",
 ]
 WEBHOOK_PAGES = [
-    "notifications.webhookendpoint", "notifications.webhookendpoint:object", "notifications.event",
-    "notifications.event:object", "notifications.delivery", "notifications.delivery:object",
+    "notifications.webhookendpoint",
+    "notifications.webhookendpoint:object",
+    "notifications.event",
+    "notifications.event:object",
+    "notifications.delivery",
+    "notifications.delivery:object",
 ]
 
 
@@ -238,8 +275,12 @@ def dismissed(world: World) -> bool:
 # action, its model, the audit action it writes for the token, and how to tell it happened
 VAULT_ACTIONS = [
     ("tombstone_selected", "vault.token", "token.delete", lambda w: Token.objects.get(pk=w.token.pk).is_deleted),
-    ("extend_expiry", "vault.token", "token.extend_expiry",
-     lambda w: w.token.expiry_extensions.filter(reason="extended by staff").exists()),
+    (
+        "extend_expiry",
+        "vault.token",
+        "token.extend_expiry",
+        lambda w: w.token.expiry_extensions.filter(reason="extended by staff").exists(),
+    ),
     ("apply", "vault.tokenconflict", "token.conflict_apply", applied),
     ("dismiss", "vault.tokenconflict", "token.conflict_dismiss", dismissed),
 ]
@@ -284,24 +325,39 @@ def test_a_forged_lifecycle_action_from_the_back_office_does_nothing(back_office
     events = Event.objects.filter(type="network_token.updated").count()
 
     run_action(back_office, "networks.networktoken", action, [world.network_token.pk], index="0")
-    run_action(back_office, "networks.networktoken", action, [world.network_token.pk], post="yes",
-               expiry_month="7", expiry_year="2036")
+    run_action(
+        back_office,
+        "networks.networktoken",
+        action,
+        [world.network_token.pk],
+        post="yes",
+        expiry_month="7",
+        expiry_year="2036",
+    )
 
     after = NetworkToken.objects.get(pk=world.network_token.pk)
     assert (after.status, after.card_expiry_month, after.dpan_ciphertext) == (
-        before.status, before.card_expiry_month, before.dpan_ciphertext
+        before.status,
+        before.card_expiry_month,
+        before.dpan_ciphertext,
     )
     assert LifecycleEvent.objects.count() == history
     assert Event.objects.filter(type="network_token.updated").count() == events
-    assert not AuditLog.objects.filter(action__startswith="admin.network_token.").exclude(
-        action="admin.network_token.view"
-    ).exists()
+    assert (
+        not AuditLog.objects.filter(action__startswith="admin.network_token.")
+        .exclude(action="admin.network_token.view")
+        .exists()
+    )
 
 
-@pytest.mark.parametrize("action, app_model", [
-    ("disable", "notifications.webhookendpoint"), ("rotate_secret", "notifications.webhookendpoint"),
-    ("replay", "notifications.delivery"),
-])
+@pytest.mark.parametrize(
+    "action, app_model",
+    [
+        ("disable", "notifications.webhookendpoint"),
+        ("rotate_secret", "notifications.webhookendpoint"),
+        ("replay", "notifications.delivery"),
+    ],
+)
 def test_a_forged_webhook_action_from_the_back_office_is_refused(back_office, world, action, app_model):
     pk = world.endpoint.pk if app_model.endswith("webhookendpoint") else world.delivery.pk
     secret = world.endpoint.secret
@@ -317,10 +373,21 @@ def test_a_forged_webhook_action_from_the_back_office_is_refused(back_office, wo
 # ------------------------------------------------------------------------------------------------------------
 # Operators
 # ------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("page", [
-    "vault.token", "vault.token:object", "vault.tokenconflict", "vault.tokenconflict:object", "core.auditlog",
-    "core.auditlog:object", "vault.namespace", "vault.expiryextension", "merchants.merchant", "merchants.apikey",
-])
+@pytest.mark.parametrize(
+    "page",
+    [
+        "vault.token",
+        "vault.token:object",
+        "vault.tokenconflict",
+        "vault.tokenconflict:object",
+        "core.auditlog",
+        "core.auditlog:object",
+        "vault.namespace",
+        "vault.expiryextension",
+        "merchants.merchant",
+        "merchants.apikey",
+    ],
+)
 def test_an_operator_gets_403_on_the_vault_pages(operator, world, page):
     assert operator.get(page_url(page, world)).status_code == 403
 
@@ -345,8 +412,12 @@ def test_an_operator_cannot_revoke_or_issue_api_keys(operator, world):
     key = world.alice.api_keys.get()
 
     assert run_action(operator, "merchants.apikey", "revoke", [key.pk], post="yes").status_code == 403
-    assert run_action(operator, "merchants.merchant", "create_api_key", [world.alice.pk], post="yes", name="x",
-                      scopes=["tokens"]).status_code == 403
+    assert (
+        run_action(
+            operator, "merchants.merchant", "create_api_key", [world.alice.pk], post="yes", name="x", scopes=["tokens"]
+        ).status_code
+        == 403
+    )
 
     key.refresh_from_db()
     assert key.revoked_at is None
@@ -364,8 +435,15 @@ def test_a_superuser_opens_every_page(admin_client, world, page):
 def test_a_superuser_is_offered_every_action(admin_client, world):
     offered = {
         app_model: available_actions(admin_client.get(url(app_model)))
-        for app_model in ("merchants.merchant", "merchants.apikey", "vault.token", "vault.tokenconflict",
-                          "networks.networktoken", "notifications.webhookendpoint", "notifications.delivery")
+        for app_model in (
+            "merchants.merchant",
+            "merchants.apikey",
+            "vault.token",
+            "vault.tokenconflict",
+            "networks.networktoken",
+            "notifications.webhookendpoint",
+            "notifications.delivery",
+        )
     }
 
     assert offered == {
@@ -409,7 +487,11 @@ def test_extending_an_expiry_asks_first_then_moves_it_one_lifetime_and_records_a
     assert (extension.old_expires_at, extension.new_expires_at, extension.reason) == (old, new, "extended by staff")
     row = AuditLog.objects.get(action="token.extend_expiry")
     assert (row.actor, row.object_type, row.object_id, row.result, row.origin) == (
-        "admin:beth", "token", token.token_id, AuditLog.SUCCESS, "127.0.0.1"
+        "admin:beth",
+        "token",
+        token.token_id,
+        AuditLog.SUCCESS,
+        "127.0.0.1",
     )
     event = Event.objects.get(type="token.expiry_extended", data__reason="extended by staff")
     assert event.merchant == world.alice
@@ -493,15 +575,17 @@ def _disabled(world: World) -> list:
 
 
 def _failed(world: World) -> Delivery:
-    Delivery.objects.filter(pk=world.delivery.pk).update(status=Delivery.FAILED, next_attempt_at=None,
-                                                         attempt_count=8)
+    Delivery.objects.filter(pk=world.delivery.pk).update(status=Delivery.FAILED, next_attempt_at=None, attempt_count=8)
     return world.delivery
 
 
 def _pending_request(world: World) -> list:
     """An async request waiting for its attempt (its message never sent: the test has no broker)."""
-    return [network_services.provisioning_request_create(merchant=world.alice, correlation_id="c-stuck",
-                                                         vault_token=world.token)]
+    return [
+        network_services.provisioning_request_create(
+            merchant=world.alice, correlation_id="c-stuck", vault_token=world.token
+        )
+    ]
 
 
 def _token_ids(world, objects):
@@ -525,30 +609,84 @@ WINDOW = {
     "until": (timezone.now() + timedelta(days=1)).strftime("%Y-%m-%d %H:%M"),
 }
 CASES = [
-    Case("merchants.merchant", "create_api_key", "admin.api_key.create", lambda w: [w.alice],
-         {"name": "processor", "scopes": ["tokens"]}, None),
-    Case("merchants.apikey", "revoke", "admin.api_key.revoke", lambda w: [w.alice.api_keys.get()], {},
-         lambda w, objects: [key.prefix for key in objects]),
+    Case(
+        "merchants.merchant",
+        "create_api_key",
+        "admin.api_key.create",
+        lambda w: [w.alice],
+        {"name": "processor", "scopes": ["tokens"]},
+        None,
+    ),
+    Case(
+        "merchants.apikey",
+        "revoke",
+        "admin.api_key.revoke",
+        lambda w: [w.alice.api_keys.get()],
+        {},
+        lambda w, objects: [key.prefix for key in objects],
+    ),
     Case("vault.token", "tombstone_selected", "token.delete", lambda w: [w.token], {}, _token_ids),
     Case("vault.token", "extend_expiry", "token.extend_expiry", lambda w: [w.token], {}, _token_ids),
     Case("vault.tokenconflict", "apply", "token.conflict_apply", lambda w: [w.conflict], {}, _token_ids),
     Case("vault.tokenconflict", "dismiss", "token.conflict_dismiss", lambda w: [w.conflict], {}, _token_ids),
-    Case("networks.networktoken", "suspend", "admin.network_token.suspend", lambda w: [w.network_token], {},
-         _network_token_ids),
+    Case(
+        "networks.networktoken",
+        "suspend",
+        "admin.network_token.suspend",
+        lambda w: [w.network_token],
+        {},
+        _network_token_ids,
+    ),
     Case("networks.networktoken", "resume", "admin.network_token.resume", _suspended, {}, _network_token_ids),
-    Case("networks.networktoken", "delete", "admin.network_token.delete", lambda w: [w.network_token], {},
-         _network_token_ids),
-    Case("networks.networktoken", "card_updated", "admin.network_token.card_updated", lambda w: [w.network_token],
-         {"expiry_month": "7", "expiry_year": "2036", "card_last_digits": ""}, _network_token_ids),
-    Case("networks.provisioningrequest", "retry_now", "admin.network_token_request.retry_now", _pending_request, {},
-         lambda w, objects: [request.public_id for request in objects]),
+    Case(
+        "networks.networktoken",
+        "delete",
+        "admin.network_token.delete",
+        lambda w: [w.network_token],
+        {},
+        _network_token_ids,
+    ),
+    Case(
+        "networks.networktoken",
+        "card_updated",
+        "admin.network_token.card_updated",
+        lambda w: [w.network_token],
+        {"expiry_month": "7", "expiry_year": "2036", "card_last_digits": ""},
+        _network_token_ids,
+    ),
+    Case(
+        "networks.provisioningrequest",
+        "retry_now",
+        "admin.network_token_request.retry_now",
+        _pending_request,
+        {},
+        lambda w, objects: [request.public_id for request in objects],
+    ),
     Case("notifications.webhookendpoint", "enable", "admin.webhook.enable", _disabled, {}, _endpoint_ids),
-    Case("notifications.webhookendpoint", "disable", "admin.webhook.disable", lambda w: [w.endpoint],
-         {"reason": "merchant asked"}, _endpoint_ids),
-    Case("notifications.webhookendpoint", "rotate_secret", "admin.webhook.rotate_secret", lambda w: [w.endpoint], {},
-         _endpoint_ids),
-    Case("notifications.webhookendpoint", "replay_failed", "admin.webhook.replay_failed",
-         lambda w: [_failed(w).endpoint], WINDOW, _endpoint_ids),
+    Case(
+        "notifications.webhookendpoint",
+        "disable",
+        "admin.webhook.disable",
+        lambda w: [w.endpoint],
+        {"reason": "merchant asked"},
+        _endpoint_ids,
+    ),
+    Case(
+        "notifications.webhookendpoint",
+        "rotate_secret",
+        "admin.webhook.rotate_secret",
+        lambda w: [w.endpoint],
+        {},
+        _endpoint_ids,
+    ),
+    Case(
+        "notifications.webhookendpoint",
+        "replay_failed",
+        "admin.webhook.replay_failed",
+        lambda w: [_failed(w).endpoint],
+        WINDOW,
+        _endpoint_ids,
+    ),
     Case("notifications.delivery", "retry_now", "admin.webhook.retry_now", lambda w: [w.delivery], {}, _delivery_ids),
     Case("notifications.delivery", "replay", "admin.webhook.replay", lambda w: [_failed(w)], {}, _delivery_ids),
 ]
@@ -575,8 +713,9 @@ def test_every_admin_action_writes_an_audit_row_per_object(admin_client, world, 
     objects = case.select(world)
     before = set(AuditLog.objects.values_list("pk", flat=True))
 
-    response = run_action(admin_client, case.app_model, case.action, [obj.pk for obj in objects], post="yes",
-                          **case.data)
+    response = run_action(
+        admin_client, case.app_model, case.action, [obj.pk for obj in objects], post="yes", **case.data
+    )
 
     assert response.status_code == 200
     assert shown_messages(response, SUCCESS) or shown_messages(response, WARNING)

@@ -60,13 +60,28 @@ def on(day: date, at: time = time(0, 1)) -> datetime:
 
 def make_tokens(merchant, created_at: list[datetime], **fields) -> None:
     """Live Visa tokens created at each moment of ``created_at``; ``fields`` change any column."""
-    Token.objects.bulk_create([
-        Token(**{"merchant": merchant, "description": "bulk", "fingerprint": f"fp-{next(serial)}",
-                 "pan_ciphertext": b"x", "key_version": 1, "bin": "444433", "last_four": "1111", "pan_length": 16,
-                 "brand": "VISA", "expires_at": timezone.now() + timedelta(days=365), "created_at": moment,
-                 **fields})
-        for moment in created_at
-    ], batch_size=500)
+    Token.objects.bulk_create(
+        [
+            Token(
+                **{
+                    "merchant": merchant,
+                    "description": "bulk",
+                    "fingerprint": f"fp-{next(serial)}",
+                    "pan_ciphertext": b"x",
+                    "key_version": 1,
+                    "bin": "444433",
+                    "last_four": "1111",
+                    "pan_length": 16,
+                    "brand": "VISA",
+                    "expires_at": timezone.now() + timedelta(days=365),
+                    "created_at": moment,
+                    **fields,
+                }
+            )
+            for moment in created_at
+        ],
+        batch_size=500,
+    )
 
 
 def tokens_per_day(merchant, counts: dict[date, int]) -> None:
@@ -75,49 +90,92 @@ def tokens_per_day(merchant, counts: dict[date, int]) -> None:
 
 @pytest.fixture
 def issuers(db) -> dict[str, Issuer]:
-    return {network: Issuer.objects.create(name=f"{network} bank", network=network, bin_low=low, bin_high=high)
-            for network, low, high in (("VISA", "400000", "499999"), ("MASTERCARD", "510000", "559999"),
-                                       ("AMEX", "340000", "379999"))}
+    return {
+        network: Issuer.objects.create(name=f"{network} bank", network=network, bin_low=low, bin_high=high)
+        for network, low, high in (
+            ("VISA", "400000", "499999"),
+            ("MASTERCARD", "510000", "559999"),
+            ("AMEX", "340000", "379999"),
+        )
+    }
 
 
 def make_network_tokens(merchant, issuer: Issuer, status: str, count: int, *, created_at=None) -> None:
-    NetworkToken.objects.bulk_create([
-        NetworkToken(merchant=merchant, token_id=f"nt-{next(serial)}", network=issuer.network, status=status,
-                     issuer=issuer, token_last_digits="9999", token_expiry_month=1, token_expiry_year=2031,
-                     card_bin=issuer.bin_low, card_last_digits="1111", card_expiry_month=1, card_expiry_year=2031,
-                     payment_account_reference="PAR", correlation_id="c", created_at=created_at or timezone.now())
-        for _ in range(count)
-    ])
+    NetworkToken.objects.bulk_create(
+        [
+            NetworkToken(
+                merchant=merchant,
+                token_id=f"nt-{next(serial)}",
+                network=issuer.network,
+                status=status,
+                issuer=issuer,
+                token_last_digits="9999",
+                token_expiry_month=1,
+                token_expiry_year=2031,
+                card_bin=issuer.bin_low,
+                card_last_digits="1111",
+                card_expiry_month=1,
+                card_expiry_year=2031,
+                payment_account_reference="PAR",
+                correlation_id="c",
+                created_at=created_at or timezone.now(),
+            )
+            for _ in range(count)
+        ]
+    )
 
 
 def make_failed_requests(merchant, count: int, *, vault_token=None, updated_at=None) -> None:
-    ProvisioningRequest.objects.bulk_create([
-        ProvisioningRequest(merchant=merchant, correlation_id="c", status=ProvisioningRequest.FAILED,
-                            vault_token=vault_token, failure_code="tokenizationDeclined",
-                            updated_at=updated_at or timezone.now())
-        for _ in range(count)
-    ])
+    ProvisioningRequest.objects.bulk_create(
+        [
+            ProvisioningRequest(
+                merchant=merchant,
+                correlation_id="c",
+                status=ProvisioningRequest.FAILED,
+                vault_token=vault_token,
+                failure_code="tokenizationDeclined",
+                updated_at=updated_at or timezone.now(),
+            )
+            for _ in range(count)
+        ]
+    )
 
 
 def make_failed_items(merchant, count: int, *, issuer=None, vault_token=None, finished_at=None) -> None:
     batch = Batch.objects.create(merchant=merchant, total=count)
-    BatchItem.objects.bulk_create([
-        BatchItem(batch=batch, index=index, token_reference="ref", issuer=issuer, vault_token=vault_token,
-                  status=BatchItem.FAILED, failure_code="tokenizationDeclined",
-                  finished_at=finished_at or timezone.now())
-        for index in range(count)
-    ])
+    BatchItem.objects.bulk_create(
+        [
+            BatchItem(
+                batch=batch,
+                index=index,
+                token_reference="ref",
+                issuer=issuer,
+                vault_token=vault_token,
+                status=BatchItem.FAILED,
+                failure_code="tokenizationDeclined",
+                finished_at=finished_at or timezone.now(),
+            )
+            for index in range(count)
+        ]
+    )
 
 
 def make_deliveries(endpoint, count: int, status: str, *, updated_at=None, next_attempt_at=None) -> None:
-    events = Event.objects.bulk_create([
-        Event(merchant=endpoint.merchant, type="token.created", data={}) for _ in range(count)
-    ])
-    Delivery.objects.bulk_create([
-        Delivery(event=event, endpoint=endpoint, status=status, updated_at=updated_at or timezone.now(),
-                 next_attempt_at=next_attempt_at if status == Delivery.PENDING else None)
-        for event in events
-    ])
+    events = Event.objects.bulk_create(
+        [Event(merchant=endpoint.merchant, type="token.created", data={}) for _ in range(count)]
+    )
+    Delivery.objects.bulk_create(
+        [
+            Delivery(
+                event=event,
+                endpoint=endpoint,
+                status=status,
+                updated_at=updated_at or timezone.now(),
+                next_attempt_at=next_attempt_at if status == Delivery.PENDING else None,
+            )
+            for event in events
+        ]
+    )
 
 
 def endpoint(merchant, url: str, **fields) -> WebhookEndpoint:
@@ -135,8 +193,12 @@ def svg(body: str, chart_id: str) -> str:
 
 def bars(body: str, chart_id: str) -> dict[str, int]:
     """data-key → data-value of the chart's bars."""
-    return {key: int(value) for key, value in
-            re.findall(r'<rect class="bar[^"]*"[^>]*data-key="([^"]+)" data-value="(\d+)"', svg(body, chart_id))}
+    return {
+        key: int(value)
+        for key, value in re.findall(
+            r'<rect class="bar[^"]*"[^>]*data-key="([^"]+)" data-value="(\d+)"', svg(body, chart_id)
+        )
+    }
 
 
 def table(body: str, table_id: str) -> dict[str, list[str]]:
@@ -145,8 +207,10 @@ def table(body: str, table_id: str) -> dict[str, list[str]]:
     assert match, f"no table#{table_id}"
     rows = {}
     for row in re.findall(r"<tr>(.*?)</tr>", match.group(1), re.S):
-        cells = [html.unescape(re.sub(r"<[^>]+>", "", cell)).strip()
-                 for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)]
+        cells = [
+            html.unescape(re.sub(r"<[^>]+>", "", cell)).strip()
+            for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)
+        ]
         rows[cells[0]] = cells[1:]
     return rows
 
@@ -218,15 +282,21 @@ def test_every_admin_page_header_links_to_the_dashboard(admin_client):
 def test_it_counts_the_tokens_created_each_day_of_the_last_30_with_the_empty_days_shown(admin_client, alice):
     counts = {today(): 3, today() - timedelta(days=1): 1, today() - timedelta(days=29): 7}
     tokens_per_day(alice, {**counts, today() - timedelta(days=30): 5})  # the 31st day back is outside the window
-    make_tokens(alice, [on(today() - timedelta(days=1))], deleted_at=timezone.now(), pan_ciphertext=None,
-                fingerprint=None)  # deleted since: it was still created that day
+    make_tokens(
+        alice, [on(today() - timedelta(days=1))], deleted_at=timezone.now(), pan_ciphertext=None, fingerprint=None
+    )  # deleted since: it was still created that day
 
     body = page(admin_client)
 
     drawn = bars(body, "chart-tokens-per-day")
     expected = {f"{today() - timedelta(days=n):%Y-%m-%d}": 0 for n in range(30)}
-    expected.update({f"{today():%Y-%m-%d}": 3, f"{today() - timedelta(days=1):%Y-%m-%d}": 2,
-                     f"{today() - timedelta(days=29):%Y-%m-%d}": 7})
+    expected.update(
+        {
+            f"{today():%Y-%m-%d}": 3,
+            f"{today() - timedelta(days=1):%Y-%m-%d}": 2,
+            f"{today() - timedelta(days=29):%Y-%m-%d}": 7,
+        }
+    )
     assert drawn == expected
     assert list(drawn)[-1] == f"{today():%Y-%m-%d}"  # oldest first, today last
     assert f"<title>{today():%Y-%m-%d}: 3 tokens</title>" in body
@@ -254,8 +324,9 @@ def test_network_token_outcomes_are_grouped_by_network_and_status(admin_client, 
     make_network_tokens(alice, issuers["VISA"], NetworkToken.ACTIVE, 3)
     make_network_tokens(alice, issuers["VISA"], NetworkToken.SUSPENDED, 1)
     make_network_tokens(alice, issuers["MASTERCARD"], NetworkToken.DELETED, 2)
-    make_network_tokens(alice, issuers["MASTERCARD"], NetworkToken.ACTIVE, 4,
-                        created_at=on(today() - timedelta(days=40)))  # before the window
+    make_network_tokens(
+        alice, issuers["MASTERCARD"], NetworkToken.ACTIVE, 4, created_at=on(today() - timedelta(days=40))
+    )  # before the window
     make_tokens(alice, [timezone.now()], brand="AMEX", bin="378282")
     amex_card = Token.objects.get(brand="AMEX")
     make_tokens(alice, [timezone.now()], brand="DISCOVER", bin="601111")
@@ -269,8 +340,10 @@ def test_network_token_outcomes_are_grouped_by_network_and_status(admin_client, 
     body = page(admin_client)
 
     assert bars(body, "chart-network-outcomes") == {
-        "VISA:ACTIVE": 3, "VISA:SUSPENDED": 1,
-        "MASTERCARD:DELETED": 2, "MASTERCARD:FAILED_BATCH_ITEMS": 3,
+        "VISA:ACTIVE": 3,
+        "VISA:SUSPENDED": 1,
+        "MASTERCARD:DELETED": 2,
+        "MASTERCARD:FAILED_BATCH_ITEMS": 3,
         "AMEX:FAILED_REQUESTS": 2,
         "UNKNOWN:FAILED_REQUESTS": 1,
         "DISCOVER:FAILED_BATCH_ITEMS": 1,
@@ -281,7 +354,7 @@ def test_network_token_outcomes_are_grouped_by_network_and_status(admin_client, 
     assert rows["MASTERCARD"] == ["0", "0", "0", "2", "0", "3", "2", "3"]
     assert rows["AMEX"] == ["0", "0", "0", "0", "2", "0", "0", "2"]
     assert list(rows)[:3] == ["VISA", "MASTERCARD", "AMEX"]
-    assert f'{reverse("admin:networks_networktoken_changelist")}?network__exact=VISA' in body
+    assert f"{reverse('admin:networks_networktoken_changelist')}?network__exact=VISA" in body
     assert "<title>VISA, active: 3</title>" in body
 
 
@@ -334,8 +407,13 @@ def test_endpoints_failing_now_or_disabled_are_listed_with_links_to_their_pages(
     failing = endpoint(alice, "https://alice.example/failing", failing_since=timezone.now() - timedelta(hours=3))
     make_deliveries(failing, 2, Delivery.PENDING, next_attempt_at=timezone.now())
     make_deliveries(failing, 1, Delivery.FAILED)
-    disabled = endpoint(alice, "https://alice.example/disabled", is_enabled=False, disabled_reason="Gone (HTTP 410)",
-                        disabled_at=timezone.now())
+    disabled = endpoint(
+        alice,
+        "https://alice.example/disabled",
+        is_enabled=False,
+        disabled_reason="Gone (HTTP 410)",
+        disabled_at=timezone.now(),
+    )
     endpoint(alice, "https://alice.example/healthy")
 
     body = page(admin_client)
@@ -354,11 +432,18 @@ def test_endpoints_failing_now_or_disabled_are_listed_with_links_to_their_pages(
 
 def test_only_the_longest_failing_endpoints_are_listed_with_the_total(admin_client, alice):
     now = timezone.now()
-    WebhookEndpoint.objects.bulk_create([
-        WebhookEndpoint(merchant=alice, url=f"https://alice.example/{n}", failing_since=now - timedelta(minutes=n),
-                        public_id=f"ep_{n}", secret=f"whsec_{n}")
-        for n in range(dashboard.ENDPOINTS_SHOWN + 5)
-    ])
+    WebhookEndpoint.objects.bulk_create(
+        [
+            WebhookEndpoint(
+                merchant=alice,
+                url=f"https://alice.example/{n}",
+                failing_since=now - timedelta(minutes=n),
+                public_id=f"ep_{n}",
+                secret=f"whsec_{n}",
+            )
+            for n in range(dashboard.ENDPOINTS_SHOWN + 5)
+        ]
+    )
 
     body = page(admin_client)
 
@@ -412,15 +497,17 @@ def test_the_page_makes_the_same_few_queries_whatever_the_size_of_the_data(admin
     # endpoints (list and count: 2). Dora's permission checks add her user and group permissions (2).
     assert len(large) <= 9, "\n".join(large)
     assert len(large_for_dora) <= 11, "\n".join(large_for_dora)
-    per_day_queries = [sql for sql in large if "FROM \"vault_token\"" in sql]
+    per_day_queries = [sql for sql in large if 'FROM "vault_token"' in sql]
     assert len(per_day_queries) == 1
 
 
 def test_no_card_number_or_token_reaches_the_page(admin_client, alice):
     result = services.card_tokenize(
-        merchant=alice, namespace="baker-street",
-        card=services.Card(number=VISA, holder_name="Sherlock Holmes", expiry_month=5, expiry_year=2035,
-                           billing_address=None),
+        merchant=alice,
+        namespace="baker-street",
+        card=services.Card(
+            number=VISA, holder_name="Sherlock Holmes", expiry_month=5, expiry_year=2035, billing_address=None
+        ),
     )
 
     body = page(admin_client)
@@ -435,8 +522,17 @@ def test_no_card_number_or_token_reaches_the_page(admin_client, alice):
 # ------------------------------------------------------------------------------------------------------------
 # The scale of an axis
 # ------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("largest, top, step", [
-    (0, 1, 1), (1, 1, 1), (3, 3, 1), (7, 8, 2), (10, 10, 5), (97, 100, 50), (1234, 1500, 500),
-])
+@pytest.mark.parametrize(
+    "largest, top, step",
+    [
+        (0, 1, 1),
+        (1, 1, 1),
+        (3, 3, 1),
+        (7, 8, 2),
+        (10, 10, 5),
+        (97, 100, 50),
+        (1234, 1500, 500),
+    ],
+)
 def test_an_axis_ends_on_a_round_number_just_above_the_largest_count(largest, top, step):
     assert dashboard.nice_scale(largest) == (top, step)

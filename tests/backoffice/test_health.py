@@ -48,13 +48,14 @@ def health():
 def test_every_check_is_ok_while_beat_sweeps(db):
     notification_services.deliveries_sweep()  # what beat has a worker run every few seconds
 
-    assert health() == (200, {"status": "ok",
-                              "checks": {"database": "ok", "keys": "ok", "broker": "ok", "beat": "ok"}})
+    assert health() == (200, {"status": "ok", "checks": {"database": "ok", "keys": "ok", "broker": "ok", "beat": "ok"}})
 
 
 def test_beat_that_never_ran_is_stale_and_the_server_stays_in_rotation(db):
-    assert health() == (200, {"status": "degraded",
-                              "checks": {"database": "ok", "keys": "ok", "broker": "ok", "beat": "stale"}})
+    assert health() == (
+        200,
+        {"status": "degraded", "checks": {"database": "ok", "keys": "ok", "broker": "ok", "beat": "stale"}},
+    )
 
 
 def test_beat_whose_last_sweep_is_older_than_the_limit_is_stale(db, settings):
@@ -81,8 +82,10 @@ def test_keys_that_do_not_match_the_data_take_the_server_out_of_rotation(db, ali
 
     settings.VAULT_FINGERPRINT_KEY = new_key()
 
-    assert health() == (503, {"status": "down",
-                              "checks": {"database": "ok", "keys": "down", "broker": "ok", "beat": "ok"}})
+    assert health() == (
+        503,
+        {"status": "down", "checks": {"database": "ok", "keys": "down", "broker": "ok", "beat": "ok"}},
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -94,8 +97,10 @@ def test_a_broker_that_is_down_is_reported_at_once_and_the_server_stays_in_rotat
         took = time.monotonic() - began
 
     assert response.status_code == 200
-    assert response.json() == {"status": "degraded",
-                               "checks": {"database": "ok", "keys": "ok", "broker": "down", "beat": "stale"}}
+    assert response.json() == {
+        "status": "degraded",
+        "checks": {"database": "ok", "keys": "ok", "broker": "down", "beat": "stale"},
+    }
     assert took < 3
 
 
@@ -115,16 +120,21 @@ def test_a_running_beat_makes_health_ok_and_its_every_few_seconds_lines_are_not_
             notification_services.event_emit(merchant=alice, type="token.deleted", data={"tokenId": "0" * 19})
             receiver.wait_for_requests(1, timeout=30)
             wait_for(lambda: endpoint.deliveries.filter(status="SUCCEEDED").exists(), timeout=30)
-            wait_for(lambda: "notifications.tasks.deliver[" in _log_since(start) and " succeeded in " in
-                     _log_since(start), timeout=30)
+            wait_for(
+                lambda: "notifications.tasks.deliver[" in _log_since(start) and " succeeded in " in _log_since(start),
+                timeout=30,
+            )
         finally:
             stop_celery_worker(worker)
 
     assert health()[0] == 200
     lines = [line for line in _log_since(start).splitlines() if line.startswith("{")]  # log records, not the banner
     assert any(re.search(r'"level": "INFO".*notifications\.tasks\.deliver\[.*\] succeeded', line) for line in lines)
-    routine = [line for line in lines if re.search(
-        r"notifications\.tasks\.sweep_deliveries|networks\.tasks\.dispatch_batches|Sending due task", line)]
+    routine = [
+        line
+        for line in lines
+        if re.search(r"notifications\.tasks\.sweep_deliveries|networks\.tasks\.dispatch_batches|Sending due task", line)
+    ]
     assert routine == []
 
 

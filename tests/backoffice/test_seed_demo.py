@@ -181,11 +181,13 @@ def test_its_output_holds_no_card_number_and_no_api_key(seeded):
 
 def test_no_card_number_is_stored_in_clear_in_events_audit_rows_or_batches(seeded):
     numbers = card_numbers()
-    stored = " ".join([
-        *(str(data) for data in Event.objects.values_list("data", flat=True)),
-        *(str(detail) for detail in AuditLog.objects.values_list("detail", flat=True)),
-        *BatchItem.objects.values_list("token_reference", flat=True),
-    ])
+    stored = " ".join(
+        [
+            *(str(data) for data in Event.objects.values_list("data", flat=True)),
+            *(str(detail) for detail in AuditLog.objects.values_list("detail", flat=True)),
+            *BatchItem.objects.values_list("token_reference", flat=True),
+        ]
+    )
 
     assert not any(number in stored for number in numbers)
 
@@ -235,8 +237,11 @@ def test_again_adds_another_set_with_the_same_data_for_the_same_seed(seeded):
     seed("--seed", "7", "--again")
 
     def cards_of(name: str) -> list:
-        return sorted(Token.objects.filter(merchant__name=name)
-                      .values_list("brand", "bin", "last_four", "namespace__name", "card_holder_name"))
+        return sorted(
+            Token.objects.filter(merchant__name=name).values_list(
+                "brand", "bin", "last_four", "namespace__name", "card_holder_name"
+            )
+        )
 
     assert Merchant.objects.filter(name__contains="(demo 2)").count() == 3
     assert Token.objects.count() == 2 * TOKENS

@@ -71,11 +71,16 @@ def output_dir() -> Path:
 @pytest.fixture(scope="package")
 def browser(django_db_setup, django_db_blocker):
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium package (`make test` does it as root) "
-                    "or set CHROMIUM to a Chromium binary")
+        pytest.fail(
+            f"{CHROMIUM} not found: install Debian's chromium package (`make test` does it as root) "
+            "or set CHROMIUM to a Chromium binary"
+        )
     with django_db_blocker.unblock():
-        serialized = {alias: connections[alias]._test_serialized_contents for alias in connections
-                      if hasattr(connections[alias], "_test_serialized_contents")}
+        serialized = {
+            alias: connections[alias]._test_serialized_contents
+            for alias in connections
+            if hasattr(connections[alias], "_test_serialized_contents")
+        }
     with pytest.MonkeyPatch.context() as patch:
         # The test code is plain synchronous code, whatever loop Playwright keeps running beside it.
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")

@@ -82,8 +82,9 @@ def test_it_refuses_a_post_without_credentials_before_reading_the_body(db, anony
     assert_one_failure_audited()
 
 
-@pytest.mark.parametrize("presented", [f"sk_{secrets.token_urlsafe(32)}", "sk_short", "hunter2"],
-                         ids=["key-shaped", "short-key", "password"])
+@pytest.mark.parametrize(
+    "presented", [f"sk_{secrets.token_urlsafe(32)}", "sk_short", "hunter2"], ids=["key-shaped", "short-key", "password"]
+)
 def test_it_refuses_an_unknown_key(db, anonymous, presented):
     anonymous.credentials(HTTP_AUTHORIZATION=f"Bearer {presented}")
     assert_unauthorized(anonymous.get("/tokens", REMOTE_ADDR=ORIGIN))
@@ -271,13 +272,16 @@ def test_bob_cannot_delete_alices_token(api, bob_api, alice_token):
     assert api.get(alice_token).status_code == 200
 
 
-@pytest.mark.parametrize("detail, value", [
-    ("description", "Bob was here"),
-    ("cardHolderName", "Bob"),
-    ("schemeTransactionReference", "BOB1"),
-    ("cardExpiryDate", {"month": 1, "year": 2040}),
-    ("billingAddress", {"address1": "1 Bob Road", "postalCode": "B0B", "city": "Bobton", "countryCode": "GB"}),
-])
+@pytest.mark.parametrize(
+    "detail, value",
+    [
+        ("description", "Bob was here"),
+        ("cardHolderName", "Bob"),
+        ("schemeTransactionReference", "BOB1"),
+        ("cardExpiryDate", {"month": 1, "year": 2040}),
+        ("billingAddress", {"address1": "1 Bob Road", "postalCode": "B0B", "city": "Bobton", "countryCode": "GB"}),
+    ],
+)
 def test_bob_cannot_change_alices_token(api, bob_api, alice_token, detail, value):
     before = api.get(alice_token).json()
     assert_not_found(bob_api.put(f"{alice_token}/{detail}", value, format="json"))

@@ -71,8 +71,10 @@ def worker():
 
 
 def verified_webhooks(receiver, endpoint, count):
-    return [Webhook(endpoint.secret).verify(request.body, request.headers)
-            for request in receiver.wait_for_requests(count, timeout=30)]
+    return [
+        Webhook(endpoint.secret).verify(request.body, request.headers)
+        for request in receiver.wait_for_requests(count, timeout=30)
+    ]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -81,8 +83,9 @@ def verified_webhooks(receiver, endpoint, count):
 # ------------------------------------------------------------------------------------------------------------
 @pytest.mark.celery
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_an_async_request_for_a_vault_token_succeeds_and_sends_a_signed_created_webhook(alice, receiver, webhooks_to,
-                                                                                         worker):
+def test_an_async_request_for_a_vault_token_succeeds_and_sends_a_signed_created_webhook(
+    alice, receiver, webhooks_to, worker
+):
     endpoint = webhooks_to(receiver)
     card = vault_token(alice)
     worker()
@@ -108,11 +111,13 @@ def test_an_async_request_for_a_vault_token_succeeds_and_sends_a_signed_created_
 @pytest.mark.celery
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_an_async_request_for_a_declined_card_fails_with_a_failed_webhook_and_forgets_the_card(
-        alice, receiver, webhooks_to, worker):
+    alice, receiver, webhooks_to, worker
+):
     endpoint = webhooks_to(receiver)
     declined = declining_card("400000")
-    request = services.provisioning_request_create(merchant=alice, correlation_id="corr-async-2",
-                                                   card=tsp.CardData(declined, 5, 2035))
+    request = services.provisioning_request_create(
+        merchant=alice, correlation_id="corr-async-2", card=tsp.CardData(declined, 5, 2035)
+    )
     request.refresh_from_db()
     assert request.card_ciphertext is not None  # kept, encrypted, until a worker takes it
     worker()
@@ -135,15 +140,20 @@ def test_an_async_request_for_a_declined_card_fails_with_a_failed_webhook_and_fo
 @pytest.mark.celery
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_card_sent_in_the_request_is_stored_encrypted_and_destroyed_once_the_request_ends(
-        alice, receiver, webhooks_to, worker):
+    alice, receiver, webhooks_to, worker
+):
     endpoint = webhooks_to(receiver)
-    request = services.provisioning_request_create(merchant=alice, correlation_id="corr-async-3",
-                                                   card=tsp.CardData(MASTERCARD, 5, 2035, "Sherlock Holmes"))
+    request = services.provisioning_request_create(
+        merchant=alice, correlation_id="corr-async-3", card=tsp.CardData(MASTERCARD, 5, 2035, "Sherlock Holmes")
+    )
     request.refresh_from_db()
     ciphertext = bytes(request.card_ciphertext)
     assert MASTERCARD.encode() not in ciphertext
-    assert key_ring().decrypt(request.key_version, ciphertext,
-                              associated_data=request.associated_data()).startswith(MASTERCARD)
+    assert (
+        key_ring()
+        .decrypt(request.key_version, ciphertext, associated_data=request.associated_data())
+        .startswith(MASTERCARD)
+    )
     worker()
 
     wait_for(lambda: ProvisioningRequest.objects.get(pk=request.pk).status != ProvisioningRequest.PENDING, timeout=30)
@@ -191,8 +201,9 @@ def run_until_it_ends(request) -> int:
 @pytest.mark.django_db
 def test_an_async_request_whose_tsp_keeps_failing_ends_failed_after_every_retry(alice, settings):
     settings.TSP_FAILURE_RATE = 1.0
-    request = services.provisioning_request_create(merchant=alice, correlation_id="corr-retry-1",
-                                                   vault_token=vault_token(alice))
+    request = services.provisioning_request_create(
+        merchant=alice, correlation_id="corr-retry-1", vault_token=vault_token(alice)
+    )
 
     assert run_until_it_ends(request) == services.ASYNC_MAX_ATTEMPTS
 
@@ -209,17 +220,21 @@ def test_an_async_request_whose_tsp_keeps_failing_ends_failed_after_every_retry(
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("first_failure, draws", [
-    ("unavailable", [0.0, 0.9]),  # fails (< 0.5), and not as a timeout (>= 0.5)
-    ("timeout", [0.0, 0.1]),      # fails, as a timeout
-])
+@pytest.mark.parametrize(
+    "first_failure, draws",
+    [
+        ("unavailable", [0.0, 0.9]),  # fails (< 0.5), and not as a timeout (>= 0.5)
+        ("timeout", [0.0, 0.1]),  # fails, as a timeout
+    ],
+)
 def test_an_async_request_retries_a_transient_failure_and_then_succeeds(alice, monkeypatch, first_failure, draws):
     # Visa's token service, as this process's simulators are configured (TSP_SIMULATOR), fails half of its calls:
     # the scripted draws make the first one fail as ``first_failure``.
     scripted = ScriptedRandom(draws)
     monkeypatch.setitem(tsp.SIMULATORS, "VISA", VisaProvider(rng=scripted, failure_rate=0.5))
-    request = services.provisioning_request_create(merchant=alice, correlation_id="corr-retry-2",
-                                                   vault_token=vault_token(alice))
+    request = services.provisioning_request_create(
+        merchant=alice, correlation_id="corr-retry-2", vault_token=vault_token(alice)
+    )
 
     run_until_it_ends(request)
 
@@ -238,8 +253,9 @@ def test_an_async_request_waits_while_this_servers_keys_cannot_read_its_card_and
     settings.VAULT_KEY_CHECK_SECONDS = 0
     old, new = new_key(), new_key()
     settings.VAULT_KEYS = f"2:{new},1:{old}"
-    request = services.provisioning_request_create(merchant=alice, correlation_id="corr-keys",
-                                                   card=tsp.CardData(VISA, 5, 2035))
+    request = services.provisioning_request_create(
+        merchant=alice, correlation_id="corr-keys", card=tsp.CardData(VISA, 5, 2035)
+    )
     settings.VAULT_KEYS = f"1:{old}"
 
     tasks.run_provisioning_request.apply(args=[request.pk])
@@ -260,12 +276,15 @@ def test_an_async_request_waits_while_this_servers_keys_cannot_read_its_card_and
 
 @pytest.mark.django_db
 def test_a_request_whose_worker_died_mid_attempt_is_queued_again_by_the_sweeper_once_its_claim_runs_out(
-        alice, broker, django_capture_on_commit_callbacks):
-    request = services.provisioning_request_create(merchant=alice, correlation_id="corr-died",
-                                                   card=tsp.CardData(VISA, 5, 2035))
+    alice, broker, django_capture_on_commit_callbacks
+):
+    request = services.provisioning_request_create(
+        merchant=alice, correlation_id="corr-died", card=tsp.CardData(VISA, 5, 2035)
+    )
     # A worker claimed the attempt and was killed; its message was taken, its claim still runs.
     ProvisioningRequest.objects.filter(pk=request.pk).update(
-        attempts=1, claim="dead-worker", queued_until=None, claimed_until=timezone.now() + timedelta(seconds=60))
+        attempts=1, claim="dead-worker", queued_until=None, claimed_until=timezone.now() + timedelta(seconds=60)
+    )
     with django_capture_on_commit_callbacks(execute=True):
         assert services.provisioning_requests_sweep() == 0  # its worker may still be at it
     tasks.run_provisioning_request.apply(args=[request.pk])  # a late duplicate message: not its turn either

@@ -44,9 +44,12 @@ SMALL = {
 def vault_tokens(merchant, numbers):
     # One transaction for the lot: a thousand commits to SQLite would cost more than the batch itself.
     with transaction.atomic():
-        return [vault_services.card_tokenize(
-            merchant=merchant, card=vault_services.Card(number, "Card Holder", 5, 2035)
-        ).token for number in numbers]
+        return [
+            vault_services.card_tokenize(
+                merchant=merchant, card=vault_services.Card(number, "Card Holder", 5, 2035)
+            ).token
+            for number in numbers
+        ]
 
 
 def entries_for(tokens, email=""):
@@ -76,13 +79,16 @@ def most_calls_in_one_second(moments) -> int:
 def test_bad_items_fail_at_once_with_their_reason_while_the_rest_go_on(alice):
     visa, discover, amex, mastercard = vault_tokens(alice, [VISA, DISCOVER, AMEX, MASTERCARD])
 
-    batch = services.batch_create(merchant=alice, entries=[
-        services.BatchEntry(token_reference=visa.token_id, vault_token=visa),
-        services.BatchEntry(token_reference="tok_does_not_exist", vault_token=None),
-        services.BatchEntry(token_reference=discover.token_id, vault_token=discover),
-        services.BatchEntry(token_reference=amex.token_id, vault_token=amex),  # Amex without an email
-        services.BatchEntry(token_reference=mastercard.token_id, vault_token=mastercard),
-    ])
+    batch = services.batch_create(
+        merchant=alice,
+        entries=[
+            services.BatchEntry(token_reference=visa.token_id, vault_token=visa),
+            services.BatchEntry(token_reference="tok_does_not_exist", vault_token=None),
+            services.BatchEntry(token_reference=discover.token_id, vault_token=discover),
+            services.BatchEntry(token_reference=amex.token_id, vault_token=amex),  # Amex without an email
+            services.BatchEntry(token_reference=mastercard.token_id, vault_token=mastercard),
+        ],
+    )
 
     items = list(batch.items.order_by("index"))
     assert [item.status for item in items] == ["PENDING", "FAILED", "FAILED", "FAILED", "PENDING"]
@@ -101,10 +107,13 @@ def test_bad_items_fail_at_once_with_their_reason_while_the_rest_go_on(alice):
 def test_a_batch_of_only_bad_items_is_completed_at_once(alice):
     [discover] = vault_tokens(alice, [DISCOVER])
 
-    batch = services.batch_create(merchant=alice, entries=[
-        services.BatchEntry(token_reference="tok_gone", vault_token=None),
-        services.BatchEntry(token_reference=discover.token_id, vault_token=discover),
-    ])
+    batch = services.batch_create(
+        merchant=alice,
+        entries=[
+            services.BatchEntry(token_reference="tok_gone", vault_token=None),
+            services.BatchEntry(token_reference=discover.token_id, vault_token=discover),
+        ],
+    )
 
     batch.refresh_from_db()
     assert batch.status == Batch.COMPLETED
@@ -128,9 +137,11 @@ def flat(chunks) -> list[int]:
 def test_the_dispatcher_releases_two_seconds_of_calls_per_issuer_in_chunks_interleaving_issuers(alice, broker):
     rates = {BIG: 8, "Maple Mutual": 4, "Visa Test Issuer": 2}
     issuers = {name: set_rate(name, rate) for name, rate in rates.items()}
-    tokens = (vault_tokens(alice, distinct_card_numbers("444433", 30))
-              + vault_tokens(alice, distinct_card_numbers("555555", 10))
-              + vault_tokens(alice, distinct_card_numbers("400", 10)))
+    tokens = (
+        vault_tokens(alice, distinct_card_numbers("444433", 30))
+        + vault_tokens(alice, distinct_card_numbers("555555", 10))
+        + vault_tokens(alice, distinct_card_numbers("400", 10))
+    )
     batch = services.batch_create(merchant=alice, entries=entries_for(tokens))
 
     released = services.batches_dispatch()
@@ -150,7 +161,7 @@ def test_the_dispatcher_releases_two_seconds_of_calls_per_issuer_in_chunks_inter
     for position, (this, following) in enumerate(zip(order, order[1:], strict=False)):
         if this == following:
             assert set(order[position:]) == {this}, order
-    assert set(order[:len(rates)]) == set(rates)
+    assert set(order[: len(rates)]) == set(rates)
     # Within an issuer, first come first served.
     for issuer in issuers.values():
         indexes = [items[pk].index for pk in flat(chunks) if items[pk].issuer_id == issuer.pk]
@@ -173,17 +184,19 @@ def test_the_dispatcher_releases_two_seconds_of_calls_per_issuer_in_chunks_inter
 @pytest.mark.django_db
 def test_the_dispatcher_queues_no_more_than_the_workers_are_running(alice, broker):
     set_rate(BIG, 1000)  # the rate leaves room for 2,000 in flight: the workers' pace must set it
-    batch = services.batch_create(merchant=alice, entries=entries_for(
-        vault_tokens(alice, distinct_card_numbers("444433", 3 * scheduling.MIN_QUEUED_ITEMS))
-    ))
+    batch = services.batch_create(
+        merchant=alice,
+        entries=entries_for(vault_tokens(alice, distinct_card_numbers("444433", 3 * scheduling.MIN_QUEUED_ITEMS))),
+    )
 
     assert services.batches_dispatch() == scheduling.MIN_QUEUED_ITEMS
     assert all(len(chunk) == scheduling.CHUNK_MAX_ITEMS for chunk in chunks_sent(broker))
     assert services.batches_dispatch() == 0  # the workers have not taken them yet
 
     # Two workers take the queued chunks: as much again may wait for them.
-    BatchItem.objects.filter(batch=batch, status=BatchItem.QUEUED).update(status=BatchItem.RUNNING,
-                                                                           called_at=timezone.now())
+    BatchItem.objects.filter(batch=batch, status=BatchItem.QUEUED).update(
+        status=BatchItem.RUNNING, called_at=timezone.now()
+    )
     assert services.batches_dispatch() == scheduling.MIN_QUEUED_ITEMS
     assert services.batches_dispatch() == 0
 
@@ -199,16 +212,21 @@ def test_the_dispatcher_advances_two_batches_of_one_issuer_together(alice, broke
 
     items = BatchItem.objects.in_bulk(flat(chunks_sent(broker)))
     assert [(items[pk].batch_id, items[pk].index) for pk in flat(chunks_sent(broker))] == [
-        (first.pk, 0), (second.pk, 0), (first.pk, 1), (second.pk, 1), (first.pk, 2), (second.pk, 2),
+        (first.pk, 0),
+        (second.pk, 0),
+        (first.pk, 1),
+        (second.pk, 1),
+        (first.pk, 2),
+        (second.pk, 2),
     ]
 
 
 @pytest.mark.django_db
 def test_the_dispatcher_puts_items_whose_message_was_lost_back_to_pending(alice, broker):
     set_rate(BIG, 1)  # room for two in flight
-    batch = services.batch_create(merchant=alice, entries=entries_for(
-        vault_tokens(alice, distinct_card_numbers("444433", 4))
-    ))
+    batch = services.batch_create(
+        merchant=alice, entries=entries_for(vault_tokens(alice, distinct_card_numbers("444433", 4)))
+    )
     lost, fresh_1, fresh_2, waiting = batch.items.order_by("index")
     now = timezone.now()
     BatchItem.objects.filter(pk=lost.pk).update(
@@ -228,15 +246,16 @@ def test_the_dispatcher_puts_items_whose_message_was_lost_back_to_pending(alice,
 @pytest.mark.django_db
 def test_an_item_whose_message_was_lost_is_sent_again(alice, broker):
     set_rate(BIG, 5)
-    batch = services.batch_create(merchant=alice, entries=entries_for(
-        vault_tokens(alice, distinct_card_numbers("444433", 2))
-    ))
+    batch = services.batch_create(
+        merchant=alice, entries=entries_for(vault_tokens(alice, distinct_card_numbers("444433", 2)))
+    )
     lost, crashed = batch.items.order_by("index")
     long_ago = timezone.now() - timedelta(seconds=scheduling.ITEM_LEASE_SECONDS + 5)
     BatchItem.objects.filter(pk=lost.pk).update(status=BatchItem.QUEUED, queued_at=long_ago)
     # A worker died in the middle of this one.
-    BatchItem.objects.filter(pk=crashed.pk).update(status=BatchItem.RUNNING, queued_at=long_ago, called_at=long_ago,
-                                                   claim="a-dead-workers-claim")
+    BatchItem.objects.filter(pk=crashed.pk).update(
+        status=BatchItem.RUNNING, queued_at=long_ago, called_at=long_ago, claim="a-dead-workers-claim"
+    )
 
     services.batches_dispatch()
 
@@ -251,27 +270,30 @@ def test_items_whose_worker_stopped_go_back_counted_and_are_then_sent_alone(alic
     # A worker killed while holding a chunk (perhaps by one of its items: out of memory, a crash in native code).
     # Its items come back, each in a chunk of its own, so that an item killing its worker takes no other with it.
     set_rate(BIG, 20)  # chunks of ten
-    batch = services.batch_create(merchant=alice, entries=entries_for(
-        vault_tokens(alice, distinct_card_numbers("444433", 6))
-    ))
+    batch = services.batch_create(
+        merchant=alice, entries=entries_for(vault_tokens(alice, distinct_card_numbers("444433", 6)))
+    )
     items = list(batch.items.order_by("index"))
     held = [item.pk for item in items[:3]]
     long_ago = timezone.now() - timedelta(seconds=scheduling.ITEM_LEASE_SECONDS + 5)
-    BatchItem.objects.filter(pk__in=held).update(status=BatchItem.RUNNING, queued_at=long_ago, called_at=long_ago,
-                                                 claim="a-dead-workers-claim")
+    BatchItem.objects.filter(pk__in=held).update(
+        status=BatchItem.RUNNING, queued_at=long_ago, called_at=long_ago, claim="a-dead-workers-claim"
+    )
 
     services.batches_dispatch()
 
     assert chunks_sent(broker) == [[item.pk for item in items[3:]], *([pk] for pk in held)]
-    assert dict(batch.items.values_list("pk", "abandoned")) == {**{pk: 1 for pk in held},
-                                                                **{item.pk: 0 for item in items[3:]}}
+    assert dict(batch.items.values_list("pk", "abandoned")) == {
+        **{pk: 1 for pk in held},
+        **{item.pk: 0 for item in items[3:]},
+    }
 
 
 @pytest.mark.django_db
 def test_an_item_whose_worker_stops_a_third_time_fails_and_its_batch_completes(alice, api, broker):
-    batch = services.batch_create(merchant=alice, entries=entries_for(
-        vault_tokens(alice, distinct_card_numbers("444433", 2))
-    ))
+    batch = services.batch_create(
+        merchant=alice, entries=entries_for(vault_tokens(alice, distinct_card_numbers("444433", 2)))
+    )
     deadly, fine = batch.items.order_by("index")
     long_ago = timezone.now() - timedelta(seconds=scheduling.ITEM_LEASE_SECONDS + 5)
     for stop in range(1, services.BATCH_ITEM_MAX_ABANDONED + 1):
@@ -286,10 +308,14 @@ def test_an_item_whose_worker_stops_a_third_time_fails_and_its_batch_completes(a
 
     assert answer["status"] == Batch.COMPLETED
     assert answer["counts"]["FAILED"] == 1 and answer["counts"]["SUCCEEDED"] == 1
-    assert answer["failedItems"] == [{
-        "index": 0, "token": deadly.token_reference, "errorName": "internalErrorOccurred",
-        "message": f"The worker provisioning it stopped {services.BATCH_ITEM_MAX_ABANDONED} times",
-    }]
+    assert answer["failedItems"] == [
+        {
+            "index": 0,
+            "token": deadly.token_reference,
+            "errorName": "internalErrorOccurred",
+            "message": f"The worker provisioning it stopped {services.BATCH_ITEM_MAX_ABANDONED} times",
+        }
+    ]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -327,7 +353,9 @@ def test_every_item_of_a_batch_ends_in_a_webhook_under_its_own_correlation_id(al
     assert {data["batchId"] for data in [*created.values(), *failed.values()]} == {batch_id}
     assert created[0]["tokenId"] == NetworkToken.objects.get(vault_token=visa).token_id
     assert [(failed[i]["correlationId"], failed[i]["errorName"]) for i in (2, 3, 4)] == [
-        ("order-3", "tokenizationDeclined"), ("order-4", "networkNotSupported"), ("order-5", "resourceNotFound"),
+        ("order-3", "tokenizationDeclined"),
+        ("order-4", "networkNotSupported"),
+        ("order-5", "resourceNotFound"),
     ]
     assert all(failed[i]["message"] for i in failed)
     assert api.get(f"/network-tokens/batches/{batch_id}").json()["status"] == Batch.COMPLETED
@@ -336,9 +364,12 @@ def test_every_item_of_a_batch_ends_in_a_webhook_under_its_own_correlation_id(al
 @pytest.mark.django_db
 def test_an_item_whose_worker_stopped_three_times_ends_in_a_failed_webhook(alice, api, broker):
     [token] = vault_tokens(alice, [VISA])
-    batch = services.batch_create(merchant=alice, entries=[
-        services.BatchEntry(token_reference=token.token_id, vault_token=token, correlation_id="order-9"),
-    ])
+    batch = services.batch_create(
+        merchant=alice,
+        entries=[
+            services.BatchEntry(token_reference=token.token_id, vault_token=token, correlation_id="order-9"),
+        ],
+    )
     long_ago = timezone.now() - timedelta(seconds=scheduling.ITEM_LEASE_SECONDS + 5)
     for stop in range(services.BATCH_ITEM_MAX_ABANDONED):
         BatchItem.objects.filter(batch=batch).update(status=BatchItem.RUNNING, called_at=long_ago, claim=f"w{stop}")
@@ -364,8 +395,7 @@ def test_a_batch_item_needing_a_step_up_is_announced_once_the_network_activates_
     inactive = NetworkToken.objects.get(vault_token=stepping)
     assert inactive.status == NetworkToken.INACTIVE
 
-    activated = api.post(f"/network-tokens/{inactive.token_id}/simulate-lifecycle", {"event": "ACTIVE"},
-                         format="json")
+    activated = api.post(f"/network-tokens/{inactive.token_id}/simulate-lifecycle", {"event": "ACTIVE"}, format="json")
 
     assert activated.status_code == 200
     assert api.get(f"/network-tokens/batches/{batch_id}").json()["counts"]["SUCCEEDED"] == 2
@@ -377,8 +407,9 @@ def test_a_batch_item_needing_a_step_up_is_announced_once_the_network_activates_
 @pytest.mark.django_db
 def test_a_batch_item_whose_token_is_deleted_before_activation_fails(alice, api, broker):
     [stepping] = vault_tokens(alice, [step_up_card("400000")])
-    batch_id = api.post("/network-tokens/batches", {"items": [{"token": stepping.token_id}]},
-                        format="json").json()["id"]
+    batch_id = api.post("/network-tokens/batches", {"items": [{"token": stepping.token_id}]}, format="json").json()[
+        "id"
+    ]
     run_batch(broker)
     inactive = NetworkToken.objects.get(vault_token=stepping)
 
@@ -396,8 +427,9 @@ def test_a_batch_item_whose_token_is_deleted_before_activation_fails(alice, api,
 def test_a_batch_item_correlation_id_of_37_characters_answers_400_at_it(alice, api):
     [token] = vault_tokens(alice, [VISA])
 
-    response = api.post("/network-tokens/batches", {"items": [{"token": token.token_id, "correlationId": "c" * 37}]},
-                        format="json")
+    response = api.post(
+        "/network-tokens/batches", {"items": [{"token": token.token_id, "correlationId": "c" * 37}]}, format="json"
+    )
 
     assert response.status_code == 400
     assert [(e["errorName"], e["jsonPath"]) for e in response.json()["validationErrors"]] == [
@@ -415,7 +447,8 @@ def test_cards_of_banks_outside_the_registry_are_scheduled_per_bin_not_lumped_to
 
     issuers = {item.issuer for item in batch.items.select_related("issuer")}
     assert {(issuer.bin_low, issuer.bin_high, issuer.registered) for issuer in issuers} == {
-        ("490000", "490000", False), ("485555", "485555", False),
+        ("490000", "490000", False),
+        ("485555", "485555", False),
     }
     Issuer.objects.filter(bin_low="490000").update(rate_limit_per_second=5)  # the first bank's limit, set by staff
 
@@ -479,17 +512,25 @@ def released(batch) -> list[int]:
 @pytest.mark.django_db
 def test_a_chunk_ends_its_items_and_completes_the_batch_with_the_last_one(alice):
     tokens = vault_tokens(alice, [VISA, MASTERCARD, declining_card()])
-    batch = services.batch_create(merchant=alice, entries=entries_for(tokens) + [
-        services.BatchEntry(token_reference="tok_gone", vault_token=None),
-    ])
+    batch = services.batch_create(
+        merchant=alice,
+        entries=entries_for(tokens)
+        + [
+            services.BatchEntry(token_reference="tok_gone", vault_token=None),
+        ],
+    )
 
     assert services.batch_items_run(item_ids=released(batch)) == 3
 
     batch.refresh_from_db()
     assert batch.status == Batch.COMPLETED and batch.completed_at and batch.finished == batch.total == 4
     statuses = list(batch.items.order_by("index").values_list("status", "failure_code"))
-    assert statuses == [("SUCCEEDED", ""), ("SUCCEEDED", ""), ("FAILED", "tokenizationDeclined"),
-                        ("FAILED", "resourceNotFound")]
+    assert statuses == [
+        ("SUCCEEDED", ""),
+        ("SUCCEEDED", ""),
+        ("FAILED", "tokenizationDeclined"),
+        ("FAILED", "resourceNotFound"),
+    ]
     assert Event.objects.filter(merchant=alice, type="network_token.created").count() == 2
 
 
@@ -639,6 +680,9 @@ def test_a_skewed_batch_stays_under_every_issuers_rate_and_the_small_issuers_fin
     # thread woken late bunches a few stamps together (52 against 50 seen once). Stamping before the wait, the bug
     # this test was written against, showed 56-58 against 50.
     busiest = {name: most_calls_in_one_second([item.called_at for item in group]) for name, group in by_issuer.items()}
-    over = {name: f"{calls} calls in one second, limit {limits[name]}" for name, calls in busiest.items()
-            if calls > limits[name] + 1 + math.ceil(limits[name] * 0.05)}
+    over = {
+        name: f"{calls} calls in one second, limit {limits[name]}"
+        for name, calls in busiest.items()
+        if calls > limits[name] + 1 + math.ceil(limits[name] * 0.05)
+    }
     assert not over, over

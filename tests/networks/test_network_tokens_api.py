@@ -30,8 +30,18 @@ from vault.keys import key_ring
 from vault.models import ExpiryExtension, Token
 
 METADATA_FIELDS = {
-    "tokenId", "network", "status", "tokenLastDigits", "tokenExpiryDate", "cardBin", "cardLastDigits",
-    "cardExpiryDate", "paymentAccountReference", "cardArt", "issuer", "correlationId",
+    "tokenId",
+    "network",
+    "status",
+    "tokenLastDigits",
+    "tokenExpiryDate",
+    "cardBin",
+    "cardLastDigits",
+    "cardExpiryDate",
+    "paymentAccountReference",
+    "cardArt",
+    "issuer",
+    "correlationId",
 }
 CORRELATION_ID = "checkout-7f3a"
 EXPIRY = {"month": 5, "year": 2035}
@@ -52,9 +62,7 @@ def luhn_valid(number: str) -> bool:
 
 def test_card_ending(last_four: str) -> str:
     """A Luhn-valid Visa test number (BIN 400000) ending in ``last_four``: the digit before them makes Luhn pass."""
-    return next(
-        number for number in (f"40000000000{digit}{last_four}" for digit in "0123456789") if luhn_valid(number)
-    )
+    return next(number for number in (f"40000000000{digit}{last_four}" for digit in "0123456789") if luhn_valid(number))
 
 
 test_card_ending.__test__ = False  # a helper, not a test
@@ -105,8 +113,9 @@ def network_token(provision, vault_token) -> dict:
 @pytest.fixture
 def processor_api(alice):
     """alice's payment processor key for network tokens: it may see the token number in cryptograms."""
-    _, raw = merchant_services.api_key_create(merchant=alice, scopes=["network-tokens", "tokens:detokenize"],
-                                           name="processor")
+    _, raw = merchant_services.api_key_create(
+        merchant=alice, scopes=["network-tokens", "tokens:detokenize"], name="processor"
+    )
     return client_for(raw)
 
 
@@ -231,10 +240,14 @@ DELETIONS = {
 
 
 @pytest.mark.parametrize("deletion", DELETIONS.values(), ids=DELETIONS.keys())
-@pytest.mark.parametrize("body", [
-    card_body(VISA, accountId="shopper-1"),
-    card_body(AMEX, accountId="shopper-1", email="holmes@example.com"),
-], ids=["visa", "amex"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        card_body(VISA, accountId="shopper-1"),
+        card_body(AMEX, accountId="shopper-1", email="holmes@example.com"),
+    ],
+    ids=["visa", "amex"],
+)
 def test_a_deleted_network_token_is_not_handed_out_again(provision, api, body, deletion):
     # Visa and Amex reuse a tokenId for the same merchant, card and account (and email): a live one only.
     first = provision(body).json()["tokenId"]
@@ -323,7 +336,8 @@ def test_header_and_body_errors_are_reported_together(provision):
 
     assert response.status_code == 400
     assert set(error_paths(response)) == {
-        ("fieldIsMissing", "$.headers.X-Correlation-Id"), ("panFailedLuhnCheck", "$.card.cardNumber"),
+        ("fieldIsMissing", "$.headers.X-Correlation-Id"),
+        ("panFailedLuhnCheck", "$.card.cardNumber"),
     }
     assert "4444333322221112" not in response.content.decode()
 
@@ -347,20 +361,35 @@ def test_a_request_with_two_card_sources_answers_400(provision, vault_token):
     ("body", "expected"),
     [
         ({"card": {"cardNumber": VISA}}, ("fieldIsMissing", "$.card.cardExpiryDate")),
-        ({"card": {"cardNumber": VISA, "cardExpiryDate": {"month": 13, "year": 2035}}},
-         ("integerIsTooLarge", "$.card.cardExpiryDate.month")),
-        ({"card": {"cardNumber": VISA, "cardExpiryDate": {"month": 1, "year": 2001}}},
-         ("fieldHasInvalidValue", "$.card.cardExpiryDate")),
-        ({"card": {"cardNumber": 4444333322221111, "cardExpiryDate": EXPIRY}},
-         ("fieldMustBeString", "$.card.cardNumber")),
+        (
+            {"card": {"cardNumber": VISA, "cardExpiryDate": {"month": 13, "year": 2035}}},
+            ("integerIsTooLarge", "$.card.cardExpiryDate.month"),
+        ),
+        (
+            {"card": {"cardNumber": VISA, "cardExpiryDate": {"month": 1, "year": 2001}}},
+            ("fieldHasInvalidValue", "$.card.cardExpiryDate"),
+        ),
+        (
+            {"card": {"cardNumber": 4444333322221111, "cardExpiryDate": EXPIRY}},
+            ("fieldMustBeString", "$.card.cardNumber"),
+        ),
         ({"card": {"cardNumber": "44443333", "cardExpiryDate": EXPIRY}}, ("stringIsTooShort", "$.card.cardNumber")),
         ({**card_body(), "email": "not an email"}, ("fieldHasInvalidValue", "$.email")),
         ({**card_body(), "accountId": "a" * 65}, ("stringIsTooLong", "$.accountId")),
         ({**card_body(), "cvv": "123"}, ("unrecognizedField", "$.cvv")),
         ({"token": ""}, ("fieldIsEmpty", "$.token")),
     ],
-    ids=["no expiry", "month 13", "expired", "number not a string", "short number", "bad email", "long accountId",
-         "unknown field", "empty token"],
+    ids=[
+        "no expiry",
+        "month 13",
+        "expired",
+        "number not a string",
+        "short number",
+        "bad email",
+        "long accountId",
+        "unknown field",
+        "empty token",
+    ],
 )
 def test_a_malformed_request_answers_400_in_the_error_shape(provision, body, expected):
     response = provision(body)
@@ -460,8 +489,15 @@ def tampered(compact: str) -> str:
         lambda key: "not.a.jwe",
         lambda key: "eyJhbGciOiJSU0EtT0FFUC0yNTYifQ",
     ],
-    ids=["alg RSA-OAEP", "alg RSA1_5", "enc A128CBC-HS256", "tampered ciphertext", "another key", "garbage",
-         "header only"],
+    ids=[
+        "alg RSA-OAEP",
+        "alg RSA1_5",
+        "enc A128CBC-HS256",
+        "tampered ciphertext",
+        "another key",
+        "garbage",
+        "header only",
+    ],
 )
 def test_encrypted_data_that_does_not_decrypt_answers_400_at_encrypted_data(provision, public_key, make):
     response = provision({"encryptedData": make(public_key)})
@@ -518,8 +554,9 @@ def run_queued_requests(broker) -> None:
         network_tasks.run_provisioning_request.apply(args=list(args))
 
 
-def test_an_async_request_answers_202_and_queues_only_its_id(provision, vault_token, broker,
-                                                              django_capture_on_commit_callbacks):
+def test_an_async_request_answers_202_and_queues_only_its_id(
+    provision, vault_token, broker, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         response = provision({"token": vault_token["tokenId"]}, path="/network-tokens/async")
 
@@ -531,8 +568,9 @@ def test_an_async_request_answers_202_and_queues_only_its_id(provision, vault_to
     assert broker.args_of("run_provisioning_request") == [(request.pk,)]
 
 
-def test_an_async_request_shows_the_network_token_once_a_worker_ran_it(provision, api, broker,
-                                                                        django_capture_on_commit_callbacks):
+def test_an_async_request_shows_the_network_token_once_a_worker_ran_it(
+    provision, api, broker, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         request_id = provision(card_body(MASTERCARD), path="/network-tokens/async").json()["requestId"]
     pending = api.get(f"/network-tokens/requests/{request_id}").json()
@@ -543,8 +581,16 @@ def test_an_async_request_shows_the_network_token_once_a_worker_ran_it(provision
     response = api.get(f"/network-tokens/requests/{request_id}")
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"requestId", "correlationId", "status", "createdAt", "updatedAt", "attempts",
-                         "networkToken", "error"}
+    assert set(body) == {
+        "requestId",
+        "correlationId",
+        "status",
+        "createdAt",
+        "updatedAt",
+        "attempts",
+        "networkToken",
+        "error",
+    }
     assert body["status"] == "SUCCEEDED" and body["attempts"] == 1 and body["error"] is None
     assert set(body["networkToken"]) == METADATA_FIELDS
     assert body["networkToken"]["network"] == "MASTERCARD"
@@ -553,8 +599,9 @@ def test_an_async_request_shows_the_network_token_once_a_worker_ran_it(provision
     assert ProvisioningRequest.objects.get(public_id=request_id).card_ciphertext is None
 
 
-def test_an_async_request_the_issuer_declines_ends_failed_with_its_reason(provision, api, broker,
-                                                                          django_capture_on_commit_callbacks):
+def test_an_async_request_the_issuer_declines_ends_failed_with_its_reason(
+    provision, api, broker, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         request_id = provision(card_body(DECLINED_CARD), path="/network-tokens/async").json()["requestId"]
 
@@ -568,7 +615,8 @@ def test_an_async_request_the_issuer_declines_ends_failed_with_its_reason(provis
 
 
 def test_an_async_request_for_a_card_needing_a_step_up_is_announced_once_the_network_activates_it(
-        provision, api, broker, django_capture_on_commit_callbacks):
+    provision, api, broker, django_capture_on_commit_callbacks
+):
     # The seed, steps 6-8: the merchant hears of the token when it is created *and active*, and can then use it.
     with django_capture_on_commit_callbacks(execute=True):
         request_id = provision(card_body(STEP_UP_CARD), path="/network-tokens/async").json()["requestId"]
@@ -592,7 +640,8 @@ def test_an_async_request_for_a_card_needing_a_step_up_is_announced_once_the_net
 
 
 def test_an_async_request_whose_token_is_deleted_before_activation_ends_failed(
-        provision, api, broker, django_capture_on_commit_callbacks):
+    provision, api, broker, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         request_id = provision(card_body(STEP_UP_CARD), path="/network-tokens/async").json()["requestId"]
     run_queued_requests(broker)
@@ -608,8 +657,9 @@ def test_an_async_request_whose_token_is_deleted_before_activation_ends_failed(
     assert events_of(api, "network_token.created") == []
 
 
-def test_an_active_async_token_is_announced_once_with_its_request(provision, api, broker,
-                                                                  django_capture_on_commit_callbacks):
+def test_an_active_async_token_is_announced_once_with_its_request(
+    provision, api, broker, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         request_id = provision(card_body(VISA), path="/network-tokens/async").json()["requestId"]
 
@@ -644,13 +694,15 @@ def test_an_unknown_request_answers_404(api, db):
 @pytest.mark.celery
 def test_a_real_worker_completes_an_async_request_on_the_real_broker(alice, celery_worker_process):
     api = client_for(alice.raw_key)
-    response = api.post("/network-tokens/async", card_body(MASTERCARD), format="json",
-                        HTTP_X_CORRELATION_ID=CORRELATION_ID)
+    response = api.post(
+        "/network-tokens/async", card_body(MASTERCARD), format="json", HTTP_X_CORRELATION_ID=CORRELATION_ID
+    )
     assert response.status_code == 202, response.content
     request_id = response.json()["requestId"]
 
-    body = wait_for(lambda: (b := api.get(f"/network-tokens/requests/{request_id}").json())["status"] != "PENDING"
-                    and b, timeout=60)
+    body = wait_for(
+        lambda: (b := api.get(f"/network-tokens/requests/{request_id}").json())["status"] != "PENDING" and b, timeout=60
+    )
 
     assert body["status"] == "SUCCEEDED", body
     assert body["networkToken"]["network"] == "MASTERCARD"
@@ -682,8 +734,14 @@ def test_a_batch_with_good_and_unknown_tokens_answers_202_and_lists_the_failed_o
     assert response.status_code == 202, response.content
     accepted = response.json()
     assert set(accepted) == {"id", "status", "counts"}
-    assert accepted["counts"] == {"PENDING": 2, "QUEUED": 0, "RUNNING": 0, "PENDING_ACTIVATION": 0, "SUCCEEDED": 0,
-                                  "FAILED": 2}
+    assert accepted["counts"] == {
+        "PENDING": 2,
+        "QUEUED": 0,
+        "RUNNING": 0,
+        "PENDING_ACTIVATION": 0,
+        "SUCCEEDED": 0,
+        "FAILED": 2,
+    }
     assert accepted["status"] == "PENDING"
 
     batch = api.get(f"/network-tokens/batches/{accepted['id']}")
@@ -730,8 +788,9 @@ def test_another_merchants_vault_token_is_a_failed_item_of_a_batch(bob_api, vaul
 
 
 def test_a_batch_of_10001_items_answers_400_at_items(api, db):
-    response = api.post("/network-tokens/batches", {"items": [{"token": "ABCDEFGHJKLMNPQRSTU"}] * 10_001},
-                        format="json")
+    response = api.post(
+        "/network-tokens/batches", {"items": [{"token": "ABCDEFGHJKLMNPQRSTU"}] * 10_001}, format="json"
+    )
 
     assert response.status_code == 400
     assert error_paths(response) == [("fieldHasInvalidValue", "$.items")]
@@ -855,8 +914,11 @@ def test_deleting_a_deleted_network_token_answers_422_and_it_stays_deleted(api, 
 
 
 def test_an_unknown_network_token_answers_404(api, db):
-    for response in (api.get("/network-tokens/DNITHE000"), api.delete("/network-tokens/DNITHE000"),
-                     api.post("/network-tokens/DNITHE000/cryptograms")):
+    for response in (
+        api.get("/network-tokens/DNITHE000"),
+        api.delete("/network-tokens/DNITHE000"),
+        api.post("/network-tokens/DNITHE000/cryptograms"),
+    ):
         assert response.status_code == 404
         assert response.json()["errorName"] == "resourceNotFound"
 
@@ -874,7 +936,9 @@ def test_the_simulator_suspends_resumes_and_reissues_the_card(api, network_token
     assert body["status"] == "ACTIVE"
     assert body["cardExpiryDate"] == {"month": 9, "year": 2039} and body["cardLastDigits"] == "4242"
     assert [(e["type"], e["oldStatus"], e["newStatus"]) for e in body["lifecycle"]] == [
-        ("SUSPENDED", "ACTIVE", "SUSPENDED"), ("ACTIVE", "SUSPENDED", "ACTIVE"), ("CARD_UPDATED", "ACTIVE", "ACTIVE"),
+        ("SUSPENDED", "ACTIVE", "SUSPENDED"),
+        ("ACTIVE", "SUSPENDED", "ACTIVE"),
+        ("CARD_UPDATED", "ACTIVE", "ACTIVE"),
     ]
     assert Event.objects.filter(type="network_token.updated").count() == 3
 
@@ -923,8 +987,12 @@ def test_the_simulator_endpoint_does_not_exist_when_switched_off(api, network_to
     assert response.status_code == 404
     assert response.json()["errorName"] == "endpointNotFound"
     assert NetworkToken.objects.get(token_id=network_token["tokenId"]).status == "ACTIVE"
-    assert client_for("sk_nonsense").post(f"/network-tokens/{network_token['tokenId']}/simulate-lifecycle").json()[
-        "errorName"] == "endpointNotFound"
+    assert (
+        client_for("sk_nonsense")
+        .post(f"/network-tokens/{network_token['tokenId']}/simulate-lifecycle")
+        .json()["errorName"]
+        == "endpointNotFound"
+    )
 
 
 def test_a_cryptogram_for_an_active_token_leaves_out_the_token_number_without_the_detokenize_scope(api, network_token):
@@ -1103,8 +1171,9 @@ def test_bob_cannot_see_or_use_alices_network_token(bob_api, network_token, api)
 
 def test_bob_cannot_see_alices_request_or_batch(bob_api, provision, api, vault_token):
     request_id = provision(card_body(), path="/network-tokens/async").json()["requestId"]
-    batch_id = api.post("/network-tokens/batches", {"items": [{"token": vault_token["tokenId"]}]},
-                        format="json").json()["id"]
+    batch_id = api.post(
+        "/network-tokens/batches", {"items": [{"token": vault_token["tokenId"]}]}, format="json"
+    ).json()["id"]
 
     for path in (f"/network-tokens/requests/{request_id}", f"/network-tokens/batches/{batch_id}"):
         response = bob_api.get(path)

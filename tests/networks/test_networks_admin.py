@@ -45,7 +45,8 @@ def wanda(db, django_user_model) -> Client:
 def provision(merchant, *, number: str = VISA, account_id: str = "acct", correlation_id: str = "c-1") -> NetworkToken:
     return services.network_token_provision(
         origin=services.Origin(merchant=merchant, correlation_id=correlation_id),
-        card=tsp.CardData(number, 5, 2035), account_id=account_id,
+        card=tsp.CardData(number, 5, 2035),
+        account_id=account_id,
     )
 
 
@@ -125,7 +126,11 @@ def test_opening_a_network_token_writes_an_audit_row_and_listing_does_not(operat
 
     row = AuditLog.objects.get(action="admin.network_token.view")
     assert (row.actor, row.object_type, row.object_id, row.result, row.origin) == (
-        "admin:olive", "network_token", token.token_id, AuditLog.SUCCESS, "10.1.2.3"
+        "admin:olive",
+        "network_token",
+        token.token_id,
+        AuditLog.SUCCESS,
+        "10.1.2.3",
     )
     assert row.detail == {"merchant": alice.public_id}
 
@@ -196,8 +201,9 @@ def test_the_vault_token_is_a_link_only_for_who_may_open_it(operator, admin_clie
 @pytest.mark.parametrize("query", ["token_id", "last_digits", "par"])
 def test_a_network_token_is_found_by_token_id_last_digits_or_par_exactly(operator, alice, token, query):
     other = provision(alice, number=MASTERCARD)
-    term = {"token_id": token.token_id, "last_digits": token.token_last_digits,
-            "par": token.payment_account_reference}[query]
+    term = {"token_id": token.token_id, "last_digits": token.token_last_digits, "par": token.payment_account_reference}[
+        query
+    ]
 
     assert [t.pk for t in listed(operator.get(changelist("networktoken"), {"q": term}))] == [token.pk]
     assert listed(operator.get(changelist("networktoken"), {"q": term[:-1]})) == []
@@ -253,18 +259,26 @@ def test_suspend_resume_and_delete_go_through_confirmation_pages_change_the_stat
         assert len(shown_messages(done, SUCCESS)) == 1
         event = LifecycleEvent.objects.filter(network_token=token).first()
         assert (event.type, event.old_status, event.new_status, event.source) == (
-            event_type, before, after, "admin:olive"
+            event_type,
+            before,
+            after,
+            "admin:olive",
         )
         row = AuditLog.objects.get(action=f"admin.network_token.{action}")
         assert (row.actor, row.object_type, row.object_id, row.result, row.origin) == (
-            "admin:olive", "network_token", token.token_id, AuditLog.SUCCESS, "127.0.0.1"
+            "admin:olive",
+            "network_token",
+            token.token_id,
+            AuditLog.SUCCESS,
+            "127.0.0.1",
         )
         assert row.detail == {"merchant": alice.public_id, "status_before": before, "status_after": after}
 
     assert LifecycleEvent.objects.filter(network_token=token).count() == 3
     sent = updates_for(alice)
     assert [(e.data["event"], e.data["status"], e.data["tokenId"]) for e in sent] == [
-        ("SUSPENDED", "SUSPENDED", token.token_id), ("ACTIVE", "ACTIVE", token.token_id),
+        ("SUSPENDED", "SUSPENDED", token.token_id),
+        ("ACTIVE", "ACTIVE", token.token_id),
         ("DELETED", "DELETED", token.token_id),
     ]
     deleted = refreshed(token)
@@ -276,8 +290,9 @@ def test_the_card_updated_form_records_the_new_expiry_and_last_digits(operator, 
     body = form_page.content.decode()
     assert 'name="expiry_month"' in body and 'name="expiry_year"' in body and 'name="card_last_digits"' in body
 
-    run_action(operator, "card_updated", [token], post="yes", expiry_month="8", expiry_year="2031",
-               card_last_digits="4242")
+    run_action(
+        operator, "card_updated", [token], post="yes", expiry_month="8", expiry_year="2031", card_last_digits="4242"
+    )
 
     updated = refreshed(token)
     assert (updated.card_expiry_month, updated.card_expiry_year, updated.card_last_digits) == (8, 2031, "4242")
@@ -302,12 +317,15 @@ def test_the_card_updated_form_may_record_only_a_new_expiry(operator, token):
     assert updated.card_last_digits == "1111"
 
 
-@pytest.mark.parametrize("data, error", [
-    ({}, "Give the new expiry, the new last four digits, or both."),
-    ({"expiry_month": "8"}, "Give both the month and the year of the new expiry, or neither."),
-    ({"expiry_month": "1", "expiry_year": "2001"}, "The new expiry is in the past."),
-    ({"card_last_digits": "42"}, "Four digits, the last four of the reissued card."),
-])
+@pytest.mark.parametrize(
+    "data, error",
+    [
+        ({}, "Give the new expiry, the new last four digits, or both."),
+        ({"expiry_month": "8"}, "Give both the month and the year of the new expiry, or neither."),
+        ({"expiry_month": "1", "expiry_year": "2001"}, "The new expiry is in the past."),
+        ({"card_last_digits": "42"}, "Four digits, the last four of the reissued card."),
+    ],
+)
 def test_the_card_updated_form_refuses_what_is_not_a_new_expiry_or_last_four(operator, token, data, error):
     response = run_action(operator, "card_updated", [token], post="yes", **data)
 
@@ -348,8 +366,9 @@ def test_tokens_in_the_wrong_state_are_skipped_with_a_warning(operator, alice, t
 def test_resume_activates_a_token_waiting_for_its_step_up_and_its_request_is_announced(operator, alice, token):
     # The service's rule (networks.services.LIFECYCLE_FROM): an INACTIVE token becomes ACTIVE once its issuer's
     # step-up is done, and the request waiting for it then succeeds.
-    request = services.provisioning_request_create(merchant=alice, correlation_id="c-step-up",
-                                                   card=tsp.CardData(step_up_card(), 5, 2035))
+    request = services.provisioning_request_create(
+        merchant=alice, correlation_id="c-step-up", card=tsp.CardData(step_up_card(), 5, 2035)
+    )
     services.provisioning_request_run(request_id=request.pk)
     request.refresh_from_db()
     inactive = request.network_token
@@ -367,7 +386,9 @@ def test_resume_activates_a_token_waiting_for_its_step_up_and_its_request_is_ann
     assert (created.data["correlationId"], created.data["requestId"]) == ("c-step-up", request.public_id)
     row = AuditLog.objects.get(action="admin.network_token.resume")
     assert (row.object_id, row.detail["status_before"], row.detail["status_after"]) == (
-        inactive.token_id, "INACTIVE", "ACTIVE"
+        inactive.token_id,
+        "INACTIVE",
+        "ACTIVE",
     )
 
 
@@ -390,27 +411,37 @@ def test_no_admin_page_contains_the_full_token_number_nor_the_card_number(operat
     dpan = token_number(token)
     card = vault_services.Card(number=MASTERCARD, holder_name="Irene Adler", expiry_month=5, expiry_year=2035)
     vault_token = vault_services.card_tokenize(merchant=alice, card=card).token
-    request = services.provisioning_request_create(merchant=alice, correlation_id="c-async",
-                                                   card=tsp.CardData(VISA, 5, 2035), account_id="async")
-    batch = services.batch_create(merchant=alice, entries=[
-        services.BatchEntry(token_reference=vault_token.token_id, vault_token=vault_token),
-        # A merchant who sent a card number where a token reference belongs: refused, and never shown whole.
-        services.BatchEntry(token_reference=VISA, vault_token=None),
-    ])
+    request = services.provisioning_request_create(
+        merchant=alice, correlation_id="c-async", card=tsp.CardData(VISA, 5, 2035), account_id="async"
+    )
+    batch = services.batch_create(
+        merchant=alice,
+        entries=[
+            services.BatchEntry(token_reference=vault_token.token_id, vault_token=vault_token),
+            # A merchant who sent a card number where a token reference belongs: refused, and never shown whole.
+            services.BatchEntry(token_reference=VISA, vault_token=None),
+        ],
+    )
     item = BatchItem.objects.get(batch=batch, index=1)
     assert item.status == BatchItem.FAILED
 
     pages = [
-        changelist("networktoken"), change_page("networktoken", token.pk),
-        changelist("issuer"), change_page("issuer", token.issuer_id),
-        changelist("provisioningrequest"), change_page("provisioningrequest", request.pk),
-        changelist("batch"), change_page("batch", batch.pk),
-        changelist("batchitem"), change_page("batchitem", item.pk),
+        changelist("networktoken"),
+        change_page("networktoken", token.pk),
+        changelist("issuer"),
+        change_page("issuer", token.issuer_id),
+        changelist("provisioningrequest"),
+        change_page("provisioningrequest", request.pk),
+        changelist("batch"),
+        change_page("batch", batch.pk),
+        changelist("batchitem"),
+        change_page("batchitem", item.pk),
     ]
     for client in (operator, admin_client):
         responses = [client.get(url) for url in pages]
-        responses += [run_action(client, action, [token], index="0")
-                      for action in ("suspend", "resume", "delete", "card_updated")]
+        responses += [
+            run_action(client, action, [token], index="0") for action in ("suspend", "resume", "delete", "card_updated")
+        ]
         for response in responses:
             assert response.status_code == 200
             body = response.content.decode()
@@ -430,8 +461,14 @@ def test_no_admin_page_contains_the_full_token_number_nor_the_card_number(operat
 # Issuers
 # ------------------------------------------------------------------------------------------------------------
 def issuer_form(issuer: Issuer, **changes) -> dict:
-    data = {"name": issuer.name, "network": issuer.network, "bin_low": issuer.bin_low, "bin_high": issuer.bin_high,
-            "card_art_ids": ", ".join(issuer.card_art_ids), "rate_limit_per_second": issuer.rate_limit_per_second}
+    data = {
+        "name": issuer.name,
+        "network": issuer.network,
+        "bin_low": issuer.bin_low,
+        "bin_high": issuer.bin_high,
+        "card_art_ids": ", ".join(issuer.card_art_ids),
+        "rate_limit_per_second": issuer.rate_limit_per_second,
+    }
     return {**data, **changes}
 
 
@@ -447,7 +484,10 @@ def test_a_superuser_edits_an_issuers_rate_limit_and_the_edit_is_audited(admin_c
     assert issuer.card_art_ids == ["art-bsb-classic", "art-bsb-gold"]
     row = AuditLog.objects.get(action="admin.issuer.change")
     assert (row.actor, row.object_type, row.object_id, row.detail) == (
-        "admin:admin", "issuer", str(issuer.pk), {"rate_limit_per_second": 5}
+        "admin:admin",
+        "issuer",
+        str(issuer.pk),
+        {"rate_limit_per_second": 5},
     )
 
 
@@ -456,20 +496,24 @@ def test_the_issuer_form_takes_card_art_ids_as_one_comma_separated_line(admin_cl
     page = admin_client.get(change_page("issuer", issuer.pk)).content.decode()
     assert 'value="art-bsb-classic, art-bsb-gold"' in page
 
-    admin_client.post(change_page("issuer", issuer.pk),
-                      issuer_form(issuer, card_art_ids=" art-new ,art-bsb-gold,, art-new"))
+    admin_client.post(
+        change_page("issuer", issuer.pk), issuer_form(issuer, card_art_ids=" art-new ,art-bsb-gold,, art-new")
+    )
 
     issuer.refresh_from_db()
     assert issuer.card_art_ids == ["art-new", "art-bsb-gold"]
     assert metadata(refreshed(token))["cardArt"] == ["art-new", "art-bsb-gold"]
 
 
-@pytest.mark.parametrize("changes, error", [
-    ({"bin_low": "444434", "bin_high": "444433"}, "The range ends before it starts"),
-    ({"bin_low": "4444"}, "A BIN is six digits."),
-    ({"rate_limit_per_second": "0"}, "greater than or equal to 1"),
-    ({"card_art_ids": "art one"}, "Card art ids are letters"),
-])
+@pytest.mark.parametrize(
+    "changes, error",
+    [
+        ({"bin_low": "444434", "bin_high": "444433"}, "The range ends before it starts"),
+        ({"bin_low": "4444"}, "A BIN is six digits."),
+        ({"rate_limit_per_second": "0"}, "greater than or equal to 1"),
+        ({"card_art_ids": "art one"}, "Card art ids are letters"),
+    ],
+)
 def test_the_issuer_form_refuses_a_wrong_range_rate_or_card_art(admin_client, token, changes, error):
     issuer = token.issuer
 
@@ -481,10 +525,17 @@ def test_the_issuer_form_refuses_a_wrong_range_rate_or_card_art(admin_client, to
 
 
 def test_a_superuser_adds_an_issuer_and_it_takes_its_range(admin_client, alice):
-    response = admin_client.post(reverse("admin:networks_issuer_add"), {
-        "name": "Reissue Bank", "network": "MASTERCARD", "bin_low": "555555", "bin_high": "555555",
-        "card_art_ids": "art-rb", "rate_limit_per_second": "7",
-    })
+    response = admin_client.post(
+        reverse("admin:networks_issuer_add"),
+        {
+            "name": "Reissue Bank",
+            "network": "MASTERCARD",
+            "bin_low": "555555",
+            "bin_high": "555555",
+            "card_art_ids": "art-rb",
+            "rate_limit_per_second": "7",
+        },
+    )
 
     assert response.status_code == 302
     issuer = Issuer.objects.get(name="Reissue Bank")
@@ -499,7 +550,8 @@ def test_issuers_are_listed_with_their_token_counts_and_found_by_name_or_bin(ope
     assert rows["Baker Street Bank"].token_count == 2 and rows["Maple Mutual"].token_count == 0
     # Every range that holds the BIN: Baker Street's own, and the wide one it was carved out of.
     assert {i.name for i in listed(operator.get(changelist("issuer"), {"q": "444433"}))} == {
-        "Baker Street Bank", "Northern Lights Credit Union"
+        "Baker Street Bank",
+        "Northern Lights Credit Union",
     }
     assert [i.name for i in listed(operator.get(changelist("issuer"), {"q": "222300"}))] == ["Two Series Trust"]
     assert [i.name for i in listed(operator.get(changelist("issuer"), {"q": "maple"}))] == ["Maple Mutual"]
@@ -511,8 +563,10 @@ def test_an_operator_sees_issuers_but_cannot_edit_them(operator, token):
     page = operator.get(change_page("issuer", issuer.pk))
 
     assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
-    assert operator.post(change_page("issuer", issuer.pk), issuer_form(issuer, rate_limit_per_second="1")) \
-        .status_code == 403
+    assert (
+        operator.post(change_page("issuer", issuer.pk), issuer_form(issuer, rate_limit_per_second="1")).status_code
+        == 403
+    )
     issuer.refresh_from_db()
     assert issuer.rate_limit_per_second == 50
 
@@ -521,8 +575,9 @@ def test_an_operator_sees_issuers_but_cannot_edit_them(operator, token):
 # Requests and batches
 # ------------------------------------------------------------------------------------------------------------
 def test_a_provisioning_request_is_listed_with_its_outcome(operator, alice):
-    declined = services.provisioning_request_create(merchant=alice, correlation_id="c-declined",
-                                                    card=tsp.CardData("4000000000000002", 5, 2035))
+    declined = services.provisioning_request_create(
+        merchant=alice, correlation_id="c-declined", card=tsp.CardData("4000000000000002", 5, 2035)
+    )
     services.provisioning_request_run(request_id=declined.pk)
 
     listing = operator.get(changelist("provisioningrequest"))
@@ -530,8 +585,7 @@ def test_a_provisioning_request_is_listed_with_its_outcome(operator, alice):
     assert listing.status_code == 200
     body = listing.content.decode()
     assert declined.public_id in body and "c-declined" in body and "tokenizationDeclined" in body
-    assert [r.pk for r in listed(operator.get(changelist("provisioningrequest"), {"q": "c-declined"}))] \
-        == [declined.pk]
+    assert [r.pk for r in listed(operator.get(changelist("provisioningrequest"), {"q": "c-declined"}))] == [declined.pk]
     page = operator.get(change_page("provisioningrequest", declined.pk)).content.decode()
     assert "destroyed when the request ended" in page
     assert ProvisioningRequest.objects.get(pk=declined.pk).status == ProvisioningRequest.FAILED
@@ -540,10 +594,13 @@ def test_a_provisioning_request_is_listed_with_its_outcome(operator, alice):
 def test_a_batch_shows_its_counts_by_state_and_its_failed_items(operator, alice):
     card = vault_services.Card(number=MASTERCARD, holder_name="Irene Adler", expiry_month=5, expiry_year=2035)
     vault_token = vault_services.card_tokenize(merchant=alice, card=card).token
-    batch = services.batch_create(merchant=alice, entries=[
-        services.BatchEntry(token_reference=vault_token.token_id, vault_token=vault_token),
-        services.BatchEntry(token_reference="tok_missing", vault_token=None),
-    ])
+    batch = services.batch_create(
+        merchant=alice,
+        entries=[
+            services.BatchEntry(token_reference=vault_token.token_id, vault_token=vault_token),
+            services.BatchEntry(token_reference="tok_missing", vault_token=None),
+        ],
+    )
 
     [row] = listed(operator.get(changelist("batch")))
 
@@ -556,8 +613,9 @@ def test_a_batch_shows_its_counts_by_state_and_its_failed_items(operator, alice)
     items = operator.get(changelist("batchitem"), {"batch": batch.public_id, "status__exact": "FAILED"})
     assert [i.token_reference for i in listed(items)] == ["tok_missing"]
     assert listed(operator.get(changelist("batchitem"), {"batch": "bat_other"})) == []
-    by_issuer = operator.get(changelist("batchitem"), {"issuer__id__exact": str(Issuer.objects.get(
-        name="Maple Mutual").pk)})
+    by_issuer = operator.get(
+        changelist("batchitem"), {"issuer__id__exact": str(Issuer.objects.get(name="Maple Mutual").pk)}
+    )
     assert [i.token_reference for i in listed(by_issuer)] == [vault_token.token_id]
 
 
@@ -573,12 +631,16 @@ def test_the_lists_take_as_many_queries_for_many_rows_as_for_one(operator, alice
         token = provision(merchant, account_id=f"acct-{number}")
         services.lifecycle_apply(token=token, type=LifecycleEvent.SUSPENDED, source="tsp:visa")
         provision(merchant, number=MASTERCARD)
-        services.provisioning_request_create(merchant=merchant, correlation_id=f"c-{number}",
-                                             card=tsp.CardData(VISA, 5, 2035))
-        services.batch_create(merchant=merchant, entries=[
-            services.BatchEntry(token_reference=vault_token.token_id, vault_token=vault_token),
-            services.BatchEntry(token_reference=f"tok_missing_{number}", vault_token=None),
-        ])
+        services.provisioning_request_create(
+            merchant=merchant, correlation_id=f"c-{number}", card=tsp.CardData(VISA, 5, 2035)
+        )
+        services.batch_create(
+            merchant=merchant,
+            entries=[
+                services.BatchEntry(token_reference=vault_token.token_id, vault_token=vault_token),
+                services.BatchEntry(token_reference=f"tok_missing_{number}", vault_token=None),
+            ],
+        )
 
     def queries_for_the_list() -> int:
         with CaptureQueriesContext(connection) as queries:
@@ -601,8 +663,14 @@ def test_the_operators_group_holds_the_network_token_permissions_after_migrate(d
     held = {p.codename for p in group.permissions.filter(content_type__app_label="networks")}
 
     assert held == {
-        "view_networktoken", "change_networktoken", "view_lifecycleevent", "view_issuer",
-        "view_provisioningrequest", "change_provisioningrequest", "view_batch", "view_batchitem",
+        "view_networktoken",
+        "change_networktoken",
+        "view_lifecycleevent",
+        "view_issuer",
+        "view_provisioningrequest",
+        "change_provisioningrequest",
+        "view_batch",
+        "view_batchitem",
     }  # change_provisioningrequest: retrying a stuck request
     assert group.permissions.filter(content_type__app_label="notifications", codename="change_delivery").exists()
     assert not group.permissions.filter(content_type__app_label="vault").exists()

@@ -125,11 +125,17 @@ def test_amex_without_an_email_is_refused_with_a_validation_error_at_email(alice
 # ------------------------------------------------------------------------------------------------------------
 # Network token numbers and PAR
 # ------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("number, email", [
-    (VISA, ""), (VISA_2, ""), (MASTERCARD, ""), (MASTERCARD_2_SERIES, ""), (AMEX, "sherlock@example.com"),
-])
-def test_a_network_token_number_is_luhn_valid_in_the_networks_token_bin_and_never_the_card_number(
-        alice, number, email):
+@pytest.mark.parametrize(
+    "number, email",
+    [
+        (VISA, ""),
+        (VISA_2, ""),
+        (MASTERCARD, ""),
+        (MASTERCARD_2_SERIES, ""),
+        (AMEX, "sherlock@example.com"),
+    ],
+)
+def test_a_network_token_number_is_luhn_valid_in_the_networks_token_bin_and_never_the_card_number(alice, number, email):
     token = provision(alice, number, email=email)
     dpan = token_number(token)
     token_bin, length = TOKEN_BINS[token.network]
@@ -170,8 +176,10 @@ def test_the_payment_account_reference_is_stable_per_card_across_merchants_and_r
 
 
 def test_different_cards_have_different_payment_account_references(alice):
-    references = [provision(alice, number, email="a@b.c").payment_account_reference
-                  for number in (VISA, VISA_2, MASTERCARD, MASTERCARD_2_SERIES, AMEX, AMEX_2)]
+    references = [
+        provision(alice, number, email="a@b.c").payment_account_reference
+        for number in (VISA, VISA_2, MASTERCARD, MASTERCARD_2_SERIES, AMEX, AMEX_2)
+    ]
 
     assert len(set(references)) == len(references)
     assert all(len(reference) == 29 for reference in references)
@@ -180,13 +188,16 @@ def test_different_cards_have_different_payment_account_references(alice):
 # ------------------------------------------------------------------------------------------------------------
 # Issuers by BIN
 # ------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("number, issuer_name, card_art", [
-    (VISA, "Baker Street Bank", ["art-bsb-classic", "art-bsb-gold"]),
-    (VISA_2, "Visa Test Issuer", ["art-vti-blue"]),
-    (MASTERCARD, "Maple Mutual", ["art-maple-world"]),
-    (MASTERCARD_2_SERIES, "Two Series Trust", ["art-tst"]),
-    (AMEX, "Centurion Test Issuer", ["art-amex-green", "art-amex-platinum"]),
-])
+@pytest.mark.parametrize(
+    "number, issuer_name, card_art",
+    [
+        (VISA, "Baker Street Bank", ["art-bsb-classic", "art-bsb-gold"]),
+        (VISA_2, "Visa Test Issuer", ["art-vti-blue"]),
+        (MASTERCARD, "Maple Mutual", ["art-maple-world"]),
+        (MASTERCARD_2_SERIES, "Two Series Trust", ["art-tst"]),
+        (AMEX, "Centurion Test Issuer", ["art-amex-green", "art-amex-platinum"]),
+    ],
+)
 def test_the_issuer_comes_from_the_registry_by_bin_with_its_card_art(alice, number, issuer_name, card_art):
     token = provision(alice, number, email="sherlock@example.com")
     answer = metadata(token)
@@ -233,8 +244,9 @@ def test_two_unregistered_bins_are_rate_limited_apart(alice):
 def test_a_catch_all_issuer_left_from_before_gets_no_new_card(alice):
     # What earlier versions made for every BIN outside the registry: it keeps its tokens but leaves the registry.
     Issuer.objects.filter(name="Northern Lights Credit Union").update(bin_high="479999")
-    catch_all = Issuer.objects.create(name="Other VISA issuers", network="VISA", bin_low="000000", bin_high="999999",
-                                      registered=False)
+    catch_all = Issuer.objects.create(
+        name="Other VISA issuers", network="VISA", bin_low="000000", bin_high="999999", registered=False
+    )
 
     token = provision(alice, card_number("490000"))
 
@@ -355,8 +367,9 @@ def test_calls_to_one_issuer_take_at_least_the_time_its_rate_allows(alice):
 
 
 def test_different_issuers_do_not_wait_for_each_other(db):
-    Issuer.objects.filter(name__in=["Baker Street Bank", "Maple Mutual"]).update(rate_limit_per_second=1,
-                                                                                  next_call_at=None)
+    Issuer.objects.filter(name__in=["Baker Street Bank", "Maple Mutual"]).update(
+        rate_limit_per_second=1, next_call_at=None
+    )
     busy, idle = issuer_named("Baker Street Bank"), issuer_named("Maple Mutual")
 
     busy_waits = [scheduling.reserve_call(busy) for _ in range(5)]
@@ -370,8 +383,12 @@ def test_different_issuers_do_not_wait_for_each_other(db):
 # Events, lifecycle, cryptograms
 # ------------------------------------------------------------------------------------------------------------
 def test_every_provisioning_emits_a_created_event_without_card_or_token_number(alice):
-    tokens = [provision(alice, VISA, account_id="a"), provision(alice, VISA, account_id="a"),
-              provision(alice, MASTERCARD), provision(alice, AMEX, email="sherlock@example.com")]
+    tokens = [
+        provision(alice, VISA, account_id="a"),
+        provision(alice, VISA, account_id="a"),
+        provision(alice, MASTERCARD),
+        provision(alice, AMEX, email="sherlock@example.com"),
+    ]
 
     events = list(Event.objects.filter(merchant=alice, type="network_token.created").order_by("pk"))
     assert [event.data["tokenId"] for event in events] == [token.token_id for token in tokens]
@@ -395,10 +412,12 @@ def test_lifecycle_events_are_stored_and_emitted_as_updated(alice):
 
     updates = list(Event.objects.filter(merchant=alice, type="network_token.updated").order_by("pk"))
     assert [(event.data["event"], event.data["status"]) for event in updates] == [
-        ("SUSPENDED", "SUSPENDED"), ("ACTIVE", "ACTIVE"),
+        ("SUSPENDED", "SUSPENDED"),
+        ("ACTIVE", "ACTIVE"),
     ]
     assert [(e.type, e.old_status, e.new_status) for e in token.lifecycle_events.order_by("pk")] == [
-        ("SUSPENDED", "ACTIVE", "SUSPENDED"), ("ACTIVE", "SUSPENDED", "ACTIVE"),
+        ("SUSPENDED", "ACTIVE", "SUSPENDED"),
+        ("ACTIVE", "SUSPENDED", "ACTIVE"),
     ]
     assert all(VISA not in json.dumps(event.data) for event in updates)
 

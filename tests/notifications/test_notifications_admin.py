@@ -53,8 +53,9 @@ class Receiver(http.server.ThreadingHTTPServer):
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(handler):  # the handler is "self" of the request: the server is ours
                 length = int(handler.headers.get("Content-Length", 0))
-                self.requests.append({"path": handler.path, "headers": dict(handler.headers.items()),
-                                      "body": handler.rfile.read(length)})
+                self.requests.append(
+                    {"path": handler.path, "headers": dict(handler.headers.items()), "body": handler.rfile.read(length)}
+                )
                 handler.send_response(self.status)
                 handler.send_header("Content-Length", str(len(self.body)))
                 handler.end_headers()
@@ -237,8 +238,9 @@ def test_an_operator_can_list_and_open_events_with_their_deliveries(operator, al
     listing = operator.get(changelist("event"))
     assert listing.status_code == 200
     assert event.public_id in listing.content.decode()
-    assert [e.public_id for e in operator.get(changelist("event"), {"q": event.public_id}).context["cl"].result_list] \
-        == [event.public_id]
+    assert [
+        e.public_id for e in operator.get(changelist("event"), {"q": event.public_id}).context["cl"].result_list
+    ] == [event.public_id]
 
     page = operator.get(change_page("event", event.pk))
 
@@ -272,9 +274,17 @@ def test_an_event_is_searched_by_its_id_exactly_and_case_sensitively(operator, a
     assert not any("UPPER(" in sql or " LIKE " in sql for sql in searches)
 
 
-@pytest.mark.parametrize("page", [
-    "endpoint_list", "endpoint", "event_list", "event", "delivery_list", "delivery",
-])
+@pytest.mark.parametrize(
+    "page",
+    [
+        "endpoint_list",
+        "endpoint",
+        "event_list",
+        "event",
+        "delivery_list",
+        "delivery",
+    ],
+)
 def test_a_staff_user_outside_the_operators_group_gets_403_on_the_webhook_pages(clerk, alice, endpoint, page):
     event = emit(alice)
     urls = {
@@ -290,8 +300,10 @@ def test_a_staff_user_outside_the_operators_group_gets_403_on_the_webhook_pages(
 
 
 def test_a_staff_user_outside_the_operators_group_cannot_run_an_action(clerk, endpoint):
-    response = clerk.post(changelist("webhookendpoint"),
-                          {"action": "disable", "_selected_action": [endpoint.pk], "reason": "x", "post": "yes"})
+    response = clerk.post(
+        changelist("webhookendpoint"),
+        {"action": "disable", "_selected_action": [endpoint.pk], "reason": "x", "post": "yes"},
+    )
 
     assert response.status_code == 403
     endpoint.refresh_from_db()
@@ -397,7 +409,11 @@ def test_enabling_asks_for_confirmation_then_enables_clears_the_streak_and_is_au
     assert (endpoint.disabled_reason, endpoint.disabled_at, endpoint.failing_since) == ("", None, None)
     row = audit_rows("enable").get()
     assert (row.actor, row.object_type, row.object_id, row.result, row.origin) == (
-        "admin:olive", "webhook_endpoint", endpoint.public_id, AuditLog.SUCCESS, "127.0.0.1"
+        "admin:olive",
+        "webhook_endpoint",
+        endpoint.public_id,
+        AuditLog.SUCCESS,
+        "127.0.0.1",
     )
 
 
@@ -418,8 +434,14 @@ def test_disabling_asks_for_a_reason_records_it_and_is_audited(operator, alice, 
     endpoint.refresh_from_db()
     assert endpoint.is_enabled
 
-    run_action(operator, "webhookendpoint", "disable", [endpoint.pk], post="yes",
-               reason="Merchant asked: receiver being migrated")
+    run_action(
+        operator,
+        "webhookendpoint",
+        "disable",
+        [endpoint.pk],
+        post="yes",
+        reason="Merchant asked: receiver being migrated",
+    )
 
     endpoint.refresh_from_db()
     assert not endpoint.is_enabled
@@ -499,7 +521,9 @@ def test_replay_makes_a_failed_delivery_pending_with_attempts_reset(
     assert broker.deliveries == [failed_delivery.pk]
     row = audit_rows("replay").get()
     assert (row.actor, row.object_type, row.object_id) == (
-        "admin:olive", "webhook_delivery", f"{failed_delivery.event.public_id}/{failed_delivery.endpoint.public_id}"
+        "admin:olive",
+        "webhook_delivery",
+        f"{failed_delivery.event.public_id}/{failed_delivery.endpoint.public_id}",
     )
     assert row.detail["status_before"] == Delivery.FAILED
 
@@ -531,8 +555,9 @@ def test_replaying_failed_in_a_window_replays_only_failed_deliveries_whose_event
     inside = delivery_at(5)
     before, after = delivery_at(30), delivery_at(1)
     inside_succeeded = delivery_at(6, failed=False)
-    Delivery.objects.filter(pk=inside_succeeded.pk).update(status=Delivery.SUCCEEDED, next_attempt_at=None,
-                                                           delivered_at=now)
+    Delivery.objects.filter(pk=inside_succeeded.pk).update(
+        status=Delivery.SUCCEEDED, next_attempt_at=None, delivered_at=now
+    )
     inside_elsewhere = Delivery.objects.get(event=inside.event, endpoint=other_endpoint)
     fail_for_good(inside_elsewhere)
     since, until = now - timedelta(hours=24), now - timedelta(hours=2)
@@ -543,8 +568,15 @@ def test_replaying_failed_in_a_window_replays_only_failed_deliveries_whose_event
     assert 'name="since"' in body and 'name="until"' in body
     assert "3 failed in all" in body
 
-    done = run_action(operator, "webhookendpoint", "replay_failed", [endpoint.pk], post="yes",
-                      since=since.strftime("%Y-%m-%dT%H:%M"), until=until.strftime("%Y-%m-%dT%H:%M"))
+    done = run_action(
+        operator,
+        "webhookendpoint",
+        "replay_failed",
+        [endpoint.pk],
+        post="yes",
+        since=since.strftime("%Y-%m-%dT%H:%M"),
+        until=until.strftime("%Y-%m-%dT%H:%M"),
+    )
 
     assert shown_messages(done, SUCCESS) == ["Replayed 1 failed delivery(ies)."]
     statuses = {d.pk: d.status for d in Delivery.objects.all()}
@@ -560,8 +592,15 @@ def test_replaying_failed_in_a_window_replays_only_failed_deliveries_whose_event
 def test_the_replay_window_must_not_end_before_it_starts(operator, alice, endpoint):
     dead = fail_for_good(delivery_of(emit(alice), endpoint))
 
-    response = run_action(operator, "webhookendpoint", "replay_failed", [endpoint.pk], post="yes",
-                          since="2030-01-02T00:00", until="2030-01-01T00:00")
+    response = run_action(
+        operator,
+        "webhookendpoint",
+        "replay_failed",
+        [endpoint.pk],
+        post="yes",
+        since="2030-01-02T00:00",
+        until="2030-01-01T00:00",
+    )
 
     assert response.status_code == 200
     assert "The window ends before it starts." in response.content.decode()

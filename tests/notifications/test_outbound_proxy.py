@@ -83,7 +83,7 @@ class ConnectProxy:
                     if headers.get("Proxy-Authorization") != expected:
                         self.request.sendall(
                             b"HTTP/1.1 407 Proxy Authentication Required\r\n"
-                            b"Proxy-Authenticate: Basic realm=\"egress\"\r\nContent-Length: 0\r\n\r\n"
+                            b'Proxy-Authenticate: Basic realm="egress"\r\nContent-Length: 0\r\n\r\n'
                         )
                         return
                 host, port = target.rsplit(":", 1)
@@ -197,9 +197,7 @@ def test_a_certificate_for_another_name_fails_the_attempt_even_through_the_tunne
 # The address checks come first
 # ------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("later", [["10.0.0.5"], ["169.254.169.254"], ["127.0.0.1"]])
-def test_a_destination_rebound_to_an_internal_address_is_refused_before_the_proxy_is_asked(
-    alice, dns, settings, later
-):
+def test_a_destination_rebound_to_an_internal_address_is_refused_before_the_proxy_is_asked(alice, dns, settings, later):
     settings.WEBHOOK_ALLOW_LOOPBACK = False
     dns["rebind.example.com"] = [PUBLIC]
     with ConnectProxy() as proxy:
@@ -282,17 +280,23 @@ def test_a_silent_proxy_is_bounded_by_the_attempts_deadline(alice, dns, settings
     assert 900 <= attempt.duration_ms < 2000
 
 
-@pytest.mark.parametrize("value", [
-    f"https://{PROXY_USER}:{PROXY_PASSWORD}@proxy.internal:3128",  # TLS to the proxy itself is not spoken
-    f"http://{PROXY_USER}:{PROXY_PASSWORD}@proxy.internal",  # no port
-    f"{PROXY_USER}:{PROXY_PASSWORD}@proxy.internal:3128",
-    f"http://{PROXY_USER}:{PROXY_PASSWORD}@proxy.internal:port",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"https://{PROXY_USER}:{PROXY_PASSWORD}@proxy.internal:3128",  # TLS to the proxy itself is not spoken
+        f"http://{PROXY_USER}:{PROXY_PASSWORD}@proxy.internal",  # no port
+        f"{PROXY_USER}:{PROXY_PASSWORD}@proxy.internal:3128",
+        f"http://{PROXY_USER}:{PROXY_PASSWORD}@proxy.internal:port",
+    ],
+)
 def test_a_malformed_proxy_url_stops_start_up_naming_the_variable_and_not_its_value(value):
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup(); print('started')"],
-        cwd=ROOT, env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "OUTBOUND_PROXY_URL": value},
-        capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "OUTBOUND_PROXY_URL": value},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
     assert result.returncode != 0 and "started" not in result.stdout
@@ -313,21 +317,40 @@ def certificates_for(name: str, directory) -> tuple[str, tuple[str, str]]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test run authority")])
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(hours=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
     leaf = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(hours=1))
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
@@ -336,6 +359,7 @@ def certificates_for(name: str, directory) -> tuple[str, tuple[str, str]]:
     paths = directory / "authority.pem", directory / "leaf.pem", directory / "leaf.key"
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return str(paths[0]), (str(paths[1]), str(paths[2]))

@@ -45,8 +45,12 @@ INTERNAL = [
     "http://127.1/hook",  # 127.0.0.1, abbreviated
 ]
 LOOPBACK = {
-    "http://[::1]/hook", "http://127.0.0.1/hook", "https://127.0.0.1:8443/hook", "http://[::ffff:127.0.0.1]/hook",
-    "http://2130706433/hook", "http://127.1/hook",
+    "http://[::1]/hook",
+    "http://127.0.0.1/hook",
+    "https://127.0.0.1:8443/hook",
+    "http://[::ffff:127.0.0.1]/hook",
+    "http://2130706433/hook",
+    "http://127.1/hook",
 }
 NOT_WEBHOOK_URLS = [
     "ftp://hooks.example.com/hook",
@@ -68,7 +72,8 @@ def dns(monkeypatch):
     def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
         if host in answers:
             return [
-                (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (a, int(port or 0), 0, 0)) if ":" in a
+                (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (a, int(port or 0), 0, 0))
+                if ":" in a
                 else (socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, int(port or 0)))
                 for a in answers[host]
             ]

@@ -176,7 +176,9 @@ def test_patch_enabled_false_disables_the_endpoint_with_a_reason(api, endpoint):
 
 def test_re_enabling_an_endpoint_clears_its_disabled_reason_and_failure_streak(api, endpoint):
     WebhookEndpoint.objects.filter(public_id=endpoint["id"]).update(
-        is_enabled=False, disabled_reason="The endpoint answered 410 Gone", disabled_at=timezone.now(),
+        is_enabled=False,
+        disabled_reason="The endpoint answered 410 Gone",
+        disabled_at=timezone.now(),
         failing_since=timezone.now() - timedelta(days=2),
     )
     before = api.get(f"/webhook-endpoints/{endpoint['id']}").json()
@@ -340,9 +342,7 @@ def test_the_rotated_secret_is_not_shown_by_get_afterwards(api, endpoint):
 # ------------------------------------------------------------------------------------------------------------
 # Events
 # ------------------------------------------------------------------------------------------------------------
-def test_tokenizing_a_card_makes_a_token_created_event_with_a_pending_delivery_to_the_endpoint(
-    api, endpoint, tokenize
-):
+def test_tokenizing_a_card_makes_a_token_created_event_with_a_pending_delivery_to_the_endpoint(api, endpoint, tokenize):
     created = tokenize()
     assert created.status_code == 201, created.content
     dispatch()
@@ -541,8 +541,17 @@ def webhook_routes(endpoint_id: str, event_id: str) -> list[tuple[str, str, dict
     ]
 
 
-ROUTE_NAMES = ["list endpoints", "create endpoint", "get endpoint", "patch endpoint", "delete endpoint",
-               "rotate secret", "list events", "get event", "redeliver"]
+ROUTE_NAMES = [
+    "list endpoints",
+    "create endpoint",
+    "get endpoint",
+    "patch endpoint",
+    "delete endpoint",
+    "rotate secret",
+    "list events",
+    "get event",
+    "redeliver",
+]
 
 
 @pytest.mark.parametrize("route", range(len(ROUTE_NAMES)), ids=ROUTE_NAMES)
@@ -591,8 +600,15 @@ def test_an_unknown_key_is_refused_401(db):
         ("get", "/events/{event}", None),
         ("post", "/events/{event}/redeliver", None),
     ],
-    ids=["get endpoint", "patch endpoint", "disable endpoint", "delete endpoint", "rotate secret", "get event",
-         "redeliver"],
+    ids=[
+        "get endpoint",
+        "patch endpoint",
+        "disable endpoint",
+        "delete endpoint",
+        "rotate secret",
+        "get event",
+        "redeliver",
+    ],
 )
 def test_bob_gets_404_never_403_for_alices_endpoint_and_event(bob_api, endpoint, event, method, template, body):
     Delivery.objects.filter(event__public_id=event["id"]).update(
@@ -654,4 +670,3 @@ def test_the_openapi_schema_lists_the_webhook_routes(client):
     assert "post" in paths["/events/{public_id}/redeliver"]
     assert "201" in paths["/webhook-endpoints"]["post"]["responses"]
     assert "202" in paths["/events/{public_id}/redeliver"]["post"]["responses"]
-

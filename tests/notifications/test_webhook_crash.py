@@ -62,8 +62,9 @@ def test_a_worker_killed_mid_run_loses_no_delivery(alice):
     receiver = SlowReceiver()
     endpoint = services.endpoint_create(merchant=alice, url=f"http://127.0.0.1:{receiver.server_port}/hooks")
     # One transaction, one message: the worker makes the deliveries (with its own leases) and queues them.
-    events = services.events_emit(merchant=alice, type="token.updated",
-                                  data=[{"tokenId": f"T{i:04d}"} for i in range(EVENTS)])
+    events = services.events_emit(
+        merchant=alice, type="token.updated", data=[{"tokenId": f"T{i:04d}"} for i in range(EVENTS)]
+    )
 
     first = start_celery_worker(beat=True, env=FAST_RECOVERY)
     second = None
@@ -75,8 +76,10 @@ def test_a_worker_killed_mid_run_loses_no_delivery(alice):
 
         second = start_celery_worker(beat=True, env=FAST_RECOVERY)
         wait_for(lambda: receiver.distinct() == EVENTS, timeout=120)
-        wait_for(lambda: not Delivery.objects.filter(endpoint=endpoint).exclude(status=Delivery.SUCCEEDED).exists(),
-                 timeout=30)
+        wait_for(
+            lambda: not Delivery.objects.filter(endpoint=endpoint).exclude(status=Delivery.SUCCEEDED).exists(),
+            timeout=30,
+        )
     finally:
         stop_celery_worker(first)
         if second is not None:

@@ -75,13 +75,13 @@ def delivery_for(endpoint, type="token.created") -> Delivery:
 def emit_many(merchant, count: int, type="token.created") -> list[Event]:
     """``count`` events of ``merchant``, written in one transaction (not fanned out yet)."""
     with transaction.atomic():
-        return [services.event_emit(merchant=merchant, type=type, data={"tokenId": f"T{n:04d}"})
-                for n in range(count)]
+        return [services.event_emit(merchant=merchant, type=type, data={"tokenId": f"T{n:04d}"}) for n in range(count)]
 
 
 def pending_ids(endpoint) -> list[int]:
-    return list(Delivery.objects.filter(endpoint=endpoint, status=Delivery.PENDING).order_by("pk")
-                .values_list("pk", flat=True))
+    return list(
+        Delivery.objects.filter(endpoint=endpoint, status=Delivery.PENDING).order_by("pk").values_list("pk", flat=True)
+    )
 
 
 def make_due(delivery: Delivery) -> None:
@@ -391,9 +391,7 @@ def test_retry_after_as_an_http_date_is_honoured(endpoint, receiver, tokenize):
 # Endpoints that keep failing
 # ------------------------------------------------------------------------------------------------------------
 def test_an_endpoint_failing_for_five_days_straight_is_disabled_and_says_why(endpoint, receiver, tokenize, api):
-    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
-        failing_since=timezone.now() - timedelta(days=5, minutes=1)
-    )
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failing_since=timezone.now() - timedelta(days=5, minutes=1))
     receiver.always(Reply(500))
     tokenize()
     fan_out()
@@ -464,6 +462,7 @@ def test_a_request_writes_its_event_only_and_the_dispatcher_makes_its_delivery(e
 def outbox_statements(statements) -> list[str]:
     """What each captured statement on the notifications tables did, sorted: ``"event inserted"``, ``"endpoint
     checked"`` (whether the merchant has an enabled endpoint, one row at most), or the statement itself."""
+
     def kind(sql: str) -> str:
         if sql.startswith('INSERT INTO "notifications_event"'):
             return "event inserted"
@@ -502,8 +501,9 @@ def test_emitting_an_event_costs_one_insert_and_at_most_one_endpoint_check_a_whi
                 assert emitting(merchant, tokenId=f"T{n:04d}") == ["event inserted"]
         # a chunk of a network-token batch
         with CaptureQueriesContext(connection) as statements:
-            services.events_emit(merchant=alice, type="network_token.created",
-                                 data=[{"tokenId": f"T{n:04d}"} for n in range(50)])
+            services.events_emit(
+                merchant=alice, type="network_token.created", data=[{"tokenId": f"T{n:04d}"} for n in range(50)]
+            )
         assert outbox_statements(statements) == ["event inserted"]
 
     assert Event.objects.count() == 58 and not Delivery.objects.exists()
@@ -516,8 +516,11 @@ def test_a_fan_out_page_costs_the_same_few_statements_whatever_its_number_of_eve
     for count in (3, 30):
         with transaction.atomic():
             for n in range(count):  # alice's and bob's in turn, every third a token.deleted
-                services.event_emit(merchant=(alice, bob)[n % 2], type="token.created" if n % 3 else "token.deleted",
-                                    data={"tokenId": f"T{n:04d}"})
+                services.event_emit(
+                    merchant=(alice, bob)[n % 2],
+                    type="token.created" if n % 3 else "token.deleted",
+                    data={"tokenId": f"T{n:04d}"},
+                )
         with CaptureQueriesContext(connection) as statements:
             assert fan_out() == count
         statements_of[count] = [s["sql"] for s in statements if not s["sql"].startswith(("SAVEPOINT", "RELEASE"))]
@@ -757,7 +760,9 @@ def test_an_endpoint_created_after_an_event_does_not_get_it(alice, endpoint, rec
     assert fan_out() == 2
 
     assert list(Delivery.objects.filter(endpoint=endpoint).order_by("pk").values_list("event", flat=True)) == [
-        earlier.pk, later.pk]
+        earlier.pk,
+        later.pk,
+    ]
     assert list(Delivery.objects.filter(endpoint=later_endpoint).values_list("event", flat=True)) == [later.pk]
 
 
@@ -830,7 +835,8 @@ def test_the_sweeper_leaves_a_delivery_a_worker_is_attempting_right_now(endpoint
     fan_out()
     delivery = delivery_for(endpoint)
     Delivery.objects.filter(pk=delivery.pk).update(
-        claimed_until=timezone.now() + timedelta(seconds=60), queued_until=None,
+        claimed_until=timezone.now() + timedelta(seconds=60),
+        queued_until=None,
         next_attempt_at=timezone.now() - timedelta(minutes=1),
     )
 
@@ -913,8 +919,7 @@ def test_a_second_message_while_an_attempt_is_in_flight_sends_nothing(alice, rec
     assert DeliveryAttempt.objects.filter(delivery=delivery).count() == 1
 
 
-def test_one_sweep_queues_a_whole_backlog_page_by_page_up_to_its_limit(endpoint, alice, broker, settings,
-                                                                        monkeypatch):
+def test_one_sweep_queues_a_whole_backlog_page_by_page_up_to_its_limit(endpoint, alice, broker, settings, monkeypatch):
     monkeypatch.setattr(services, "SWEEP_PAGE", 10)
     settings.WEBHOOK_SWEEP_LIMIT = 20
     emit_many(alice, 25)
@@ -1030,8 +1035,10 @@ def test_a_message_fills_its_batch_with_its_endpoints_other_due_deliveries_oldes
 
         tasks.deliver([backlog[2]])  # the task body, as the worker runs it
 
-        sent = {Delivery.objects.get(event__public_id=r.headers["webhook-id"], endpoint=endpoint).pk
-                for r in receiver.requests}
+        sent = {
+            Delivery.objects.get(event__public_id=r.headers["webhook-id"], endpoint=endpoint).pk
+            for r in receiver.requests
+        }
         assert sent == {backlog[2], backlog[5], backlog[0], backlog[1]}  # its own, then the oldest due
         assert elsewhere.requests == [] and pending_ids(other) != []
 
@@ -1057,7 +1064,8 @@ def test_a_batch_costs_the_same_few_statements_whatever_its_size(alice, endpoint
 
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_whose_claim_ran_out_during_a_send_leaves_the_delivery_to_the_worker_that_took_it_over(
-        alice, endpoint, receiver):
+    alice, endpoint, receiver
+):
     emit_many(alice, 2)
     fan_out()
     first, second = pending_ids(endpoint)
@@ -1091,11 +1099,18 @@ def test_a_batch_records_each_outcome_and_retries_only_the_failures(alice, endpo
     attempts = services.deliveries_attempt(delivery_ids=pending_ids(endpoint))
 
     assert [(a.status_code, a.succeeded, a.number) for a in attempts] == [
-        (200, True, 1), (500, False, 1), (503, False, 1), (204, True, 1)
+        (200, True, 1),
+        (500, False, 1),
+        (503, False, 1),
+        (204, True, 1),
     ]
     deliveries = list(Delivery.objects.filter(endpoint=endpoint).order_by("pk"))
-    assert [d.status for d in deliveries] == [Delivery.SUCCEEDED, Delivery.PENDING, Delivery.PENDING,
-                                              Delivery.SUCCEEDED]
+    assert [d.status for d in deliveries] == [
+        Delivery.SUCCEEDED,
+        Delivery.PENDING,
+        Delivery.PENDING,
+        Delivery.SUCCEEDED,
+    ]
     assert [d.last_status_code for d in deliveries] == [200, 500, 503, 204]
     assert [d.attempt_count for d in deliveries] == [1, 1, 1, 1]
     assert 0.8 * 5 - 1 <= seconds_until(deliveries[1].next_attempt_at) <= 1.2 * 5
@@ -1137,8 +1152,13 @@ def test_a_slow_endpoint_stops_its_batch_before_the_lease_could_run_out_and_the_
     assert len(receiver.requests) == 1
     assert broker.deliveries == rest
     left = Delivery.objects.filter(pk__in=rest)
-    assert all(d.status == Delivery.PENDING and d.claimed_until is None and d.queued_until > timezone.now()
-               and d.attempt_count == 0 for d in left)
+    assert all(
+        d.status == Delivery.PENDING
+        and d.claimed_until is None
+        and d.queued_until > timezone.now()
+        and d.attempt_count == 0
+        for d in left
+    )
 
     assert all(a.succeeded for a in services.deliveries_attempt(delivery_ids=broker.deliveries))
     assert len(receiver.requests) == 3
@@ -1253,8 +1273,9 @@ def test_every_vault_action_emits_its_event_to_the_merchants_own_endpoints_only(
         token_id = created.json()["tokenId"]
         path = path_of(created.json()["tokenPaymentInstrument"]["href"])
         assert api.put(f"{path}/description", "Sherlock's card", format="json").status_code == 204
-        Token.objects.filter(token_id=token_id).update(created_at=timezone.now() - timedelta(days=30),
-                                                       expires_at=timezone.now() + timedelta(days=1))
+        Token.objects.filter(token_id=token_id).update(
+            created_at=timezone.now() - timedelta(days=30), expires_at=timezone.now() + timedelta(days=1)
+        )
         assert carol_api.post(f"{path}/detokenize").status_code == 200  # past half-life: extended
         assert api.delete(path).status_code == 204
         bobs_token = tokenize(client=bob_api)
@@ -1263,7 +1284,10 @@ def test_every_vault_action_emits_its_event_to_the_merchants_own_endpoints_only(
 
         alice_events = list(Event.objects.filter(merchant=alice).order_by("created_at", "pk"))
         assert [e.type for e in alice_events] == [
-            "token.created", "token.updated", "token.expiry_extended", "token.deleted",
+            "token.created",
+            "token.updated",
+            "token.expiry_extended",
+            "token.deleted",
         ]
         assert all(e.data["tokenId"] == token_id for e in alice_events)
         assert alice_events[1].data["changed"] == ["description"]

@@ -23,13 +23,27 @@ pytestmark = [pytest.mark.postgres, pytest.mark.celery]
 # benchmark → the figures its result must hold, as paths into it.
 FIGURES = {
     "crypto": ["key_ring_us_per_card", "bare_us_per_card", "ratio"],
-    "tokenize": ["tokenize.requests_per_second", "tokenize.p50_ms", "tokenize.p99_ms",
-                 "bare.requests_per_second", "bare.p50_ms", "bare.p99_ms", "ratio"],
+    "tokenize": [
+        "tokenize.requests_per_second",
+        "tokenize.p50_ms",
+        "tokenize.p99_ms",
+        "bare.requests_per_second",
+        "bare.p50_ms",
+        "bare.p99_ms",
+        "ratio",
+    ],
     "retokenize": ["small.stored_tokens", "small.p50_ms", "large.stored_tokens", "large.p50_ms", "ratio"],
     "batch": ["tokens_per_second", "highest_issuer_rate", "highest_issuer_limit"],
     "webhook": ["deliveries_per_second", "latency_p50_ms", "latency_p99_ms"],
-    "import": ["cards_per_second", "floor_rows_per_second", "ratio", "copy_rows_per_second", "small.peak_rss_mb",
-               "large.peak_rss_mb", "rss_ratio"],
+    "import": [
+        "cards_per_second",
+        "floor_rows_per_second",
+        "ratio",
+        "copy_rows_per_second",
+        "small.peak_rss_mb",
+        "large.peak_rss_mb",
+        "rss_ratio",
+    ],
 }
 
 
@@ -61,9 +75,26 @@ def test_the_benchmark_runner_measures_every_figure_at_smoke_size(servers, tmp_p
     output = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("BENCH_")}  # smoke sizes, whatever the shell says
     run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--scale", "smoke", "--server-url", server, "--broker-url", broker,
-         "--output", str(output), "--logs", str(tmp_path / "logs")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--scale",
+            "smoke",
+            "--server-url",
+            server,
+            "--broker-url",
+            broker,
+            "--output",
+            str(output),
+            "--logs",
+            str(tmp_path / "logs"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     errors = "".join(f"\n--- {p.name}\n{p.read_text()[-3000:]}" for p in (tmp_path / "logs").glob("*-error.log"))
     assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}{errors}"

@@ -31,26 +31,45 @@ def deployment(tmp_path_factory):
     files collected into it, and gunicorn serving; yields ``(base URL, path of gunicorn's log)``."""
     folder = tmp_path_factory.mktemp("deployment")
     (folder / "deployment_settings.py").write_text(
-        "from config.settings.production import *  # noqa: F403\n"
-        f"STATIC_ROOT = {str(folder / 'static')!r}\n"
+        f"from config.settings.production import *  # noqa: F403\nSTATIC_ROOT = {str(folder / 'static')!r}\n"
     )
     clean = {k: v for k, v in os.environ.items() if k not in (*SECRETS, *PRODUCTION, *TEST_RUN_DEFAULTS)}
     env = {
-        **clean, **PRODUCTION, **{name: os.environ[name] for name in SECRETS},
+        **clean,
+        **PRODUCTION,
+        **{name: os.environ[name] for name in SECRETS},
         "DATABASE_URL": f"sqlite:///{folder / 'untouched.sqlite3'}",
         "DJANGO_SETTINGS_MODULE": "deployment_settings",
         "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT)]),
     }
-    collected = subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput"], cwd=ROOT, env=env,
-                               capture_output=True, text=True, timeout=300)
+    collected = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert collected.returncode == 0, collected.stderr
 
     port, log = free_port(), folder / "gunicorn.log"
     with open(log, "wb") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--workers", "1",
-             "--bind", f"127.0.0.1:{port}"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "config.wsgi:application",
+                "--workers",
+                "1",
+                "--bind",
+                f"127.0.0.1:{port}",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
 
@@ -59,6 +78,7 @@ def deployment(tmp_path_factory):
             pytest.fail(f"gunicorn exited with {server.returncode}: {log.read_text()[-2000:]}")
         with contextlib.suppress(requests.RequestException):
             return requests.get(f"{url}/static/admin/css/base.css", headers=FROM_THE_PROXY, timeout=2) is not None
+
     try:
         wait_for(answers, timeout=60, interval=0.2)
         yield url, log
@@ -96,8 +116,9 @@ def test_the_admin_login_page_links_stylesheets_that_are_served(deployment):
 def test_a_stylesheet_compressed_for_the_browser_that_accepts_it(deployment):
     url, _ = deployment
 
-    response = requests.get(f"{url}/static/admin/css/base.css", timeout=10,
-                            headers={**FROM_THE_PROXY, "Accept-Encoding": "gzip"})
+    response = requests.get(
+        f"{url}/static/admin/css/base.css", timeout=10, headers={**FROM_THE_PROXY, "Accept-Encoding": "gzip"}
+    )
 
     assert response.status_code == 200
     assert response.headers.get("Content-Encoding") == "gzip"
@@ -110,18 +131,22 @@ def test_a_host_not_allowed_gets_the_apis_error_shape_and_one_warning_line(deplo
     url, log = deployment
     before = log.stat().st_size
 
-    response = requests.get(f"{url}/healthz", headers={"Host": "scanner.invalid", "X-Forwarded-Proto": "https"},
-                            timeout=10)
+    response = requests.get(
+        f"{url}/healthz", headers={"Host": "scanner.invalid", "X-Forwarded-Proto": "https"}, timeout=10
+    )
 
     assert response.status_code == 400
     assert response.headers["Content-Type"] == "application/json"
-    assert response.json() == {"errorName": "hostNotAllowed",
-                               "message": "This server does not serve the requested host"}
+    assert response.json() == {
+        "errorName": "hostNotAllowed",
+        "message": "This server does not serve the requested host",
+    }
 
     def logged():
         with open(log, "rb") as out:
             out.seek(before)
             return [line for line in out.read().decode().splitlines() if "scanner.invalid" in line]
+
     [line] = wait_for(logged, timeout=10)
     record = json.loads(line)
     assert record["level"] == "WARNING" and record["logger"] == "django.security.DisallowedHost"

@@ -90,18 +90,38 @@ def api_server(*, env: dict, log: Path):
     """The API served by gunicorn (two sync workers, as in production) on a free loopback port; yields
     ``(base URL, process)`` once it answers."""
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--workers", "2",
-               "--bind", f"127.0.0.1:{port}", "--timeout", "60", "--graceful-timeout", "5"]
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "config.wsgi:application",
+        "--workers",
+        "2",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--timeout",
+        "60",
+        "--graceful-timeout",
+        "5",
+    ]
     with open(log, "ab") as out:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", **env})
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", **env},
+        )
     url = f"http://127.0.0.1:{port}"
     try:
+
         def answers():
             if process.poll() is not None:
                 pytest.fail(f"gunicorn exited with {process.returncode} before it answered: see {log}")
             with contextlib.suppress(requests.RequestException):
                 return requests.get(f"{url}/healthz", timeout=2).status_code == 200
+
         wait_for(answers, timeout=60, interval=0.2)
         yield url, process
     finally:
@@ -126,15 +146,32 @@ class RedisServer:
         self.starts += 1
         log = capture_path(f"drill-redis-{self.port}.log", fallback=self.directory)
         self.process = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory), "--logfile", str(log)],
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--logfile",
+                str(log),
+            ],
             start_new_session=True,
         )
         wait_for(self._answers, timeout=10)
         monitor_log = capture_path(f"drill-redis-{self.port}-monitor-{self.starts}.log", fallback=self.directory)
         with open(monitor_log, "wb") as out:
-            self.monitor = subprocess.Popen(["redis-cli", "-p", str(self.port), "monitor"], stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.monitor = subprocess.Popen(
+                ["redis-cli", "-p", str(self.port), "monitor"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         # Recording before anyone uses the server, so the leak scan sees every message.
         wait_for(lambda: monitor_log.read_bytes().startswith(b"OK"), timeout=10)
 
@@ -157,8 +194,14 @@ class PostgresServer:
         self.data = self.directory / "data"
         self.log = self.directory / "postgres.log"
         self.port = free_port()
-        self.settings_dict = {"ENGINE": "django.db.backends.postgresql", "NAME": "drill", "USER": "postgres",
-                              "PASSWORD": "", "HOST": "127.0.0.1", "PORT": self.port}
+        self.settings_dict = {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": "drill",
+            "USER": "postgres",
+            "PASSWORD": "",
+            "HOST": "127.0.0.1",
+            "PORT": self.port,
+        }
         self.url = f"postgres://postgres@127.0.0.1:{self.port}/drill"
 
     def create(self) -> None:
@@ -171,18 +214,35 @@ class PostgresServer:
             except LookupError:
                 pytest.fail("PostgreSQL refuses to run as root and there is no `postgres` user to run it as")
             self.directory.chmod(0o755)
-        self._as_postgres([PGBIN / "initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                           "--locale=C.UTF-8"])
+        self._as_postgres(
+            [PGBIN / "initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8"]
+        )
         self.start()
-        subprocess.run([PGBIN / "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "drill"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [PGBIN / "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "drill"],
+            check=True,
+            capture_output=True,
+        )
 
     def start(self) -> None:
         # fsync off (the machine does not crash, only PostgreSQL), but synchronous_commit on, unlike make test's
         # server: a commit acknowledged to the API must survive PostgreSQL being killed.
-        self._as_postgres([PGBIN / "pg_ctl", "start", "-w", "-t", "60", "-D", self.data, "-l", self.log, "-o",
-                           f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off "
-                           "-c full_page_writes=off"])
+        self._as_postgres(
+            [
+                PGBIN / "pg_ctl",
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                self.data,
+                "-l",
+                self.log,
+                "-o",
+                f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c full_page_writes=off",
+            ]
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._as_postgres([PGBIN / "pg_ctl", "stop", "-w", "-D", self.data, "-m", mode])
@@ -206,8 +266,14 @@ class PostgresServer:
 
 
 def manage(*args: str, env: dict, log: Path) -> str:
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", **env})
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", **env},
+    )
     with open(log, "a") as out:
         out.write(result.stdout + result.stderr)
     if result.returncode:
@@ -281,8 +347,9 @@ def test_a_worker_killed_mid_batch_leaves_every_card_with_exactly_one_network_to
     first = start_celery_worker(beat=True, concurrency=4, env=FAST_RECOVERY)
     second = None
     try:
-        accepted = api.post("/network-tokens/batches", {"items": [{"token": t.token_id} for t in tokens]},
-                            format="json")
+        accepted = api.post(
+            "/network-tokens/batches", {"items": [{"token": t.token_id} for t in tokens]}, format="json"
+        )
         assert accepted.status_code == 202, accepted.content
         batch_url = f"/network-tokens/batches/{accepted.json()['id']}"
 
@@ -304,8 +371,14 @@ def test_a_worker_killed_mid_batch_leaves_every_card_with_exactly_one_network_to
 
     shown = api.get(batch_url).json()
     assert shown["total"] == 1000
-    assert shown["counts"] == {"PENDING": 0, "QUEUED": 0, "RUNNING": 0, "PENDING_ACTIVATION": 0, "SUCCEEDED": 1000,
-                               "FAILED": 0}
+    assert shown["counts"] == {
+        "PENDING": 0,
+        "QUEUED": 0,
+        "RUNNING": 0,
+        "PENDING_ACTIVATION": 0,
+        "SUCCEEDED": 1000,
+        "FAILED": 0,
+    }
     assert shown["failedItems"] == []
     items = list(BatchItem.objects.filter(batch__public_id=shown["id"]))
     assert len(items) == 1000
@@ -373,7 +446,8 @@ def test_the_api_answers_errors_while_postgresql_is_down_and_serves_again_once_i
         # Back by itself, without a restart: every request sent once PostgreSQL was up again was served...
         back = load.in_phase("back")
         assert [a.status for a in back] == [201] * len(back), [
-            (a.status, a.body[:200]) for a in back if a.status != 201]
+            (a.status, a.body[:200]) for a in back if a.status != 201
+        ]
         # ...and every card the API said it stored, before or after, is there.
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {api_key}"
@@ -410,8 +484,10 @@ def test_a_redis_restart_during_deliveries_loses_no_event(alice, tmp_path):
             session.headers["Authorization"] = f"Bearer {alice.raw_key}"
 
             def tokenize(count: int) -> list[int]:
-                return [session.post(f"{url}/tokens", json=card_request(cardNumber=next(numbers)),
-                                     timeout=30).status_code for _ in range(count)]
+                return [
+                    session.post(f"{url}/tokens", json=card_request(cardNumber=next(numbers)), timeout=30).status_code
+                    for _ in range(count)
+                ]
 
             statuses = tokenize(120)
             wait_for(lambda: delivered() >= 20, timeout=60)
@@ -425,8 +501,10 @@ def test_a_redis_restart_during_deliveries_loses_no_event(alice, tmp_path):
         assert restarted_at < 120, "every event was delivered before Redis went away: nothing was tested"
         assert statuses == [201] * 200
         wait_for(lambda: delivered() >= 200, timeout=120)
-        wait_for(lambda: not Delivery.objects.filter(endpoint=endpoint).exclude(status=Delivery.SUCCEEDED).exists(),
-                 timeout=30)
+        wait_for(
+            lambda: not Delivery.objects.filter(endpoint=endpoint).exclude(status=Delivery.SUCCEEDED).exists(),
+            timeout=30,
+        )
     finally:
         if worker is not None:
             stop_celery_worker(worker)
@@ -454,8 +532,12 @@ class AsyncRequests:
     def send(self, numbers: list[str]) -> None:
         for number in numbers:
             card = {"cardNumber": number, "cardExpiryDate": {"month": 5, "year": 2035}}
-            response = self.session.post(f"{self.url}/network-tokens/async", json={"card": card},
-                                         headers={"X-Correlation-Id": f"drill-{number[-6:]}"}, timeout=30)
+            response = self.session.post(
+                f"{self.url}/network-tokens/async",
+                json={"card": card},
+                headers={"X-Correlation-Id": f"drill-{number[-6:]}"},
+                timeout=30,
+            )
             assert response.status_code == 202, response.text[:300]
             self.waiting.append(response.json()["requestId"])
 
@@ -510,8 +592,9 @@ def test_requests_a_killed_worker_held_complete_once_another_worker_sweeps_them(
     second = None
     try:
         requests_made = [
-            network_services.provisioning_request_create(merchant=alice, correlation_id=f"kill-{n}",
-                                                         card=tsp.CardData(number, 5, 2035))
+            network_services.provisioning_request_create(
+                merchant=alice, correlation_id=f"kill-{n}", card=tsp.CardData(number, 5, 2035)
+            )
             for n, number in enumerate(numbers)
         ]
         ids = [request.pk for request in requests_made]

@@ -23,8 +23,17 @@ SERVERS = {
     "CELERY_BROKER_URL": "redis://127.0.0.1:9/0",  # nothing listens there: these processes never reach a broker
 }
 # Development and test switches the test run set, which an operator's environment would not have.
-NOT_IN_PRODUCTION = ("DJANGO_SETTINGS_MODULE", "TSP_SIMULATOR", "TSP_LATENCY_MS", "WEBHOOK_ALLOW_LOOPBACK",
-                     "PUBLIC_BASE_URL", "DATABASE_URL", "CELERY_BROKER_URL", "ADMIN_PASSWORD", "DEMO_API_KEY")
+NOT_IN_PRODUCTION = (
+    "DJANGO_SETTINGS_MODULE",
+    "TSP_SIMULATOR",
+    "TSP_LATENCY_MS",
+    "WEBHOOK_ALLOW_LOOPBACK",
+    "PUBLIC_BASE_URL",
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "ADMIN_PASSWORD",
+    "DEMO_API_KEY",
+)
 
 
 def production_environment(tmp_path, **changes) -> dict:
@@ -44,8 +53,9 @@ def run(command: list[str], env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
-SHOW_SETTINGS = ("from django.conf import settings; "
-                 "print(settings.SETTINGS_MODULE, settings.DEBUG, settings.TSP_SIMULATOR)")
+SHOW_SETTINGS = (
+    "from django.conf import settings; print(settings.SETTINGS_MODULE, settings.DEBUG, settings.TSP_SIMULATOR)"
+)
 
 
 def test_manage_py_runs_production_settings_unless_told_otherwise(tmp_path):
@@ -57,17 +67,22 @@ def test_manage_py_runs_production_settings_unless_told_otherwise(tmp_path):
 
 def test_the_celery_app_runs_production_settings_unless_told_otherwise(tmp_path):
     # What `celery -A config …` loads: the app module, then Django's settings through it.
-    result = run(["-c", f"import config.celery, django; django.setup(); {SHOW_SETTINGS}"],
-                 production_environment(tmp_path))
+    result = run(
+        ["-c", f"import config.celery, django; django.setup(); {SHOW_SETTINGS}"], production_environment(tmp_path)
+    )
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["config.settings.production", "False", "False"]
 
 
-@pytest.mark.parametrize("command", [
-    ["manage.py", "check"],
-    ["-m", "celery", "-A", "config", "worker", "--pool=solo"],
-], ids=["manage.py", "celery"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["manage.py", "check"],
+        ["-m", "celery", "-A", "config", "worker", "--pool=solo"],
+    ],
+    ids=["manage.py", "celery"],
+)
 def test_an_incomplete_production_environment_names_every_missing_variable_at_once(tmp_path, command):
     env = production_environment(tmp_path, DATABASE_URL=None, VAULT_KEYS=None, PUBLIC_BASE_URL=None)
 
@@ -113,8 +128,14 @@ class RecordingVisa(TokenService):
 
     def provision(self, request):
         RecordingVisa.calls += 1
-        return Provisioned(token_id="DNITHE-REAL-1", token_number="4895370000000009", token_expiry_month=5,
-                           token_expiry_year=2030, status="ACTIVE", payment_account_reference="V001" + "R" * 25)
+        return Provisioned(
+            token_id="DNITHE-REAL-1",
+            token_number="4895370000000009",
+            token_expiry_month=5,
+            token_expiry_year=2030,
+            status="ACTIVE",
+            payment_account_reference="V001" + "R" * 25,
+        )
 
     def cryptogram(self, *, token_id):
         return "real-cryptogram", "05"
@@ -122,8 +143,9 @@ class RecordingVisa(TokenService):
 
 def provision(api, number, path="/network-tokens"):
     card = {"cardNumber": number, "cardExpiryDate": {"month": 5, "year": 2035}}
-    return api.post(path, {"card": card, "email": "holmes@example.com"}, format="json",
-                    HTTP_X_CORRELATION_ID="checkout-1")
+    return api.post(
+        path, {"card": card, "email": "holmes@example.com"}, format="json", HTTP_X_CORRELATION_ID="checkout-1"
+    )
 
 
 @pytest.mark.django_db

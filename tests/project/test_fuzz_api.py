@@ -88,15 +88,17 @@ FULL_NUMBER_ANSWERS = re.compile(r"^/tokens/[^/]+/detokenize$|^/network-tokens/[
 # (PostgreSQL text refuses it), SQL and path metacharacters, characters outside the BMP, combining marks, a long
 # string; integers at and past the 32- and 64-bit limits (OFFSET, LIMIT, PositiveIntegerField).
 TROUBLE = {
-    "string": ["a\x00b", "\x00", "' OR '1'='1", "%", "%00", "../..", "\\", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "é",
-               "x" * 5000],
+    "string": ["a\x00b", "\x00", "' OR '1'='1", "%", "%00", "../..", "\\", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "é", "x" * 5000],
     "integer": [0, -1, 2**31 - 1, 2**31, 2**63 - 1, 2**63, 2**64, 10**30, -(2**63) - 1],
 }
 
 
 # Operations whose documented 422 (a business rule on the state of what they act on) valid data may meet.
 STATE_DEPENDENT_422 = [
-    "network_tokens_create", "network_tokens_create_async", "network_token_delete", "network_token_cryptogram_create",
+    "network_tokens_create",
+    "network_tokens_create_async",
+    "network_token_delete",
+    "network_token_cryptogram_create",
     "network_token_simulate_lifecycle",
 ]
 
@@ -127,8 +129,15 @@ class Merchant:
 
     @property
     def object_ids(self) -> set[str]:
-        return {*self.token_ids, *self.references, *self.endpoint_ids, *self.event_ids, *self.network_token_ids,
-                *self.request_ids, *self.batch_ids}
+        return {
+            *self.token_ids,
+            *self.references,
+            *self.endpoint_ids,
+            *self.event_ids,
+            *self.network_token_ids,
+            *self.request_ids,
+            *self.batch_ids,
+        }
 
 
 def merchant_with_objects(name: str, cards: list[str]) -> Merchant:
@@ -168,13 +177,24 @@ def objects_of(merchant: Merchant) -> dict:
     return {
         "tokens": sorted(
             Token.objects.filter(token_id__in=merchant.token_ids, deleted_at__isnull=True).values_list(
-                "token_id", "description", "card_holder_name", "expiry_month", "expiry_year", "billing_address",
-                "scheme_transaction_reference", "expires_at",
+                "token_id",
+                "description",
+                "card_holder_name",
+                "expiry_month",
+                "expiry_year",
+                "billing_address",
+                "scheme_transaction_reference",
+                "expires_at",
             )
         ),
         "webhook endpoints": sorted(
             WebhookEndpoint.objects.filter(public_id__in=merchant.endpoint_ids).values_list(
-                "public_id", "url", "description", "event_types", "is_enabled", "secret",
+                "public_id",
+                "url",
+                "description",
+                "event_types",
+                "is_enabled",
+                "secret",
             )
         ),
         "network tokens": sorted(
@@ -198,9 +218,11 @@ class Watch:
 
     def summary(self, operations: list[str]) -> str:
         never = sorted(set(operations) - self.successes)
-        return (f"{self.answers} answers to alice; {len(operations) - len(never)}/{len(operations)} operations "
-                f"answered her a 2xx (never: {', '.join(never) or 'none'}); {self.bob_objects_tried} of her requests "
-                f"named bob's objects")
+        return (
+            f"{self.answers} answers to alice; {len(operations) - len(never)}/{len(operations)} operations "
+            f"answered her a 2xx (never: {', '.join(never) or 'none'}); {self.bob_objects_tried} of her requests "
+            f"named bob's objects"
+        )
 
 
 WATCH: Watch | None = None  # set by the test for the length of its run
@@ -237,8 +259,7 @@ def no_other_merchants_data(ctx, response, case):
         return None
     # Digits alice sent in another field than a card number (a postal code, a namespace) are hers, echoed back.
     own_words = [response.request.url, *_strings_other_than_card_numbers(_json(response.request.body))]
-    numbers = {run for run in DIGIT_RUN.findall(body)
-               if luhn_valid(run) and not any(run in word for word in own_words)}
+    numbers = {run for run in DIGIT_RUN.findall(body) if luhn_valid(run) and not any(run in word for word in own_words)}
     if numbers:
         raise OtherMerchantsData(f"The answer holds full card numbers: {sorted(map(_masked, numbers))}")
     return None
@@ -257,8 +278,12 @@ def _strings_other_than_card_numbers(value) -> list[str]:
     if isinstance(value, list):
         return [word for item in value for word in _strings_other_than_card_numbers(item)]
     if isinstance(value, dict):
-        return [word for key, item in value.items() if key != "cardNumber"
-                for word in _strings_other_than_card_numbers(item)]
+        return [
+            word
+            for key, item in value.items()
+            if key != "cardNumber"
+            for word in _strings_other_than_card_numbers(item)
+        ]
     return []
 
 
@@ -328,8 +353,10 @@ def encrypted_cards(key: str) -> list[str]:
     expiry = {"month": 12, "year": timezone.now().year + 2}
     compact = []
     for number in CARDS:
-        token = client_jwe.JWE(json.dumps({"cardNumber": number, "cardExpiryDate": expiry}).encode(),
-                               protected=json.dumps({"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": jwk["kid"]}))
+        token = client_jwe.JWE(
+            json.dumps({"cardNumber": number, "cardExpiryDate": expiry}).encode(),
+            protected=json.dumps({"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": jwk["kid"]}),
+        )
         token.add_recipient(client_jwk.JWK(**jwk))
         compact.append(token.serialize(compact=True))
     return compact
@@ -425,35 +452,45 @@ def fuzz_config(*, alice: Merchant, bob: Merchant, wfc_path: str) -> schemathesi
         "body.paymentInstrument.cardNumber": "cards",
         "body.card.cardNumber": "cards",
     }
-    return schemathesis.Config.from_dict({
-        "seed": SEED,
-        "workers": 1,  # one client thread: the run replays from its seed, and SQLite has one writer anyway
-        "continue-on-failure": True,  # every distinct failure of an operation, not only its first
-        "request-timeout": 30,
-        "dictionaries": {name: {"values": sorted(set(values))} for name, values in dictionaries.items()},
-        "parameters": {key: {"dictionary": name, "probability": 0.5} for key, name in bindings.items()},
-        "generation": {
-            "mode": "all", "max-examples": EXAMPLES, "database": "none",
-            # Now and then, in any string or integer, a value known to break things.
-            "dictionaries": {kind: {"dictionary": kind, "probability": 0.1} for kind in TROUBLE},
-        },
-        "phases": {"stateful": {"generation": {"max-examples": EXAMPLES}}},
-        "checks": {"max_response_time": MAX_RESPONSE_SECONDS},
-        # Schemathesis's default statuses for valid data, and 422; a 5xx stays not_a_server_error's failure.
-        "operations": [{
-            "include-operation-id": STATE_DEPENDENT_422,
-            "checks": {"positive_data_acceptance": {
-                "expected-statuses": ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"],
-            }},
-        }],
-        # Reproductions show tokenIds and references as sent; keys and signing secrets stay hidden.
-        "output": {"sanitization": {
-            "keys-to-sanitize": ["authorization", "cookie", "secret", "password"],
-            "sensitive-markers": ["auth", "secret", "password", "credential", "session"],
-        }},
-        # alice sends every request; bob's key is there for the object-level authorization probes.
-        "auth": {"wfc": {"path": wfc_path, "user": "alice", "peers": ["alice", "bob"]}},
-    })
+    return schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            "workers": 1,  # one client thread: the run replays from its seed, and SQLite has one writer anyway
+            "continue-on-failure": True,  # every distinct failure of an operation, not only its first
+            "request-timeout": 30,
+            "dictionaries": {name: {"values": sorted(set(values))} for name, values in dictionaries.items()},
+            "parameters": {key: {"dictionary": name, "probability": 0.5} for key, name in bindings.items()},
+            "generation": {
+                "mode": "all",
+                "max-examples": EXAMPLES,
+                "database": "none",
+                # Now and then, in any string or integer, a value known to break things.
+                "dictionaries": {kind: {"dictionary": kind, "probability": 0.1} for kind in TROUBLE},
+            },
+            "phases": {"stateful": {"generation": {"max-examples": EXAMPLES}}},
+            "checks": {"max_response_time": MAX_RESPONSE_SECONDS},
+            # Schemathesis's default statuses for valid data, and 422; a 5xx stays not_a_server_error's failure.
+            "operations": [
+                {
+                    "include-operation-id": STATE_DEPENDENT_422,
+                    "checks": {
+                        "positive_data_acceptance": {
+                            "expected-statuses": ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"],
+                        }
+                    },
+                }
+            ],
+            # Reproductions show tokenIds and references as sent; keys and signing secrets stay hidden.
+            "output": {
+                "sanitization": {
+                    "keys-to-sanitize": ["authorization", "cookie", "secret", "password"],
+                    "sensitive-markers": ["auth", "secret", "password", "credential", "session"],
+                }
+            },
+            # alice sends every request; bob's key is there for the object-level authorization probes.
+            "auth": {"wfc": {"path": wfc_path, "user": "alice", "peers": ["alice", "bob"]}},
+        }
+    )
 
 
 @dataclass
@@ -485,10 +522,13 @@ def answer_of(response) -> str:
         return _text(response.content)[:200]
     if not isinstance(body, dict) or "errorName" not in body:
         return json.dumps(body)[:200]
-    items = sorted({
-        f"{item.get('errorName')}@{_generalized(item)}" for item in body.get("validationErrors") or []
-        if isinstance(item, dict)
-    })
+    items = sorted(
+        {
+            f"{item.get('errorName')}@{_generalized(item)}"
+            for item in body.get("validationErrors") or []
+            if isinstance(item, dict)
+        }
+    )
     return body["errorName"] + (": " + ", ".join(items) if items else "")
 
 
@@ -509,15 +549,17 @@ def findings_of(recorder) -> list[Found]:
             failure = check.failure_info.failure
             interaction = recorder.interactions.get(failure.case_id or case_id) or recorder.interactions.get(case_id)
             response = interaction.response if interaction is not None else None
-            found.append(Found(
-                check=check.name,
-                operation=failure.operation or recorder.label,
-                title=failure.title,
-                message=failure.message,
-                status=response.status_code if response is not None else None,
-                answer=answer_of(response),
-                curl=check.failure_info.code_sample,
-            ))
+            found.append(
+                Found(
+                    check=check.name,
+                    operation=failure.operation or recorder.label,
+                    title=failure.title,
+                    message=failure.message,
+                    status=response.status_code if response is not None else None,
+                    answer=answer_of(response),
+                    curl=check.failure_info.code_sample,
+                )
+            )
     return found
 
 
@@ -582,10 +624,16 @@ def test_schemathesis_finds_nothing_wrong_with_the_api(server_url, tmp_path, mon
     alice = merchant_with_objects("Alice's Shop", [VISA, MASTERCARD])
     bob = merchant_with_objects("Bob's Bikes", [VISA, BOB_ONLY_CARD])
     identities = tmp_path / "merchants.json"  # Web Fuzzing Commons authentication: one entry per merchant
-    identities.write_text(json.dumps({"auth": [
-        {"name": name, "fixedHeaders": [{"name": "Authorization", "value": f"Bearer {merchant.key}"}]}
-        for name, merchant in (("alice", alice), ("bob", bob))
-    ]}))
+    identities.write_text(
+        json.dumps(
+            {
+                "auth": [
+                    {"name": name, "fixedHeaders": [{"name": "Authorization", "value": f"Bearer {merchant.key}"}]}
+                    for name, merchant in (("alice", alice), ("bob", bob))
+                ]
+            }
+        )
+    )
     bobs_objects = objects_of(bob)
 
     watch = Watch(bob_key=bob.key, bob_ids=bob.object_ids)
@@ -610,8 +658,9 @@ def test_schemathesis_finds_nothing_wrong_with_the_api(server_url, tmp_path, mon
 # ------------------------------------------------------------------------------------------------------------
 # Our check, checked: it must fail on what it is there to catch, or a green run proves nothing.
 # ------------------------------------------------------------------------------------------------------------
-def fake_answer(body: str, *, status: int = 200, url: str = "http://testserver/tokens", key: str = "sk_alice",
-           path: str = "/tokens"):
+def fake_answer(
+    body: str, *, status: int = 200, url: str = "http://testserver/tokens", key: str = "sk_alice", path: str = "/tokens"
+):
     request = SimpleNamespace(url=url, body=None, headers={"Authorization": f"Bearer {key}"})
     response = SimpleNamespace(status_code=status, content=body.encode(), request=request)
     return response, SimpleNamespace(formatted_path=path, operation=SimpleNamespace(label=f"GET {path}"))
@@ -620,14 +669,34 @@ def fake_answer(body: str, *, status: int = 200, url: str = "http://testserver/t
 @pytest.mark.parametrize(
     ("body", "status", "url", "path"),
     [
-        pytest.param('{"tokenId": "BOBSTOKEN0000000001"}', 200, "http://testserver/tokens", "/tokens",
-                     id="bob's tokenId in an answer"),
-        pytest.param('{"errorName": "resourceNotFound"}', 204, "http://testserver/tokens/bobs-reference",
-                     "/tokens/bobs-reference", id="a 2xx to a request naming bob's object"),
-        pytest.param(f'{{"message": "card {VISA} refused"}}', 400, "http://testserver/tokens", "/tokens",
-                     id="a full card number in an error"),
-        pytest.param(f'{{"cardNumber": "{JCB}"}}', 200, "http://testserver/tokens/x/detokenize",
-                     "/tokens/x/detokenize", id="bob's card even in a detokenize answer"),
+        pytest.param(
+            '{"tokenId": "BOBSTOKEN0000000001"}',
+            200,
+            "http://testserver/tokens",
+            "/tokens",
+            id="bob's tokenId in an answer",
+        ),
+        pytest.param(
+            '{"errorName": "resourceNotFound"}',
+            204,
+            "http://testserver/tokens/bobs-reference",
+            "/tokens/bobs-reference",
+            id="a 2xx to a request naming bob's object",
+        ),
+        pytest.param(
+            f'{{"message": "card {VISA} refused"}}',
+            400,
+            "http://testserver/tokens",
+            "/tokens",
+            id="a full card number in an error",
+        ),
+        pytest.param(
+            f'{{"cardNumber": "{JCB}"}}',
+            200,
+            "http://testserver/tokens/x/detokenize",
+            "/tokens/x/detokenize",
+            id="bob's card even in a detokenize answer",
+        ),
     ],
 )
 def test_our_check_fails_on_what_it_is_there_to_catch(body, status, url, path, monkeypatch):
@@ -639,13 +708,25 @@ def test_our_check_fails_on_what_it_is_there_to_catch(body, status, url, path, m
 @pytest.mark.parametrize(
     ("body", "path", "key"),
     [
-        pytest.param(f'{{"paymentInstrument": {{"cardNumber": "{VISA}"}}}}', "/tokens/x/detokenize", "sk_alice",
-                     id="alice's card in her detokenize answer"),
+        pytest.param(
+            f'{{"paymentInstrument": {{"cardNumber": "{VISA}"}}}}',
+            "/tokens/x/detokenize",
+            "sk_alice",
+            id="alice's card in her detokenize answer",
+        ),
         pytest.param('{"tokenId": "BOBSTOKEN0000000001"}', "/tokens", "sk_bob", id="bob reading his own token"),
-        pytest.param('{"cardNumber": "4444********1111", "href": "http://testserver/tokens/a1234567890123b"}',
-                     "/tokens", "sk_alice", id="a masked number and digits inside a reference"),
-        pytest.param('{"billingAddress": {"postalCode": "00000000000000"}}', "/tokens", "sk_alice",
-                     id="a postal code alice sent, echoed back"),
+        pytest.param(
+            '{"cardNumber": "4444********1111", "href": "http://testserver/tokens/a1234567890123b"}',
+            "/tokens",
+            "sk_alice",
+            id="a masked number and digits inside a reference",
+        ),
+        pytest.param(
+            '{"billingAddress": {"postalCode": "00000000000000"}}',
+            "/tokens",
+            "sk_alice",
+            id="a postal code alice sent, echoed back",
+        ),
     ],
 )
 def test_our_check_lets_legitimate_answers_through(body, path, key, monkeypatch):
@@ -670,8 +751,11 @@ def operations_with_ids() -> list[tuple[str, str]]:
     """Every operation of the schema with an id in its path."""
     paths = SchemaGenerator().get_schema(request=None, public=True)["paths"]
     return [
-        (method.upper(), path) for path, operations in paths.items() if "{" in path
-        for method in operations if method in ("get", "post", "put", "patch", "delete")
+        (method.upper(), path)
+        for path, operations in paths.items()
+        if "{" in path
+        for method in operations
+        if method in ("get", "post", "put", "patch", "delete")
     ]
 
 
@@ -682,8 +766,7 @@ def test_an_id_with_a_nul_byte_is_an_id_of_nothing(method, path, db):
     refusal of NUL in text."""
     _, key = merchant_services.merchant_create(name="Alice's Shop", scopes=list(SCOPES))
     url = re.sub(r"\{[^}]+\}", "a%00b", path)
-    response = client_for(key).generic(method, url, "{}", content_type="application/json",
-                                       HTTP_X_CORRELATION_ID="nul")
+    response = client_for(key).generic(method, url, "{}", content_type="application/json", HTTP_X_CORRELATION_ID="nul")
     assert response.status_code == 404, response.content
     assert response.json()["errorName"] in ("resourceNotFound", "endpointNotFound")
 

@@ -105,10 +105,10 @@ def test_an_unpaired_surrogate_is_not_json(api, raw):
 
 
 def test_a_surrogate_pair_is_one_character_and_welcome(tokenize):
-    response = tokenize(card_request(description="Sherlock \U0001F575"))
+    response = tokenize(card_request(description="Sherlock \U0001f575"))
 
     assert response.status_code == 201
-    assert response.json()["description"] == "Sherlock \U0001F575"
+    assert response.json()["description"] == "Sherlock \U0001f575"
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -132,8 +132,11 @@ def test_last_digits_with_a_trailing_newline_are_refused(api, tokenize):
     token_id = tokenize(card_request()).json()["tokenId"]
     network_token = api.post("/network-tokens", {"token": token_id}, format="json", **CORRELATION).json()["tokenId"]
 
-    response = api.post(f"/network-tokens/{network_token}/simulate-lifecycle",
-                        {"event": "CARD_UPDATED", "cardLastDigits": "1234\n"}, format="json")
+    response = api.post(
+        f"/network-tokens/{network_token}/simulate-lifecycle",
+        {"event": "CARD_UPDATED", "cardLastDigits": "1234\n"},
+        format="json",
+    )
 
     assert response.status_code == 400
     assert error_names(response) == [("stringFailedRegexCheck", "$.cardLastDigits")]
@@ -152,7 +155,7 @@ def test_the_links_of_a_namespace_page_are_uris_that_lead_back_to_it(api, tokeni
 
     for link in ("self", "next"):
         href = first["_links"][link]["href"]
-        assert all(0x21 <= ord(char) < 0x7f for char in href), href
+        assert all(0x21 <= ord(char) < 0x7F for char in href), href
     second = api.get("/" + first["_links"]["next"]["href"].split("/", 3)[3]).json()
     assert [token["namespace"] for token in second["_embedded"]["tokens"]] == [namespace]
     assert second["page"]["number"] == 2
@@ -196,8 +199,11 @@ def test_the_schema_says_a_simulated_event_carries_card_data_only_when_card_upda
     token_id = tokenize(card_request()).json()["tokenId"]
     network_token = api.post("/network-tokens", {"token": token_id}, format="json", **CORRELATION).json()["tokenId"]
 
-    response = api.post(f"/network-tokens/{network_token}/simulate-lifecycle",
-                        {"event": "SUSPENDED", "cardLastDigits": "1234"}, format="json")
+    response = api.post(
+        f"/network-tokens/{network_token}/simulate-lifecycle",
+        {"event": "SUSPENDED", "cardLastDigits": "1234"},
+        format="json",
+    )
 
     assert response.status_code == 400
 
@@ -206,8 +212,12 @@ def test_the_schema_says_an_email_needs_a_top_level_label_of_two_characters(api,
     email = schema["components"]["schemas"]["ProvisionInputRequest"]["properties"]["email"]
     assert email["format"] == "email" and "pattern" in email
 
-    response = api.post("/network-tokens", {"card": {"cardNumber": VISA, "cardExpiryDate": {"month": 1, "year": 2099}},
-                                            "email": "holmes@baker.s"}, format="json", **CORRELATION)
+    response = api.post(
+        "/network-tokens",
+        {"card": {"cardNumber": VISA, "cardExpiryDate": {"month": 1, "year": 2099}}, "email": "holmes@baker.s"},
+        format="json",
+        **CORRELATION,
+    )
 
     assert response.status_code == 400
     assert error_names(response) == [("fieldHasInvalidValue", "$.email")]

@@ -39,14 +39,21 @@ NO_BRAND = "123456781234568"  # Luhn-valid, in no brand's range: the API takes i
 def celery_message(args) -> str:
     """A task message as kombu pushes it to Redis: a JSON envelope with the task's JSON body in base64."""
     body = base64.b64encode(json.dumps([args, {}, {"callbacks": None}]).encode()).decode()
-    return json.dumps({"body": body, "content-encoding": "utf-8", "content-type": "application/json",
-                       "headers": {"task": "vault.tasks.example"}, "properties": {"body_encoding": "base64"}})
+    return json.dumps(
+        {
+            "body": body,
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {"task": "vault.tasks.example"},
+            "properties": {"body_encoding": "base64"},
+        }
+    )
 
 
 def monitor_line(command: str, *args: str) -> str:
     """A line of `redis-cli monitor`: every argument quoted, its quotes escaped."""
     quoted = " ".join('"' + arg.replace('"', '\\"') + '"' for arg in (command, *args))
-    return f'1795507712.118571 [0 127.0.0.1:35072] {quoted}\n'
+    return f"1795507712.118571 [0 127.0.0.1:35072] {quoted}\n"
 
 
 def leaks_in(tmp_path, text: str, numbers=NUMBERS) -> list:
@@ -55,14 +62,18 @@ def leaks_in(tmp_path, text: str, numbers=NUMBERS) -> list:
     return list(leak_scan.scan_files([log], numbers))
 
 
-@pytest.mark.parametrize("line", [
-    f'{{"level": "INFO", "message": "tokenized {VISA}"}}',
-    f"card {VISA[:4]} {VISA[4:8]} {VISA[8:12]} {VISA[12:]} declined",
-    f"card {VISA[:4]}-{VISA[4:8]}-{VISA[8:12]}-{VISA[12:]} declined",
-    f"reference 00{VISA}99 in a longer run of digits",
-    f"COPY vault_token (id, reference) FROM stdin;\n7\t{VISA}\n",
-    monitor_line("LPUSH", "celery", celery_message([VISA, 12])),
-], ids=["plain", "grouped by spaces", "grouped by dashes", "inside a longer run", "pg_dump", "celery message"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        f'{{"level": "INFO", "message": "tokenized {VISA}"}}',
+        f"card {VISA[:4]} {VISA[4:8]} {VISA[8:12]} {VISA[12:]} declined",
+        f"card {VISA[:4]}-{VISA[4:8]}-{VISA[8:12]}-{VISA[12:]} declined",
+        f"reference 00{VISA}99 in a longer run of digits",
+        f"COPY vault_token (id, reference) FROM stdin;\n7\t{VISA}\n",
+        monitor_line("LPUSH", "celery", celery_message([VISA, 12])),
+    ],
+    ids=["plain", "grouped by spaces", "grouped by dashes", "inside a longer run", "pg_dump", "celery message"],
+)
 def test_it_finds_a_card_number_however_it_was_written(tmp_path, line):
     [leak] = leaks_in(tmp_path, f"first line\n{line}\n")
 
@@ -72,10 +83,12 @@ def test_it_finds_a_card_number_however_it_was_written(tmp_path, line):
 
 
 def test_it_ignores_masked_redacted_and_unknown_numbers(tmp_path):
-    text = (f'{{"message": "tokenized [REDACTED]"}}\n'
-            f"masked {VISA[:4]}********{VISA[-4:]}\n"
-            f"another card {VISA_2}\n"  # Luhn-valid, but not one of the numbers searched for
-            f"{monitor_line('LPUSH', 'celery', celery_message([42]))}")
+    text = (
+        f'{{"message": "tokenized [REDACTED]"}}\n'
+        f"masked {VISA[:4]}********{VISA[-4:]}\n"
+        f"another card {VISA_2}\n"  # Luhn-valid, but not one of the numbers searched for
+        f"{monitor_line('LPUSH', 'celery', celery_message([42]))}"
+    )
 
     assert leaks_in(tmp_path, text) == []
 
@@ -117,8 +130,17 @@ def test_the_script_fails_naming_file_and_line_but_never_the_number(tmp_path):
     sources.mkdir()
 
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "leak_scan.py"), "--numbers", str(numbers), "--sources", str(sources),
-         str(capture)], capture_output=True, text=True,
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "leak_scan.py"),
+            "--numbers",
+            str(numbers),
+            "--sources",
+            str(sources),
+            str(capture),
+        ],
+        capture_output=True,
+        text=True,
     )
 
     assert result.returncode == 1
@@ -131,8 +153,9 @@ def test_the_script_fails_naming_file_and_line_but_never_the_number(tmp_path):
 def test_the_script_passes_a_clean_capture(tmp_path):
     (tmp_path / "app.log").write_text('{"message": "tokenized [REDACTED]"}\n')
 
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "leak_scan.py"), str(tmp_path)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "leak_scan.py"), str(tmp_path)], capture_output=True, text=True
+    )
 
     assert result.returncode == 0, result.stderr
     assert "no card number found" in result.stdout
@@ -149,14 +172,19 @@ def test_it_finds_a_number_published_to_the_broker_in_a_capture_of_the_wire(tmp_
     queue = f"leak-scan-probe-{uuid.uuid4().hex}"  # a queue nobody consumes, deleted below
     capture = tmp_path / "broker-monitor.log"
     with open(capture, "wb") as out:
-        monitor = subprocess.Popen(["redis-cli", "-u", broker, "monitor"], stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        monitor = subprocess.Popen(
+            ["redis-cli", "-u", broker, "monitor"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         wait_for(lambda: capture.read_bytes().startswith(b"OK"), timeout=10)
         app.send_task("tests.leak_scan_probe", args=[planted], queue=queue)
         # The queue's name goes by first in kombu's binding (SADD); the message itself is the LPUSH.
-        wait_for(lambda: any(b'"lpush"' in line.lower() and queue.encode() in line
-                             for line in capture.read_bytes().splitlines()), timeout=10)
+        wait_for(
+            lambda: any(
+                b'"lpush"' in line.lower() and queue.encode() in line for line in capture.read_bytes().splitlines()
+            ),
+            timeout=10,
+        )
     finally:
         stop_process_group(monitor)
         redis.Redis.from_url(broker).delete(queue)
@@ -179,8 +207,10 @@ def test_a_worker_records_the_network_token_numbers_it_makes(alice, transactiona
         response = api.post("/network-tokens/async", {"card": card}, format="json", HTTP_X_CORRELATION_ID="leak-scan")
         assert response.status_code == 202, response.content
         request_id = response.json()["requestId"]
-        body = wait_for(lambda: (b := api.get(f"/network-tokens/requests/{request_id}").json())["status"] != "PENDING"
-                        and b, timeout=60)
+        body = wait_for(
+            lambda: (b := api.get(f"/network-tokens/requests/{request_id}").json())["status"] != "PENDING" and b,
+            timeout=60,
+        )
     finally:
         stop_process_group(worker)
 

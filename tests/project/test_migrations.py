@@ -35,24 +35,46 @@ def migrate(targets) -> object:
 def test_rows_permissions_and_links_survive_the_move_to_the_new_apps():
     old = migrate(BEFORE)
     Merchant, ApiKey, AuditLog = (old.get_model("vault", name) for name in ("Merchant", "ApiKey", "AuditLog"))
-    Token, NetworkToken, Issuer = old.get_model("vault", "Token"), old.get_model("networks", "NetworkToken"), \
-        old.get_model("networks", "Issuer")
+    Token, NetworkToken, Issuer = (
+        old.get_model("vault", "Token"),
+        old.get_model("networks", "NetworkToken"),
+        old.get_model("networks", "Issuer"),
+    )
     Event, Endpoint = old.get_model("notifications", "Event"), old.get_model("notifications", "WebhookEndpoint")
     Group, Permission = old.get_model("auth", "Group"), old.get_model("auth", "Permission")
 
     merchant = Merchant.objects.create(name="Alice's Shop", public_id="mer_0123456789abcdef")
     ApiKey.objects.create(merchant=merchant, prefix="sk_abcdefgh", key_hash="0" * 64, scopes=["tokens"])
-    AuditLog.objects.create(actor="api-key:sk_abcdefgh", merchant=merchant, action="token.detokenize",
-                            result="success")
+    AuditLog.objects.create(actor="api-key:sk_abcdefgh", merchant=merchant, action="token.detokenize", result="success")
     now = timezone.now()
-    token = Token.objects.create(merchant=merchant, description="d", bin="444433", last_four="1111", pan_length=16,
-                                 brand="VISA", expires_at=now + timedelta(days=7), fingerprint="f" * 64,
-                                 pan_ciphertext=b"not a real ciphertext", key_version=1)
+    token = Token.objects.create(
+        merchant=merchant,
+        description="d",
+        bin="444433",
+        last_four="1111",
+        pan_length=16,
+        brand="VISA",
+        expires_at=now + timedelta(days=7),
+        fingerprint="f" * 64,
+        pan_ciphertext=b"not a real ciphertext",
+        key_version=1,
+    )
     issuer = Issuer.objects.create(name="Test bank", network="VISA", bin_low="444433", bin_high="444433")
-    common = dict(merchant=merchant, vault_token=token, network="VISA", issuer=issuer, token_last_digits="4242",
-                  token_expiry_month=12, token_expiry_year=2030, card_bin="444433", card_last_digits="1111",
-                  card_expiry_month=5, card_expiry_year=2035, payment_account_reference="V0010013018999999999999999",
-                  correlation_id="c")
+    common = dict(
+        merchant=merchant,
+        vault_token=token,
+        network="VISA",
+        issuer=issuer,
+        token_last_digits="4242",
+        token_expiry_month=12,
+        token_expiry_year=2030,
+        card_bin="444433",
+        card_last_digits="1111",
+        card_expiry_month=5,
+        card_expiry_year=2035,
+        payment_account_reference="V0010013018999999999999999",
+        correlation_id="c",
+    )
     NetworkToken.objects.create(token_id="older", status="ACTIVE", created_at=now - timedelta(hours=2), **common)
     NetworkToken.objects.create(token_id="newer", status="ACTIVE", created_at=now - timedelta(hours=1), **common)
     NetworkToken.objects.create(token_id="deleted", status="DELETED", created_at=now, **common)

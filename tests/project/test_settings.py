@@ -29,7 +29,11 @@ def start_django(env: dict) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in (*SECRETS, *PRODUCTION, *TEST_RUN_DEFAULTS)}
     return subprocess.run(
         [sys.executable, "-c", "import django; django.setup(); print('started')"],
-        cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -69,7 +73,6 @@ def test_the_embedded_run_generates_its_keys_once_and_reuses_them(tmp_path):
                 os.environ[name] = value
 
 
-
 # ------------------------------------------------------------------------------------------------------------
 # NETWORK_TOKENS_JWE_KEY: a key that cannot serve stops start-up with one line naming the variable
 # ------------------------------------------------------------------------------------------------------------
@@ -90,11 +93,15 @@ def rsa_key(bits: int):
 BAD_JWE_KEYS = {
     "rsa-1024": (lambda: pem_base64(rsa_key(1024)), "is an RSA key of 1024 bits: at least 2048 are needed"),
     "rsa-2047": (lambda: pem_base64(rsa_key(2047)), "is an RSA key of 2047 bits: at least 2048 are needed"),
-    "ec-p256": (lambda: pem_base64(ec.generate_private_key(ec.SECP256R1())),
-                "is not an RSA key (RSA-OAEP-256 needs one)"),
+    "ec-p256": (
+        lambda: pem_base64(ec.generate_private_key(ec.SECP256R1())),
+        "is not an RSA key (RSA-OAEP-256 needs one)",
+    ),
     "public-half": (lambda: pem_base64(rsa_key(2048), public=True), "is not base64 of a PEM private key"),
-    "encrypted": (lambda: pem_base64(rsa_key(2048), password=b"passphrase"),
-                  "is an encrypted PEM key: give it unencrypted"),
+    "encrypted": (
+        lambda: pem_base64(rsa_key(2048), password=b"passphrase"),
+        "is an encrypted PEM key: give it unencrypted",
+    ),
     "pem-not-base64": (lambda: "-----BEGIN PRIVATE KEY-----", "is not base64 (it holds base64 of a PEM RSA key)"),
     "base64-of-text": (lambda: base64.b64encode(b"a key").decode(), "is not base64 of a PEM private key"),
 }
@@ -116,7 +123,8 @@ def test_a_jwe_key_that_cannot_serve_stops_start_up_with_one_line_naming_the_var
 
 
 def test_an_rsa_key_of_2048_bits_starts():
-    result = start_django({"DJANGO_SETTINGS_MODULE": "config.settings.test",
-                           "NETWORK_TOKENS_JWE_KEY": pem_base64(rsa_key(2048))})
+    result = start_django(
+        {"DJANGO_SETTINGS_MODULE": "config.settings.test", "NETWORK_TOKENS_JWE_KEY": pem_base64(rsa_key(2048))}
+    )
 
     assert result.returncode == 0, result.stderr

@@ -26,8 +26,14 @@ ADDRESS = SHERLOCK["paymentInstrument"]["billingAddress"]
 
 
 def sherlock_card(number: str = VISA, **changes) -> services.Card:
-    fields = {"number": number, "holder_name": "Sherlock Holmes", "expiry_month": 5, "expiry_year": 2035,
-              "billing_address": ADDRESS, **changes}
+    fields = {
+        "number": number,
+        "holder_name": "Sherlock Holmes",
+        "expiry_month": 5,
+        "expiry_year": 2035,
+        "billing_address": ADDRESS,
+        **changes,
+    }
     return services.Card(**fields)
 
 
@@ -100,8 +106,9 @@ def extended_by_a_use(token: Token, settings) -> ExpiryExtension:
     """A use of ``token`` in live with a day left of its four years: the use extends it (in try none does)."""
     settings.TOKENS_ENVIRONMENT = "live"
     now = timezone.now()
-    Token.objects.filter(pk=token.pk).update(created_at=now - timedelta(days=4 * 365),
-                                             expires_at=now + timedelta(days=1))
+    Token.objects.filter(pk=token.pk).update(
+        created_at=now - timedelta(days=4 * 365), expires_at=now + timedelta(days=1)
+    )
     extension = services.token_use(token=token, reason="detokenize")
     assert extension is not None
     return extension
@@ -120,7 +127,11 @@ def test_opening_a_token_page_writes_an_audit_row(admin_client, token):
 
     row = AuditLog.objects.get(action="admin.token.view")
     assert (row.actor, row.object_type, row.object_id, row.result, row.origin) == (
-        "admin:admin", "token", token.token_id, AuditLog.SUCCESS, "10.1.2.3"
+        "admin:admin",
+        "token",
+        token.token_id,
+        AuditLog.SUCCESS,
+        "10.1.2.3",
     )
 
 
@@ -196,9 +207,7 @@ def test_the_brand_merchant_and_namespace_filters_work(admin_client, alice, bob,
     assert listed_token_ids(admin_client.get(changelist("token"), {"merchant__id__exact": alice.pk})) == {
         token.token_id
     }
-    assert listed_token_ids(admin_client.get(changelist("token"), {"namespace": "baker-street"})) == {
-        token.token_id
-    }
+    assert listed_token_ids(admin_client.get(changelist("token"), {"namespace": "baker-street"})) == {token.token_id}
     assert listed_token_ids(admin_client.get(changelist("token"), {"namespace": "baker"})) == set()
 
 
@@ -279,15 +288,16 @@ def test_the_token_page_shows_the_pending_conflict_beside_the_stored_data(admin_
     assert [c.pk for c in conflicts.context["cl"].result_list] == [conflict.pk]
 
 
-def test_the_conflict_table_shows_a_differing_scheme_transaction_reference_beside_the_stored_one(admin_client,
-                                                                                                   alice):
+def test_the_conflict_table_shows_a_differing_scheme_transaction_reference_beside_the_stored_one(admin_client, alice):
     token = services.card_tokenize(merchant=alice, card=sherlock_card(), scheme_transaction_reference="ABC123").token
-    conflict = services.card_tokenize(merchant=alice, card=sherlock_card(),
-                                      scheme_transaction_reference="XYZ999").conflict
+    conflict = services.card_tokenize(
+        merchant=alice, card=sherlock_card(), scheme_transaction_reference="XYZ999"
+    ).conflict
 
     for page in (change_page("token", token.pk), change_page("tokenconflict", conflict.pk)):
-        table = re.search(r'<table class="vault-conflict">.*?</table>', admin_client.get(page).content.decode(),
-                          re.S).group()
+        table = re.search(
+            r'<table class="vault-conflict">.*?</table>', admin_client.get(page).content.decode(), re.S
+        ).group()
         assert re.search(r"Scheme transaction reference</th><td>ABC123</td><td>XYZ999</td>", table), page
         assert "Card holder name" not in table
 
@@ -316,8 +326,9 @@ def test_the_conflict_list_shows_pending_conflicts(admin_client, token, conflict
 
 
 @pytest.mark.parametrize("action", ["apply", "dismiss"])
-def test_applying_or_dismissing_asks_first_showing_stored_and_requested_side_by_side(admin_client, token, conflict,
-                                                                                    action):
+def test_applying_or_dismissing_asks_first_showing_stored_and_requested_side_by_side(
+    admin_client, token, conflict, action
+):
     confirmation = run_action(admin_client, "tokenconflict", action, [conflict.pk], index="0")
 
     assert confirmation.status_code == 200
@@ -370,7 +381,8 @@ def test_an_expired_conflict_is_not_applied_and_the_failure_is_audited(admin_cli
     assert (row.actor, row.result, row.detail) == ("admin:admin", AuditLog.FAILURE, {"reason": "no pending conflict"})
     # The service's refusal, in its own words.
     assert messages_shown_next(admin_client) == [
-        (SUCCESS, "Applied 0 conflict(s)."), (WARNING, "The token has no pending conflict: 1 conflict(s) left alone."),
+        (SUCCESS, "Applied 0 conflict(s)."),
+        (WARNING, "The token has no pending conflict: 1 conflict(s) left alone."),
     ]
 
 
@@ -488,8 +500,13 @@ def test_the_create_an_api_key_action_asks_for_name_and_scopes_then_shows_each_k
 
     response = admin_client.post(
         changelist("merchant"),
-        {"action": "create_api_key", "_selected_action": [alice.pk, bob.pk], "post": "yes", "name": "processor",
-         "scopes": ["tokens", "tokens:detokenize"]},
+        {
+            "action": "create_api_key",
+            "_selected_action": [alice.pk, bob.pk],
+            "post": "yes",
+            "name": "processor",
+            "scopes": ["tokens", "tokens:detokenize"],
+        },
         follow=True,
     )
 
@@ -515,11 +532,18 @@ def test_deactivating_a_merchant_in_the_admin_stops_its_keys(admin_client, alice
     key = alice.api_keys.get()
     assert admin_client.get(change_page("merchant", alice.pk)).status_code == 200
 
-    response = admin_client.post(change_page("merchant", alice.pk), {
-        "name": alice.name,  # is_active left unticked
-        "api_keys-TOTAL_FORMS": "1", "api_keys-INITIAL_FORMS": "1", "api_keys-MIN_NUM_FORMS": "0",
-        "api_keys-MAX_NUM_FORMS": "0", "api_keys-0-id": str(key.pk), "api_keys-0-merchant": str(alice.pk),
-    })
+    response = admin_client.post(
+        change_page("merchant", alice.pk),
+        {
+            "name": alice.name,  # is_active left unticked
+            "api_keys-TOTAL_FORMS": "1",
+            "api_keys-INITIAL_FORMS": "1",
+            "api_keys-MIN_NUM_FORMS": "0",
+            "api_keys-MAX_NUM_FORMS": "0",
+            "api_keys-0-id": str(key.pk),
+            "api_keys-0-merchant": str(alice.pk),
+        },
+    )
 
     assert response.status_code == 302
     alice.refresh_from_db()

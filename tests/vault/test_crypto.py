@@ -28,8 +28,9 @@ def a_card(number=VISA):
 
 def ring_of(*versions: int, active: int | None = None) -> KeyRing:
     """A ring holding ``versions``, each under the key b64key(version)."""
-    return KeyRing(keys=[(v, bytes([v]) * 32) for v in versions], fingerprint_key=bytes([99]) * 32,
-                   active_version=active)
+    return KeyRing(
+        keys=[(v, bytes([v]) * 32) for v in versions], fingerprint_key=bytes([99]) * 32, active_version=active
+    )
 
 
 def test_the_card_number_is_stored_only_as_ciphertext_under_the_active_key(alice):
@@ -67,7 +68,10 @@ def test_numbers_encrypted_together_decrypt_each_under_its_own_row_and_never_sha
 
     assert version == 1
     assert [ring.decrypt(version, blob, associated_data=aad) for blob, (_, aad) in zip(blobs, rows, strict=True)] == [
-        VISA, MASTERCARD, VISA]
+        VISA,
+        MASTERCARD,
+        VISA,
+    ]
     assert len({blob[:12] for blob in blobs}) == 3 and blobs[0] != blobs[2]
     with pytest.raises(DecryptionFailed):
         ring.decrypt(version, blobs[0], associated_data=b"token:1:B")
@@ -111,8 +115,11 @@ def test_the_active_version_is_the_highest_when_none_is_named_whatever_the_order
 
 
 def test_an_active_version_the_ring_does_not_hold_stops_start_up_naming_it():
-    with pytest.raises(ImproperlyConfigured, match=r"VAULT_ACTIVE_KEY_VERSION 3 is not a version of VAULT_KEYS "
-                                                   r"\(it holds 2, 1\)"):
+    with pytest.raises(
+        ImproperlyConfigured,
+        match=r"VAULT_ACTIVE_KEY_VERSION 3 is not a version of VAULT_KEYS "
+        r"\(it holds 2, 1\)",
+    ):
         ring_of(2, 1, active=3)
 
 

@@ -32,8 +32,16 @@ from vault.importing import checking, reading
 from vault.keys import key_ring
 from vault.models import Namespace, Token
 
-HEADER = ["externalReference", "cardNumber", "expiryDate", "cardHolderName", "address1", "postalCode", "city",
-          "countryCode"]
+HEADER = [
+    "externalReference",
+    "cardNumber",
+    "expiryDate",
+    "cardHolderName",
+    "address1",
+    "postalCode",
+    "city",
+    "countryCode",
+]
 ADDRESS = ["221B Baker Street", "NW1 6XE", "London", "GB"]
 FUTURE = f"05/{timezone.now().year + 3}"
 
@@ -106,8 +114,12 @@ def test_it_imports_a_small_csv_into_tokens_that_decrypt_to_the_right_numbers(al
     assert (visa.card_holder_name, visa.expiry_month) == ("Sherlock Holmes", 5)
     assert visa.expiry_year == timezone.now().year + 3
     assert (mastercard.expiry_month, mastercard.expiry_year, mastercard.billing_address) == (11, 2039, None)
-    assert amex.billing_address == {"address1": "Briony Lodge", "postalCode": "NW8", "city": "London",
-                                    "countryCode": "GB"}
+    assert amex.billing_address == {
+        "address1": "Briony Lodge",
+        "postalCode": "NW8",
+        "city": "London",
+        "countryCode": "GB",
+    }
     assert visa.description == "Visa card ending 1111"
     assert visa.merchant == alice and visa.namespace is None
     assert visa.expires_at > timezone.now() + services.default_lifetime() - timedelta(minutes=1)
@@ -121,10 +133,21 @@ def test_an_imported_token_answers_on_the_api_like_any_other(alice, api, tmp_pat
     token_id = mapping_of(tmp_path / "cards.mapping.csv")["ref-1"]
 
     answer = api.get(f"/tokens?tokenId={token_id}")
-    again = api.post("/tokens", card_request(cardNumber=VISA, cardHolderName="Sherlock Holmes",
-                                             cardExpiryDate={"month": 5, "year": timezone.now().year + 3},
-                                             billingAddress={"address1": "221B Baker Street", "postalCode": "NW1 6XE",
-                                                             "city": "London", "countryCode": "GB"}), format="json")
+    again = api.post(
+        "/tokens",
+        card_request(
+            cardNumber=VISA,
+            cardHolderName="Sherlock Holmes",
+            cardExpiryDate={"month": 5, "year": timezone.now().year + 3},
+            billingAddress={
+                "address1": "221B Baker Street",
+                "postalCode": "NW1 6XE",
+                "city": "London",
+                "countryCode": "GB",
+            },
+        ),
+        format="json",
+    )
 
     assert answer.status_code == 200
     assert answer.json()["paymentInstrument"]["cardNumber"] == "4444********1111"
@@ -186,11 +209,18 @@ def test_a_row_that_is_not_csv_utf8_or_has_a_nul_is_rejected_and_the_rest_import
     ok = f"ok-1,{VISA},{FUTURE},Sherlock Holmes,,,,\n".encode()
     source = tmp_path / "cards.csv"
     source.write_bytes(
-        ",".join(HEADER).encode() + b"\r\n"
-        + b"latin,5555555555554444," + FUTURE.encode() + b",Jos\xe9,,,,\n"  # 2: not UTF-8
-        + b"nul,5555555555554444," + FUTURE.encode() + b",Jo\x00e,,,,\n"  # 3
+        ",".join(HEADER).encode()
+        + b"\r\n"
+        + b"latin,5555555555554444,"
+        + FUTURE.encode()
+        + b",Jos\xe9,,,,\n"  # 2: not UTF-8
+        + b"nul,5555555555554444,"
+        + FUTURE.encode()
+        + b",Jo\x00e,,,,\n"  # 3
         + b"\n"  # 4: blank, skipped
-        + b'quote,5555555555554444,' + FUTURE.encode() + b',"Jo"e,,,,\n'  # 5: text after a closing quote
+        + b"quote,5555555555554444,"
+        + FUTURE.encode()
+        + b',"Jo"e,,,,\n'  # 5: text after a closing quote
         + ok  # 6
     )
 
@@ -205,15 +235,20 @@ def test_a_row_that_is_not_csv_utf8_or_has_a_nul_is_rejected_and_the_rest_import
 def test_free_text_with_tabs_backslashes_newlines_and_accents_is_stored_as_written(alice, tmp_path):
     holder = 'Zoë "Tab\there" Back\\slash\nNewline ☕'
     address = ["Rue de l'Église 1\t", "75001", "Paris \\ Île-de-France", "FR"]
-    source = write_csv(tmp_path / "cards.csv", [["ref-1", VISA, FUTURE, holder, *address, "Café\tNo 1"]],
-                       header=[*HEADER, "ns"])
+    source = write_csv(
+        tmp_path / "cards.csv", [["ref-1", VISA, FUTURE, holder, *address, "Café\tNo 1"]], header=[*HEADER, "ns"]
+    )
 
     run_import(source, alice, "--namespace-column", "ns")
 
     token = Token.objects.get(token_id=mapping_of(tmp_path / "cards.mapping.csv")["ref-1"])
     assert token.card_holder_name == holder
-    assert token.billing_address == {"address1": address[0], "postalCode": "75001", "city": address[2],
-                                     "countryCode": "FR"}
+    assert token.billing_address == {
+        "address1": address[0],
+        "postalCode": "75001",
+        "city": address[2],
+        "countryCode": "FR",
+    }
     assert token.namespace.name == "Café\tNo 1"
     assert Event.objects.get(data__tokenId=token.token_id).data["namespace"] == "Café\tNo 1"
     assert detokenized(token) == VISA
@@ -221,8 +256,12 @@ def test_free_text_with_tabs_backslashes_newlines_and_accents_is_stored_as_writt
 
 def test_a_spreadsheet_export_with_a_byte_order_mark_crlf_and_loose_header_case_imports(alice, tmp_path):
     source = tmp_path / "cards.csv"
-    source.write_bytes(("\ufeff externalreference ,CARDNUMBER,expirydate,CardHolderName\r\n"
-                        f"ref-1,{VISA},{FUTURE},Sherlock Holmes\r\n").encode())
+    source.write_bytes(
+        (
+            "\ufeff externalreference ,CARDNUMBER,expirydate,CardHolderName\r\n"
+            f"ref-1,{VISA},{FUTURE},Sherlock Holmes\r\n"
+        ).encode()
+    )
 
     out, _ = run_import(source, alice)
 
@@ -230,34 +269,72 @@ def test_a_spreadsheet_export_with_a_byte_order_mark_crlf_and_loose_header_case_
     assert list(mapping_of(tmp_path / "cards.mapping.csv")) == ["ref-1"]
 
 
-@pytest.mark.parametrize("number", [
-    VISA[:-1] + "2", "44443333222", "44443333222211110000", "4444-3333-2222-1111",
-    "４４４４３３３３２２２２１１１１", "",
-])
+@pytest.mark.parametrize(
+    "number",
+    [
+        VISA[:-1] + "2",
+        "44443333222",
+        "44443333222211110000",
+        "4444-3333-2222-1111",
+        "４４４４３３３３２２２２１１１１",
+        "",
+    ],
+)
 def test_the_import_refuses_a_card_number_exactly_as_the_api_does(number):
     api = _api_error_names(card_request(cardNumber=number))
     assert api == {p[1] for p in _import_problems(number=number)}
 
 
-@pytest.mark.parametrize("month, year, text", [
-    (1, 2020, "01/2020"), (13, 2031, "13/2031"), (0, 2031, "00/2031"), (1, 1999, "01/1999"), (1, 2100, "01/2100"),
-    (12, 2099, "12/2099"),
-])
+@pytest.mark.parametrize(
+    "month, year, text",
+    [
+        (1, 2020, "01/2020"),
+        (13, 2031, "13/2031"),
+        (0, 2031, "00/2031"),
+        (1, 1999, "01/1999"),
+        (1, 2100, "01/2100"),
+        (12, 2099, "12/2099"),
+    ],
+)
 def test_the_import_judges_an_expiry_date_exactly_as_the_api_does(month, year, text):
     api = _api_error_names(card_request(cardExpiryDate={"month": month, "year": year}))
     assert api == {p[1] for p in _import_problems(expiry=text)}
 
 
-@pytest.mark.parametrize("changes", [
-    {"cardHolderName": ""}, {"cardHolderName": "x" * 256}, {"cardHolderName": "x" * 255}, {"cardHolderName": " "},
-    {"countryCode": "XX"}, {"countryCode": "G"}, {"countryCode": "GBR"}, {"countryCode": "gb"},
-    {"address1": None}, {"postalCode": None}, {"city": None}, {"countryCode": None},
-    {"address1": "x" * 81}, {"address2": "x" * 81}, {"address3": "x" * 80}, {"postalCode": "x" * 16},
-    {"city": "x" * 51}, {"state": "x" * 31}, {"state": "x" * 30},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"cardHolderName": ""},
+        {"cardHolderName": "x" * 256},
+        {"cardHolderName": "x" * 255},
+        {"cardHolderName": " "},
+        {"countryCode": "XX"},
+        {"countryCode": "G"},
+        {"countryCode": "GBR"},
+        {"countryCode": "gb"},
+        {"address1": None},
+        {"postalCode": None},
+        {"city": None},
+        {"countryCode": None},
+        {"address1": "x" * 81},
+        {"address2": "x" * 81},
+        {"address3": "x" * 80},
+        {"postalCode": "x" * 16},
+        {"city": "x" * 51},
+        {"state": "x" * 31},
+        {"state": "x" * 30},
+    ],
+)
 def test_the_import_judges_holder_and_address_exactly_as_the_api_does(changes):
-    address = {"address1": "221B Baker Street", "address2": "Marylebone", "address3": "Westminster",
-               "postalCode": "NW1 6XE", "city": "London", "state": "Greater London", "countryCode": "GB"}
+    address = {
+        "address1": "221B Baker Street",
+        "address2": "Marylebone",
+        "address3": "Westminster",
+        "postalCode": "NW1 6XE",
+        "city": "London",
+        "state": "Greater London",
+        "countryCode": "GB",
+    }
     holder = changes.get("cardHolderName", "Sherlock Holmes")
     for name, value in changes.items():
         if name != "cardHolderName":
@@ -317,8 +394,9 @@ def test_new_cards_skip_the_lookup_and_a_batch_holding_a_stored_card_is_stored_a
     # the batch after it is looked up first, until one meets no stored card.
     done = []
     first = sample_rows(4, prefix="453211", seed=21)
-    importing.cards_import(merchant=alice, source=write_csv(tmp_path / "first.csv", first), batch_size=5,
-                           on_batch=done.append)
+    importing.cards_import(
+        merchant=alice, source=write_csv(tmp_path / "first.csv", first), batch_size=5, on_batch=done.append
+    )
     assert [batch.looked_up for batch in done] == [False]
     done.clear()
     old = {row[0]: row for row in first}
@@ -332,8 +410,9 @@ def test_new_cards_skip_the_lookup_and_a_batch_holding_a_stored_card_is_stored_a
     ]
     rows = [row for batch in batches for row in batch]
 
-    result = importing.cards_import(merchant=alice, source=write_csv(tmp_path / "second.csv", rows), batch_size=5,
-                                    on_batch=done.append)
+    result = importing.cards_import(
+        merchant=alice, source=write_csv(tmp_path / "second.csv", rows), batch_size=5, on_batch=done.append
+    )
 
     assert [batch.looked_up for batch in done] == [False, False, True, True, True]
     reused = [batch.counts.reused for batch in done]
@@ -368,8 +447,11 @@ def test_the_namespace_column_works_and_the_17th_card_in_a_namespace_is_rejected
         ["none-0", numbers[1], FUTURE, "Watson", ""],  # and without a namespace: another one
         ["s1-again", numbers[1], FUTURE, "Watson", "shopper-1"],
     ]
-    source = write_csv(tmp_path / "cards.csv", rows,
-                       header=["externalReference", "cardNumber", "expiryDate", "cardHolderName", "shopper"])
+    source = write_csv(
+        tmp_path / "cards.csv",
+        rows,
+        header=["externalReference", "cardNumber", "expiryDate", "cardHolderName", "shopper"],
+    )
 
     out, _ = run_import(source, alice, "--namespace-column", "shopper", "--batch-size", "7")
 
@@ -388,12 +470,16 @@ def test_the_namespace_column_works_and_the_17th_card_in_a_namespace_is_rejected
 
 
 def test_a_namespace_column_needs_the_option_and_an_unknown_column_stops_the_import(alice, tmp_path):
-    source = write_csv(tmp_path / "cards.csv", [["r", VISA, FUTURE, "A", "shopper-1"]],
-                       header=["externalReference", "cardNumber", "expiryDate", "cardHolderName", "shopper"])
+    source = write_csv(
+        tmp_path / "cards.csv",
+        [["r", VISA, FUTURE, "A", "shopper-1"]],
+        header=["externalReference", "cardNumber", "expiryDate", "cardHolderName", "shopper"],
+    )
     with pytest.raises(CommandError, match="unknown column.*shopper.*--namespace-column"):
         run_import(source, alice)
-    missing = write_csv(tmp_path / "missing.csv", [["r", VISA, "A"]],
-                        header=["externalReference", "cardNumber", "cardHolderName"])
+    missing = write_csv(
+        tmp_path / "missing.csv", [["r", VISA, "A"]], header=["externalReference", "cardNumber", "cardHolderName"]
+    )
     with pytest.raises(CommandError, match="missing column.*expiryDate"):
         run_import(missing, alice)
     assert not Token.objects.exists()
@@ -511,10 +597,14 @@ def test_outputs_left_by_another_import_are_not_overwritten(alice, tmp_path):
 # ------------------------------------------------------------------------------------------------------------
 def test_token_created_events_are_written_for_new_tokens_only_as_token_event_writes_them(alice, tmp_path):
     already = services.card_tokenize(merchant=alice, card=services.Card(VISA, "Sherlock Holmes", 5, 2035)).token
-    source = write_csv(tmp_path / "cards.csv", [
-        ["ref-1", VISA, FUTURE, "Sherlock Holmes", *ADDRESS],
-        ["ref-2", MASTERCARD, FUTURE, "Mycroft Holmes", *ADDRESS, "club"],
-    ], header=[*HEADER, "ns"])
+    source = write_csv(
+        tmp_path / "cards.csv",
+        [
+            ["ref-1", VISA, FUTURE, "Sherlock Holmes", *ADDRESS],
+            ["ref-2", MASTERCARD, FUTURE, "Mycroft Holmes", *ADDRESS, "club"],
+        ],
+        header=[*HEADER, "ns"],
+    )
     events_before = set(Event.objects.values_list("pk", flat=True))
 
     run_import(source, alice, "--namespace-column", "ns")
@@ -523,7 +613,8 @@ def test_token_created_events_are_written_for_new_tokens_only_as_token_event_wri
     assert created.count() == 1
     event = created.get()
     token = Token.objects.select_related("merchant", "namespace").get(
-        token_id=mapping_of(tmp_path / "cards.mapping.csv")["ref-2"])
+        token_id=mapping_of(tmp_path / "cards.mapping.csv")["ref-2"]
+    )
     assert event.type == "token.created" and event.merchant == alice
     assert not Event.objects.filter(data__tokenId=already.token_id).exclude(pk__in=events_before).exists()
     token_event(token, "token.created")  # what the API would have written for the same token
@@ -532,7 +623,8 @@ def test_token_created_events_are_written_for_new_tokens_only_as_token_event_wri
 
 
 def test_the_import_writes_events_only_and_the_dispatcher_makes_their_deliveries(
-        alice, tmp_path, broker, django_capture_on_commit_callbacks):
+    alice, tmp_path, broker, django_capture_on_commit_callbacks
+):
     endpoint = WebhookEndpoint.objects.create(merchant=alice, url="https://example.com/hook")
     WebhookEndpoint.objects.create(merchant=alice, url="https://example.com/other", event_types=["token.deleted"])
     source = write_csv(tmp_path / "cards.csv", sample_rows(5))
@@ -604,8 +696,8 @@ def test_a_card_repeated_in_the_next_batch_keeps_the_earlier_rows_token_and_deta
     cards = sample_rows(30, prefix="453211", seed=7)
     rows = []
     for start in range(0, 30, 5):
-        rows += cards[start:start + 5]
-        rows += [[f"again-{row[0]}", row[1], row[2], "Charles Babbage", *row[4:]] for row in cards[start:start + 5]]
+        rows += cards[start : start + 5]
+        rows += [[f"again-{row[0]}", row[1], row[2], "Charles Babbage", *row[4:]] for row in cards[start : start + 5]]
     source = write_csv(tmp_path / "cards.csv", rows)
 
     result = importing.cards_import(merchant=alice, source=source, batch_size=5)
@@ -641,21 +733,35 @@ def test_a_large_import_tells_postgresqls_planner_how_many_cards_the_merchant_no
 def test_an_imported_token_holds_what_the_apis_tokenize_writes_in_every_column(alice, bob, tmp_path):
     # bob tokenizes the card through the service the API calls; alice imports it. Every column the model has (a
     # column added later included) must be written alike, but the token's own ids, key material and times.
-    made = services.card_tokenize(merchant=bob, card=services.Card(VISA, "Sherlock Holmes", 5, 2035, {
-        "address1": "221B Baker Street", "postalCode": "NW1 6XE", "city": "London", "countryCode": "GB"})).token
+    made = services.card_tokenize(
+        merchant=bob,
+        card=services.Card(
+            VISA,
+            "Sherlock Holmes",
+            5,
+            2035,
+            {"address1": "221B Baker Street", "postalCode": "NW1 6XE", "city": "London", "countryCode": "GB"},
+        ),
+    ).token
     source = write_csv(tmp_path / "cards.csv", [["ref-1", VISA, "05/2035", "Sherlock Holmes", *ADDRESS]])
 
     run_import(source, alice)
 
     imported = Token.objects.get(token_id=mapping_of(tmp_path / "cards.mapping.csv")["ref-1"])
     made.refresh_from_db()
-    own = {"id", "merchant", "token_id", "reference", "fingerprint", "pan_ciphertext", "expires_at", "created_at",
-           "updated_at"}
+    own = {
+        "id",
+        "merchant",
+        "token_id",
+        "reference",
+        "fingerprint",
+        "pan_ciphertext",
+        "expires_at",
+        "created_at",
+        "updated_at",
+    }
     for field in Token._meta.concrete_fields:
         if field.name not in own:
             assert getattr(imported, field.attname) == getattr(made, field.attname), field.name
     assert imported.network_token_id == "" and imported.deleted_at is None
     assert imported.updated_at == imported.created_at
-
-
-

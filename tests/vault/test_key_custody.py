@@ -56,8 +56,9 @@ from vault import selectors, services
 from vault.crypto import KeyRing, configured_key_ring
 from vault.models import KeyCheck, Token
 
-FINGERPRINT_DIFFERS = ("VAULT_FINGERPRINT_KEY differs from the one the data was written with: duplicate tokens "
-                       "would follow")
+FINGERPRINT_DIFFERS = (
+    "VAULT_FINGERPRINT_KEY differs from the one the data was written with: duplicate tokens would follow"
+)
 
 
 def holds_data_missing(version: int) -> str:
@@ -101,8 +102,9 @@ def test_the_first_card_on_an_empty_database_records_the_check_values_of_its_key
     call_command("check", "--database", "default", stdout=StringIO(), stderr=StringIO())  # no SystemCheckError
 
 
-def test_another_fingerprint_key_than_the_datas_answers_503_instead_of_a_duplicate_token(tokenize, api, settings,
-                                                                                        caplog):
+def test_another_fingerprint_key_than_the_datas_answers_503_instead_of_a_duplicate_token(
+    tokenize, api, settings, caplog
+):
     first = tokenize()
     assert first.status_code == 201
     written_with = settings.VAULT_FINGERPRINT_KEY
@@ -144,20 +146,24 @@ def test_a_version_holding_cards_missing_from_the_ring_refuses_card_operations_a
     with pytest.raises(SystemCheckError, match=holds_data_missing(1)):
         call_command("check", "--database", "default", stdout=StringIO(), stderr=StringIO())
     assert api.get(href).status_code == 200
-    assert AuditLog.objects.filter(action="token.detokenize", result=AuditLog.FAILURE,
-                                   detail__reason="keys do not match the data").count() == 1
+    assert (
+        AuditLog.objects.filter(
+            action="token.detokenize", result=AuditLog.FAILURE, detail__reason="keys do not match the data"
+        ).count()
+        == 1
+    )
 
 
 def test_an_import_is_refused_with_the_problem_named_and_stores_nothing(settings, tokenize, alice, tmp_path):
     assert tokenize().status_code == 201
     source = tmp_path / "cards.csv"
-    source.write_text("externalReference,cardNumber,expiryDate,cardHolderName\n"
-                      f"cust-1,{MASTERCARD},05/2035,Ada Lovelace\n")
+    source.write_text(
+        f"externalReference,cardNumber,expiryDate,cardHolderName\ncust-1,{MASTERCARD},05/2035,Ada Lovelace\n"
+    )
     settings.VAULT_FINGERPRINT_KEY = new_key()
 
     with pytest.raises(CommandError, match=FINGERPRINT_DIFFERS):
-        call_command("import_cards", str(source), "--merchant", alice.public_id, stdout=StringIO(),
-                     stderr=StringIO())
+        call_command("import_cards", str(source), "--merchant", alice.public_id, stdout=StringIO(), stderr=StringIO())
 
     assert Token.objects.count() == 1
 
@@ -169,8 +175,9 @@ def test_another_key_under_a_version_already_recorded_is_refused(settings, keys,
     settings.VAULT_KEYS = f"1:{keys[2]}"
 
     assert tokenize(cardNumber=MASTERCARD).status_code == 503
-    assert selectors.key_ring_problems() == ["key version 1 in VAULT_KEYS differs from the one the data was written "
-                                             "with"]
+    assert selectors.key_ring_problems() == [
+        "key version 1 in VAULT_KEYS differs from the one the data was written with"
+    ]
 
 
 def test_rotate_keys_refuses_while_the_keys_do_not_match_the_data_and_changes_nothing(settings, keys, tokenize):
@@ -185,8 +192,9 @@ def test_rotate_keys_refuses_while_the_keys_do_not_match_the_data_and_changes_no
     assert not KeyCheck.objects.filter(version=2).exists()
 
 
-def test_a_version_activated_and_withdrawn_before_it_held_a_card_is_retired_by_rotate_keys(settings, keys, tokenize,
-                                                                                           carol_api):
+def test_a_version_activated_and_withdrawn_before_it_held_a_card_is_retired_by_rotate_keys(
+    settings, keys, tokenize, carol_api
+):
     settings.VAULT_KEYS = f"1:{keys[1]}"
     href = href_of(tokenize())
     settings.VAULT_KEYS = f"2:{keys[2]},1:{keys[1]}"  # activated on one server, which detokenizes a card...
@@ -220,7 +228,9 @@ def test_cards_stored_before_the_check_values_existed_have_their_versions_checke
     services.card_tokenize(merchant=alice, card=services.Card(AMEX, "Sherlock Holmes", 5, 2035))
     ring = configured_key_ring()
     assert {(c.version, c.check_value) for c in KeyCheck.objects.filter(purpose="encryption")} == {
-        (1, ring.check_value(1)), (3, ring.check_value(3))}
+        (1, ring.check_value(1)),
+        (3, ring.check_value(3)),
+    }
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -229,8 +239,9 @@ def test_cards_stored_before_the_check_values_existed_have_their_versions_checke
 @pytest.fixture
 def processor_api(alice):
     """alice's payment processor key for network tokens: its cryptograms carry the token number."""
-    _, raw = merchant_services.api_key_create(merchant=alice, scopes=["tokens", "network-tokens", "tokens:detokenize"],
-                                     name="processor")
+    _, raw = merchant_services.api_key_create(
+        merchant=alice, scopes=["tokens", "network-tokens", "tokens:detokenize"], name="processor"
+    )
     return client_for(raw)
 
 
@@ -241,22 +252,25 @@ def test_a_card_under_a_version_this_server_lacks_answers_503_naming_the_version
     settings.VAULT_KEY_CHECK_SECONDS = 3600
     settings.VAULT_KEYS = f"1:{keys[1]}"
     href = href_of(tokenize())
-    provisioned = processor_api.post("/network-tokens", {"token": href}, format="json",
-                                     HTTP_X_CORRELATION_ID="rollout")
+    provisioned = processor_api.post("/network-tokens", {"token": href}, format="json", HTTP_X_CORRELATION_ID="rollout")
     assert provisioned.status_code == 201, provisioned.content
     network_token_id = provisioned.json()["tokenId"]
     number = processor_api.post(f"/network-tokens/{network_token_id}/cryptograms").json()["tokenNumber"]
 
     # Another server, version 2 active, re-encrypts both (rotate_keys there) and has recorded its key.
-    other = KeyRing(keys=[(2, base64.b64decode(keys[2])), (1, base64.b64decode(keys[1]))],
-                    fingerprint_key=configured_key_ring().fingerprint_key, active_version=2)
+    other = KeyRing(
+        keys=[(2, base64.b64decode(keys[2])), (1, base64.b64decode(keys[1]))],
+        fingerprint_key=configured_key_ring().fingerprint_key,
+        active_version=2,
+    )
     vault_keys.key_checks_record(ring=other)
     token = Token.objects.get()
     token.key_version, token.pan_ciphertext = other.encrypt(VISA, associated_data=token.associated_data())
     token.save(update_fields=["key_version", "pan_ciphertext"])
     network_token = token.network_tokens.get()
     network_token.key_version, network_token.dpan_ciphertext = other.encrypt(
-        number, associated_data=network_token.associated_data())
+        number, associated_data=network_token.associated_data()
+    )
     network_token.save(update_fields=["key_version", "dpan_ciphertext"])
 
     with caplog.at_level(logging.ERROR):
@@ -268,14 +282,17 @@ def test_a_card_under_a_version_this_server_lacks_answers_503_naming_the_version
 
     for answer in answers:
         assert answer.status_code == 503, answer.content
-        assert answer.json() == {"errorName": "serviceUnavailable",
-                                 "message": "The card's encryption key is not available on this server; retry later"}
+        assert answer.json() == {
+            "errorName": "serviceUnavailable",
+            "message": "The card's encryption key is not available on this server; retry later",
+        }
         assert answer["Retry-After"] == "1"
     named = [record for record in caplog.records if "key version 2" in record.getMessage()]
     assert len(named) == 3 and all(record.name == "vault.crypto" for record in named)  # one line per request
     assert VISA not in caplog.text and number not in caplog.text
-    assert AuditLog.objects.filter(action="token.detokenize", result=AuditLog.FAILURE,
-                                   detail__reason="key version 2 not on this server").exists()
+    assert AuditLog.objects.filter(
+        action="token.detokenize", result=AuditLog.FAILURE, detail__reason="key version 2 not on this server"
+    ).exists()
 
     # Its next check finds version 2 holding cards: every card operation waits for the ring to have it.
     settings.VAULT_KEY_CHECK_SECONDS = 0
@@ -306,8 +323,14 @@ class Server:
         return self.log.read_text().splitlines()
 
 
-def process_env(*, database: str, vault_keys: str, active: int | None = None, fingerprint: str | None = None,
-                check_seconds: float | None = None) -> dict:
+def process_env(
+    *,
+    database: str,
+    vault_keys: str,
+    active: int | None = None,
+    fingerprint: str | None = None,
+    check_seconds: float | None = None,
+) -> dict:
     env = {name: value for name, value in os.environ.items() if name != "VAULT_ACTIVE_KEY_VERSION"}
     env.update(DJANGO_SETTINGS_MODULE="config.settings.test", DATABASE_URL=database, VAULT_KEYS=vault_keys)
     if active is not None:
@@ -325,18 +348,33 @@ def api_server(name: str, env: dict, tmp_path: Path):
     yields once it answers, whatever it answers."""
     log = capture_path(f"key-custody-{name}.log", fallback=tmp_path)
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--workers", "1",
-               "--bind", f"127.0.0.1:{port}", "--timeout", "60", "--graceful-timeout", "5"]
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "config.wsgi:application",
+        "--workers",
+        "1",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--timeout",
+        "60",
+        "--graceful-timeout",
+        "5",
+    ]
     with open(log, "ab") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
+
         def answers():
             if process.poll() is not None:
                 pytest.fail(f"gunicorn {name} exited with {process.returncode}: see {log}")
             with contextlib.suppress(requests.RequestException):
                 return requests.get(f"{url}/healthz", timeout=2).status_code > 0
+
         wait_for(answers, timeout=60, interval=0.2)
         yield Server(url, log)
     finally:
@@ -344,8 +382,9 @@ def api_server(name: str, env: dict, tmp_path: Path):
 
 
 def manage_py(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def tokenize_on(session: requests.Session, server: Server, number: str) -> requests.Response:
@@ -373,20 +412,24 @@ def test_a_rollout_where_one_server_decrypts_with_the_new_key_and_another_encryp
     database = database_url()
     numbers = [VISA, VISA_2, MASTERCARD, AMEX]
     # Step 1 of the procedure reached one server (version 2 decrypts, version 1 encrypts); step 2 another.
-    with api_server("decrypt-only", process_env(database=database, vault_keys=ring, active=1), tmp_path) as d, \
-            api_server("activated", process_env(database=database, vault_keys=ring, active=2), tmp_path) as e:
+    with (
+        api_server("decrypt-only", process_env(database=database, vault_keys=ring, active=1), tmp_path) as d,
+        api_server("activated", process_env(database=database, vault_keys=ring, active=2), tmp_path) as e,
+    ):
         carol = d.session(carol_key)
         hrefs = {}
         for number, server in zip(numbers, (d, e, d, e), strict=True):
             response = tokenize_on(carol, server, number)
             assert response.status_code == 201, response.text[:300]
             hrefs[number] = href_of(response)
-        assert {number: Token.objects.get(reference=hrefs[number].rsplit("/", 1)[1]).key_version
-                for number in numbers} == {VISA: 1, VISA_2: 2, MASTERCARD: 1, AMEX: 2}
+        assert {
+            number: Token.objects.get(reference=hrefs[number].rsplit("/", 1)[1]).key_version for number in numbers
+        } == {VISA: 1, VISA_2: 2, MASTERCARD: 1, AMEX: 2}
         # Each server reads what the other wrote, and knows the other's cards as the same cards.
         for server in (d, e):
             assert {number: detokenized_number(carol, server, href) for number, href in hrefs.items()} == {
-                number: number for number in numbers}
+                number: number for number in numbers
+            }
             for number in numbers:
                 assert tokenize_on(carol, server, number).status_code == 200
         assert "Traceback" not in d.log.read_text() + e.log.read_text()
@@ -399,7 +442,8 @@ def test_a_rollout_where_one_server_decrypts_with_the_new_key_and_another_encryp
     # Step 4: version 1 leaves the ring.
     with api_server("retired", process_env(database=database, vault_keys=f"2:{keys[2]}"), tmp_path) as n:
         assert {number: detokenized_number(carol, n, href) for number, href in hrefs.items()} == {
-            number: number for number in numbers}
+            number: number for number in numbers
+        }
 
 
 @pytest.mark.django_db(transaction=True)
@@ -412,8 +456,9 @@ def test_a_card_written_under_a_version_a_server_lacks_is_a_503_naming_it_and_re
     with api_server("old", {**old_ring, "VAULT_KEY_CHECK_SECONDS": "3600"}, tmp_path) as old:
         carol = old.session(carol_key)
         stored_before = href_of(tokenize_on(carol, old, VISA))
-        with api_server("new", process_env(database=database, vault_keys=f"2:{keys[2]},1:{keys[1]}", active=2),
-                        tmp_path) as new:
+        with api_server(
+            "new", process_env(database=database, vault_keys=f"2:{keys[2]},1:{keys[1]}", active=2), tmp_path
+        ) as new:
             written_by_new = tokenize_on(carol, new, MASTERCARD)
             assert written_by_new.status_code == 201
         href = href_of(written_by_new)
@@ -421,8 +466,10 @@ def test_a_card_written_under_a_version_a_server_lacks_is_a_503_naming_it_and_re
         answer = carol.post(f"{old.url}{href}/detokenize", timeout=30)
 
         assert answer.status_code == 503, answer.text[:300]
-        assert answer.json() == {"errorName": "serviceUnavailable",
-                                 "message": "The card's encryption key is not available on this server; retry later"}
+        assert answer.json() == {
+            "errorName": "serviceUnavailable",
+            "message": "The card's encryption key is not available on this server; retry later",
+        }
         assert answer.headers["Retry-After"] == "1"
         log = old.log.read_text()
         assert len([line for line in old.log_lines() if "key version 2" in line]) == 1
@@ -438,8 +485,9 @@ def test_a_card_written_under_a_version_a_server_lacks_is_a_503_naming_it_and_re
         assert len([line for line in restarted.log_lines() if holds_data_missing(2) in line]) == 1
 
     # Once its ring has version 2 (decrypt-only), it reads both.
-    with api_server("old-with-2", process_env(database=database, vault_keys=f"2:{keys[2]},1:{keys[1]}", active=1),
-                    tmp_path) as upgraded:
+    with api_server(
+        "old-with-2", process_env(database=database, vault_keys=f"2:{keys[2]},1:{keys[1]}", active=1), tmp_path
+    ) as upgraded:
         assert detokenized_number(carol, upgraded, href) == MASTERCARD
         assert detokenized_number(carol, upgraded, stored_before) == VISA
 
@@ -457,8 +505,10 @@ def backup_and_restore(tmp_path: Path) -> tuple[str, callable]:
         with sqlite3.connect(db["NAME"]) as source, sqlite3.connect(restored) as target:
             source.backup(target)
         return f"sqlite:///{restored}", lambda: None
-    tool = {name: str(PGBIN / name) if (PGBIN / name).exists() else shutil.which(name)
-            for name in ("pg_dump", "pg_restore", "createdb", "dropdb")}
+    tool = {
+        name: str(PGBIN / name) if (PGBIN / name).exists() else shutil.which(name)
+        for name in ("pg_dump", "pg_restore", "createdb", "dropdb")
+    }
     server = ["-h", db["HOST"] or "127.0.0.1", "-p", str(db["PORT"] or 5432), "-U", db["USER"]]
     env = {**os.environ, "PGPASSWORD": db["PASSWORD"] or ""}
     name = f"{db['NAME']}_restored"
@@ -499,9 +549,12 @@ def test_a_backup_restored_with_other_secrets_is_refused_and_serves_every_card_w
             found = carol.get(f"{wrong.url}/tokens", params={"tokenId": stored[VISA]["tokenId"]}, timeout=30)
             assert found.status_code == 200
         # The backup's key version dropped from the ring (rotated since): named, refused.
-        dropped = manage_py("check", "--database", "default",
-                            env=process_env(database=restored, vault_keys=f"2:{keys[2]}",
-                                            fingerprint=secrets["fingerprint"]))
+        dropped = manage_py(
+            "check",
+            "--database",
+            "default",
+            env=process_env(database=restored, vault_keys=f"2:{keys[2]}", fingerprint=secrets["fingerprint"]),
+        )
         assert dropped.returncode != 0 and holds_data_missing(1) in dropped.stderr
 
         # The secrets the backup was made with: every card as it was.

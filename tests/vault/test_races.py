@@ -64,8 +64,15 @@ def test_the_database_itself_refuses_a_second_live_token_for_the_same_card(alice
         merchant=alice, card=services.Card("4444333322221111", "Sherlock Holmes", 5, 2035)
     ).token
     duplicate = Token(
-        merchant=alice, fingerprint=token.fingerprint, pan_ciphertext=token.pan_ciphertext, key_version=1,
-        bin=token.bin, last_four=token.last_four, pan_length=16, brand="VISA", expires_at=token.expires_at,
+        merchant=alice,
+        fingerprint=token.fingerprint,
+        pan_ciphertext=token.pan_ciphertext,
+        key_version=1,
+        bin=token.bin,
+        last_four=token.last_four,
+        pan_length=16,
+        brand="VISA",
+        expires_at=token.expires_at,
     )
     with pytest.raises(IntegrityError):
         duplicate.save()

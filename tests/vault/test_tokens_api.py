@@ -185,7 +185,10 @@ def test_every_link_relation_in_an_answer_resolves_through_its_curie_without_an_
     assert network_token.status_code == 201, network_token.content
     answers = [api.get("/tokens").json(), tokenize(cardHolderName="Mycroft Holmes").json()]
     assert set().union(*map(relations_in, answers)) == TOKEN_LINK_RELS | {
-        "tokens:tokens", "tokens:conflicts", "tokens:networkToken"}
+        "tokens:tokens",
+        "tokens:conflicts",
+        "tokens:networkToken",
+    }
 
     for body in answers:
         for relation in relations_in(body):
@@ -224,10 +227,22 @@ def test_a_relation_that_takes_a_body_describes_it_with_an_example_the_api_accep
 
 def test_each_method_of_a_relation_names_its_operation_in_the_openapi_schema(client):
     schema = client.get("/api/schema/", {"format": "json"}).json()
-    operations = {operation["operationId"]: method.upper()
-                  for methods in schema["paths"].values() for method, operation in methods.items()}
-    names = ["tokens", "token", "description", "cardHolderName", "cardExpiryDate", "billingAddress",
-             "schemeTransactionReference", "conflicts", "networkToken"]
+    operations = {
+        operation["operationId"]: method.upper()
+        for methods in schema["paths"].values()
+        for method, operation in methods.items()
+    }
+    names = [
+        "tokens",
+        "token",
+        "description",
+        "cardHolderName",
+        "cardExpiryDate",
+        "billingAddress",
+        "schemeTransactionReference",
+        "conflicts",
+        "networkToken",
+    ]
 
     for name in names:
         for method, described in client.get(f"/rels/tokens/{name}.json").json()["methods"].items():
@@ -252,7 +267,12 @@ def test_it_answers_201_with_the_seed_body_the_first_time(created):
     href = body["tokenPaymentInstrument"]["href"]
 
     assert list(body) == [
-        "tokenPaymentInstrument", "tokenId", "description", "tokenExpiryDateTime", "paymentInstrument", "_links",
+        "tokenPaymentInstrument",
+        "tokenId",
+        "description",
+        "tokenExpiryDateTime",
+        "paymentInstrument",
+        "_links",
     ]
     assert body["tokenPaymentInstrument"] == {"type": "card/tokenized", "href": href}
     assert body["description"] == "Test Token Description"
@@ -364,10 +384,14 @@ def test_it_accepts_a_card_without_billing_address(tokenize):
         ({"cardNumber": "4444333322221112"}, ("panFailedLuhnCheck", "$.paymentInstrument.cardNumber")),
         ({"cardNumber": "44443333222"}, ("stringIsTooShort", "$.paymentInstrument.cardNumber")),
         ({"cardNumber": with_check_digit("4" * 19)}, ("stringIsTooLong", "$.paymentInstrument.cardNumber")),
-        ({"cardExpiryDate": {"month": 13, "year": 2035}},
-         ("integerIsTooLarge", "$.paymentInstrument.cardExpiryDate.month")),
-        ({"cardExpiryDate": {"month": 1, "year": 2020}},
-         ("fieldHasInvalidValue", "$.paymentInstrument.cardExpiryDate")),
+        (
+            {"cardExpiryDate": {"month": 13, "year": 2035}},
+            ("integerIsTooLarge", "$.paymentInstrument.cardExpiryDate.month"),
+        ),
+        (
+            {"cardExpiryDate": {"month": 1, "year": 2020}},
+            ("fieldHasInvalidValue", "$.paymentInstrument.cardExpiryDate"),
+        ),
         ({"cardHolderName": None}, ("fieldIsMissing", "$.paymentInstrument.cardHolderName")),
         ({"type": "card/plain"}, ("fieldHasInvalidValue", "$.paymentInstrument.type")),
         ({"description": "Fish & chips"}, ("stringFailedRegexCheck", "$.description")),
@@ -375,10 +399,14 @@ def test_it_accepts_a_card_without_billing_address(tokenize):
         ({"namespace": "n" * 65}, ("stringIsTooLong", "$.namespace")),
         ({"schemeTransactionReference": "MCC-123!"}, ("stringFailedRegexCheck", "$.schemeTransactionReference")),
         ({"schemeTransactionReference": "a" * 57}, ("stringIsTooLong", "$.schemeTransactionReference")),
-        ({"billingAddress": {**SHERLOCK_ADDRESS, "countryCode": "XX"}},
-         ("fieldHasInvalidValue", "$.paymentInstrument.billingAddress.countryCode")),
-        ({"billingAddress": {"address1": "221B Baker Street", "postalCode": "NW1 6XE", "countryCode": "GB"}},
-         ("fieldIsMissing", "$.paymentInstrument.billingAddress.city")),
+        (
+            {"billingAddress": {**SHERLOCK_ADDRESS, "countryCode": "XX"}},
+            ("fieldHasInvalidValue", "$.paymentInstrument.billingAddress.countryCode"),
+        ),
+        (
+            {"billingAddress": {"address1": "221B Baker Street", "postalCode": "NW1 6XE", "countryCode": "GB"}},
+            ("fieldIsMissing", "$.paymentInstrument.billingAddress.city"),
+        ),
         ({"cvv": "123"}, ("unrecognizedField", "$.cvv")),
     ],
 )
@@ -431,8 +459,9 @@ def test_it_answers_200_when_the_same_card_is_sent_again(created, tokenize):
     assert Token.objects.count() == 1
 
 
-def test_it_answers_200_and_keeps_the_stored_billing_address_when_the_request_has_none(created, tokenize, api,
-                                                                                       token_path):
+def test_it_answers_200_and_keeps_the_stored_billing_address_when_the_request_has_none(
+    created, tokenize, api, token_path
+):
     again = tokenize(billingAddress=None)
 
     assert again.status_code == 200
@@ -445,10 +474,14 @@ def without(address: dict, *lines: str) -> dict:
     return {name: value for name, value in address.items() if name not in lines}
 
 
-@pytest.mark.parametrize("left_out", [("address2",), ("address3",), ("state",), ("address2", "address3", "state")],
-                         ids=["address2", "address3", "state", "all three"])
-def test_it_answers_200_and_keeps_the_stored_optional_address_lines_the_request_leaves_out(created, tokenize, api,
-                                                                                          token_path, left_out):
+@pytest.mark.parametrize(
+    "left_out",
+    [("address2",), ("address3",), ("state",), ("address2", "address3", "state")],
+    ids=["address2", "address3", "state", "all three"],
+)
+def test_it_answers_200_and_keeps_the_stored_optional_address_lines_the_request_leaves_out(
+    created, tokenize, api, token_path, left_out
+):
     again = tokenize(billingAddress=without(SHERLOCK_ADDRESS, *left_out))
 
     assert again.status_code == 200
@@ -475,8 +508,9 @@ def test_an_optional_address_line_the_request_brings_differently_is_a_conflict(t
     assert response.json()["paymentInstrument"]["billingAddress"] == stored
 
 
-def test_a_conflict_at_the_same_address_keeps_the_optional_lines_the_request_left_out(created, tokenize, api,
-                                                                                      token_path):
+def test_a_conflict_at_the_same_address_keeps_the_optional_lines_the_request_left_out(
+    created, tokenize, api, token_path
+):
     requested = without({**SHERLOCK_ADDRESS, "address2": "Regent's Park"}, "state")
 
     response = tokenize(billingAddress=requested)
@@ -499,8 +533,7 @@ def test_a_conflict_with_another_address_holds_that_address_as_sent(created, tok
     assert api.get(token_path).json()["paymentInstrument"]["billingAddress"] == paris
 
 
-def test_it_answers_200_when_only_the_description_differs_and_keeps_the_stored_one(created, tokenize, api,
-                                                                                  token_path):
+def test_it_answers_200_when_only_the_description_differs_and_keeps_the_stored_one(created, tokenize, api, token_path):
     again = tokenize(description="Another description")
 
     assert again.status_code == 200
@@ -521,8 +554,9 @@ def test_it_answers_200_when_only_the_description_differs_and_keeps_the_stored_o
     ],
     ids=["cardHolderName", "expiry-month", "expiry-year", "billingAddress"],
 )
-def test_it_answers_409_and_keeps_the_stored_data_when_a_compared_field_differs(created, tokenize, api, token_path,
-                                                                               changes, conflicting):
+def test_it_answers_409_and_keeps_the_stored_data_when_a_compared_field_differs(
+    created, tokenize, api, token_path, changes, conflicting
+):
     stored = created.json()["paymentInstrument"]
 
     response = tokenize(**changes)
@@ -552,7 +586,12 @@ def test_a_conflict_answer_follows_the_seed_shape(created, tokenize):
     body = tokenize(cardHolderName="Mycroft Holmes").json()
 
     assert list(body) == [
-        "tokenPaymentInstrument", "tokenId", "description", "tokenExpiryDateTime", "paymentInstrument", "conflicts",
+        "tokenPaymentInstrument",
+        "tokenId",
+        "description",
+        "tokenExpiryDateTime",
+        "paymentInstrument",
+        "conflicts",
         "_links",
     ]
     assert list(body["conflicts"]) == ["paymentInstrument", "conflictsExpiryDateTime"]
@@ -645,8 +684,7 @@ def test_get_conflicts_shows_the_stored_and_the_pending_data(created, tokenize, 
 
 
 def test_put_conflicts_applies_every_pending_value(created, tokenize, api, token_path):
-    tokenize(cardHolderName="Mycroft Holmes", cardExpiryDate={"month": 7, "year": 2037},
-             billingAddress=MYCROFT_ADDRESS)
+    tokenize(cardHolderName="Mycroft Holmes", cardExpiryDate={"month": 7, "year": 2037}, billingAddress=MYCROFT_ADDRESS)
 
     response = api.put(f"{token_path}/conflicts")
 
@@ -657,8 +695,12 @@ def test_put_conflicts_applies_every_pending_value(created, tokenize, api, token
     assert token["paymentInstrument"]["billingAddress"] == MYCROFT_ADDRESS
     assert "tokens:conflicts" not in token["_links"]
     assert api.get(f"{token_path}/conflicts").status_code == 404
-    assert tokenize(cardHolderName="Mycroft Holmes", cardExpiryDate={"month": 7, "year": 2037},
-                    billingAddress=MYCROFT_ADDRESS).status_code == 200
+    assert (
+        tokenize(
+            cardHolderName="Mycroft Holmes", cardExpiryDate={"month": 7, "year": 2037}, billingAddress=MYCROFT_ADDRESS
+        ).status_code
+        == 200
+    )
 
 
 def test_put_conflicts_keeps_the_stored_values_that_did_not_conflict(created, tokenize, api, token_path):
@@ -806,8 +848,9 @@ def test_an_updated_value_is_what_a_later_request_is_compared_with(created, api,
         ("billingAddress", {**MYCROFT_ADDRESS, "country": "UK"}, ("unrecognizedField", "$.country")),
     ],
 )
-def test_a_bad_update_answers_400_in_the_error_shape_and_changes_nothing(created, api, token_path, detail, value,
-                                                                        error):
+def test_a_bad_update_answers_400_in_the_error_shape_and_changes_nothing(
+    created, api, token_path, detail, value, error
+):
     before = api.get(token_path).json()
 
     response = api.put(f"{token_path}/{detail}", value, format="json")
@@ -1145,8 +1188,9 @@ def test_detokenizing_in_try_never_extends_the_expiry(created, carol_api, api, t
     assert not ExpiryExtension.objects.exists()
 
 
-def test_detokenizing_in_live_with_less_than_half_its_lifetime_left_extends_by_4_years(tokenize, carol_api, api,
-                                                                                     settings):
+def test_detokenizing_in_live_with_less_than_half_its_lifetime_left_extends_by_4_years(
+    tokenize, carol_api, api, settings
+):
     settings.TOKENS_ENVIRONMENT = "live"
     created = tokenize()
     old = lived(created, for_=timedelta(days=3 * 365), left=timedelta(days=365))
@@ -1161,8 +1205,7 @@ def test_detokenizing_in_live_with_less_than_half_its_lifetime_left_extends_by_4
     assert extension.reason
 
 
-def test_detokenizing_in_live_with_more_than_half_its_lifetime_left_does_not_extend(tokenize, carol_api, api,
-                                                                                   settings):
+def test_detokenizing_in_live_with_more_than_half_its_lifetime_left_does_not_extend(tokenize, carol_api, api, settings):
     settings.TOKENS_ENVIRONMENT = "live"
     created = tokenize()
     before = expiry_seen_by_alice(api, created)
@@ -1186,8 +1229,9 @@ def test_a_one_year_token_is_not_extended_by_a_use_on_its_first_day_in_live(toke
     assert expiry_seen_by_alice(api, created) == one_year
 
 
-def test_a_one_year_token_is_extended_by_a_use_once_less_than_half_its_year_is_left_in_live(tokenize, carol_api,
-                                                                                          settings):
+def test_a_one_year_token_is_extended_by_a_use_once_less_than_half_its_year_is_left_in_live(
+    tokenize, carol_api, settings
+):
     settings.TOKENS_ENVIRONMENT = "live"
     created = tokenize()
     old = lived(created, for_=timedelta(days=200), left=timedelta(days=165))
@@ -1298,14 +1342,16 @@ BOB_ATTEMPTS = [
 
 
 @pytest.mark.parametrize("method, suffix, body", BOB_ATTEMPTS, ids=[f"{m} {s or '/'}" for m, s, _ in BOB_ATTEMPTS])
-def test_another_merchant_gets_404_on_alices_token_and_changes_nothing(created, tokenize, api, bob_processor_api,
-                                                                        token_path, method, suffix, body):
+def test_another_merchant_gets_404_on_alices_token_and_changes_nothing(
+    created, tokenize, api, bob_processor_api, token_path, method, suffix, body
+):
     tokenize(cardHolderName="Mycroft Holmes")  # a pending conflict, so /conflicts exists for alice
     before = api.get(token_path).json()
 
     kwargs = {"format": "json"} if body is not None else {}
-    response = getattr(bob_processor_api, method)(f"{token_path}{suffix}", *([body] if body is not None else []),
-                                                  **kwargs)
+    response = getattr(bob_processor_api, method)(
+        f"{token_path}{suffix}", *([body] if body is not None else []), **kwargs
+    )
 
     assert response.status_code == 404
     assert response.json()["errorName"] == "resourceNotFound"
@@ -1313,8 +1359,7 @@ def test_another_merchant_gets_404_on_alices_token_and_changes_nothing(created, 
     assert api.get(token_path).json() == before
 
 
-def test_a_key_without_the_detokenize_scope_cannot_tell_alices_token_from_a_missing_one(created, bob_api,
-                                                                                        token_path):
+def test_a_key_without_the_detokenize_scope_cannot_tell_alices_token_from_a_missing_one(created, bob_api, token_path):
     # bob's default key lacks tokens:detokenize: refused on scope for any href, so alice's token stays invisible.
     on_alices = bob_api.post(f"{token_path}/detokenize")
     on_missing = bob_api.post("/tokens/no-such-reference-anywhere/detokenize")
@@ -1359,8 +1404,11 @@ def test_another_merchants_cards_do_not_count_towards_a_namespace_limit(tokenize
 # The card number never leaves the vault, except through detokenize
 # ------------------------------------------------------------------------------------------------------------
 def test_no_response_but_detokenize_contains_the_card_number(tokenize, api, carol_api):
-    responses = [tokenize(namespace="SHOPPER_1"), tokenize(namespace="SHOPPER_1"),
-                 tokenize(namespace="SHOPPER_1", cardHolderName="Mycroft Holmes")]
+    responses = [
+        tokenize(namespace="SHOPPER_1"),
+        tokenize(namespace="SHOPPER_1"),
+        tokenize(namespace="SHOPPER_1", cardHolderName="Mycroft Holmes"),
+    ]
     body = responses[0].json()
     path = path_of(body["tokenPaymentInstrument"]["href"])
     responses += [
@@ -1396,8 +1444,9 @@ def test_listing_a_namespace_costs_the_same_queries_however_many_tokens_and_netw
         for i in range(first, first + count):
             partial = f"411111111{i:06d}"
             number = partial + cards.luhn_check_digit(partial)
-            token = services.card_tokenize(merchant=alice, namespace="FAMILY",
-                                           card=services.Card(number, "Sherlock Holmes", 5, 2035)).token
+            token = services.card_tokenize(
+                merchant=alice, namespace="FAMILY", card=services.Card(number, "Sherlock Holmes", 5, 2035)
+            ).token
             network_services.network_token_provision(
                 origin=network_services.Origin(merchant=alice, correlation_id="q", vault_token=token),
                 card=tsp.CardData(number, 5, 2035),

@@ -31,8 +31,14 @@ def address_shown(address: dict | None):
     if not address:
         return "—"
     town = " ".join(part for part in (address.get("postalCode"), address.get("city")) if part)
-    lines = [address.get("address1"), address.get("address2"), address.get("address3"), town,
-             address.get("state"), address.get("countryCode")]
+    lines = [
+        address.get("address1"),
+        address.get("address2"),
+        address.get("address3"),
+        town,
+        address.get("state"),
+        address.get("countryCode"),
+    ]
     return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines if line))
 
 
@@ -47,14 +53,23 @@ def conflict_comparison(token: Token, conflict: TokenConflict):
     if conflict.card_holder_name is not None:
         rows.append(("Card holder name", token.card_holder_name or "—", conflict.card_holder_name))
     if conflict.expiry_month is not None:
-        rows.append(("Card expiry", expiry_shown(token.expiry_month, token.expiry_year),
-                     expiry_shown(conflict.expiry_month, conflict.expiry_year)))
+        rows.append(
+            (
+                "Card expiry",
+                expiry_shown(token.expiry_month, token.expiry_year),
+                expiry_shown(conflict.expiry_month, conflict.expiry_year),
+            )
+        )
     if conflict.billing_address is not None:
-        rows.append(("Billing address", address_shown(token.billing_address),
-                     address_shown(conflict.billing_address)))
+        rows.append(("Billing address", address_shown(token.billing_address), address_shown(conflict.billing_address)))
     if conflict.scheme_transaction_reference is not None:
-        rows.append(("Scheme transaction reference", token.scheme_transaction_reference or "—",
-                     conflict.scheme_transaction_reference))
+        rows.append(
+            (
+                "Scheme transaction reference",
+                token.scheme_transaction_reference or "—",
+                conflict.scheme_transaction_reference,
+            )
+        )
     return format_html(
         '<table class="vault-conflict"><thead><tr><th scope="col">Field</th><th scope="col">Stored now</th>'
         '<th scope="col">Requested (applied by “Apply”)</th></tr></thead><tbody>{}</tbody></table>',
@@ -70,7 +85,9 @@ def conflict_table(token: Token, conflict: TokenConflict | None):
     return format_html(
         '{}<p>Pending until {} UTC. <a href="{}">Apply or dismiss it</a> from the conflicts list; once it expires '
         "the stored data simply stays.</p>",
-        conflict_comparison(token, conflict), f"{conflict.expires_at:%Y-%m-%d %H:%M}", resolve,
+        conflict_comparison(token, conflict),
+        f"{conflict.expires_at:%Y-%m-%d %H:%M}",
+        resolve,
     )
 
 

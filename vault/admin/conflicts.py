@@ -43,16 +43,24 @@ class Resolution:
 
 
 APPLY = Resolution(
-    "apply", services.conflict_apply, "Apply token conflicts",
+    "apply",
+    services.conflict_apply,
+    "Apply token conflicts",
     "For each token the requested values replace the stored ones, exactly as the merchant's PUT on the token's "
     "conflicts does, and the merchant gets a token.updated webhook. The stored values are not kept anywhere.",
-    "Apply", "Applied", "expired: nothing to apply, left alone",
+    "Apply",
+    "Applied",
+    "expired: nothing to apply, left alone",
 )
 DISMISS = Resolution(
-    "dismiss", services.conflict_dismiss, "Dismiss token conflicts",
+    "dismiss",
+    services.conflict_dismiss,
+    "Dismiss token conflicts",
     "For each token the stored values stay and the requested ones are forgotten. The merchant is not notified; a "
     "later request with the same values makes a new conflict.",
-    "Dismiss", "Dismissed", "expired: the conflict is removed, the stored data stays",
+    "Dismiss",
+    "Dismissed",
+    "expired: the conflict is removed, the stored data stays",
 )
 
 
@@ -111,15 +119,24 @@ class TokenConflictAdmin(ServiceActions):
                 if conflict.is_pending(now):
                     # The page shows holder names and addresses: a view of the token, audited as the conflict
                     # page is.
-                    audit_record(actor=actor, action="admin.conflict.view", obj=conflict.token,
-                                 detail={"page": f"{resolution.action} confirmation"})
+                    audit_record(
+                        actor=actor,
+                        action="admin.conflict.view",
+                        obj=conflict.token,
+                        detail={"page": f"{resolution.action} confirmation"},
+                    )
                     rows.append((conflict, conflict_comparison(conflict.token, conflict), ""))
                 else:
                     rows.append((conflict, None, resolution.expired_note))
             expired = sum(1 for _, comparison, _ in rows if comparison is None)
             return self.confirm(
-                request, conflicts, action=resolution.action, title=resolution.title, intro=resolution.intro,
-                submit=resolution.submit, rows=rows,
+                request,
+                conflicts,
+                action=resolution.action,
+                title=resolution.title,
+                intro=resolution.intro,
+                submit=resolution.submit,
+                rows=rows,
                 notes=[f"{expired} of these conflict(s) expired already." if expired else ""],
             )
         resolved, refused = self.run_each(

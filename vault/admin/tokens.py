@@ -77,8 +77,20 @@ class TokenAdmin(ServiceActions):
         ("Lifecycle", {"fields": ["created_at", "updated_at", "expires_at", "deleted_at", "deleted_reason"]}),
     ]
     readonly_fields = [
-        "token_id", "merchant", "namespace", "description", "masked_card", "brand", "card_holder_name", "card_expiry",
-        "billing", "created_at", "updated_at", "expires_at", "deleted_at", "deleted_reason",
+        "token_id",
+        "merchant",
+        "namespace",
+        "description",
+        "masked_card",
+        "brand",
+        "card_holder_name",
+        "card_expiry",
+        "billing",
+        "created_at",
+        "updated_at",
+        "expires_at",
+        "deleted_at",
+        "deleted_reason",
         "pending_conflict",
     ]
 
@@ -133,8 +145,9 @@ class TokenAdmin(ServiceActions):
         audit row and the merchant's event)."""
         if request.POST.get("post"):
             actor = staff_actor(request)
-            deleted, refused = self.run_each(queryset.filter(deleted_at__isnull=True),
-                                             lambda token: services.token_delete(token=token, actor=actor))
+            deleted, refused = self.run_each(
+                queryset.filter(deleted_at__isnull=True), lambda token: services.token_delete(token=token, actor=actor)
+            )
             for token, _ in deleted:
                 self.log_change(request, token, "Deleted the card data; the token is now a tombstone.")
             self.report(request, f"Deleted {len(deleted)} token(s); their tombstones remain.", refused, "token(s)")
@@ -163,21 +176,33 @@ class TokenAdmin(ServiceActions):
             now = timezone.now()
             left_alone = sum(1 for token in tokens if not token_can_extend(token, now))
             return self.confirm(
-                request, tokens, action="extend_expiry", title="Extend token expiry", submit="Extend",
+                request,
+                tokens,
+                action="extend_expiry",
+                title="Extend token expiry",
+                submit="Extend",
                 intro=f"Each live token's expiry moves {duration_shown(lifetime)} (one default lifetime) later. The "
-                      "extension is recorded in the token's history and the merchant gets a token.expiry_extended "
-                      "webhook.",
-                notes=[f"{left_alone} of these token(s) are deleted or expired and will be left alone."
-                       if left_alone else ""],
+                "extension is recorded in the token's history and the merchant gets a token.expiry_extended "
+                "webhook.",
+                notes=[
+                    f"{left_alone} of these token(s) are deleted or expired and will be left alone."
+                    if left_alone
+                    else ""
+                ],
                 rows=[(token, self._extension_note(token, now)) for token in tokens],
             )
         actor = staff_actor(request)
-        extended, refused = self.run_each(queryset,
-                                          lambda token: services.token_extend_expiry(token=token, actor=actor))
+        extended, refused = self.run_each(
+            queryset, lambda token: services.token_extend_expiry(token=token, actor=actor)
+        )
         for token, extension in extended:
             self.log_change(request, token, f"Extended the expiry to {extension.new_expires_at:%Y-%m-%d %H:%M} UTC.")
-        self.report(request, f"Extended the expiry of {len(extended)} token(s) by {duration_shown(lifetime)}.",
-                    refused, "token(s)")
+        self.report(
+            request,
+            f"Extended the expiry of {len(extended)} token(s) by {duration_shown(lifetime)}.",
+            refused,
+            "token(s)",
+        )
         return None
 
     @staticmethod

@@ -35,8 +35,13 @@ _BAD_BODY = "bodyDoesNotMatchSchema (bodyIsEmpty, bodyIsNotJson): the body is no
 # No answer but detokenize holds a card number, test ones included (the leak scan and the fuzzer hold it to that).
 CARD_NUMBER_PLACEHOLDER = "<the card number: 12 to 19 digits>"
 ADDRESS_EXAMPLE = {
-    "address1": "221B Baker Street", "address2": "Marylebone", "address3": "Westminster", "postalCode": "NW1 6XE",
-    "city": "London", "state": "Greater London", "countryCode": "GB",
+    "address1": "221B Baker Street",
+    "address2": "Marylebone",
+    "address3": "Westminster",
+    "postalCode": "NW1 6XE",
+    "city": "London",
+    "state": "Greater London",
+    "countryCode": "GB",
 }
 
 
@@ -59,18 +64,20 @@ RELATIONS: dict[str, dict] = {
         "methods": {
             "POST": {
                 "description": "Create a token for a card, or find the token that holds it: 201 the first time, 200 "
-                               "when every compared value matches, 409 when one differs (the stored data is kept).",
+                "when every compared value matches, 409 when one differs (the stored data is kept).",
                 "operationId": "tokens_create",
                 "scope": "tokens",
                 "body": {
                     "description": "paymentInstrument (type card/front, cardHolderName, cardNumber, cardExpiryDate, "
-                                   "billingAddress optional); description, tokenExpiryDateTime, namespace and "
-                                   "schemeTransactionReference optional.",
+                    "billingAddress optional); description, tokenExpiryDateTime, namespace and "
+                    "schemeTransactionReference optional.",
                     "example": {
                         "description": "Test Token Description",
                         "paymentInstrument": {
-                            "type": "card/front", "cardHolderName": "Sherlock Holmes",
-                            "cardNumber": CARD_NUMBER_PLACEHOLDER, "cardExpiryDate": {"month": 5, "year": 2035},
+                            "type": "card/front",
+                            "cardHolderName": "Sherlock Holmes",
+                            "cardNumber": CARD_NUMBER_PLACEHOLDER,
+                            "cardExpiryDate": {"month": 5, "year": 2035},
                             "billingAddress": ADDRESS_EXAMPLE,
                         },
                     },
@@ -79,13 +86,13 @@ RELATIONS: dict[str, dict] = {
                     "201": "Created: the token",
                     "200": "The card's token, its data matching",
                     "409": "The card's token, its stored data kept; the differing values in conflicts, with a "
-                           "tokens:conflicts link",
+                    "tokens:conflicts link",
                     "400": f"{_BAD_BODY}; namespaceCardLimitReached",
                 },
             },
             "GET": {
                 "description": "Without parameters the root resource; with ?namespace=N that namespace's tokens, "
-                               "paginated (page, pageSize); with ?tokenId=T that token.",
+                "paginated (page, pageSize); with ?tokenId=T that token.",
                 "operationId": "tokens_root_or_query",
                 "scope": "tokens",
                 "body": None,
@@ -114,59 +121,81 @@ RELATIONS: dict[str, dict] = {
     },
     "description": {
         "description": "The description of a token ({token href}/description).",
-        "methods": _replace("description", what="description",
-                            body="A JSON string, 1 to 255 characters, without & or <.", example="Sherlock's card"),
+        "methods": _replace(
+            "description",
+            what="description",
+            body="A JSON string, 1 to 255 characters, without & or <.",
+            example="Sherlock's card",
+        ),
     },
     "cardHolderName": {
         "description": "The card holder's name on a token ({token href}/cardHolderName).",
-        "methods": _replace("cardHolderName", what="card holder name",
-                            body="A JSON string, 1 to 255 characters.", example="Sherlock Holmes"),
+        "methods": _replace(
+            "cardHolderName",
+            what="card holder name",
+            body="A JSON string, 1 to 255 characters.",
+            example="Sherlock Holmes",
+        ),
     },
     "cardExpiryDate": {
         "description": "The card expiry date of a token ({token href}/cardExpiryDate).",
-        "methods": _replace("cardExpiryDate", what="card expiry date",
-                            body="An object: month (1 to 12) and year, not in the past.",
-                            example={"month": 5, "year": 2035}),
+        "methods": _replace(
+            "cardExpiryDate",
+            what="card expiry date",
+            body="An object: month (1 to 12) and year, not in the past.",
+            example={"month": 5, "year": 2035},
+        ),
     },
     "billingAddress": {
         "description": "The billing address of a token ({token href}/billingAddress).",
-        "methods": _replace("billingAddress", what="billing address (every line: a line left out is removed)",
-                            body="An object: address1, postalCode, city, countryCode (ISO 3166-1 alpha-2); "
-                                 "address2, address3 and state optional.",
-                            example=ADDRESS_EXAMPLE),
+        "methods": _replace(
+            "billingAddress",
+            what="billing address (every line: a line left out is removed)",
+            body="An object: address1, postalCode, city, countryCode (ISO 3166-1 alpha-2); "
+            "address2, address3 and state optional.",
+            example=ADDRESS_EXAMPLE,
+        ),
     },
     "schemeTransactionReference": {
         "description": "The scheme transaction reference of a token, which Visa or Mastercard give to track "
-                       "recurring transactions ({token href}/schemeTransactionReference).",
-        "methods": _replace("schemeTransactionReference", what="scheme transaction reference",
-                            body="A JSON string, 1 to 56 letters, digits or spaces.", example="MCC123456789"),
+        "recurring transactions ({token href}/schemeTransactionReference).",
+        "methods": _replace(
+            "schemeTransactionReference",
+            what="scheme transaction reference",
+            body="A JSON string, 1 to 56 letters, digits or spaces.",
+            example="MCC123456789",
+        ),
     },
     "conflicts": {
         "description": "The pending conflict of a token: the values of a create request that differed from the "
-                       "stored ones ({token href}/conflicts). Present while the conflict is pending, until "
-                       "conflictsExpiryDateTime.",
+        "stored ones ({token href}/conflicts). Present while the conflict is pending, until "
+        "conflictsExpiryDateTime.",
         "methods": {
             "GET": {
                 "description": "The stored data and the pending conflicting data.",
                 "operationId": "token_conflicts_get",
                 "scope": "tokens",
                 "body": None,
-                "responses": {"200": "paymentInstrument (stored) and conflicts (requested)",
-                              "404": "resourceNotFound: no conflict pending (or no such token)"},
+                "responses": {
+                    "200": "paymentInstrument (stored) and conflicts (requested)",
+                    "404": "resourceNotFound: no conflict pending (or no such token)",
+                },
             },
             "PUT": {
                 "description": "Apply every pending conflicting value to the token.",
                 "operationId": "token_conflicts_apply",
                 "scope": "tokens",
                 "body": None,
-                "responses": {"204": "Applied; no body", "404": "resourceNotFound: no conflict pending (or no such "
-                                                                "token)"},
+                "responses": {
+                    "204": "Applied; no body",
+                    "404": "resourceNotFound: no conflict pending (or no such token)",
+                },
             },
         },
     },
     "networkToken": {
         "description": "The newest network token made for this card token ({base}/network-tokens/{tokenId}); its "
-                       "cryptograms are at {its href}/cryptograms. Present once one exists.",
+        "cryptograms are at {its href}/cryptograms. Present once one exists.",
         "methods": {
             "GET": {
                 "description": "The network token and its lifecycle (a deleted one answers with status DELETED).",
@@ -180,8 +209,11 @@ RELATIONS: dict[str, dict] = {
                 "operationId": "network_token_delete",
                 "scope": "network-tokens",
                 "body": None,
-                "responses": {"204": "Deleted; no body", "404": "resourceNotFound",
-                              "422": "lifecycleTransitionNotAllowed: deleted already"},
+                "responses": {
+                    "204": "Deleted; no body",
+                    "404": "resourceNotFound",
+                    "422": "lifecycleTransitionNotAllowed: deleted already",
+                },
             },
         },
     },

@@ -32,8 +32,9 @@ def bounded(bounds: rules.Bounds, **kwargs) -> dict:
 # ------------------------------------------------------------------------------------------------------------
 # Input
 # ------------------------------------------------------------------------------------------------------------
-@extend_schema_field({"type": "string", "pattern": f"^[0-9]{{{rules.CARD_NUMBER.min_length},"
-                                                   f"{rules.CARD_NUMBER.max_length}}}$"})
+@extend_schema_field(
+    {"type": "string", "pattern": f"^[0-9]{{{rules.CARD_NUMBER.min_length},{rules.CARD_NUMBER.max_length}}}$"}
+)
 class CardNumberField(StringField):
     """12 to 19 digits passing the Luhn check. Its errors never quote the number."""
 
@@ -145,10 +146,12 @@ class TokenQueryInput(serializers.Serializer):
 
     namespace = NamespaceField(required=False, help_text="List the tokens of this namespace")
     tokenId = TokenIdQueryField(required=False, help_text="Find the token with this tokenId")
-    page = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, required=False, default=1,
-                                    help_text="Page number, from 1")
-    pageSize = serializers.IntegerField(min_value=1, max_value=100, required=False, default=20,
-                                        help_text="Tokens a page, 1 to 100")
+    page = serializers.IntegerField(
+        min_value=1, max_value=MAX_PAGE, required=False, default=1, help_text="Page number, from 1"
+    )
+    pageSize = serializers.IntegerField(
+        min_value=1, max_value=100, required=False, default=20, help_text="Tokens a page, 1 to 100"
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -202,7 +205,7 @@ class ConflictCardOutput(serializers.Serializer):
     billingAddress = BillingAddressOutput(
         required=False,
         help_text="The requested address, with the stored address2, address3 and state where the request left "
-                  "them out (leaving one out keeps it).",
+        "them out (leaving one out keeps it).",
     )
 
 
@@ -215,7 +218,7 @@ class ConflictsOutput(serializers.Serializer):
     schemeTransactionReference = serializers.CharField(
         required=False,
         help_text="The requested reference, when the token holds a different one (a token without one takes the "
-                  "requested one silently: never a conflict).",
+        "requested one silently: never a conflict).",
     )
     conflictsExpiryDateTime = serializers.DateTimeField()
 
@@ -281,8 +284,10 @@ class DetokenizeOutput(serializers.Serializer):
 
 class RelationBodyOutput(serializers.Serializer):
     description = serializers.CharField()
-    example = serializers.JSONField(help_text="A body this method accepts; text in <angle brackets> stands for a "
-                                              "value (a card number is never shown).")
+    example = serializers.JSONField(
+        help_text="A body this method accepts; text in <angle brackets> stands for a "
+        "value (a card number is never shown)."
+    )
 
 
 class RelationMethodOutput(serializers.Serializer):

@@ -20,8 +20,9 @@ from vault.api import serializers as s
 from vault.api.representations import base_url, conflicts_body, curies, masked_card, token_body
 
 ERRORS = {
-    400: OpenApiResponse(ErrorOutput,
-                         description="bodyDoesNotMatchSchema, bodyIsNotJson, bodyIsEmpty or a business rule"),
+    400: OpenApiResponse(
+        ErrorOutput, description="bodyDoesNotMatchSchema, bodyIsNotJson, bodyIsEmpty or a business rule"
+    ),
     401: OpenApiResponse(ErrorOutput, description="accessDenied: no or unknown API key"),
     403: OpenApiResponse(ErrorOutput, description="accessDenied: the key lacks the scope"),
     404: OpenApiResponse(ErrorOutput, description="resourceNotFound"),
@@ -29,8 +30,8 @@ ERRORS = {
     503: OpenApiResponse(
         ErrorOutput,
         description="keysNotReady: this server's vault keys do not match the stored cards (an operator must fix "
-                    "them); serviceUnavailable: the database, or the key the card was stored under, is not available "
-                    "on this server. Retry after `Retry-After` seconds.",
+        "them); serviceUnavailable: the database, or the key the card was stored under, is not available "
+        "on this server. Retry after `Retry-After` seconds.",
     ),
 }
 READ_ERRORS = {code: ERRORS[code] for code in (401, 403, 404)}
@@ -66,13 +67,15 @@ class TokensView(ApiView):
             return Response(token_body(request, token, conflict=selectors.conflict_pending(token=token)))
         if "namespace" in params:
             return Response(self._page(request, params))
-        return Response({"_links": {relations.rel("tokens"): {"href": f"{base_url(request)}/tokens"},
-                                    "curies": curies(request)}})
+        return Response(
+            {"_links": {relations.rel("tokens"): {"href": f"{base_url(request)}/tokens"}, "curies": curies(request)}}
+        )
 
     def _page(self, request, params) -> dict:
         tokens = selectors.token_list(merchant=request.user, namespace=params["namespace"])
         size, number = params["pageSize"], params["page"]
         items, page = page_of(tokens, number=number, size=size)
+
         def href(at: int) -> str:
             # Encoded: a namespace is any text ("&", "#", spaces, control characters), a link must be a URI.
             query = urlencode({"namespace": params["namespace"], "pageSize": size, "page": at})
@@ -97,8 +100,9 @@ class TokensView(ApiView):
         responses={
             201: OpenApiResponse(s.TokenOutput, description="Created: the first time this card is tokenized"),
             200: OpenApiResponse(s.TokenOutput, description="OK: the card is already tokenized with matching data"),
-            409: OpenApiResponse(s.TokenOutput,
-                                 description="Conflict: stored data kept, differing data in `conflicts`"),
+            409: OpenApiResponse(
+                s.TokenOutput, description="Conflict: stored data kept, differing data in `conflicts`"
+            ),
             **{code: ERRORS[code] for code in (400, 401, 403, 415, 503)},
         },
     )
@@ -188,7 +192,8 @@ def _bare_string_view(name, detail, field_class, summary, *, segment):
         return BareStringUpdateView.put(self, request, reference)
 
     put = extend_schema(
-        operation_id=f"token_update_{segment}", summary=summary,
+        operation_id=f"token_update_{segment}",
+        summary=summary,
         # By media type: a bare dict would be read as that mapping.
         request={parser.media_type: string_schema(field_class()) for parser in BareStringUpdateView.parser_classes},
         responses={204: None, **UPDATE_ERRORS},
@@ -197,22 +202,35 @@ def _bare_string_view(name, detail, field_class, summary, *, segment):
 
 
 TokenDescriptionView = _bare_string_view(
-    "TokenDescriptionView", "description", s.DescriptionField, "Update the description (a bare JSON string)",
+    "TokenDescriptionView",
+    "description",
+    s.DescriptionField,
+    "Update the description (a bare JSON string)",
     segment="description",
 )
 TokenCardHolderNameView = _bare_string_view(
-    "TokenCardHolderNameView", "card_holder_name", s.CardHolderNameField,
-    "Update the card holder name (a bare JSON string)", segment="cardHolderName",
+    "TokenCardHolderNameView",
+    "card_holder_name",
+    s.CardHolderNameField,
+    "Update the card holder name (a bare JSON string)",
+    segment="cardHolderName",
 )
 TokenSchemeTransactionReferenceView = _bare_string_view(
-    "TokenSchemeTransactionReferenceView", "scheme_transaction_reference", s.SchemeTransactionReferenceField,
-    "Update the scheme transaction reference (a bare JSON string)", segment="schemeTransactionReference",
+    "TokenSchemeTransactionReferenceView",
+    "scheme_transaction_reference",
+    s.SchemeTransactionReferenceField,
+    "Update the scheme transaction reference (a bare JSON string)",
+    segment="schemeTransactionReference",
 )
 
 
 class TokenCardExpiryDateView(TokenDetailUpdateView):
-    @extend_schema(operation_id="token_update_cardExpiryDate", summary="Update the card expiry date",
-                   request=s.CardExpiryDateInput, responses={204: None, **UPDATE_ERRORS})
+    @extend_schema(
+        operation_id="token_update_cardExpiryDate",
+        summary="Update the card expiry date",
+        request=s.CardExpiryDateInput,
+        responses={204: None, **UPDATE_ERRORS},
+    )
     def put(self, request, reference):
         return super().put(request, reference)
 
@@ -224,8 +242,12 @@ class TokenCardExpiryDateView(TokenDetailUpdateView):
 
 
 class TokenBillingAddressView(TokenDetailUpdateView):
-    @extend_schema(operation_id="token_update_billingAddress", summary="Update the billing address",
-                   request=s.BillingAddressInput, responses={204: None, **UPDATE_ERRORS})
+    @extend_schema(
+        operation_id="token_update_billingAddress",
+        summary="Update the billing address",
+        request=s.BillingAddressInput,
+        responses={204: None, **UPDATE_ERRORS},
+    )
     def put(self, request, reference):
         return super().put(request, reference)
 
@@ -250,12 +272,14 @@ class TokenConflictsView(ApiView):
         if conflict is None:
             raise ResourceNotFound("The token has no pending conflict")
         body = token_body(request, token, conflict=conflict)
-        return Response({
-            "tokenId": token.token_id,
-            "paymentInstrument": masked_card(token),
-            "conflicts": conflicts_body(conflict),
-            "_links": body["_links"],
-        })
+        return Response(
+            {
+                "tokenId": token.token_id,
+                "paymentInstrument": masked_card(token),
+                "conflicts": conflicts_body(conflict),
+                "_links": body["_links"],
+            }
+        )
 
     @extend_schema(
         operation_id="token_conflicts_apply",
@@ -276,7 +300,7 @@ class TokenDetokenizeView(ApiView):
         operation_id="token_detokenize",
         summary="The full card, for payment processing (scope tokens:detokenize)",
         description="Audited. Counts as a use of the token: in live, with less than half of its own lifetime "
-                    "left (creation to current expiry), its expiry moves 4 years on; in try, never.",
+        "left (creation to current expiry), its expiry moves 4 years on; in try, never.",
         request=None,
         responses={200: s.DetokenizeOutput, **READ_ERRORS, 503: ERRORS[503]},
     )
@@ -291,11 +315,13 @@ class TokenDetokenizeView(ApiView):
         }
         if token.billing_address:
             card["billingAddress"] = token.billing_address
-        response = Response({
-            "tokenId": token.token_id,
-            "tokenExpiryDateTime": timestamp(token.expires_at),
-            "paymentInstrument": card,
-        })
+        response = Response(
+            {
+                "tokenId": token.token_id,
+                "tokenExpiryDateTime": timestamp(token.expires_at),
+                "paymentInstrument": card,
+            }
+        )
         response["Cache-Control"] = "no-store"
         return response
 
@@ -317,11 +343,16 @@ class RelationView(APIView):
         summary="The documentation of a link relation (what the curies resolve to)",
         description="Public: no API key needed. `rel` is a link relation's name without its `tokens:` prefix.",
         auth=[],
-        parameters=[OpenApiParameter(
-            "rel", OpenApiTypes.STR, OpenApiParameter.PATH,
-            enum=sorted(relations.RELATIONS), pattern=f"^{relations.NAME_REGEX}$",
-            description="The relation, e.g. conflicts for tokens:conflicts; any other name answers 404.",
-        )],
+        parameters=[
+            OpenApiParameter(
+                "rel",
+                OpenApiTypes.STR,
+                OpenApiParameter.PATH,
+                enum=sorted(relations.RELATIONS),
+                pattern=f"^{relations.NAME_REGEX}$",
+                description="The relation, e.g. conflicts for tokens:conflicts; any other name answers 404.",
+            )
+        ],
         responses={
             200: s.RelationOutput,
             # A name outside the path's pattern never reaches this view: the API's catch-all answers it, in HAL JSON.

@@ -35,6 +35,14 @@ from vault.importing.results import BatchDone, CardImportError, Counts, ImportRe
 from vault.importing.service import ANALYZE_FROM, MAX_BATCH_SIZE, cards_import
 
 __all__ = [
-    "ADDRESS_COLUMNS", "ANALYZE_FROM", "MAX_BATCH_SIZE", "REQUIRED_COLUMNS", "BatchDone", "CardImportError",
-    "Counts", "ImportResult", "cards_import", "default_paths",
+    "ADDRESS_COLUMNS",
+    "ANALYZE_FROM",
+    "MAX_BATCH_SIZE",
+    "REQUIRED_COLUMNS",
+    "BatchDone",
+    "CardImportError",
+    "Counts",
+    "ImportResult",
+    "cards_import",
+    "default_paths",
 ]

@@ -57,8 +57,15 @@ def expiry_of(text: str, *, today: date) -> tuple[int, int]:
     if not text:
         raise rules.RuleBroken("fieldIsEmpty")
     month_text, slash, year_text = text.partition("/")
-    if (not slash or not month_text.isascii() or not month_text.isdigit() or not year_text.isascii()
-            or not year_text.isdigit() or len(month_text) > 2 or len(year_text) not in (2, 4)):
+    if (
+        not slash
+        or not month_text.isascii()
+        or not month_text.isdigit()
+        or not year_text.isascii()
+        or not year_text.isdigit()
+        or len(month_text) > 2
+        or len(year_text) not in (2, 4)
+    ):
         raise rules.RuleBroken("dateHasInvalidFormat", "The expiry date must look like MM/YYYY or MM/YY")
     year = int(year_text) + (2000 if len(year_text) == 2 else 0)
     return rules.expiry(int(month_text), year, today=today)
@@ -67,9 +74,13 @@ def expiry_of(text: str, *, today: date) -> tuple[int, int]:
 def row_of(cells: list[str], layout: Layout, line: int, *, today: date) -> Row | Reject:
     """The row ``cells`` make at ``line``, or what is wrong with it (every column's first problem)."""
     if len(cells) != layout.width:
-        return Reject(line, cells[layout.reference] if len(cells) > layout.reference else "", [
-            ("", "rowHasWrongNumberOfColumns", f"The row has {len(cells)} columns, the header {layout.width}"),
-        ])
+        return Reject(
+            line,
+            cells[layout.reference] if len(cells) > layout.reference else "",
+            [
+                ("", "rowHasWrongNumberOfColumns", f"The row has {len(cells)} columns, the header {layout.width}"),
+            ],
+        )
     problems: list[tuple[str, str, str]] = []
     reference, number, holder = cells[layout.reference], cells[layout.number], cells[layout.holder]
     _checked(problems, REFERENCE, rules.text, reference, EXTERNAL_REFERENCE)

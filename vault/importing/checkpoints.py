@@ -26,8 +26,11 @@ CHECKPOINT_VERSION = 1
 
 def default_paths(source: Path) -> tuple[Path, Path, Path]:
     """``cards.csv`` → ``cards.mapping.csv``, ``cards.rejects.csv``, ``cards.csv.progress``."""
-    return (source.with_name(source.stem + ".mapping.csv"), source.with_name(source.stem + ".rejects.csv"),
-            source.with_name(source.name + ".progress"))
+    return (
+        source.with_name(source.stem + ".mapping.csv"),
+        source.with_name(source.stem + ".rejects.csv"),
+        source.with_name(source.name + ".progress"),
+    )
 
 
 def csv_bytes(lines) -> bytes:
@@ -102,25 +105,44 @@ class State:
         return cls(**data)
 
 
-def start(*, merchant: Merchant, source: Path, identity: dict, namespace_column: str | None, mapping_path: Path,
-          reject_path: Path, checkpoint_path: Path, restart: bool) -> State:
+def start(
+    *,
+    merchant: Merchant,
+    source: Path,
+    identity: dict,
+    namespace_column: str | None,
+    mapping_path: Path,
+    reject_path: Path,
+    checkpoint_path: Path,
+    restart: bool,
+) -> State:
     """The checkpoint to go on from, checked against this run; or a fresh one, with fresh outputs."""
     state = None if restart else State.load(checkpoint_path)
     if state is not None:
         if state.merchant != merchant.public_id:
-            raise CardImportError(f"{source.name} is being imported for merchant {state.merchant}; "
-                                  "finish that, or pass --restart to import it afresh")
+            raise CardImportError(
+                f"{source.name} is being imported for merchant {state.merchant}; "
+                "finish that, or pass --restart to import it afresh"
+            )
         if state.file != identity:
-            raise CardImportError(f"{source.name} changed since its import began; pass --restart to import it afresh "
-                                  "(cards already stored keep their tokens)")
+            raise CardImportError(
+                f"{source.name} changed since its import began; pass --restart to import it afresh "
+                "(cards already stored keep their tokens)"
+            )
         if state.namespace_column != namespace_column:
-            raise CardImportError(f"the import began with --namespace-column {state.namespace_column or '(none)'}; "
-                                  "resume it with the same, or pass --restart")
-        for kind, recorded, given in (("mapping", state.mapping_path, mapping_path),
-                                      ("reject", state.reject_path, reject_path)):
+            raise CardImportError(
+                f"the import began with --namespace-column {state.namespace_column or '(none)'}; "
+                "resume it with the same, or pass --restart"
+            )
+        for kind, recorded, given in (
+            ("mapping", state.mapping_path, mapping_path),
+            ("reject", state.reject_path, reject_path),
+        ):
             if Path(recorded) != given:
-                raise CardImportError(f"the import began writing its {kind} file to {recorded}; resume it with the "
-                                      "same path, or pass --restart")
+                raise CardImportError(
+                    f"the import began writing its {kind} file to {recorded}; resume it with the "
+                    "same path, or pass --restart"
+                )
         if state.complete:
             return state
         for path, size in ((mapping_path, state.mapping_size), (reject_path, state.reject_size)):
@@ -130,8 +152,9 @@ def start(*, merchant: Merchant, source: Path, identity: dict, namespace_column:
             except FileNotFoundError:
                 actual = -1
             if actual < size:
-                raise CardImportError(f"{path} is shorter than when the import was interrupted; "
-                                      "pass --restart to import the file afresh")
+                raise CardImportError(
+                    f"{path} is shorter than when the import was interrupted; pass --restart to import the file afresh"
+                )
             if actual > size:
                 os.truncate(path, size)
         return state
@@ -139,12 +162,20 @@ def start(*, merchant: Merchant, source: Path, identity: dict, namespace_column:
     if not restart:
         for path in (mapping_path, reject_path):
             if path.exists() and path.stat().st_size > 0:
-                raise CardImportError(f"{path} exists and there is no import of {source.name} to resume; "
-                                      "move it away, or pass --restart to overwrite it")
+                raise CardImportError(
+                    f"{path} exists and there is no import of {source.name} to resume; "
+                    "move it away, or pass --restart to overwrite it"
+                )
     _open_private(mapping_path, MAPPING_HEADER)
     _open_private(reject_path, REJECT_HEADER)
-    state = State(merchant=merchant.public_id, namespace_column=namespace_column, file=identity,
-                  mapping_path=str(mapping_path), reject_path=str(reject_path),
-                  mapping_size=mapping_path.stat().st_size, reject_size=reject_path.stat().st_size)
+    state = State(
+        merchant=merchant.public_id,
+        namespace_column=namespace_column,
+        file=identity,
+        mapping_path=str(mapping_path),
+        reject_path=str(reject_path),
+        mapping_size=mapping_path.stat().st_size,
+        reject_size=reject_path.stat().st_size,
+    )
     state.save(checkpoint_path)
     return state

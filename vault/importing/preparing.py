@@ -52,15 +52,25 @@ class Preparer:
                 if namespace is None:
                     namespace = namespaces[row.namespace] = Namespace(merchant=merchant, name=row.namespace)
             middle = start + TOKEN_ID_RANDOM_BYTES
-            row.token = token_new(merchant=merchant, namespace=namespace, fingerprint=fingerprint(row.number),
-                                  card=Card(row.number, row.holder, row.month, row.year, row.address),
-                                  expires_at=expires_at, now=now, token_id=token_id_from(random[start:middle]),
-                                  reference=_urlsafe(random[middle:start + _ROW_RANDOM_BYTES]))
+            row.token = token_new(
+                merchant=merchant,
+                namespace=namespace,
+                fingerprint=fingerprint(row.number),
+                card=Card(row.number, row.holder, row.month, row.year, row.address),
+                expires_at=expires_at,
+                now=now,
+                token_id=token_id_from(random[start:middle]),
+                reference=_urlsafe(random[middle : start + _ROW_RANDOM_BYTES]),
+            )
         key_version, ciphertexts = self.ring.encrypt_many([(row.number, row.token.associated_data()) for row in rows])
         for row, ciphertext in zip(rows, ciphertexts, strict=True):
             row.token.key_version, row.token.pan_ciphertext = key_version, ciphertext
             row.number = None
-        events = events_new(merchant_id=merchant.pk, type="token.created",
-                            data=[token_event_data(row.token) for row in rows], created_at=now)
+        events = events_new(
+            merchant_id=merchant.pk,
+            type="token.created",
+            data=[token_event_data(row.token) for row in rows],
+            created_at=now,
+        )
         for row, event in zip(rows, events, strict=True):
             row.event = event

@@ -60,8 +60,11 @@ def file_identity(handle, header: list[str]) -> dict:
     """What tells a rerun it reads the same file: its size, its modification time and its header. Never a hash of
     its content, which holds card numbers."""
     stat = os.fstat(handle.fileno())
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-            "header_sha256": hashlib.sha256("\x1f".join(header).encode()).hexdigest()}
+    return {
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "header_sha256": hashlib.sha256("\x1f".join(header).encode()).hexdigest(),
+    }
 
 
 def header_of(reader, lines: Lines) -> list[str]:
@@ -110,7 +113,8 @@ def layout_of(header: list[str], namespace_column: str | None) -> Layout:
             positions[name] = index
     if unknown:
         raise CardImportError(
-            "unknown column(s) in the header: " + ", ".join(redact(name)[:40] for name in unknown)
+            "unknown column(s) in the header: "
+            + ", ".join(redact(name)[:40] for name in unknown)
             + "; see `manage.py import_cards --help` for the column names"
             + ("" if namespace_column else " (a namespace column needs --namespace-column)")
         )
@@ -119,8 +123,11 @@ def layout_of(header: list[str], namespace_column: str | None) -> Layout:
         missing.append(namespace_column)
     if missing:
         raise CardImportError(f"missing column(s) in the header: {', '.join(missing)}")
-    others = tuple((name if name != "namespace" else namespace_column, index)
-                   for name, index in positions.items() if name != NUMBER)
+    others = tuple(
+        (name if name != "namespace" else namespace_column, index)
+        for name, index in positions.items()
+        if name != NUMBER
+    )
     return Layout(
         width=len(header),
         reference=positions[REFERENCE],

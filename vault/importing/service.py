@@ -23,11 +23,20 @@ ANALYZE_FROM = 10_000  # cards stored by a run before it first refreshes the pla
 MAX_BATCH_SIZE = 10_000  # SQLite takes at most 32,766 parameters a query; a batch's lookup uses two per row
 
 
-def cards_import(*, merchant: Merchant, source: Path, namespace_column: str | None = None,
-                 mapping_path: Path | None = None, reject_path: Path | None = None, batch_size: int = 2000,
-                 restart: bool = False, actor: Actor | None = None,
-                 on_batch: Callable[[BatchDone], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None, analyze_from: int = ANALYZE_FROM) -> ImportResult:
+def cards_import(
+    *,
+    merchant: Merchant,
+    source: Path,
+    namespace_column: str | None = None,
+    mapping_path: Path | None = None,
+    reject_path: Path | None = None,
+    batch_size: int = 2000,
+    restart: bool = False,
+    actor: Actor | None = None,
+    on_batch: Callable[[BatchDone], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    analyze_from: int = ANALYZE_FROM,
+) -> ImportResult:
     """Tokenize every valid row of the CSV file ``source`` for ``merchant``; see the package docstring.
 
     Idempotent and resumable: a rerun after an interruption (a crash, ``should_stop``, an exception from
@@ -61,23 +70,43 @@ def cards_import(*, merchant: Merchant, source: Path, namespace_column: str | No
         reader = csv.reader(lines, strict=True)
         header = reading.header_of(reader, lines)
         layout = reading.layout_of(header, namespace_column)
-        state = checkpoints.start(merchant=merchant, source=source, identity=reading.file_identity(handle, header),
-                                  namespace_column=namespace_column, mapping_path=mapping_path,
-                                  reject_path=reject_path, checkpoint_path=checkpoint_path, restart=restart)
+        state = checkpoints.start(
+            merchant=merchant,
+            source=source,
+            identity=reading.file_identity(handle, header),
+            namespace_column=namespace_column,
+            mapping_path=mapping_path,
+            reject_path=reject_path,
+            checkpoint_path=checkpoint_path,
+            restart=restart,
+        )
         if state.complete:
-            return ImportResult(counts=state.counts, run=Counts(), seconds=0.0, complete=True,
-                                already_complete=True, line=state.line, mapping_path=mapping_path,
-                                reject_path=reject_path)
+            return ImportResult(
+                counts=state.counts,
+                run=Counts(),
+                seconds=0.0,
+                complete=True,
+                already_complete=True,
+                line=state.line,
+                mapping_path=mapping_path,
+                reject_path=reject_path,
+            )
         resumed_at = None
         if state.offset:
             resumed_at = state.line + 1
             lines.seek(state.offset, state.line)
 
-        audit_record(actor=actor, action="cards.import.start", object_type="file",
-                     object_id=source.name[:64], detail={"resumed_at_line": resumed_at})
+        audit_record(
+            actor=actor,
+            action="cards.import.start",
+            object_type="file",
+            object_id=source.name[:64],
+            detail={"resumed_at_line": resumed_at},
+        )
         store = storing.Storing(merchant=merchant, namespace_column=layout.namespace_column)
-        batches = reading.Ahead(_batches(reader, lines, layout, batch_size, Preparer(merchant)),
-                                name="import_cards reader")
+        batches = reading.Ahead(
+            _batches(reader, lines, layout, batch_size, Preparer(merchant)), name="import_cards reader"
+        )
         run = Counts()
         started = time.monotonic()
         number = 0
@@ -109,8 +138,9 @@ def cards_import(*, merchant: Merchant, source: Path, namespace_column: str | No
                     counts.rows = batch.read
                     counts.rejected += len(batch.rejects) + len(stored.refused)
                     checkpoints.append(mapping, stored.mapped)
-                    checkpoints.append(rejects, checkpoints.reject_lines(
-                        sorted(batch.rejects + stored.refused, key=lambda r: r.line)))
+                    checkpoints.append(
+                        rejects, checkpoints.reject_lines(sorted(batch.rejects + stored.refused, key=lambda r: r.line))
+                    )
                     state.counts.add(counts)
                     read_bytes = batch.offset - state.offset
                     state.offset, state.line = batch.offset, batch.line
@@ -122,9 +152,17 @@ def cards_import(*, merchant: Merchant, source: Path, namespace_column: str | No
                         storing.refresh_statistics()
                         analyze_at = 2 * run.imported
                     if on_batch:
-                        on_batch(BatchDone(number=number, rows=batch.read, bytes=read_bytes, offset=batch.offset,
-                                           line=batch.line, counts=replace(state.counts),
-                                           looked_up=stored.looked_up))
+                        on_batch(
+                            BatchDone(
+                                number=number,
+                                rows=batch.read,
+                                bytes=read_bytes,
+                                offset=batch.offset,
+                                line=batch.line,
+                                counts=replace(state.counts),
+                                looked_up=stored.looked_up,
+                            )
+                        )
                     if should_stop and should_stop():
                         stopped = True  # no new batch; those being stored are finished and written
                         waiting = None
@@ -136,16 +174,28 @@ def cards_import(*, merchant: Merchant, source: Path, namespace_column: str | No
             state.save(checkpoint_path)
         seconds = time.monotonic() - started
         audit_record(
-            actor=actor, action="cards.import.stop" if stopped else "cards.import.finish", object_type="file",
-            object_id=source.name[:64], detail={"line": state.line, "run": asdict(run), "total": asdict(state.counts)},
+            actor=actor,
+            action="cards.import.stop" if stopped else "cards.import.finish",
+            object_type="file",
+            object_id=source.name[:64],
+            detail={"line": state.line, "run": asdict(run), "total": asdict(state.counts)},
         )
-    return ImportResult(counts=state.counts, run=run, seconds=seconds, complete=not stopped,
-                        resumed_at_line=resumed_at, line=state.line, mapping_path=mapping_path,
-                        reject_path=reject_path, connections=store.at_once)
+    return ImportResult(
+        counts=state.counts,
+        run=run,
+        seconds=seconds,
+        complete=not stopped,
+        resumed_at_line=resumed_at,
+        line=state.line,
+        mapping_path=mapping_path,
+        reject_path=reject_path,
+        connections=store.at_once,
+    )
 
 
-def _batches(reader, lines: reading.Lines, layout: reading.Layout, batch_size: int,
-             preparer: Preparer) -> Iterator[Batch]:
+def _batches(
+    reader, lines: reading.Lines, layout: reading.Layout, batch_size: int, preparer: Preparer
+) -> Iterator[Batch]:
     """Read, check and prepare ``batch_size`` rows at a time (the reader thread: no database here); each batch ends
     on a record boundary."""
     rows: list[Row] = []

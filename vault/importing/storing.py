@@ -131,8 +131,12 @@ class Store:
             holder = held.get(key)
             if holder is not None:
                 counts.reused += 1
-                if (row.holder != holder.holder or row.month != holder.month or row.year != holder.year
-                        or billing_address_differs(row.address, holder.address)):
+                if (
+                    row.holder != holder.holder
+                    or row.month != holder.month
+                    or row.year != holder.year
+                    or billing_address_differs(row.address, holder.address)
+                ):
                     counts.differing += 1
                 stored.mapped.append((row.reference, holder.token_id, holder.href))
                 continue
@@ -140,8 +144,9 @@ class Store:
                 try:
                     rules.namespace_has_room(room[namespace.pk])
                 except rules.RuleBroken as broken:
-                    stored.refused.append(Reject(row.line, row.reference, [
-                        (self.namespace_column, broken.name, broken.message)]))
+                    stored.refused.append(
+                        Reject(row.line, row.reference, [(self.namespace_column, broken.name, broken.message)])
+                    )
                     continue
                 room[namespace.pk] += 1
                 token.namespace = namespace  # the stored namespace, for its stand-in
@@ -165,8 +170,9 @@ class Store:
         found = {namespace.name: namespace for namespace in mine}
         new = names - found.keys()
         if new:
-            Namespace.objects.bulk_create([Namespace(merchant=self.merchant, name=name) for name in new],
-                                          ignore_conflicts=True)
+            Namespace.objects.bulk_create(
+                [Namespace(merchant=self.merchant, name=name) for name in new], ignore_conflicts=True
+            )
         return {namespace.name: namespace for namespace in mine.select_for_update().order_by("pk")}
 
     def _held(self, rows: list[Row], namespaces: dict[str, Namespace], now) -> dict[tuple[str, int | None], Held]:
@@ -174,8 +180,18 @@ class Store:
         for cards without a namespace, one for the batch's namespaces, each matching one of the partial unique
         indexes. An expired token is destroyed, as ``card_tokenize`` does, and its card gets a new one."""
         live = Token.objects.filter(merchant=self.merchant, deleted_at__isnull=True).order_by()
-        columns = ("pk", "fingerprint", "namespace_id", "token_id", "reference", "card_holder_name", "expiry_month",
-                   "expiry_year", "billing_address", "expires_at")
+        columns = (
+            "pk",
+            "fingerprint",
+            "namespace_id",
+            "token_id",
+            "reference",
+            "card_holder_name",
+            "expiry_month",
+            "expiry_year",
+            "billing_address",
+            "expires_at",
+        )
         arms = []
         plain = {row.token.fingerprint for row in rows if row.namespace is None}
         if plain:
@@ -196,8 +212,9 @@ class Store:
             if expires_at <= now:
                 expired.append(pk)
             else:
-                held[(fingerprint, namespace_id)] = Held(token_id, f"{self.base_url}/tokens/{reference}", holder,
-                                                         month, year, address)
+                held[(fingerprint, namespace_id)] = Held(
+                    token_id, f"{self.base_url}/tokens/{reference}", holder, month, year, address
+                )
         for token in Token.objects.select_related("merchant", "namespace").filter(pk__in=expired):
             card_data_destroy(token, reason="expired")
         return held
@@ -206,10 +223,14 @@ class Store:
         """Live cards in each of the batch's namespaces, counted as ``card_tokenize`` counts them."""
         if not namespaces:
             return Counter()
-        return Counter(dict(
-            Token.objects.filter(namespace__in=namespaces.values(), deleted_at__isnull=True, expires_at__gt=now)
-            .values("namespace_id").annotate(n=Count("pk")).values_list("namespace_id", "n")
-        ))
+        return Counter(
+            dict(
+                Token.objects.filter(namespace__in=namespaces.values(), deleted_at__isnull=True, expires_at__gt=now)
+                .values("namespace_id")
+                .annotate(n=Count("pk"))
+                .values_list("namespace_id", "n")
+            )
+        )
 
 
 def refresh_statistics() -> None:
@@ -251,8 +272,10 @@ class Storing:
         self._results: dict[int, Stored | BaseException] = {}
         self._stored = threading.Condition()
         self._submitted = self._returned = 0
-        self._threads = [threading.Thread(target=self._work, name=f"import_cards storing {n}", daemon=True)
-                         for n in range(self.at_once if parallel else 0)]
+        self._threads = [
+            threading.Thread(target=self._work, name=f"import_cards storing {n}", daemon=True)
+            for n in range(self.at_once if parallel else 0)
+        ]
         for thread in self._threads:
             thread.start()
 

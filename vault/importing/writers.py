@@ -23,8 +23,16 @@ from django.db.models.fields import AutoFieldMixin
 from psycopg.copy import FileWriter
 
 # Field kinds whose values the driver adapts as they are (JSON, when its field has no encoder of its own).
-_AS_THEY_ARE = ("CharField", "TextField", "SlugField", "EmailField", "URLField", "BooleanField", "DateTimeField",
-                "BinaryField")
+_AS_THEY_ARE = (
+    "CharField",
+    "TextField",
+    "SlugField",
+    "EmailField",
+    "URLField",
+    "BooleanField",
+    "DateTimeField",
+    "BinaryField",
+)
 
 
 class BulkCreate:
@@ -45,8 +53,11 @@ class Copy:
         connection, layout = self._layout(model)
         # The driver's cursor (Django's has no COPY), so its errors are wrapped by hand: a duplicate card must be an
         # IntegrityError, which the import retries.
-        with (connection.cursor() as cursor, connection.wrap_database_errors,
-              cursor.cursor.copy(layout.statement) as copy):
+        with (
+            connection.cursor() as cursor,
+            connection.wrap_database_errors,
+            cursor.cursor.copy(layout.statement) as copy,
+        ):
             copy.set_types(layout.types)
             layout.write_rows(copy, objects)
 

@@ -31,8 +31,23 @@ from vault.services.tokens import (
 )
 
 __all__ = [
-    "UNSET", "Card", "Outcome", "TokenizeResult", "billing_address_differs", "card_data_destroy", "card_tokenize",
-    "conflict_apply", "conflict_dismiss", "default_lifetime", "token_can_extend", "token_delete", "token_detokenize",
-    "token_extend_expiry", "token_extended_expiry", "token_update", "token_use", "tokens_network_token_set",
+    "UNSET",
+    "Card",
+    "Outcome",
+    "TokenizeResult",
+    "billing_address_differs",
+    "card_data_destroy",
+    "card_tokenize",
+    "conflict_apply",
+    "conflict_dismiss",
+    "default_lifetime",
+    "token_can_extend",
+    "token_delete",
+    "token_detokenize",
+    "token_extend_expiry",
+    "token_extended_expiry",
+    "token_update",
+    "token_use",
+    "tokens_network_token_set",
     "tokens_purge_expired",
 ]

@@ -4,7 +4,6 @@ rules), updates of the details, and conflicts applied or dismissed.
 Each service is keyword-only, runs in one transaction, and says in its docstring what it writes and raises.
 """
 
-
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -101,9 +100,15 @@ def billing_address_differs(requested: dict | None, stored: dict | None) -> bool
     return address is not None and address != stored
 
 
-def card_tokenize(*, merchant: Merchant, card: Card, description: str | None = None, namespace: str | None = None,
-                  expires_at: datetime | None = None,
-                  scheme_transaction_reference: str | None = None) -> TokenizeResult:
+def card_tokenize(
+    *,
+    merchant: Merchant,
+    card: Card,
+    description: str | None = None,
+    namespace: str | None = None,
+    expires_at: datetime | None = None,
+    scheme_transaction_reference: str | None = None,
+) -> TokenizeResult:
     """Store ``card`` for ``merchant`` (in ``namespace``) or find the token that already holds it.
 
     Identity is (merchant, card number, namespace). The first request creates the token (CREATED). A later one
@@ -125,9 +130,15 @@ def card_tokenize(*, merchant: Merchant, card: Card, description: str | None = N
         try:
             with transaction.atomic():
                 ns = _namespace_locked(merchant=merchant, name=namespace) if namespace else None
-                token = _new_token(merchant=merchant, namespace=ns, card=card, fingerprint=fingerprint,
-                                   description=description, expires_at=expires_at,
-                                   scheme_transaction_reference=scheme_transaction_reference)
+                token = _new_token(
+                    merchant=merchant,
+                    namespace=ns,
+                    card=card,
+                    fingerprint=fingerprint,
+                    description=description,
+                    expires_at=expires_at,
+                    scheme_transaction_reference=scheme_transaction_reference,
+                )
                 # A new card, the usual case, is stored straight away; only a card the vault holds is looked up. (In
                 # a namespace the lookup comes first: the namespace's room is counted under its lock.)
                 if ns is None and _insert_unless_held(token):
@@ -156,10 +167,19 @@ def card_tokenize(*, merchant: Merchant, card: Card, description: str | None = N
     raise AssertionError("unreachable")
 
 
-def token_new(*, merchant: Merchant, namespace: Namespace | None, card: Card, fingerprint: str,
-              description: str | None = None, expires_at: datetime | None = None,
-              scheme_transaction_reference: str | None = None, now: datetime | None = None,
-              token_id: str | None = None, reference: str | None = None) -> Token:
+def token_new(
+    *,
+    merchant: Merchant,
+    namespace: Namespace | None,
+    card: Card,
+    fingerprint: str,
+    description: str | None = None,
+    expires_at: datetime | None = None,
+    scheme_transaction_reference: str | None = None,
+    now: datetime | None = None,
+    token_id: str | None = None,
+    reference: str | None = None,
+) -> Token:
     """The token that will hold ``card``: not saved, its number not encrypted yet (``_new_token`` encrypts one; the
     bulk import encrypts a batch at once). ``now`` is its creation time. Its ids are drawn unless given (the import
     draws a batch's random bytes at once)."""
@@ -197,13 +217,26 @@ def token_new(*, merchant: Merchant, namespace: Namespace | None, card: Card, fi
 _TOKEN_COLUMNS = [(field.attname, field) for field in Token._meta.concrete_fields]
 
 
-def _new_token(*, merchant: Merchant, namespace: Namespace | None, card: Card, fingerprint: str,
-               description: str | None, expires_at: datetime | None,
-               scheme_transaction_reference: str | None) -> Token:
+def _new_token(
+    *,
+    merchant: Merchant,
+    namespace: Namespace | None,
+    card: Card,
+    fingerprint: str,
+    description: str | None,
+    expires_at: datetime | None,
+    scheme_transaction_reference: str | None,
+) -> Token:
     """The token that stores ``card``, its number encrypted; not saved."""
-    token = token_new(merchant=merchant, namespace=namespace, card=card, fingerprint=fingerprint,
-                      description=description, expires_at=expires_at,
-                      scheme_transaction_reference=scheme_transaction_reference)
+    token = token_new(
+        merchant=merchant,
+        namespace=namespace,
+        card=card,
+        fingerprint=fingerprint,
+        description=description,
+        expires_at=expires_at,
+        scheme_transaction_reference=scheme_transaction_reference,
+    )
     token.key_version, token.pan_ciphertext = key_ring().encrypt(card.number, associated_data=token.associated_data())
     return token
 
@@ -281,10 +314,15 @@ def _match(token: Token, *, card: Card, scheme_transaction_reference: str | None
 
 
 @transaction.atomic
-
-
-def token_update(*, token: Token, description=UNSET, card_holder_name=UNSET, expiry: tuple[int, int] | object = UNSET,
-                 billing_address=UNSET, scheme_transaction_reference=UNSET) -> Token:
+def token_update(
+    *,
+    token: Token,
+    description=UNSET,
+    card_holder_name=UNSET,
+    expiry: tuple[int, int] | object = UNSET,
+    billing_address=UNSET,
+    scheme_transaction_reference=UNSET,
+) -> Token:
     """Replace the given details of ``token`` (those left UNSET keep their value); writes only what changed."""
     changes = {
         "description": description,
@@ -330,8 +368,13 @@ def conflict_apply(*, token: Token, actor: Actor = SYSTEM) -> Token:
             token = token_update(token=token, **changes)
             audit_record(actor=actor, action="token.conflict_apply", obj=token)
     except ResourceNotFound:
-        audit_record(actor=actor, action="token.conflict_apply", obj=token, result=AuditLog.FAILURE,
-                     detail={"reason": "no pending conflict"})
+        audit_record(
+            actor=actor,
+            action="token.conflict_apply",
+            obj=token,
+            result=AuditLog.FAILURE,
+            detail={"reason": "no pending conflict"},
+        )
         raise
     return token
 
@@ -348,8 +391,13 @@ def conflict_dismiss(*, token: Token, actor: Actor = SYSTEM) -> None:
         if dismissed:
             audit_record(actor=actor, action="token.conflict_dismiss", obj=token)
             return
-    audit_record(actor=actor, action="token.conflict_dismiss", obj=token, result=AuditLog.FAILURE,
-                 detail={"reason": "no conflict"})
+    audit_record(
+        actor=actor,
+        action="token.conflict_dismiss",
+        obj=token,
+        result=AuditLog.FAILURE,
+        detail={"reason": "no conflict"},
+    )
     raise ResourceNotFound("The token has no conflict")
 
 
@@ -365,9 +413,19 @@ def card_data_destroy(token: Token, *, reason: str) -> None:
     token.scheme_transaction_reference = None
     token.deleted_at = timezone.now()
     token.deleted_reason = reason
-    token.save(update_fields=[
-        "pan_ciphertext", "fingerprint", "key_version", "card_holder_name", "billing_address", "expiry_month",
-        "expiry_year", "scheme_transaction_reference", "deleted_at", "deleted_reason",
-    ])
+    token.save(
+        update_fields=[
+            "pan_ciphertext",
+            "fingerprint",
+            "key_version",
+            "card_holder_name",
+            "billing_address",
+            "expiry_month",
+            "expiry_year",
+            "scheme_transaction_reference",
+            "deleted_at",
+            "deleted_reason",
+        ]
+    )
     TokenConflict.objects.filter(token=token).delete()
     token_event(token, "token.deleted", reason=reason)

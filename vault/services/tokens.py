@@ -62,8 +62,7 @@ def token_use(*, token: Token, reason: str) -> ExpiryExtension | None:
     extension = ExpiryExtension.objects.create(
         token=token, old_expires_at=old, new_expires_at=token.expires_at, reason=reason
     )
-    token_event(token, "token.expiry_extended", previousExpiryDateTime=timestamp(old),
-                reason=reason)
+    token_event(token, "token.expiry_extended", previousExpiryDateTime=timestamp(old), reason=reason)
     return extension
 
 
@@ -99,8 +98,12 @@ def token_extend_expiry(*, token: Token, actor: Actor, reason: str = "extended b
     extension = ExpiryExtension.objects.create(
         token=token, old_expires_at=old, new_expires_at=token.expires_at, reason=reason
     )
-    audit_record(actor=actor, action="token.extend_expiry", obj=token,
-                 detail={"old": timestamp(old), "new": timestamp(token.expires_at)})
+    audit_record(
+        actor=actor,
+        action="token.extend_expiry",
+        obj=token,
+        detail={"old": timestamp(old), "new": timestamp(token.expires_at)},
+    )
     token_event(token, "token.expiry_extended", previousExpiryDateTime=timestamp(old), reason=reason)
     return extension
 
@@ -117,14 +120,19 @@ def token_detokenize(*, token: Token, actor: Actor) -> tuple[Token, str]:
             extension = token_use(token=token, reason="detokenize")
             if extension is not None:
                 token.expires_at = extension.new_expires_at
-            number = key_ring().decrypt(token.key_version, token.pan_ciphertext,
-                                        associated_data=token.associated_data())
+            number = key_ring().decrypt(
+                token.key_version, token.pan_ciphertext, associated_data=token.associated_data()
+            )
             audit_record(actor=actor, action="token.detokenize", obj=token)
     except KeysUnavailable as exc:
-        reason = (f"key version {exc.version} not on this server" if isinstance(exc, KeyVersionUnavailable)
-                  else "keys do not match the data")
-        audit_record(actor=actor, action="token.detokenize", obj=token, result=AuditLog.FAILURE,
-                     detail={"reason": reason})
+        reason = (
+            f"key version {exc.version} not on this server"
+            if isinstance(exc, KeyVersionUnavailable)
+            else "keys do not match the data"
+        )
+        audit_record(
+            actor=actor, action="token.detokenize", obj=token, result=AuditLog.FAILURE, detail={"reason": reason}
+        )
         raise
     return token, number
 
@@ -133,8 +141,11 @@ def tokens_network_token_set(*, links: dict[int, str]) -> None:
     """Record, per token pk, the tokenId of its newest network token not deleted ("" for none): the token's
     ``networkToken`` link. The networks app calls this whenever that changes; the vault knows nothing of networks."""
     if links:
-        Token.objects.bulk_update([Token(pk=pk, network_token_id=token_id) for pk, token_id in links.items()],
-                                  ["network_token_id"], batch_size=500)
+        Token.objects.bulk_update(
+            [Token(pk=pk, network_token_id=token_id) for pk, token_id in links.items()],
+            ["network_token_id"],
+            batch_size=500,
+        )
 
 
 def tokens_purge_expired(*, batch_size: int = 500) -> int:

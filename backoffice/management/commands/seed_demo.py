@@ -80,17 +80,77 @@ SPECIAL_SUFFIXES = (DECLINE_SUFFIX, STEP_UP_SUFFIX)
 # How many cards a namespace (a shopper) holds: mostly a few, now and then a full one.
 NAMESPACE_SIZES = ([1, 2, 3, 4, 6, 10, 16], [30, 25, 18, 12, 8, 4, 3])
 
-FIRST_NAMES = ("Ada", "Ben", "Chloe", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemi", "Lars",
-               "Maya", "Nikhil", "Olga", "Pedro", "Quinn", "Rosa", "Samir", "Tess", "Umar", "Vera", "Wen", "Yusuf")
-LAST_NAMES = ("Abbott", "Bianchi", "Costa", "Dubois", "Eriksen", "Fischer", "Garcia", "Hughes", "Ivanova", "Jensen",
-              "Kowalski", "Lindqvist", "Moreau", "Nakamura", "Okafor", "Patel", "Rossi", "Schmidt", "Tanaka",
-              "Varga", "Walsh", "Yilmaz", "Zhang")
-CITIES = (("London", "EC1A 1BB", "GB"), ("Manchester", "M1 1AE", "GB"), ("Paris", "75002", "FR"),
-          ("Lyon", "69002", "FR"), ("Berlin", "10115", "DE"), ("Munich", "80331", "DE"), ("Madrid", "28013", "ES"),
-          ("Amsterdam", "1012 JS", "NL"), ("Dublin", "D02 X285", "IE"), ("Milan", "20121", "IT"))
+FIRST_NAMES = (
+    "Ada",
+    "Ben",
+    "Chloe",
+    "Dmitri",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hiro",
+    "Ines",
+    "Jonas",
+    "Kemi",
+    "Lars",
+    "Maya",
+    "Nikhil",
+    "Olga",
+    "Pedro",
+    "Quinn",
+    "Rosa",
+    "Samir",
+    "Tess",
+    "Umar",
+    "Vera",
+    "Wen",
+    "Yusuf",
+)
+LAST_NAMES = (
+    "Abbott",
+    "Bianchi",
+    "Costa",
+    "Dubois",
+    "Eriksen",
+    "Fischer",
+    "Garcia",
+    "Hughes",
+    "Ivanova",
+    "Jensen",
+    "Kowalski",
+    "Lindqvist",
+    "Moreau",
+    "Nakamura",
+    "Okafor",
+    "Patel",
+    "Rossi",
+    "Schmidt",
+    "Tanaka",
+    "Varga",
+    "Walsh",
+    "Yilmaz",
+    "Zhang",
+)
+CITIES = (
+    ("London", "EC1A 1BB", "GB"),
+    ("Manchester", "M1 1AE", "GB"),
+    ("Paris", "75002", "FR"),
+    ("Lyon", "69002", "FR"),
+    ("Berlin", "10115", "DE"),
+    ("Munich", "80331", "DE"),
+    ("Madrid", "28013", "ES"),
+    ("Amsterdam", "1012 JS", "NL"),
+    ("Dublin", "D02 X285", "IE"),
+    ("Milan", "20121", "IT"),
+)
 STREETS = ("High Street", "Station Road", "Church Lane", "Park Avenue", "Mill Road", "Victoria Street", "Kings Road")
-FAILURES = ((None, "connection failed: ConnectionRefusedError"), (None, "timed out after 15 s"), (503, ""),
-            (500, ""), (502, ""))
+FAILURES = (
+    (None, "connection failed: ConnectionRefusedError"),
+    (None, "timed out after 15 s"),
+    (503, ""),
+    (500, ""),
+    (502, ""),
+)
 
 
 @dataclass(eq=False)  # compared and hashed by identity: two plans are two cards
@@ -113,8 +173,14 @@ class Plan:
         return f"Plan({cards.mask(self.number)}, {self.role})"
 
     def card(self, **changes) -> services.Card:
-        fields = {"number": self.number, "holder_name": self.holder, "expiry_month": self.month,
-                  "expiry_year": self.year, "billing_address": self.address, **changes}
+        fields = {
+            "number": self.number,
+            "holder_name": self.holder,
+            "expiry_month": self.month,
+            "expiry_year": self.year,
+            "billing_address": self.address,
+            **changes,
+        }
         return services.Card(**fields)
 
     def card_data(self) -> CardData:
@@ -144,15 +210,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--tokens", type=int, default=3000, help="How many card tokens (default 3000, min 50)")
-        parser.add_argument("--seed", type=int, default=None,
-                            help="Random seed: the same seed, the same cards, names and namespaces")
+        parser.add_argument(
+            "--seed", type=int, default=None, help="Random seed: the same seed, the same cards, names and namespaces"
+        )
         parser.add_argument("--again", action="store_true", help="Add another demo set even if one exists")
-        parser.add_argument("--if-empty", action="store_true",
-                            help="Seed only a database holding no token at all, else do nothing (for make run)")
+        parser.add_argument(
+            "--if-empty",
+            action="store_true",
+            help="Seed only a database holding no token at all, else do nothing (for make run)",
+        )
         parser.add_argument("--show-keys", action="store_true", help="Print the demo merchants' raw API keys")
 
-    def handle(self, *args, tokens: int, seed: int | None, again: bool, if_empty: bool, show_keys: bool,
-               **options):
+    def handle(self, *args, tokens: int, seed: int | None, again: bool, if_empty: bool, show_keys: bool, **options):
         if if_empty and Token.objects.exists():
             return
         if tokens < 50:
@@ -194,12 +263,12 @@ class Command(BaseCommand):
             f"{Namespace.objects.filter(merchant__in=seeder.merchants).count()} namespaces, "
             f"{tokens.filter(conflict__isnull=False).count()} pending conflicts, "
             f"{tokens.filter(expiry_extensions__isnull=False).distinct().count()} with extended expiry",
-            "  network tokens: " + ", ".join(
+            "  network tokens: "
+            + ", ".join(
                 f"{network_tokens.filter(status=status).count()} {status}" for status, _ in NetworkToken.STATUSES
             ),
-            "  webhook deliveries: " + ", ".join(
-                f"{deliveries.filter(status=status).count()} {status}" for status, _ in Delivery.STATUSES
-            ),
+            "  webhook deliveries: "
+            + ", ".join(f"{deliveries.filter(status=status).count()} {status}" for status, _ in Delivery.STATUSES),
         ]
         self.stdout.write("\n".join(lines))
 
@@ -273,8 +342,10 @@ class Seeder:
         chosen += rng.choices(brands, weights=[BRANDS[b][0] for b in brands], k=rest)
         roles += ["plain"] * rest
 
-        day_weights = [(1 + 0.05 * (DAYS - 1 - d)) * (0.6 if (self.now - timedelta(days=d)).weekday() >= 5 else 1)
-                       for d in range(DAYS)]
+        day_weights = [
+            (1 + 0.05 * (DAYS - 1 - d)) * (0.6 if (self.now - timedelta(days=d)).weekday() >= 5 else 1)
+            for d in range(DAYS)
+        ]
         today = self.now.replace(hour=0, minute=0, second=0, microsecond=0)
         namespaces = [self.namespaces() for _ in self.merchants]
         plans = []
@@ -290,16 +361,25 @@ class Seeder:
             bin_, length = rng.choice(BRANDS[brand][1])
             suffix = {"step-up": STEP_UP_SUFFIX, "decline": DECLINE_SUFFIX}.get(role, "")
             day = rng.choices(range(DAYS), day_weights)[0]
-            created_at = min(today - timedelta(days=day) + timedelta(seconds=rng.uniform(0, 86400)),
-                             self.now - timedelta(seconds=rng.uniform(30, 3600)))
+            created_at = min(
+                today - timedelta(days=day) + timedelta(seconds=rng.uniform(0, 86400)),
+                self.now - timedelta(seconds=rng.uniform(30, 3600)),
+            )
             holder = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
-            plans.append(Plan(
-                merchant=merchant, brand=brand, number=self.card_number(bin_, length, suffix), holder=holder,
-                month=rng.randint(1, 12), year=self.now.year + rng.randint(1, 5),
-                address=self.address() if rng.random() < 0.6 else None,
-                namespace=next(namespaces[merchant]) if rng.random() < 0.7 else None,
-                created_at=created_at, role=role,
-            ))
+            plans.append(
+                Plan(
+                    merchant=merchant,
+                    brand=brand,
+                    number=self.card_number(bin_, length, suffix),
+                    holder=holder,
+                    month=rng.randint(1, 12),
+                    year=self.now.year + rng.randint(1, 5),
+                    address=self.address() if rng.random() < 0.6 else None,
+                    namespace=next(namespaces[merchant]) if rng.random() < 0.7 else None,
+                    created_at=created_at,
+                    role=role,
+                )
+            )
         return plans
 
     def namespaces(self):
@@ -309,8 +389,12 @@ class Seeder:
 
     def address(self) -> dict:
         city, postal_code, country = self.rng.choice(CITIES)
-        return {"address1": f"{self.rng.randint(1, 250)} {self.rng.choice(STREETS)}", "postalCode": postal_code,
-                "city": city, "countryCode": country}
+        return {
+            "address1": f"{self.rng.randint(1, 250)} {self.rng.choice(STREETS)}",
+            "postalCode": postal_code,
+            "city": city,
+            "countryCode": country,
+        }
 
     def split(self, plans: list[Plan]) -> dict[str, list[Plan]]:
         """Which cards play which part; no card plays two."""
@@ -345,12 +429,13 @@ class Seeder:
         self.bar.set_description("tokens")
         for start in range(0, len(plans), CHUNK):
             with transaction.atomic():
-                for plan in plans[start:start + CHUNK]:
-                    result = services.card_tokenize(merchant=self.merchants[plan.merchant], card=plan.card(),
-                                                    namespace=plan.namespace)
+                for plan in plans[start : start + CHUNK]:
+                    result = services.card_tokenize(
+                        merchant=self.merchants[plan.merchant], card=plan.card(), namespace=plan.namespace
+                    )
                     assert result.outcome == services.Outcome.CREATED, result.outcome
                     plan.token = result.token
-            self.bar.update(len(plans[start:start + CHUNK]))
+            self.bar.update(len(plans[start : start + CHUNK]))
 
     def conflicts(self, plans: list[Plan]) -> None:
         """The same card again with another name (a nickname, a married name) or a renewed expiry: pending."""
@@ -358,10 +443,10 @@ class Seeder:
         with transaction.atomic():
             for index, plan in enumerate(plans):
                 first, last = plan.holder.split(" ", 1)
-                changes = ({"holder_name": f"{first[0]}. {last}"} if index % 3 != 2
-                           else {"expiry_year": plan.year + 3})
-                result = services.card_tokenize(merchant=self.merchants[plan.merchant], card=plan.card(**changes),
-                                                namespace=plan.namespace)
+                changes = {"holder_name": f"{first[0]}. {last}"} if index % 3 != 2 else {"expiry_year": plan.year + 3}
+                result = services.card_tokenize(
+                    merchant=self.merchants[plan.merchant], card=plan.card(**changes), namespace=plan.namespace
+                )
                 assert result.outcome == services.Outcome.CONFLICT, result.outcome
                 self.bar.update(1)
 
@@ -377,8 +462,9 @@ class Seeder:
             Token.objects.bulk_update([p.token for p in plans], ["created_at", "expires_at"])
             for index, plan in enumerate(plans):
                 if index % 2:
-                    services.token_extend_expiry(token=plan.token, actor=Actor("admin:clerk"),
-                                                 reason="customer asked to keep the card")
+                    services.token_extend_expiry(
+                        token=plan.token, actor=Actor("admin:clerk"), reason="customer asked to keep the card"
+                    )
                 else:
                     services.token_detokenize(token=plan.token, actor=self.actors[plan.merchant])
                 self.bar.update(1)
@@ -395,16 +481,18 @@ class Seeder:
     # --------------------------------------------------------------------------------------------------------
     def origin(self, plan: Plan) -> network_services.Origin:
         correlation_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
-        return network_services.Origin(merchant=self.merchants[plan.merchant], correlation_id=correlation_id,
-                                       vault_token=plan.token)
+        return network_services.Origin(
+            merchant=self.merchants[plan.merchant], correlation_id=correlation_id, vault_token=plan.token
+        )
 
     def provision(self, plans: list[Plan]) -> None:
         self.bar.set_description("network tokens")
         for start in range(0, len(plans), CHUNK):
             with transaction.atomic():
-                for plan in plans[start:start + CHUNK]:
+                for plan in plans[start : start + CHUNK]:
                     token = network_services.network_token_provision(
-                        origin=self.origin(plan), card=plan.card_data(),
+                        origin=self.origin(plan),
+                        card=plan.card_data(),
                         email=plan.email if plan.brand == "AMEX" else "",
                     )
                     self.network_tokens.append((plan, token))
@@ -417,7 +505,7 @@ class Seeder:
         inactive = [token for _, token in self.network_tokens if token.status == NetworkToken.INACTIVE]
         self.rng.shuffle(active)
         share = max(1, len(active) // 10)
-        suspended, deleted, updated = active[:share], active[share:2 * share], active[2 * share:3 * share]
+        suspended, deleted, updated = active[:share], active[share : 2 * share], active[2 * share : 3 * share]
         apply = network_services.lifecycle_apply
         with transaction.atomic():
             for index, token in enumerate(suspended):
@@ -428,8 +516,13 @@ class Seeder:
                 apply(token=token, type=LifecycleEvent.DELETED, source="merchant API")
             for index, token in enumerate(updated):
                 last_digits = f"{self.rng.randint(0, 9999):04d}" if index % 2 else None
-                apply(token=token, type=LifecycleEvent.CARD_UPDATED, source="TSP simulator",
-                      expiry=(token.card_expiry_month, token.card_expiry_year + 3), card_last_digits=last_digits)
+                apply(
+                    token=token,
+                    type=LifecycleEvent.CARD_UPDATED,
+                    source="TSP simulator",
+                    expiry=(token.card_expiry_month, token.card_expiry_year + 3),
+                    card_last_digits=last_digits,
+                )
             for token in inactive[:1]:
                 apply(token=token, type=LifecycleEvent.RESUMED, source="TSP simulator (step-up completed)")
         self.bar.update(1)
@@ -442,7 +535,9 @@ class Seeder:
             origin = self.origin(plan)
             with transaction.atomic():
                 request = network_services.provisioning_request_create(
-                    merchant=origin.merchant, correlation_id=origin.correlation_id, vault_token=plan.token,
+                    merchant=origin.merchant,
+                    correlation_id=origin.correlation_id,
+                    vault_token=plan.token,
                     email=plan.email if plan.brand == "AMEX" else "",
                 )
                 network_services.provisioning_request_run(request_id=request.pk)
@@ -453,11 +548,17 @@ class Seeder:
         network without a token service refused at once, one declined by its issuer."""
         self.bar.set_description("batch")
         with transaction.atomic():
-            batch = network_services.batch_create(merchant=self.merchants[0], entries=[
-                network_services.BatchEntry(token_reference=plan.token.token_id, vault_token=plan.token,
-                                            email=plan.email if plan.brand == "AMEX" else "")
-                for plan in plans
-            ])
+            batch = network_services.batch_create(
+                merchant=self.merchants[0],
+                entries=[
+                    network_services.BatchEntry(
+                        token_reference=plan.token.token_id,
+                        vault_token=plan.token,
+                        email=plan.email if plan.brand == "AMEX" else "",
+                    )
+                    for plan in plans
+                ],
+            )
             waiting = BatchItem.objects.filter(batch=batch, status=BatchItem.PENDING)
             ids = list(waiting.values_list("pk", flat=True))
             waiting.update(status=BatchItem.QUEUED, queued_at=timezone.now())
@@ -553,18 +654,25 @@ class Seeder:
 
         def endpoint(merchant: int, path: str, description: str, event_types=None) -> WebhookEndpoint:
             return notification_services.endpoint_create(
-                merchant=self.merchants[merchant], url=f"{DISCARD_URL}/{path}", description=description,
+                merchant=self.merchants[merchant],
+                url=f"{DISCARD_URL}/{path}",
+                description=description,
                 event_types=event_types,
             )
 
         with transaction.atomic():
             plans = [
                 EndpointPlan(endpoint(0, "webhooks/orders", "Order service")),
-                EndpointPlan(endpoint(0, "hooks/analytics", "Analytics collector (down since the migration)"),
-                             failing_since=failing_since),
+                EndpointPlan(
+                    endpoint(0, "hooks/analytics", "Analytics collector (down since the migration)"),
+                    failing_since=failing_since,
+                ),
                 EndpointPlan(endpoint(1, "erp/webhooks", "ERP sync")),
-                EndpointPlan(endpoint(1, "legacy-crm/notify", "Legacy CRM", ["token.created", "token.deleted"]),
-                             failing_since=disabled_at - disable_after, disabled_at=disabled_at),
+                EndpointPlan(
+                    endpoint(1, "legacy-crm/notify", "Legacy CRM", ["token.created", "token.deleted"]),
+                    failing_since=disabled_at - disable_after,
+                    disabled_at=disabled_at,
+                ),
                 EndpointPlan(endpoint(2, "bookings/webhooks", "Booking engine")),
             ]
             WebhookEndpoint.objects.filter(pk__in=[p.endpoint.pk for p in plans]).update(
@@ -625,15 +733,31 @@ class Seeder:
                     error = f"HTTP {code}"
                 else:
                     duration = 15000 if error.startswith("timed out") else rng.randint(1, 5)
-                tries.append(DeliveryAttempt(number=number, started_at=at, duration_ms=duration, status_code=code,
-                                             response_body="Service Unavailable" if code else "", error=error))
+                tries.append(
+                    DeliveryAttempt(
+                        number=number,
+                        started_at=at,
+                        duration_ms=duration,
+                        status_code=code,
+                        response_body="Service Unavailable" if code else "",
+                        error=error,
+                    )
+                )
                 if number > len(schedule):
                     delivery.status = Delivery.FAILED
                     break
                 at += timedelta(seconds=schedule[number - 1] * rng.uniform(0.8, 1.2))
                 continue
-            tries.append(DeliveryAttempt(number=number, started_at=at, duration_ms=duration, status_code=200,
-                                         response_body='{"received":true}', succeeded=True))
+            tries.append(
+                DeliveryAttempt(
+                    number=number,
+                    started_at=at,
+                    duration_ms=duration,
+                    status_code=200,
+                    response_body='{"received":true}',
+                    succeeded=True,
+                )
+            )
             delivery.status = Delivery.SUCCEEDED
             delivery.delivered_at = at + timedelta(milliseconds=duration)
             break

@@ -26,7 +26,9 @@ class Command(BaseCommand):
         merchant = Merchant.objects.filter(name=DEMO_MERCHANT).first() or Merchant.objects.create(name=DEMO_MERCHANT)
         if not ApiKey.objects.filter(key_hash=ApiKey.hash(demo_key)).exists():
             services.api_key_create(
-                merchant=merchant, name="demo", raw_key=demo_key,
+                merchant=merchant,
+                name="demo",
+                raw_key=demo_key,
                 scopes=["tokens", "tokens:detokenize", "network-tokens", "webhooks"],
             )
         port = os.environ.get("PORT", "8000")

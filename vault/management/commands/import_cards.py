@@ -63,19 +63,38 @@ class Command(BaseCommand):
         parser.add_argument("file", type=Path, help="The CSV file")
         parser.add_argument("--merchant", required=True, metavar="ID", help="The merchant's id (mer_…)")
         parser.add_argument("--namespace-column", metavar="NAME", help="The column holding each row's namespace")
-        parser.add_argument("--mapping-file", type=Path, metavar="PATH",
-                            help="Default: beside FILE, cards.csv → cards.mapping.csv")
-        parser.add_argument("--reject-file", type=Path, metavar="PATH",
-                            help="Default: beside FILE, cards.csv → cards.rejects.csv")
-        parser.add_argument("--batch-size", type=int, default=2000, metavar="N",
-                            help=f"Rows per transaction and checkpoint (default 2000, at most "
-                                 f"{importing.MAX_BATCH_SIZE:,})")
-        parser.add_argument("--restart", action="store_true",
-                            help="Forget the checkpoint and import the file from its start, overwriting the mapping "
-                                 "and reject files (cards already stored keep their tokens)")
+        parser.add_argument(
+            "--mapping-file", type=Path, metavar="PATH", help="Default: beside FILE, cards.csv → cards.mapping.csv"
+        )
+        parser.add_argument(
+            "--reject-file", type=Path, metavar="PATH", help="Default: beside FILE, cards.csv → cards.rejects.csv"
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=2000,
+            metavar="N",
+            help=f"Rows per transaction and checkpoint (default 2000, at most {importing.MAX_BATCH_SIZE:,})",
+        )
+        parser.add_argument(
+            "--restart",
+            action="store_true",
+            help="Forget the checkpoint and import the file from its start, overwriting the mapping "
+            "and reject files (cards already stored keep their tokens)",
+        )
 
-    def handle(self, *args, file: Path, merchant: str, namespace_column, mapping_file, reject_file, batch_size: int,
-               restart: bool, **options):
+    def handle(
+        self,
+        *args,
+        file: Path,
+        merchant: str,
+        namespace_column,
+        mapping_file,
+        reject_file,
+        batch_size: int,
+        restart: bool,
+        **options,
+    ):
         if not 1 <= batch_size <= importing.MAX_BATCH_SIZE:
             raise CommandError(f"--batch-size must be 1 to {importing.MAX_BATCH_SIZE}")
         owner = Merchant.objects.filter(public_id=merchant).first()
@@ -92,8 +111,12 @@ class Command(BaseCommand):
         # the import makes millions of short-lived ones: frozen, the collector's full passes stop walking the first
         # every few thousand rows (a tenth of the import's CPU).
         gc.freeze()
-        with _stop_on_signal() as stop, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                                             disable=None, file=sys.stderr, smoothing=0.1) as bar:
+        with (
+            _stop_on_signal() as stop,
+            tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=None, file=sys.stderr, smoothing=0.1
+            ) as bar,
+        ):
             rows = 0
 
             def on_batch(done: importing.BatchDone):
@@ -102,15 +125,23 @@ class Command(BaseCommand):
                     # A resumed run starts where the last one stopped: its rate and ETA count this run only.
                     bar.initial = bar.n = bar.last_print_n = done.offset - done.bytes
                 rows += done.rows
-                bar.set_postfix_str(f"{rows / max(bar.format_dict['elapsed'], 1e-3):,.0f} cards/s, "
-                                    f"line {done.line:,}", refresh=False)
+                bar.set_postfix_str(
+                    f"{rows / max(bar.format_dict['elapsed'], 1e-3):,.0f} cards/s, line {done.line:,}", refresh=False
+                )
                 bar.update(done.bytes)
 
             try:
                 result = importing.cards_import(
-                    merchant=owner, source=file, namespace_column=namespace_column, mapping_path=mapping_file,
-                    reject_path=reject_file, batch_size=batch_size, restart=restart, on_batch=on_batch,
-                    should_stop=stop, actor=Actor("command:import_cards", merchant=owner),
+                    merchant=owner,
+                    source=file,
+                    namespace_column=namespace_column,
+                    mapping_path=mapping_file,
+                    reject_path=reject_file,
+                    batch_size=batch_size,
+                    restart=restart,
+                    on_batch=on_batch,
+                    should_stop=stop,
+                    actor=Actor("command:import_cards", merchant=owner),
                 )
             except (importing.CardImportError, KeysUnavailable) as exc:
                 raise CommandError(str(exc)) from None
@@ -129,8 +160,9 @@ class Command(BaseCommand):
             f"rejected: {total.rejected:,}"
         )
         if total.differing:
-            self.stdout.write(f"{total.differing:,} reused row(s) differed from the stored card details, "
-                              "which were kept.")
+            self.stdout.write(
+                f"{total.differing:,} reused row(s) differed from the stored card details, which were kept."
+            )
         if not result.already_complete:
             self.stdout.write(f"This run: {run.rows:,} rows in {result.seconds:,.1f} s, {result.rate:,.0f} cards/s")
         self.stdout.write(f"Mapping: {result.mapping_path}")

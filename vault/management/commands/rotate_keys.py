@@ -32,13 +32,13 @@ class Command(BaseCommand):
         except KeyVersionUnavailable as exc:
             raise CommandError(f"{exc}: add it back to VAULT_KEYS and run rotate_keys again") from None
         left = _on_other_keys(active)
-        self.stdout.write(self.style.SUCCESS(
-            f"Rotated {rotation.rotated} value(s); {left} left on other key versions"
-        ))
+        self.stdout.write(self.style.SUCCESS(f"Rotated {rotation.rotated} value(s); {left} left on other key versions"))
         if rotation.retired:
             versions = ", ".join(str(v) for v in rotation.retired)
-            self.stdout.write(f"Retired key version(s) {versions}: no value is under them any more. They may leave "
-                              "VAULT_KEYS; keep them with the backups made under them.")
+            self.stdout.write(
+                f"Retired key version(s) {versions}: no value is under them any more. They may leave "
+                "VAULT_KEYS; keep them with the backups made under them."
+            )
 
 
 def _on_other_keys(active: int) -> int:
