@@ -1,6 +1,8 @@
 """Admin building blocks shared by the apps, and the audit log's page."""
 
 import re
+from collections import Counter
+from collections.abc import Callable, Iterable
 
 from django import forms
 from django.contrib import admin, messages
@@ -10,6 +12,7 @@ from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 
 from core.audit import Actor
+from core.errors import BusinessRuleError, NotFound, ResourceNotFound
 from core.models import AuditLog
 
 # Twelve or more digits standing on their own (spaces and dashes removed): a card or token number. Digits glued to
@@ -90,8 +93,8 @@ class ConfirmsActions:
         return TemplateResponse(request, self.confirmation_template, context)
 
 
-class ReadOnlyAdmin(RefusesCardNumbersInSearch, admin.ModelAdmin):
-    """Rows written by services only: staff may look, never add, edit or delete."""
+class WrittenByServices:
+    """Rows written by services only: staff may look, never add, edit or delete (actions go through services)."""
 
     def has_add_permission(self, request):
         return False
@@ -101,6 +104,27 @@ class ReadOnlyAdmin(RefusesCardNumbersInSearch, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ReadOnlyAdmin(RefusesCardNumbersInSearch, WrittenByServices, admin.ModelAdmin):
+    """Read-only pages that refuse card-number searches."""
+
+
+# What a service raises when its rules refuse the change asked of one object: an action leaves that object alone
+# and shows the message. Anything else is a bug, and fails the request.
+REFUSED = (BusinessRuleError, ResourceNotFound, NotFound)
+
+
+def run_each(objects: Iterable, call: Callable) -> tuple[list[tuple], Counter]:
+    """``call(obj)`` for each of ``objects``, each in the service's own transaction: the (object, result) pairs it
+    changed, and how many objects a rule refused, by the refusal's message."""
+    done, refused = [], Counter()
+    for obj in objects:
+        try:
+            done.append((obj, call(obj)))
+        except REFUSED as refusal:
+            refused[str(refusal)] += 1
+    return done, refused
 
 
 @admin.register(AuditLog)

@@ -5,16 +5,14 @@ token is then handed to ``services.network_token_operate``, which checks it agai
 event, audits it and tells the merchant; a token it refuses is left alone with the service's reason.
 """
 
-from collections import Counter
 from dataclasses import dataclass
 
 from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from core.admin import ReadOnlyInline, staff_actor
+from core.admin import ReadOnlyInline, run_each, staff_actor
 from core.audit import audit_record
-from core.errors import BusinessRuleError
 from networks import services
 from networks.admin.base import HistoryAdmin, ShowsVaultTokens, expiry_shown, masked_card
 from networks.models import LifecycleEvent, NetworkToken
@@ -255,21 +253,19 @@ class NetworkTokenAdmin(ShowsVaultTokens, HistoryAdmin):
             )
         changes = form.changes() if form is not None else {}
         actor = staff_actor(request)
-        applied, refused = 0, Counter()
-        for token in queryset:
-            try:
-                event = services.network_token_operate(token=token, type=lifecycle.type, actor=actor, **changes)
-            except BusinessRuleError as exc:
-                # Its status does not allow the event (perhaps the TSP changed it while this page was open).
-                refused[exc.message] += 1
-                continue
-            applied += 1
+        # A token whose status does not allow the event (perhaps the TSP changed it while this page was open) is
+        # refused by the service.
+        applied, refused = run_each(
+            queryset,
+            lambda token: services.network_token_operate(token=token, type=lifecycle.type, actor=actor, **changes),
+        )
+        for token, event in applied:
             self.log_change(
                 request,
                 token,
                 f"{lifecycle.done}: lifecycle event {event.type} ({event.old_status} → {event.new_status}).",
             )
-        self.message_user(request, f"{lifecycle.done} {applied} network token(s).", messages.SUCCESS)
+        self.message_user(request, f"{lifecycle.done} {len(applied)} network token(s).", messages.SUCCESS)
         for reason, count in refused.items():
             self.message_user(request, f"{count} network token(s) left alone: {reason}.", messages.WARNING)
         return None

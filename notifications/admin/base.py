@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.contrib.auth import get_permission_codename
 from django.db import transaction
 
-from core.admin import ConfirmsActions, staff_actor
+from core.admin import ConfirmsActions, WrittenByServices, staff_actor
 from core.audit import audit_record
 from notifications.models import Delivery, WebhookEndpoint
 
@@ -56,19 +56,10 @@ def masked_secret(secret: str) -> str:
 # ------------------------------------------------------------------------------------------------------------
 # Shared shape: read-only pages, actions on the change permission
 # ------------------------------------------------------------------------------------------------------------
-class OperationsAdmin(ConfirmsActions, admin.ModelAdmin):
-    """Look through pages, act through actions (``permissions=["operate"]``: the model's change permission)."""
-
-    def has_add_permission(self, request):
-        # Endpoints are the merchants' (made through the API, which hands them their secret); the rest is history.
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        # Disable an endpoint instead; events, deliveries and attempts are the record of what was sent.
-        return False
+class OperationsAdmin(ConfirmsActions, WrittenByServices, admin.ModelAdmin):
+    """Look through pages, act through actions (``permissions=["operate"]``: the model's change permission).
+    Nothing is added (endpoints are the merchants', made through the API, which hands them their secret) or deleted
+    (disable an endpoint instead; events, deliveries and attempts are the record of what was sent)."""
 
     def has_operate_permission(self, request):
         return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('change', self.opts)}")

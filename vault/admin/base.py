@@ -2,7 +2,6 @@
 page class whose actions run one service per object."""
 
 from collections import Counter
-from collections.abc import Callable, Iterable
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
@@ -10,13 +9,8 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from core.admin import ConfirmsActions, ReadOnlyAdmin
-from core.errors import BusinessRuleError, NotFound, ResourceNotFound
+from core.admin import ConfirmsActions, ReadOnlyAdmin, run_each
 from vault.models import Token, TokenConflict
-
-# What a service raises when its rules refuse the change asked of one object: the action leaves that object alone
-# and shows the message. Anything else is a bug, and fails the request.
-REFUSED = (BusinessRuleError, ResourceNotFound, NotFound)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -133,17 +127,7 @@ class NamespaceFilter(admin.ListFilter):
 class ServiceActions(ConfirmsActions, ReadOnlyAdmin):
     """Read-only pages whose actions, once confirmed, run one service per object (see the package's docstring)."""
 
-    @staticmethod
-    def run_each(objects: Iterable, call: Callable) -> tuple[list[tuple], Counter]:
-        """``call(obj)`` for each of ``objects``, each in the service's own transaction: the (object, result) pairs
-        it changed, and how many objects a rule refused, by the refusal's message."""
-        done, refused = [], Counter()
-        for obj in objects:
-            try:
-                done.append((obj, call(obj)))
-            except REFUSED as refusal:
-                refused[str(refusal)] += 1
-        return done, refused
+    run_each = staticmethod(run_each)
 
     def report(self, request, done: str, refused: Counter, what: str) -> None:
         """The action's outcome: ``done``, then one warning per reason some ``what`` were left alone."""
