@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core import queue
+from core.db import RowInsert
 from merchants.models import Merchant
 from notifications.models import (
     Delivery,
@@ -35,8 +36,13 @@ def event_emit(*, merchant: Merchant, type: str, data: dict) -> Event:
     ``data`` must hold ids, masked data and metadata only: it is sent as it is. One statement and no savepoint: a
     failure here fails the caller's transaction, as it must.
     """
-    [event] = events_emit(merchant=merchant, type=type, data=[data])
+    [event] = events_new(merchant_id=merchant.pk, type=type, data=[data])
+    _EVENT_INSERT(event)
+    events_stored(merchant_id=merchant.pk)
     return event
+
+
+_EVENT_INSERT = RowInsert(Event)
 
 
 def events_emit(*, merchant: Merchant, type: str, data: list[dict]) -> list[Event]:

@@ -11,10 +11,10 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models.constants import OnConflict
 from django.utils import timezone
 
 from core.audit import SYSTEM, Actor, audit_record
+from core.db import RowInsert
 from core.errors import BusinessRuleError, ResourceNotFound
 from core.models import AuditLog
 from merchants.models import Merchant
@@ -244,20 +244,11 @@ def _new_token(
 def _insert_unless_held(token: Token) -> bool:
     """Insert ``token`` unless a unique constraint holds one of its values already (a live token of its card, in
     practice: its random ids are unique); say which. One ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` (``INSERT
-    OR IGNORE`` on SQLite), which neither fails the transaction nor logs an error when the card is held.
+    OR IGNORE`` on SQLite), which neither fails the transaction nor logs an error when the card is held."""
+    return _TOKEN_INSERT(token)
 
-    Through ``QuerySet._insert``, the call ``Model.save()`` makes, because ``bulk_create(ignore_conflicts=True)``
-    does not say whether the row was written.
-    """
-    fields = [field for field in Token._meta.local_concrete_fields if not field.primary_key]
-    [row] = Token.objects._insert(
-        [token], fields=fields, returning_fields=Token._meta.db_returning_fields, on_conflict=OnConflict.IGNORE
-    )
-    if row is None:
-        return False
-    token.pk = row[0]
-    token._state.adding, token._state.db = False, transaction.get_connection().alias
-    return True
+
+_TOKEN_INSERT = RowInsert(Token, ignore_conflicts=True)
 
 
 def _created(token: Token) -> TokenizeResult:
