@@ -28,6 +28,11 @@ def new_event_ids(count: int) -> list[str]:
     return [f"msg_{text[start : start + 24]}" for start in range(0, len(text), 24)]
 
 
+def new_claim() -> str:
+    """The random mark a worker writes on the deliveries it takes (``Delivery.claim``)."""
+    return secrets.token_hex(16)
+
+
 def new_event_id() -> str:
     [event_id] = new_event_ids(1)
     return event_id

@@ -15,8 +15,13 @@ def deliver(delivery_ids: list[int]) -> None:
 
 @shared_task(acks_late=True, ignore_result=True, **RETRY_DATABASE_OUTAGES)
 def fan_out_events() -> int:
-    """After a transaction that wrote events commits: their deliveries, queued (see ``services.events_fan_out``)."""
-    return services.events_fan_out()
+    """After a transaction that wrote events commits: their deliveries, a few attempted here and a backlog queued
+    (see ``services.events_fan_out``)."""
+    return services.events_fan_out(attempt=_attempt)
+
+
+def _attempt(deliveries) -> None:
+    services.claimed_deliveries_attempt(deliveries=deliveries)
 
 
 @shared_task(ignore_result=True)

@@ -4,7 +4,8 @@ The outbox: ``event_emit`` writes the event, and nothing else, in the caller's t
 exactly when the change that caused it committed, and a request pays for one insert. After commit a message (one
 per ``events_emit`` call, for a merchant with an enabled endpoint) asks a worker to fan the new events out
 (``events_fan_out``): one delivery per subscribed endpoint, written in the transaction that marks the event fanned
-out, then queued to Celery, a batch of ids per message. If a message is lost
+out, then queued to Celery, a batch of ids per message; a trickle (one batch at most) is written claimed and sent by
+the worker that fanned it out, sparing a second trip through the broker. If a message is lost
 (broker down, process killed), nothing is: the event says it is not fanned out yet, the delivery row says it is due
 (``next_attempt_at``), and the sweeper, run by beat every few seconds, fans out and queues whatever is left.
 
@@ -23,7 +24,12 @@ The retry schedule (``WEBHOOK_RETRY_SCHEDULE``, seconds after each failed attemp
 letter) and can be replayed. An endpoint that has failed without a single success for 5 days is disabled.
 """
 
-from notifications.services.attempts import deliveries_attempt, delivery_attempt, event_body
+from notifications.services.attempts import (
+    claimed_deliveries_attempt,
+    deliveries_attempt,
+    delivery_attempt,
+    event_body,
+)
 from notifications.services.endpoints import (
     SECRET_GRACE,
     UNSET,
@@ -53,6 +59,7 @@ __all__ = [
     "SECRET_GRACE",
     "SWEEP_PAGE",
     "UNSET",
+    "claimed_deliveries_attempt",
     "deliveries_attempt",
     "deliveries_queue",
     "deliveries_replay",

@@ -4,7 +4,6 @@ retried on the schedule."""
 import json
 import logging
 import random
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,6 +21,7 @@ from notifications.models import (
     DeliveryAttempt,
     Event,
     WebhookEndpoint,
+    new_claim,
 )
 from notifications.services.outbox import deliveries_queue
 
@@ -77,14 +77,20 @@ def deliveries_attempt(*, delivery_ids: list[int], fill_to: int = 0) -> list[Del
     is bounded by ``WEBHOOK_TIMEOUT_SECONDS``): those not sent are released and queued again, so a slow endpoint
     never has its deliveries sent twice at once.
     """
-    claimed = _claim(delivery_ids, fill_to=fill_to)
-    if not claimed:
+    return claimed_deliveries_attempt(deliveries=_claim(delivery_ids, fill_to=fill_to))
+
+
+def claimed_deliveries_attempt(*, deliveries: list[Delivery]) -> list[DeliveryAttempt]:
+    """``deliveries_attempt`` for deliveries claimed already (their ``claim`` and ``claimed_until`` committed, as
+    the dispatcher writes them on the few it makes and sends itself), with their events and endpoints loaded, each
+    endpoint's together."""
+    if not deliveries:
         return []
     began = time.monotonic()
     budget = settings.WEBHOOK_CLAIM_LEASE_SECONDS * 0.9 - settings.WEBHOOK_TIMEOUT_SECONDS
     outcomes: list[_Outcome] = []
     unsent: list[int] = []
-    for _, group in groupby(claimed, key=lambda delivery: delivery.endpoint_id):
+    for _, group in groupby(deliveries, key=lambda delivery: delivery.endpoint_id):
         group = list(group)
         endpoint = group[0].endpoint
         enabled = endpoint.is_enabled
@@ -132,7 +138,7 @@ def _claim(delivery_ids: list[int], *, fill_to: int = 0) -> list[Delivery]:
             .order_by("next_attempt_at")
             .values_list("pk", flat=True)[: fill_to - len(wanted)]
         )
-    claim = secrets.token_hex(16)
+    claim = new_claim()
     taken = due.filter(pk__in=wanted).update(
         claimed_until=now + timedelta(seconds=settings.WEBHOOK_CLAIM_LEASE_SECONDS), claim=claim
     )

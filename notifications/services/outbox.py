@@ -2,8 +2,10 @@
 queued, and swept up when a message was lost. (The module docstring of ``notifications.services`` tells the whole
 story.)"""
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -19,6 +21,7 @@ from notifications.models import (
     Event,
     Heartbeat,
     WebhookEndpoint,
+    new_claim,
     new_event_ids,
 )
 
@@ -116,13 +119,18 @@ def endpoints_changed(merchant_id: int) -> None:
     transaction.on_commit(lambda: _listeners.pop(merchant_id, None))
 
 
-def events_fan_out(*, limit: int | None = None) -> int:
+def events_fan_out(*, limit: int | None = None, attempt: Callable[[list[Delivery]], object] | None = None) -> int:
     """Turn the events not fanned out yet into deliveries, oldest first, a page at a time; returns how many events.
 
     Each event gets one delivery per enabled endpoint of its merchant that wants its type and existed when it
     happened, in the transaction that marks the event fanned out (at least once: a crash before the commit leaves
     the event to the next run, and no delivery); the deliveries are queued once it commits. Pages are taken with
     SKIP LOCKED, so two dispatchers never fan out one event twice.
+
+    ``attempt`` (a worker's): a page that makes at most one message's worth of deliveries (``WEBHOOK_BATCH_SIZE``)
+    writes them claimed, and hands them to it once committed rather than queuing them, so a trickle of events is
+    sent without a second trip through the broker and a claim (``claimed_deliveries_attempt``); should that fail,
+    their leases run out and the sweeper queues them. A backlog is queued, to be shared by every worker.
     """
     limit = limit or settings.WEBHOOK_SWEEP_LIMIT
     fanned_out = 0
@@ -141,25 +149,32 @@ def events_fan_out(*, limit: int | None = None) -> int:
             ).order_by("pk"):
                 endpoints.setdefault(endpoint.merchant_id, []).append(endpoint)
             now = timezone.now()
-            # Marked queued from the start: the messages go out right after the commit.
-            queued_until = now + timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS)
-            deliveries = Delivery.objects.bulk_create(
-                [
-                    Delivery(
-                        event=event,
-                        endpoint=endpoint,
-                        next_attempt_at=now,
-                        queued_until=queued_until,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                    for event in events
-                    for endpoint in endpoints.get(event.merchant_id, ())
-                    if endpoint.wants(event.type) and endpoint.created_at <= event.created_at
-                ]
-            )
+            deliveries = [
+                # Marked queued from the start: the messages go out right after the commit.
+                Delivery(
+                    event=event,
+                    endpoint=endpoint,
+                    next_attempt_at=now,
+                    queued_until=now + timedelta(seconds=settings.WEBHOOK_QUEUE_LEASE_SECONDS),
+                    created_at=now,
+                    updated_at=now,
+                )
+                for event in events
+                for endpoint in endpoints.get(event.merchant_id, ())
+                if endpoint.wants(event.type) and endpoint.created_at <= event.created_at
+            ]
+            here = attempt is not None and 0 < len(deliveries) <= settings.WEBHOOK_BATCH_SIZE
+            if here:  # claimed by the caller from the start, as a worker claims what it takes
+                claim, claimed_until = new_claim(), now + timedelta(seconds=settings.WEBHOOK_CLAIM_LEASE_SECONDS)
+                for delivery in deliveries:
+                    delivery.claim, delivery.claimed_until = claim, claimed_until
+            Delivery.objects.bulk_create(deliveries)
             Event.objects.filter(pk__in=[event.pk for event in events]).update(fanned_out=True)
-            deliveries_queue_after_commit([delivery.pk for delivery in deliveries])
+            if here:
+                deliveries.sort(key=lambda delivery: (delivery.endpoint_id, delivery.pk))
+                transaction.on_commit(functools.partial(attempt, deliveries))
+            else:
+                deliveries_queue_after_commit([delivery.pk for delivery in deliveries])
         fanned_out += len(events)
         if len(events) < SWEEP_PAGE:
             break

@@ -580,14 +580,51 @@ def test_nothing_is_queued_before_the_commit_and_then_the_event_goes_out_through
 
     with transaction.atomic():
         assert tasks.fan_out_events() == 1  # the worker that takes the message
-        assert broker.deliveries == []  # the deliveries are not queued before they are committed either
-    delivery = delivery_for(endpoint)
-    assert deliver_messages(broker) == [[delivery.pk]]
-
-    [message] = broker.args_of("deliver")
-    tasks.deliver(*message)  # the worker that takes that one
+        assert receiver.requests == []  # nothing is sent before the deliveries are committed
+    # A trickle is sent by the worker that fanned it out, without another message.
     [request] = receiver.requests
     assert verified(endpoint.secret, request)["data"]["tokenId"] == created.token.token_id
+    assert delivery_for(endpoint).status == Delivery.SUCCEEDED
+    assert broker.deliveries == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_backlog_the_dispatcher_makes_is_queued_for_every_worker_rather_than_sent_by_it(
+    alice, receiver, broker, settings
+):
+    settings.WEBHOOK_BATCH_SIZE = 2
+    endpoint = services.endpoint_create(merchant=alice, url=receiver.url)
+    emit_many(alice, 3)
+
+    assert tasks.fan_out_events() == 3
+
+    assert receiver.requests == []
+    assert deliver_messages(broker) == [pending_ids(endpoint)[:2], pending_ids(endpoint)[2:]]
+    for message in broker.args_of("deliver"):
+        tasks.deliver(*message)
+    assert len(receiver.requests) == 3
+    assert pending_ids(endpoint) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dispatcher_that_dies_before_sending_what_it_fanned_out_loses_nothing(alice, receiver, broker):
+    endpoint = services.endpoint_create(merchant=alice, url=receiver.url)
+    services.event_emit(merchant=alice, type="token.created", data={"tokenId": "T1"})
+
+    # The worker is killed once its fan-out committed, before it sends what it claimed.
+    assert services.events_fan_out(attempt=lambda deliveries: None) == 1
+
+    delivery = delivery_for(endpoint)
+    assert delivery.status == Delivery.PENDING and receiver.requests == []
+    assert services.deliveries_sweep() == 0  # claimed by the dead worker: its lease is trusted until it runs out
+    Delivery.objects.filter(pk=delivery.pk).update(
+        claimed_until=timezone.now() - timedelta(seconds=1), queued_until=timezone.now() - timedelta(seconds=1)
+    )
+    assert services.deliveries_sweep() == 1
+    assert broker.deliveries == [delivery.pk]
+    tasks.deliver([delivery.pk])
+    [request] = receiver.requests
+    assert request.headers["webhook-id"] == delivery.event.public_id
     assert delivery_for(endpoint).status == Delivery.SUCCEEDED
 
 
@@ -617,25 +654,26 @@ def test_an_event_whose_fan_out_message_is_lost_is_still_delivered(endpoint, rec
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_event_is_sent_even_when_queueing_its_delivery_fails(endpoint, receiver, tokenize, broker):
-    response = tokenize()
+def test_an_event_is_sent_even_when_queueing_its_delivery_fails(alice, receiver, broker, settings):
+    settings.WEBHOOK_BATCH_SIZE = 1  # two deliveries are a backlog: queued, not sent by the dispatcher
+    endpoints = [services.endpoint_create(merchant=alice, url=receiver.url) for _ in range(2)]
+    event = services.event_emit(merchant=alice, type="token.created", data={"tokenId": "T1"})
     assert broker.sent == [(FAN_OUT, ())]
-    broker.fail = True  # down by the time the dispatcher has made the delivery
+    broker.fail = True  # down by the time the dispatcher has made the deliveries
 
     assert tasks.fan_out_events() == 1
 
-    delivery = delivery_for(endpoint)
+    deliveries = [delivery_for(endpoint) for endpoint in endpoints]
     assert broker.deliveries == []  # queueing was tried after the commit, and failed
-    assert delivery.status == Delivery.PENDING and delivery.queued_until > timezone.now()
+    assert all(d.status == Delivery.PENDING and d.queued_until > timezone.now() for d in deliveries)
     broker.fail = False
     assert services.deliveries_sweep() == 0  # the sweeper trusts the message until its queue lease passes
 
-    Delivery.objects.filter(pk=delivery.pk).update(queued_until=timezone.now() - timedelta(seconds=1))
-    assert services.deliveries_sweep() == 1
-    assert broker.deliveries == [delivery.pk]
-    assert services.delivery_attempt(delivery_id=delivery.pk).succeeded
-    [request] = receiver.requests
-    assert verified(endpoint.secret, request)["data"]["tokenId"] == response.json()["tokenId"]
+    Delivery.objects.update(queued_until=timezone.now() - timedelta(seconds=1))
+    assert services.deliveries_sweep() == 2
+    assert sorted(broker.deliveries) == sorted(d.pk for d in deliveries)
+    assert all(a.succeeded for a in services.deliveries_attempt(delivery_ids=broker.deliveries))
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [event.public_id] * 2
 
 
 @pytest.mark.django_db(transaction=True)
