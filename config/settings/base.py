@@ -31,8 +31,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "core",
     "merchants",
     "notifications",
@@ -50,6 +53,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -282,3 +286,15 @@ CELERY_BEAT_SCHEDULE["networks-sweep-requests"] = {
     "task": "networks.tasks.sweep_provisioning_requests",
     "schedule": NETWORK_REQUEST_SWEEP_SECONDS,
 }
+
+# ------------------------------------------------------------------------------------------------------------
+# Staff sign-in and sessions
+# ------------------------------------------------------------------------------------------------------------
+
+# ------------------------------------------------------------------------------------------------------------
+# API rate limits
+# ------------------------------------------------------------------------------------------------------------
+
+# ------------------------------------------------------------------------------------------------------------
+# Request bodies
+# ------------------------------------------------------------------------------------------------------------
