@@ -1,10 +1,12 @@
 import base64
+import json
 import secrets
 
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from core import crypto
 from merchants.models import Merchant
 
 EVENT_TYPES = (
@@ -83,8 +85,11 @@ class WebhookEndpoint(models.Model):
     url = models.URLField(max_length=2048)
     description = models.CharField(max_length=255, blank=True)
     event_types = models.JSONField(default=list, blank=True, help_text="Empty: every event type.")
-    secret = models.CharField(max_length=80, default=new_signing_secret, editable=False)
-    previous_secret = models.CharField(max_length=80, blank=True, editable=False)
+    # The signing secrets, the current one and the previous one during its grace, encrypted together under the
+    # vault's key ring and bound to the endpoint (``core.crypto``): never in clear at rest. Read and set through
+    # ``secret`` and ``previous_secret``; a new endpoint gets a new secret when saved without one.
+    secrets_ciphertext = models.BinaryField(editable=False)
+    key_version = models.PositiveIntegerField(editable=False)
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     is_enabled = models.BooleanField(default=True)
     disabled_reason = models.CharField(max_length=255, blank=True)
@@ -93,12 +98,55 @@ class WebhookEndpoint(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
 
+    encrypted_field = "secrets_ciphertext"  # re-encrypted with the cards by rotate_keys (vault.keys)
+
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "webhook endpoint"
 
     def __str__(self):
         return f"{self.url} ({self.public_id})"
+
+    def save(self, *args, **kwargs):
+        if not self.secrets_ciphertext:
+            self.secrets_set(current=new_signing_secret())
+        super().save(*args, **kwargs)
+
+    def associated_data(self) -> bytes:
+        return f"webhook-endpoint:{self.public_id}".encode()
+
+    @property
+    def secret(self) -> str:
+        return self._secrets()[0]
+
+    @secret.setter
+    def secret(self, value: str) -> None:
+        self.secrets_set(current=value, previous=self.previous_secret if self.secrets_ciphertext else "")
+
+    @property
+    def previous_secret(self) -> str:
+        return self._secrets()[1]
+
+    @previous_secret.setter
+    def previous_secret(self, value: str) -> None:
+        self.secrets_set(current=self.secret, previous=value)
+
+    def secrets_set(self, *, current: str, previous: str = "") -> None:
+        """Encrypt the signing secrets into the row (saved with it)."""
+        plain = json.dumps([current, previous])
+        self.key_version, self.secrets_ciphertext = crypto.key_ring().encrypt(
+            plain, associated_data=self.associated_data()
+        )
+        self._secrets_plain = (bytes(self.secrets_ciphertext), (current, previous))
+
+    def _secrets(self) -> tuple[str, str]:
+        blob = bytes(self.secrets_ciphertext)
+        known = getattr(self, "_secrets_plain", None)
+        if known is None or known[0] != blob:
+            plain = crypto.key_ring().decrypt(self.key_version, blob, associated_data=self.associated_data())
+            current, previous = json.loads(plain)
+            known = self._secrets_plain = (blob, (current, previous))
+        return known[1]
 
     def wants(self, event_type: str) -> bool:
         return not self.event_types or event_type in self.event_types

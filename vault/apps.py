@@ -9,13 +9,15 @@ class VaultConfig(AppConfig):
     def ready(self):
         from django.core.signals import setting_changed
 
-        from vault import crypto
+        from core import crypto as core_crypto
+        from vault import crypto, keys
 
         # Fail at start-up, not at the first card, when the key ring is malformed (no database here: the keys are
         # checked against the data on the first card operation, and by keys_match_data below).
         crypto.configured_key_ring()
         setting_changed.connect(crypto.reset_key_ring)
         checks.register(keys_match_data, checks.Tags.database)
+        core_crypto.key_ring_use(keys.key_ring)  # the apps below the vault encrypt their secrets under it too
 
 
 def keys_match_data(app_configs=None, databases=None, **kwargs) -> list[checks.CheckMessage]:

@@ -153,11 +153,10 @@ def endpoint_rotate_secret(*, endpoint: WebhookEndpoint) -> WebhookEndpoint:
     """A new signing secret; the one it replaces keeps signing alongside it for 24 hours. Only one previous secret
     is kept: rotating again within those hours retires the older one at once."""
     endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
-    endpoint.previous_secret = endpoint.secret
+    endpoint.secrets_set(current=new_signing_secret(), previous=endpoint.secret)
     endpoint.previous_secret_expires_at = timezone.now() + SECRET_GRACE
-    endpoint.secret = new_signing_secret()
     endpoint.updated_at = timezone.now()
-    endpoint.save(update_fields=["previous_secret", "previous_secret_expires_at", "secret", "updated_at"])
+    endpoint.save(update_fields=["secrets_ciphertext", "key_version", "previous_secret_expires_at", "updated_at"])
     return endpoint
 
 
