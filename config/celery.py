@@ -10,6 +10,13 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+@signals.setup_logging.connect
+def keep_djangos_logging(**kwargs):
+    """Django's LOGGING (config/settings/base.py) is the whole logging of a worker: with a receiver here Celery
+    configures none of its own, so no logger of its (``celery.task`` had an unredacted handler of its own, and did
+    not propagate) writes past the redaction of card numbers."""
+
+
 @signals.task_prerun.connect
 @signals.task_postrun.connect
 def close_unusable_database_connections(task=None, **kwargs):

@@ -13,9 +13,24 @@ from core.http import HalJsonParser, JsonParser
 
 
 class ApiView(APIView):
-    """Base view: a body is required where the view reads one (``bodyIsEmpty`` instead of 'field missing')."""
+    """Base view: a body is required where the view reads one (``bodyIsEmpty`` instead of 'field missing'), and the
+    key's rate limits are checked before its scopes."""
 
     parser_classes = [JsonParser, HalJsonParser]
+    # Whether a call releases card data (a card or network token number), to its caller or anyone else: such calls
+    # count against the key's much tighter card-data rate limit too (merchants.throttling). A view that releases it
+    # to some keys only makes this a property of ``self.request``.
+    releases_card_data = False
+
+    def initial(self, request, *args, **kwargs):
+        # DRF's, but for one step: the rate limits come before the scopes (DRF checks them after), so that a call
+        # its key's scopes refuse, which is audited, spends the key's limits like any other.
+        self.format_kwarg = self.get_format_suffix(**kwargs)
+        request.accepted_renderer, request.accepted_media_type = self.perform_content_negotiation(request)
+        request.version, request.versioning_scheme = self.determine_version(request, *args, **kwargs)
+        self.perform_authentication(request)
+        self.check_throttles(request)
+        self.check_permissions(request)
 
     def read_body(self, request):
         if request.stream is None:

@@ -57,6 +57,17 @@ class BodyIsEmpty(ApiError):
     default_message = "The body provided is empty; this request needs a JSON body"
 
 
+class BodyIsTooLarge(ApiError):
+    """A body larger than ``API_MAX_BODY_BYTES`` (``core.http``): refused before it is read."""
+
+    status_code = 413
+    error_name = "bodyIsTooLarge"
+    default_message = "The body provided is too large"
+
+    def __init__(self, limit: int):
+        super().__init__(f"The body provided is larger than the {limit:,} bytes this API accepts")
+
+
 class AccessDenied(ApiError):
     status_code = 401
     error_name = "accessDenied"
@@ -209,6 +220,8 @@ VALIDATION_MESSAGES = {
     "fieldIsEmpty": "The field must not be empty",
     "dateHasInvalidFormat": "The date does not have a valid ISO 8601 format",
     "dateIsInThePast": "The date must be in the future",
+    # Free text is kept and shown back in clear: a card number belongs in a cardNumber field, never there (core.cards).
+    "fieldContainsCardNumber": "The field holds what looks like a card number, which it must not",
 }
 
 DRF_CODES = {

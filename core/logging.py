@@ -2,6 +2,11 @@
 
 The redaction runs on the fully rendered record (message, arguments and traceback), so a card number cannot slip
 into the logs through an exception message or a formatted argument, whichever library wrote the record.
+
+It is a filter of the one handler every record goes to, the root logger's, rather than of loggers: a logger's filter
+sees only the records logged to it by name, not those of its children. So no logger keeps a handler of its own
+(Django's runserver access lines and debug console: config/settings/base.py's LOGGING; gunicorn's access and error
+lines: gunicorn.conf.py), and a test holds every handler of every logger to it (tests/project/test_log_redaction.py).
 """
 
 import json

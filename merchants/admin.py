@@ -13,6 +13,8 @@ from core.admin import ConfirmsActions, RefusesCardNumbersInSearch, staff_actor
 from core.audit import audit_record
 from merchants import services
 from merchants.models import DEFAULT_SCOPES, SCOPES, ApiKey, Merchant
+from merchants.rates import RATE_HELP
+from merchants.throttling import default_rates
 
 
 class ApiKeyOptionsForm(forms.Form):
@@ -93,7 +95,18 @@ class MerchantAdmin(ConfirmsActions, RefusesCardNumbersInSearch, admin.ModelAdmi
 
     def get_fields(self, request, obj=None):
         # A new merchant is made by services.merchant_create, which also issues its first key.
-        return ["name"] if obj is None else ["name", "public_id", "is_active", "created_at"]
+        if obj is None:
+            return ["name"]
+        return ["name", "public_id", "is_active", "api_rate_limit", "card_data_rate_limit", "created_at"]
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        default = default_rates().get(db_field.name)
+        if default:
+            # The default as the settings have it now: an empty field follows it when it changes.
+            field.help_text = f"{db_field.help_text} {RATE_HELP}; empty for the default, now {default}."
+            field.widget.attrs["placeholder"] = default
+        return field
 
     def get_inlines(self, request, obj):
         return self.inlines if obj is not None else []

@@ -3,8 +3,11 @@
 import hashlib
 import secrets
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+
+from merchants.rates import RATE_HELP, is_rate
 
 SCOPES = ("tokens", "tokens:detokenize", "network-tokens", "webhooks")
 DEFAULT_SCOPES = ("tokens", "network-tokens", "webhooks")
@@ -14,11 +17,27 @@ def new_merchant_id() -> str:
     return f"mer_{secrets.token_hex(8)}"
 
 
+def validate_rate(value: str) -> None:
+    if not is_rate(value):
+        raise ValidationError(f"Write a rate as {RATE_HELP}, e.g. 100/second.", code="invalid")
+
+
 class Merchant(models.Model):
     public_id = models.CharField(max_length=24, unique=True, default=new_merchant_id, editable=False)
     name = models.CharField(max_length=200)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Each of the merchant's API keys may make this many calls (merchants.throttling); empty: the settings' default.
+    api_rate_limit = models.CharField(
+        "rate limit", max_length=20, blank=True, validators=[validate_rate], help_text="Calls per API key."
+    )
+    card_data_rate_limit = models.CharField(
+        "card data rate limit",
+        max_length=20,
+        blank=True,
+        validators=[validate_rate],
+        help_text="Calls per API key that release card data (detokenize, cryptograms with the token number).",
+    )
 
     class Meta:
         db_table = "vault_merchant"  # made by the vault's first migration, before this app

@@ -16,7 +16,6 @@ kinds only: never a byte of the plaintext, which is a card.
 import base64
 import binascii
 import functools
-import json
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -31,6 +30,7 @@ from joserfc.jwk import RSAKey
 from rest_framework import serializers
 
 from core.errors import BodyDoesNotMatchSchema, validation_errors
+from core.http import MAX_DEPTH, NestedTooDeep, parse_json
 from networks import tsp
 
 ALGORITHM = "RSA-OAEP-256"
@@ -111,8 +111,10 @@ def decrypt_card(compact: str, *, shape: type[serializers.Serializer]) -> tsp.Ca
             f"{ALGORITHM} and enc {ENCRYPTION}, encrypted to the key at /network-tokens/encryption-key"
         ) from None
     try:
-        data = json.loads(plaintext)
-    except (ValueError, UnicodeDecodeError):
+        data = parse_json(plaintext)  # bounded like a body: json's parser recurses once a level
+    except NestedTooDeep:
+        raise _refused(f"The decrypted data nests arrays and objects more than {MAX_DEPTH} deep") from None
+    except (ValueError, UnicodeError):
         raise _refused("The decrypted data is not JSON") from None
     card = shape(data=data)
     try:

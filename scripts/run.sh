@@ -100,6 +100,8 @@ start celery-worker "$CELERY" -A config worker --loglevel=INFO --concurrency=2
 start celery-beat "$CELERY" -A config beat --loglevel=INFO --schedule var/celerybeat-schedule
 
 echo "run.sh: serving on http://127.0.0.1:${PORT}/  (Ctrl-C stops everything)"
+echo "run.sh: the admin signs in with a password and a code from an authenticator app (TOTP); the first sign-in" \
+    "shows the QR code to set the app up, once"
 
 rc=0
 wait -n || rc=$?

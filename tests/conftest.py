@@ -21,9 +21,15 @@ import pytest
 from django.contrib.auth.models import Group, Permission
 from django.db import DatabaseError, connection
 from django.test import Client
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.oath import TOTP
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from rest_framework.test import APIClient
 
 from merchants import services as merchant_services
+
+# The PCI DSS control map against the tests marked with its requirements (docs/pci-dss.md).
+pytest_plugins = ["tests.pci_map"]
 
 ROOT = Path(__file__).resolve().parent.parent
 # Set by scripts/test.sh for the leak scan (see the end of this file); a plain pytest run captures nothing.
@@ -157,14 +163,41 @@ def carol_api(alice) -> APIClient:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Staff. admin_client (pytest-django) is a superuser; olive is an operator (the ``operators`` group: webhooks and
-# network-token lifecycle); clerk is back-office staff who may look at the vault, its merchants and the audit log
-# and change nothing.
+# Staff. admin_client is pytest-django's superuser, signed in as below; olive is an operator (the ``operators``
+# group: webhooks and network-token lifecycle); clerk is back-office staff who may look at the vault, its merchants
+# and the audit log and change nothing.
 # ------------------------------------------------------------------------------------------------------------
 def logged_in(user) -> Client:
+    """A client signed in as ``user`` with both factors, as the admin asks: the user gets a confirmed TOTP device,
+    and the session holds it as django-otp's login leaves it (tests/backoffice/test_staff_sign_in.py signs in through
+    the real forms)."""
+    device = otp_device(user)
     client = Client()
     client.force_login(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
     return client
+
+
+def otp_device(user) -> TOTPDevice:
+    """The user's confirmed TOTP device (their authenticator app), made the first time it is asked for."""
+    device, _ = TOTPDevice.objects.get_or_create(user=user, confirmed=True, defaults={"name": "authenticator"})
+    return device
+
+
+def otp_code(device: TOTPDevice, *, steps_ahead: int = 0) -> str:
+    """The code the device's app shows now (or ``steps_ahead`` 30-second steps later: a code is accepted once, and
+    the one after it within a step of the clock)."""
+    code = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
+    code.time = time.time() + steps_ahead * device.step
+    return f"{code.token():0{device.digits}d}"
+
+
+@pytest.fixture
+def admin_client(admin_user) -> Client:
+    """pytest-django's superuser ``admin``, signed in with both factors."""
+    return logged_in(admin_user)
 
 
 def staff_in(django_user_model, username: str, group: str) -> Client:

@@ -1,8 +1,12 @@
-"""Facts about card numbers: Luhn, brand by IIN range, masking. Pure functions, no I/O."""
+"""Facts about card numbers: Luhn, brand by IIN range, masking. Pure functions, no I/O.
+
+The Luhn check itself is ``core.cards``' (every app judges free text with it); the vault's callers call it from here,
+as they always have.
+"""
 
 import functools
 
-LENGTH_RANGE = (12, 19)
+from core.cards import luhn_valid
 
 # Longest prefixes first within each brand; brands are tried in this order so that the narrower ranges (Discover's
 # slice of 622, Maestro's 6759) win over the broader ones that contain them.
@@ -16,19 +20,6 @@ _BRAND_RANGES: list[tuple[str, list[tuple[int, int]]]] = [
     ("MAESTRO", [(50, 50), (56, 58), (6304, 6304), (6390, 6390), (67, 67)]),
     ("VISA", [(4, 4)]),
 ]
-
-
-# For each digit character, the digit itself and the digit doubled less 9 above 9 (what the Luhn check adds for
-# every second digit from the right), as byte values.
-_PLAIN = bytes.maketrans(b"0123456789", bytes(range(10)))
-_DOUBLED = bytes.maketrans(b"0123456789", bytes((0, 2, 4, 6, 8, 1, 3, 5, 7, 9)))
-
-
-def luhn_valid(number: str) -> bool:
-    """``number`` (digits) passes the Luhn check. Sums of translated bytes rather than a loop a digit: it runs for
-    every card of an import."""
-    digits = number.encode()[::-1]
-    return (sum(digits[::2].translate(_PLAIN)) + sum(digits[1::2].translate(_DOUBLED))) % 10 == 0
 
 
 def luhn_check_digit(partial: str) -> str:

@@ -10,11 +10,12 @@ so DRF's length validators and ``text`` say the same thing).
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
 
+from core.cards import LENGTH_RANGE, holds_card_number, one_digit_repeated
 from core.errors import VALIDATION_MESSAGES
 from vault import cards
 
@@ -36,7 +37,7 @@ class Bounds:
     max_length: int
 
 
-CARD_NUMBER = Bounds(*cards.LENGTH_RANGE)  # digits
+CARD_NUMBER = Bounds(*LENGTH_RANGE)  # digits
 DESCRIPTION = Bounds(1, 255)
 HOLDER_NAME = Bounds(1, 255)
 SCHEME_REFERENCE = Bounds(1, 56)
@@ -75,7 +76,7 @@ def text(value: str, bounds: Bounds) -> str:
 
 
 def card_number(value: str) -> str:
-    """12 to 19 ASCII digits passing the Luhn check."""
+    """12 to 19 ASCII digits passing the Luhn check, not one digit repeated (``000000000000`` passes the check)."""
     if not value:
         raise RuleBroken("fieldIsEmpty")
     if not DIGITS.fullmatch(value):
@@ -86,6 +87,16 @@ def card_number(value: str) -> str:
         raise RuleBroken("stringIsTooLong", f"The card number must have at most {CARD_NUMBER.max_length} digits")
     if not cards.luhn_valid(value):
         raise RuleBroken("panFailedLuhnCheck")
+    if one_digit_repeated(value):
+        raise RuleBroken("fieldHasInvalidValue", "The card number is one digit repeated: no card has such a number")
+    return value
+
+
+def no_card_number(value: str) -> str:
+    """Free text, which the vault keeps and shows back in clear: no card number in it (``core.cards``). Checked after
+    the length, so that an over-long value is never scanned."""
+    if holds_card_number(value):
+        raise RuleBroken("fieldContainsCardNumber")
     return value
 
 
@@ -97,7 +108,7 @@ def description_characters(value: str) -> str:
 
 
 def description(value: str) -> str:
-    return text(description_characters(value), DESCRIPTION)
+    return no_card_number(text(description_characters(value), DESCRIPTION))
 
 
 def scheme_reference_characters(value: str) -> str:
@@ -108,15 +119,15 @@ def scheme_reference_characters(value: str) -> str:
 
 
 def scheme_reference(value: str) -> str:
-    return text(scheme_reference_characters(value), SCHEME_REFERENCE)
+    return no_card_number(text(scheme_reference_characters(value), SCHEME_REFERENCE))
 
 
 def holder_name(value: str) -> str:
-    return text(value, HOLDER_NAME)
+    return no_card_number(text(value, HOLDER_NAME))
 
 
 def namespace(value: str) -> str:
-    return text(value, NAMESPACE)
+    return no_card_number(text(value, NAMESPACE))
 
 
 def namespace_has_room(cards_held: int) -> None:
@@ -139,7 +150,7 @@ def country_code_known(value: str) -> str:
 def address_line(name: str, value: str) -> str:
     """One line of a billing address (``name`` as in ``ADDRESS_LINES``)."""
     text(value, ADDRESS_LINES[name])
-    return country_code_known(value) if name == "countryCode" else value
+    return country_code_known(value) if name == "countryCode" else no_card_number(value)
 
 
 def billing_address(lines: dict[str, str]) -> tuple[dict[str, str], list[tuple[str, RuleBroken]]]:
@@ -185,3 +196,17 @@ def expiry_not_past(month: int, year: int, *, today: date | None = None) -> tupl
 def expiry(month: int, year: int, *, today: date | None = None) -> tuple[int, int]:
     """A card's expiry date: month 1-12, year 2000-2099, not in the past."""
     return expiry_not_past(expiry_month(month), expiry_year(year), today=today)
+
+
+def token_expiry(value: datetime, lifetime: timedelta, *, now: datetime | None = None) -> datetime:
+    """A token's expiry as asked: in the future, and no later than ``lifetime`` from now (the environment's default
+    lifetime, ``vault.services.default_lifetime``: a token lives no longer than one made without asking)."""
+    now = now or timezone.now()
+    if value <= now:
+        raise RuleBroken("fieldHasInvalidValue", "The token expiry date/time must be in the future")
+    if value > now + lifetime:
+        raise RuleBroken(
+            "fieldHasInvalidValue",
+            f"The token expiry date/time must be at most {lifetime.days} days from now (the default token lifetime)",
+        )
+    return value

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "core.middleware.ContentSecurityPolicyMiddleware",
     # The admin's static files, collected into STATIC_ROOT by `manage.py collectstatic`: served by the application
     # itself in production, with far-future caching and compressed variants, so no proxy rule is needed.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -202,6 +203,11 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"EventTypeEnum": "notifications.models.EVENT_TYPES"},
     # Every request body is required; see core.schema for what the schema publishes beyond drf-spectacular.
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.require_request_bodies"],
+    # /api/docs/ runs on the admin's origin: Swagger UI from the pinned drf-spectacular-sidecar package, served with
+    # the other static files, never from a CDN; and no validator badge, which sends the schema's URL to swagger.io.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
 # ------------------------------------------------------------------------------------------------------------
@@ -231,6 +237,10 @@ LOGGING = {
         "celery.beat": {"filters": ["routine_tasks_at_debug"]},
         "celery.worker.strategy": {"filters": ["routine_tasks_at_debug"]},
         "celery.app.trace": {"filters": ["routine_tasks_at_debug"]},
+        # Django's own handlers write past the redaction: runserver's access lines ("django.server", which would not
+        # propagate), its debug console and mails to ADMINS ("django"). Without them every record reaches the root's.
+        "django": {"handlers": []},
+        "django.server": {"handlers": [], "propagate": True},
     },
 }
 
@@ -290,11 +300,65 @@ CELERY_BEAT_SCHEDULE["networks-sweep-requests"] = {
 # ------------------------------------------------------------------------------------------------------------
 # Staff sign-in and sessions
 # ------------------------------------------------------------------------------------------------------------
+# Staff sign in with a password, then a TOTP code (backoffice/admin_login.py). Every admin page asks for a session
+# signed in with both: the admin app's site is the back office's (backoffice/admin_site.py), not Django's own.
+INSTALLED_APPS[INSTALLED_APPS.index("django.contrib.admin")] = "backoffice.admin_apps.AdminConfig"
+# Passwords of 12 characters or more, not a common one, not all digits, not like the username or e-mail (PCI DSS
+# 8.3.6), wherever a password is chosen: the admin's forms, createsuperuser and changepassword at a prompt.
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# A session ends after 15 minutes without a request (each request moves its end on: PCI DSS 8.2.8) and when the
+# browser closes (the cookie has no expiry).
+SESSION_COOKIE_AGE = 15 * 60
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+# django-otp: the name authenticator apps show; no throttling of its own, since the sign-in's lockout already counts
+# every code; keys and QR codes never shown in its admin pages (superusers may still delete a lost device there).
+OTP_TOTP_ISSUER = "Token vault back office"
+OTP_TOTP_THROTTLE_FACTOR = 0
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 # ------------------------------------------------------------------------------------------------------------
 # API rate limits
 # ------------------------------------------------------------------------------------------------------------
+from merchants.rates import RATE_HELP, is_rate  # noqa: E402 - plain Python, no Django
+
+# Per API key, shared by every server process through the cache (merchants/throttling.py): Redis in production
+# (CACHE_URL=redis://host:6379/1), else a table of the database, made by migrate, that every process shares.
+CACHES = {"default": env.cache("CACHE_URL", default="dbcache://django_cache?max_entries=10000")}
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+    # A Redis that does not answer costs a call a second, not the system's TCP timeout (merchants/throttling.py says
+    # what a call gets then).
+    CACHES["default"].setdefault("OPTIONS", {}).setdefault("socket_connect_timeout", 1)
+    CACHES["default"]["OPTIONS"].setdefault("socket_timeout", 1)
+# The defaults, by throttle scope: every call of a key ("api"), and the calls that release card data ("card-data":
+# detokenize, cryptograms with the token number), which count against both. Staff set a merchant's own in the admin.
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
+    "merchants.throttling.ApiRateThrottle",
+    "merchants.throttling.CardDataRateThrottle",
+]
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {}
+for _scope, _variable, _default in (
+    ("api", "API_RATE_LIMIT", "100/second"),
+    ("card-data", "API_CARD_DATA_RATE_LIMIT", "60/minute"),
+):
+    REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][_scope] = env.str(_variable, default=_default)
+    if not is_rate(REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][_scope]):
+        raise ImproperlyConfigured(f"{_variable} must be {RATE_HELP}")
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
+    *SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"],
+    "merchants.throttling.rate_limits_in_schema",
+]
 
 # ------------------------------------------------------------------------------------------------------------
 # Request bodies
 # ------------------------------------------------------------------------------------------------------------
+# The largest request body the API reads: a larger one is 413 bodyIsTooLarge, before a byte of it is read
+# (core.http). The largest body the API takes is a batch of 10,000 network-token items: 6.1 MB with every field at
+# its longest, 2 MB as merchants send it (an href, an account id, an email and a UUID correlation id each); a card
+# token's is under 1 kB.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=8 * 1024 * 1024)

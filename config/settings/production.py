@@ -5,8 +5,15 @@ should not find them one start at a time). Every entry point (``manage.py``, ``c
 runs these settings unless ``DJANGO_SETTINGS_MODULE`` says otherwise; only ``make run`` and ``make test`` do.
 """
 
+import base64
+import binascii
 import os
 
+from django.core.checks.security.base import (
+    SECRET_KEY_INSECURE_PREFIX,
+    SECRET_KEY_MIN_LENGTH,
+    SECRET_KEY_MIN_UNIQUE_CHARACTERS,
+)
 from django.core.exceptions import ImproperlyConfigured
 
 REQUIRED = (
@@ -27,7 +34,7 @@ if _missing:
     )
 
 from .base import *  # noqa: E402,F403
-from .base import env  # noqa: E402
+from .base import SECRET_KEY, VAULT_FINGERPRINT_KEY, VAULT_KEYS, WEBHOOK_ALLOW_LOOPBACK, env  # noqa: E402
 
 DEBUG = False
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
@@ -36,11 +43,42 @@ PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL")
 TSP_SIMULATOR_ENDPOINTS = False
 TOKENS_ENVIRONMENT = env.str("TOKENS_ENVIRONMENT", default="live")
 
+
+def _key_bytes(text: str) -> bytes | None:
+    """A base64 key as bytes, so a key is recognised however it is written (vault.crypto refuses malformed ones)."""
+    try:
+        return base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+# A weak configuration stops start-up too, every problem named at once, by its variable and never by its value.
+_weak = []
+# Django's own rule for a secret key (`manage.py check --deploy`'s security.W009): it signs the staff's sessions.
+if (
+    len(SECRET_KEY) < SECRET_KEY_MIN_LENGTH
+    or len(set(SECRET_KEY)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS
+    or SECRET_KEY.startswith(SECRET_KEY_INSECURE_PREFIX)
+):
+    _weak.append(
+        f"DJANGO_SECRET_KEY must have {SECRET_KEY_MIN_LENGTH} characters or more, {SECRET_KEY_MIN_UNIQUE_CHARACTERS} "
+        f"of them different, and not start with {SECRET_KEY_INSECURE_PREFIX!r} (python -c "
+        '"import secrets; print(secrets.token_urlsafe(50))" makes one)'
+    )
+# Any host would let a forged Host header into the links the API and the admin build.
+if "*" in ALLOWED_HOSTS:
+    _weak.append("DJANGO_ALLOWED_HOSTS must name the hosts served, not '*'")
+# One key, one purpose: the fingerprints must not be computable by whoever holds the encryption keys, nor the reverse.
+_fingerprint_key = _key_bytes(VAULT_FINGERPRINT_KEY)
+if _fingerprint_key and _fingerprint_key in {_key_bytes(entry.partition(":")[2]) for entry in VAULT_KEYS.split(",")}:
+    _weak.append("VAULT_FINGERPRINT_KEY must differ from every key of VAULT_KEYS")
 # Loopback webhooks are for development: here they would open the connect-time address check to this machine's own
 # services (and let seed_demo write demo merchants). The benchmarks, whose receiver is on loopback, say so in their
 # own settings module.
-if WEBHOOK_ALLOW_LOOPBACK:  # noqa: F405
-    raise ImproperlyConfigured("WEBHOOK_ALLOW_LOOPBACK cannot be switched on under production settings")
+if WEBHOOK_ALLOW_LOOPBACK:
+    _weak.append("WEBHOOK_ALLOW_LOOPBACK cannot be switched on under production settings")
+if _weak:
+    raise ImproperlyConfigured(f"Production refuses a weak configuration: {'; '.join(_weak)}")
 
 # The admin's static files, collected by `manage.py collectstatic` at each release: hashed names cached for ever and
 # compressed copies, served by WhiteNoise (base.py's MIDDLEWARE).
@@ -50,9 +88,14 @@ STORAGES = {
 }
 
 # HTTPS only, behind a TLS-terminating proxy that sets X-Forwarded-Proto (the README's "TLS and the proxy"): browsers
-# come back over HTTPS for a year; plain HTTP is redirected, except /healthz (load balancers).
+# come back over HTTPS for a year, to this host and the names under it; plain HTTP is redirected, except /healthz
+# (load balancers). The Content-Security-Policy is core.middleware's, in every environment.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+# Asking browsers to preload HTTPS for the whole registrable domain (hstspreload.org) is its owner's decision, hard
+# to undo, and no business of one service on it: `check --deploy`'s reminder (security.W021) is not for us.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=True)

@@ -11,6 +11,10 @@ os.environ.setdefault("TSP_LATENCY_MS", "0")
 os.environ.setdefault("TSP_SIMULATOR", "true")
 os.environ.setdefault("WEBHOOK_ALLOW_LOOPBACK", "true")
 os.environ.setdefault("PUBLIC_BASE_URL", "http://testserver")
+# Rate limits far above what any test sends, whatever key it uses: the tests of the limits set low ones of their own.
+# A minute, not a second: a key's count then lives through a test, and so does the number of queries a call makes.
+os.environ.setdefault("API_RATE_LIMIT", "9999/minute")
+os.environ.setdefault("API_CARD_DATA_RATE_LIMIT", "9999/minute")
 
 from .base import *  # noqa: E402,F403
 from .base import DATABASES, LOGGING, env  # noqa: E402

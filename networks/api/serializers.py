@@ -1,4 +1,8 @@
-"""Request and response bodies of the network-token API (``/network-tokens``)."""
+"""Request and response bodies of the network-token API (``/network-tokens``).
+
+Its free text (account ids, emails, correlation ids, a card's holder name) is kept and shown back in clear, in
+answers, webhooks and the admin: like the vault's, it holds no card number (``vault.api.serializers.FreeTextField``).
+"""
 
 import re
 
@@ -8,7 +12,13 @@ from rest_framework import serializers
 
 from core.api import MAX_PAGE, StrictSerializer, StringField, error
 from networks.models import NETWORKS, Batch, LifecycleEvent, NetworkToken, ProvisioningRequest
-from vault.api.serializers import CardExpiryDateInput, CardExpiryDateOutput, CardHolderNameField, CardNumberField
+from vault.api.serializers import (
+    CardExpiryDateInput,
+    CardExpiryDateOutput,
+    CardHolderNameField,
+    CardNumberField,
+    FreeTextField,
+)
 
 BATCH_MAX_ITEMS = 10_000
 CORRELATION_MAX_LENGTH = 36
@@ -25,12 +35,12 @@ class TokenReferenceField(StringField):
         super().__init__(min_length=1, max_length=200, **kwargs)
 
 
-class CorrelationIdField(StringField):
+class CorrelationIdField(FreeTextField):
     def __init__(self, **kwargs):
         super().__init__(min_length=1, max_length=CORRELATION_MAX_LENGTH, **kwargs)
 
 
-class AccountIdField(StringField):
+class AccountIdField(FreeTextField):
     def __init__(self, **kwargs):
         kwargs.setdefault("help_text", "Your shopper's account; Visa and Amex reuse a tokenId per accountId.")
         super().__init__(min_length=1, max_length=64, **kwargs)
@@ -38,7 +48,7 @@ class AccountIdField(StringField):
 
 # Django's EmailValidator wants a top-level label of two characters or more, which the "email" format does not.
 @extend_schema_field({"type": "string", "format": "email", "pattern": "\\.[A-Za-z0-9-]{1,62}[A-Za-z0-9]$"})
-class EmailField(StringField):
+class EmailField(FreeTextField):
     """An email address; its error never quotes the value."""
 
     def __init__(self, **kwargs):

@@ -11,7 +11,8 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from core.api import ApiView, ErrorOutput, page_of
-from core.errors import BodyDoesNotMatchSchema, EndpointNotFound, validation_errors
+from core.cards import holds_card_number
+from core.errors import VALIDATION_MESSAGES, BodyDoesNotMatchSchema, EndpointNotFound, validation_errors
 from merchants.authentication import actor_for
 from networks import jwe, selectors, services, tsp
 from networks.api import representations
@@ -61,6 +62,8 @@ def _correlation_errors(request) -> list[dict]:
     elif len(value) > CORRELATION_MAX_LENGTH:
         name = "stringIsTooLong"
         message = f"The {CORRELATION_HEADER} header has at most {CORRELATION_MAX_LENGTH} characters"
+    elif holds_card_number(value):
+        name, message = "fieldContainsCardNumber", VALIDATION_MESSAGES["fieldContainsCardNumber"]
     else:
         return []
     return [{"errorName": name, "message": message, "jsonPath": CORRELATION_PATH}]
@@ -271,6 +274,11 @@ class NetworkTokenView(ApiView):
 class CryptogramsView(ApiView):
     required_scope = "network-tokens"
 
+    @property
+    def releases_card_data(self) -> bool:
+        # The token number is in the answer to keys that may also detokenize, and only to them.
+        return self.request.auth.has_scope("tokens:detokenize")
+
     @extend_schema(
         operation_id="network_token_cryptogram_create",
         summary="A single-use cryptogram for a payment with an ACTIVE token",
@@ -283,7 +291,7 @@ class CryptogramsView(ApiView):
     def post(self, request, token_id):
         token = selectors.network_token_get(merchant=request.user, token_id=token_id)
         cryptogram = services.cryptogram_create(
-            token=token, actor=actor_for(request), reveal_number=request.auth.has_scope("tokens:detokenize")
+            token=token, actor=actor_for(request), reveal_number=self.releases_card_data
         )
         response = Response(representations.cryptogram_body(cryptogram))
         response["Cache-Control"] = "no-store"

@@ -1,7 +1,8 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.api import MAX_PAGE, BooleanField, StrictSerializer, StringField
+from core.api import MAX_PAGE, BooleanField, StrictSerializer, StringField, error
+from core.cards import holds_card_number
 from notifications.models import EVENT_TYPES
 
 
@@ -10,18 +11,29 @@ class EventTypesField(serializers.ListField):
         super().__init__(child=serializers.ChoiceField(choices=EVENT_TYPES), allow_empty=True, **kwargs)
 
 
-@extend_schema_field({"type": "string", "format": "uri", "pattern": "^https?://[^\\u0000]+$"})
+@extend_schema_field({"type": "string", "format": "uri", "pattern": "^https?://[!-~]+$"})
 class WebhookUrlField(StringField):
-    """Its address is judged by the SSRF guard when the endpoint is saved (``notifications.ssrf``)."""
+    """Its address is judged by the SSRF guard when the endpoint is saved (``notifications.ssrf``): printable ASCII
+    only, port 80, 443 or from 1024."""
 
     def __init__(self, **kwargs):
         super().__init__(min_length=1, max_length=2048, **kwargs)
 
 
+class DescriptionField(StringField):
+    """Shown back in clear, to the merchant and to operators: no card number in it (``core.cards``; the vault's free
+    text says the same under the same error name), judged once its length is."""
+
+    def run_validators(self, value):
+        super().run_validators(value)
+        if holds_card_number(value):
+            raise error("fieldContainsCardNumber")
+
+
 class EndpointCreateInput(StrictSerializer):
     url = WebhookUrlField(help_text="https:// URL on the public internet")
     eventTypes = EventTypesField(required=False, help_text="Event types to receive; absent or empty: all")
-    description = StringField(max_length=255, required=False, allow_blank=True)
+    description = DescriptionField(max_length=255, required=False, allow_blank=True)
 
 
 class EndpointUpdateInput(EndpointCreateInput):

@@ -43,7 +43,8 @@ class EndpointsView(ApiView):
         operation_id="webhook_endpoints_create",
         summary="Add a webhook endpoint",
         description="The answer holds the signing secret, shown this once. URLs reaching private, loopback, "
-        "link-local, CGNAT, multicast or metadata addresses are refused.",
+        "link-local, CGNAT, multicast or metadata addresses are refused, and so are ports below 1024 other than 80 "
+        "and 443, and anything but printable ASCII.",
         request=s.EndpointCreateInput,
         responses={201: s.EndpointCreatedOutput, **ERRORS},
     )

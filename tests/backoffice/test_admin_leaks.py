@@ -40,6 +40,7 @@ def admin_pages() -> list[str]:
     return pages
 
 
+@pytest.mark.pci("3.4.1")
 def test_no_admin_page_of_a_seeded_vault_shows_a_full_card_or_token_number(seeded, admin_client):
     secrets = secrets_in_the_vault()
     assert len(secrets) > 100  # the demo data set holds cards and network tokens to find

@@ -17,7 +17,8 @@ than per thread: the tests get connection objects of their own, which the ``brow
 copy of the database. The browser lives only as long as this folder's tests, so nothing of this reaches the others.
 
 bea is back-office staff (the ``back-office`` group, vault 0002); olive is an operator (the ``operators`` group,
-notifications 0002 and networks 0003). Both log in through the admin's login form with a password.
+notifications 0002 and networks 0003). Both have an authenticator app (a TOTP device) and sign in through the admin's
+forms, as a person does: the password, then the code their app shows.
 """
 
 import os
@@ -30,7 +31,7 @@ from django.contrib.auth.models import Group
 from django.db import connection, connections
 from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.conftest import ROOT, start_celery_worker, stop_celery_worker
+from tests.conftest import ROOT, otp_code, otp_device, start_celery_worker, stop_celery_worker
 from tests.receiver import Receiver, Reply
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -126,11 +127,12 @@ def page(browser, live_server, request) -> Page:
 # Actors
 # ------------------------------------------------------------------------------------------------------------
 def staff_in(django_user_model, username: str, group: str):
-    """A staff user in ``group`` as its migration made it, and nothing else."""
+    """A staff user in ``group`` as its migration made it, and nothing else, with an authenticator app."""
     migrated = Group.objects.filter(name=group).first()
     assert migrated is not None, f"no {group!r} group: a migration makes it"
     user = django_user_model.objects.create_user(username, password=PASSWORD, is_staff=True)
     user.groups.add(migrated)
+    otp_device(user)
     return user
 
 
@@ -171,12 +173,16 @@ def worker():
 # What a person does in the admin
 # ------------------------------------------------------------------------------------------------------------
 def log_in(page: Page, user, *, next: str = "/admin/") -> None:
-    """Through the admin's login form, as a person would: the page it lands on is ``next``."""
+    """Through the admin's sign-in forms, as a person would: the password, then the code their authenticator app
+    shows. The page it lands on is ``next``."""
     page.goto(next)
     expect(page).to_have_url(re.compile(r"/admin/login/"))
     page.locator("#id_username").fill(user.username)
     page.locator("#id_password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(re.compile(r"/admin/login/code/"))
+    page.locator("#id_code").fill(otp_code(otp_device(user)))
+    page.get_by_role("button", name="Verify").click()
     expect(page.locator("#user-tools")).to_contain_text(user.username, ignore_case=True)
 
 

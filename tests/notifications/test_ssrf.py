@@ -265,3 +265,97 @@ def test_with_loopback_allowed_the_rebound_name_reaches_the_receiver_on_the_chec
         [request] = receiver.requests
         assert request.headers["host"].startswith("rebind.example.com")
     assert [address for address, _ in connections] == ["127.0.0.1"]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Forms a security review found accepted (issue 17): the same rule refuses them when saved and at connect time
+# ------------------------------------------------------------------------------------------------------------
+# Refused whether loopback is allowed or not. The ports: 80, 443 and 1024 and above, where web servers listen; the
+# ports below 1024 are SSH's, SMTP's, DNS's and the like, and port 0 is no port at all.
+REFUSED_FORMS = [
+    "http://[::127.0.0.1]/hook",  # IPv4-compatible IPv6 (deprecated) of loopback
+    "http://[::10.0.0.1]/hook",  # ... of a private address
+    f"http://[::{PUBLIC}]/hook",  # ... of a public one: no receiver lives at a deprecated form
+    "http://[fec0::1]/hook",  # IPv6 site-local (fec0::/10, deprecated and private in use)
+    "http://[feff:ffff::1]/hook",  # its last block
+    f"http://{PUBLIC}:0/hook",
+    f"http://{PUBLIC}:22/hook",
+    "https://hooks.example.com:22/hook",
+    "https://hooks.example.com:25/hook",
+    "https://hooks.example.com:1023/hook",
+    "http://127.0.0.1:0/hook",
+    "https://hooks.example.com/hook\r\nX-Injected: yes",
+    "https://hooks.example.com/ho\nok",
+    "https://hooks.example.com/ho\rok",
+    "https://hooks.example.com/ho\tok",
+    "https://hooks.example.com/ho ok",
+    "https://hooks.example.com/hook ",
+    " https://hooks.example.com/hook",
+    "https://hooks.example.com/hook?a=b c",
+    "https://hooks.example.com/ho\u00a0ok",  # a no-break space
+    "https://hooks.example.com/caf\u00e9",  # not a URL until percent-encoded: no request line can carry it
+]
+
+
+@pytest.mark.pci("6.2.4")
+@pytest.mark.parametrize("allow_loopback", [True, False], ids=["loopback allowed", "production"])
+@pytest.mark.parametrize("url", REFUSED_FORMS)
+def test_a_form_the_filter_once_accepted_is_refused_when_saved(alice, api, dns, settings, url, allow_loopback):
+    settings.WEBHOOK_ALLOW_LOOPBACK = allow_loopback
+
+    with pytest.raises(ssrf.UnsafeUrl):
+        services.endpoint_create(merchant=alice, url=url)
+    assert_refused_at_url(api.post("/webhook-endpoints", {"url": url}, format="json"))
+    assert not WebhookEndpoint.objects.exists()
+
+
+@pytest.mark.pci("6.2.4")
+@pytest.mark.parametrize("url", REFUSED_FORMS)
+def test_a_url_saved_before_the_rule_is_refused_at_connect_time_and_nothing_connects(
+    alice, dns, settings, connections, url
+):
+    settings.WEBHOOK_TIMEOUT_SECONDS = 1
+    delivery = _saved_then_rebound(alice, dns, 8080, later=[PUBLIC])
+    WebhookEndpoint.objects.filter(pk=delivery.endpoint_id).update(url=url)  # as a row written before the rule
+
+    attempt = services.delivery_attempt(delivery_id=delivery.pk)
+
+    assert attempt is not None and not attempt.succeeded
+    assert attempt.error.startswith("refused: ")
+    assert attempt.status_code is None
+    assert connections == []
+
+
+def test_the_refusal_names_what_is_wrong_and_never_echoes_the_url(api, dns):
+    answers = {
+        url: api.post("/webhook-endpoints", {"url": url}, format="json").json()["validationErrors"][0]["message"]
+        for url in (f"http://{PUBLIC}:22/hook", "https://hooks.example.com/ho\r\nok", "http://[fec0::1]/hook")
+    }
+
+    assert answers == {
+        f"http://{PUBLIC}:22/hook": "The URL's port must be 80, 443, or 1024 and above",
+        "https://hooks.example.com/ho\r\nok": "The URL must not contain spaces, control characters or non-ASCII "
+        "characters (percent-encode them)",
+        "http://[fec0::1]/hook": "The URL resolves to a private, loopback, link-local or otherwise internal address",
+    }
+
+
+@pytest.mark.parametrize("port", [80, 443, 1024, 8080, 8443, 65535])
+def test_web_ports_and_ports_from_1024_up_are_accepted(alice, dns, settings, port):
+    settings.WEBHOOK_ALLOW_LOOPBACK = False
+
+    assert services.endpoint_create(merchant=alice, url=f"https://hooks.example.com:{port}/hook").pk
+    assert services.endpoint_create(merchant=alice, url=f"http://[2606:2800:220:1::]:{port}/hook").pk
+
+
+def test_loopback_where_allowed_takes_any_port_but_zero(alice, api, settings):
+    # A developer's receiver listens where it likes, and the demo's endpoints point at the discard port (9), so
+    # deliveries fail at once. Production never allows loopback (config/settings/production.py).
+    settings.WEBHOOK_ALLOW_LOOPBACK = True
+
+    for url in ("http://127.0.0.1:9/hook", "http://127.0.0.1:22/hook", "http://[::1]:25/hook"):
+        assert api.post("/webhook-endpoints", {"url": url}, format="json").status_code == 201
+    assert_refused_at_url(api.post("/webhook-endpoints", {"url": "http://127.0.0.1:0/hook"}, format="json"))
+
+    settings.WEBHOOK_ALLOW_LOOPBACK = False
+    assert_refused_at_url(api.post("/webhook-endpoints", {"url": "http://127.0.0.1:22/hook"}, format="json"))

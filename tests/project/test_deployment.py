@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT, stop_process_group, wait_for
+from tests.conftest import ROOT, VISA, stop_process_group, wait_for
 from tests.project.test_drills import free_port
 from tests.project.test_settings import PRODUCTION, SECRETS, TEST_RUN_DEFAULTS
 
@@ -152,3 +152,80 @@ def test_a_host_not_allowed_gets_the_apis_error_shape_and_one_warning_line(deplo
     assert record["level"] == "WARNING" and record["logger"] == "django.security.DisallowedHost"
     assert "exc" not in record
     assert "Traceback" not in Path(log).read_text()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# gunicorn's own log lines, with the settings of the project's gunicorn.conf.py (read from the folder it starts in)
+# ------------------------------------------------------------------------------------------------------------
+def records_after(log: Path, offset: int) -> list[dict]:
+    with open(log, "rb") as out:
+        out.seek(offset)
+        return [json.loads(line) for line in out.read().decode().splitlines() if line.startswith("{")]
+
+
+@pytest.mark.pci("3.5.1")
+def test_the_access_log_has_a_line_per_request_with_a_card_number_in_the_url_redacted(deployment):
+    url, log = deployment
+    before = log.stat().st_size
+
+    # A clerk's search in the address bar (the database is untouched here: the admin only redirects to its login).
+    response = requests.get(
+        f"{url}/admin/vault/token/", params={"q": VISA}, headers=FROM_THE_PROXY, timeout=10, allow_redirects=False
+    )
+
+    assert response.status_code == 302
+
+    def logged():
+        return [r for r in records_after(log, before) if r["logger"] == "gunicorn.access"]
+
+    [record] = wait_for(logged, timeout=10)
+    assert '"GET /admin/vault/token/?q=[REDACTED] HTTP/1.1" 302' in record["message"]
+    assert VISA not in log.read_text()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# HTTPS only, and what the browser is told to enforce
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.pci("4.2.1")
+def test_plain_http_is_redirected_to_https_and_https_answers_tell_the_browser_to_stay(deployment):
+    url, _ = deployment
+
+    plain = requests.get(f"{url}/admin/login/", headers={"Host": HOST}, timeout=10, allow_redirects=False)
+    secure = requests.get(f"{url}/admin/login/", headers=FROM_THE_PROXY, timeout=10)
+
+    assert plain.status_code == 301 and plain.headers["Location"] == f"https://{HOST}/admin/login/"
+    assert secure.headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+
+
+def test_the_load_balancers_health_check_is_answered_over_plain_http(deployment):
+    url, _ = deployment
+
+    response = requests.get(f"{url}/healthz", headers={"Host": HOST}, timeout=10, allow_redirects=False)
+
+    assert response.status_code != 301
+
+
+@pytest.mark.pci("6.2.4")
+@pytest.mark.parametrize("path", ["/admin/login/", "/api/docs/"])
+def test_the_admin_and_the_api_docs_carry_a_content_security_policy(deployment, path):
+    url, _ = deployment
+
+    response = requests.get(f"{url}{path}", headers=FROM_THE_PROXY, timeout=10)
+
+    assert response.status_code == 200
+    policy = response.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "script-src 'self';" in policy
+
+
+@pytest.mark.pci("6.2.4")
+def test_the_api_docs_load_every_asset_from_the_deployment_itself(deployment):
+    url, _ = deployment
+
+    page = requests.get(f"{url}/api/docs/", headers=FROM_THE_PROXY, timeout=10)
+
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert any("/swagger-ui-bundle." in asset for asset in assets), assets
+    for asset in assets:
+        assert asset.startswith("/") and not asset.startswith("//"), asset
+        served = requests.get(f"{url}{asset.replace('&amp;', '&')}", headers=FROM_THE_PROXY, timeout=10)
+        assert served.status_code == 200, asset

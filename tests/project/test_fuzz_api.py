@@ -194,7 +194,7 @@ def objects_of(merchant: Merchant) -> dict:
                 "description",
                 "event_types",
                 "is_enabled",
-                "secret",
+                "secrets_ciphertext",
             )
         ),
         "network tokens": sorted(
@@ -325,10 +325,14 @@ class BusinessRules:
             if (value["year"], value["month"]) < (today.year, today.month):
                 value["year"] = today.year + 1 + _pick(value["year"], 5)
         for key, item in list(value.items()):
-            if key == "cardNumber" and isinstance(item, str) and not (item.isdigit() and luhn_valid(item)):
+            if (
+                key == "cardNumber"
+                and isinstance(item, str)
+                and not (item.isdigit() and luhn_valid(item) and len(set(item)) > 1)
+            ):
                 value[key] = CARDS[_pick(item, len(CARDS))]
             elif key == "tokenExpiryDateTime" and isinstance(item, str):
-                later = timezone.now() + timedelta(days=1 + _pick(item, 1000))
+                later = timezone.now() + timedelta(hours=1 + _pick(item, 6 * 24))  # within the lifetime
                 value[key] = later.strftime("%Y-%m-%dT%H:%M:%SZ")
             elif key == "url" and isinstance(item, str):
                 value[key] = f"{HOOK}/{_pick(item, 1000)}"

@@ -2,6 +2,7 @@
 
 import base64
 import os
+import secrets
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from config.settings.secrets import new_key
 from tests.conftest import ROOT
 
 SECRETS = ("DJANGO_SECRET_KEY", "VAULT_KEYS", "VAULT_FINGERPRINT_KEY", "NETWORK_TOKENS_JWE_KEY")
@@ -51,6 +53,71 @@ def test_production_starts_with_every_secret_given():
     result = start_django({**PRODUCTION, **{name: os.environ[name] for name in SECRETS}})
     assert result.returncode == 0, result.stderr
     assert "started" in result.stdout
+
+
+# ------------------------------------------------------------------------------------------------------------
+# A weak configuration stops start-up, naming the variable and never its value
+# ------------------------------------------------------------------------------------------------------------
+def production_with(**changes) -> dict:
+    return {**PRODUCTION, **{name: os.environ[name] for name in SECRETS}, **changes}
+
+
+WEAK = {
+    "one-character-secret-key": ("DJANGO_SECRET_KEY", "x"),
+    "short-secret-key": ("DJANGO_SECRET_KEY", "tooShortASecret"),
+    "secret-key-of-four-characters": ("DJANGO_SECRET_KEY", "abcd" * 20),
+    "django-insecure-secret-key": ("DJANGO_SECRET_KEY", f"django-insecure-{secrets.token_urlsafe(50)}"),
+    "any-host": ("DJANGO_ALLOWED_HOSTS", "*"),
+    "any-host-among-others": ("DJANGO_ALLOWED_HOSTS", "vault.example.com,*"),
+}
+
+
+@pytest.mark.pci("6.2.4")
+@pytest.mark.parametrize("kind", WEAK)
+def test_production_refuses_a_weak_setting_naming_the_variable_and_not_its_value(kind):
+    name, value = WEAK[kind]
+
+    result = start_django(production_with(**{name: value}))
+
+    assert result.returncode != 0 and "started" not in result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("django.core.exceptions.ImproperlyConfigured: Production refuses a weak configuration: ")
+    assert name in last
+    assert len(value) == 1 or value not in result.stderr
+
+
+@pytest.mark.pci("3.6.1")
+def test_production_refuses_a_fingerprint_key_that_is_also_an_encryption_key():
+    shared = new_key()
+
+    result = start_django(production_with(VAULT_KEYS=f"2:{new_key()},1:{shared}", VAULT_FINGERPRINT_KEY=shared))
+
+    assert result.returncode != 0 and "started" not in result.stdout
+    assert "VAULT_FINGERPRINT_KEY must differ from every key of VAULT_KEYS" in result.stderr
+    assert shared not in result.stderr
+
+
+def test_production_names_every_weak_setting_at_once():
+    result = start_django(production_with(DJANGO_SECRET_KEY="x", DJANGO_ALLOWED_HOSTS="*"))
+
+    last = result.stderr.strip().splitlines()[-1]
+    assert "DJANGO_SECRET_KEY" in last and "DJANGO_ALLOWED_HOSTS" in last
+
+
+@pytest.mark.pci("4.2.1")
+def test_the_deployment_checklist_finds_nothing_under_production_settings():
+    clean = {k: v for k, v in os.environ.items() if k not in (*SECRETS, *PRODUCTION, *TEST_RUN_DEFAULTS)}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env={**clean, **production_with()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
 
 
 def test_the_embedded_run_generates_its_keys_once_and_reuses_them(tmp_path):

@@ -122,6 +122,7 @@ def test_the_token_page_lists_the_expiry_extensions(admin_client, token, setting
     assert "detokenize" in response.content.decode()
 
 
+@pytest.mark.pci("10.2.1.2")
 def test_opening_a_token_page_writes_an_audit_row(admin_client, token):
     admin_client.get(change_page("token", token.pk), REMOTE_ADDR="10.1.2.3")
 
@@ -345,6 +346,7 @@ def test_applying_or_dismissing_asks_first_showing_stored_and_requested_side_by_
     assert AuditLog.objects.filter(action="admin.conflict.view", object_id=token.token_id).exists()
 
 
+@pytest.mark.pci("10.2.1.2")
 def test_applying_a_conflict_replaces_the_stored_data_and_is_audited(admin_client, token, conflict):
     response = run_action(admin_client, "tokenconflict", "apply", [conflict.pk], post="yes")
 
@@ -356,6 +358,7 @@ def test_applying_a_conflict_replaces_the_stored_data_and_is_audited(admin_clien
     assert (row.actor, row.object_id, row.result) == ("admin:admin", token.token_id, AuditLog.SUCCESS)
 
 
+@pytest.mark.pci("10.2.1.2")
 def test_dismissing_a_conflict_keeps_the_stored_data_and_is_audited(admin_client, token, conflict):
     response = run_action(admin_client, "tokenconflict", "dismiss", [conflict.pk], post="yes")
 
@@ -585,6 +588,7 @@ def test_api_keys_cannot_be_edited_or_deleted(admin_client, alice):
 # ------------------------------------------------------------------------------------------------------------
 # Audit log
 # ------------------------------------------------------------------------------------------------------------
+@pytest.mark.pci("10.3.2")
 def test_the_audit_log_is_read_only(admin_client, token):
     admin_client.get(change_page("token", token.pk))
     row = AuditLog.objects.get(action="admin.token.view")

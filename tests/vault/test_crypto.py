@@ -10,6 +10,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 
+from config.settings.secrets import new_key
 from core.models import AuditLog
 from tests.conftest import MASTERCARD, VISA, card_request, path_of
 from vault import keys, services
@@ -39,6 +40,16 @@ def test_the_card_number_is_stored_only_as_ciphertext_under_the_active_key(alice
     assert VISA.encode() not in bytes(token.pan_ciphertext)
     assert token.key_version == key_ring().active_version
     assert len(bytes(token.pan_ciphertext)) == 12 + len(VISA) + 16  # nonce, ciphertext, GCM tag
+
+
+@pytest.mark.pci("3.5.1.1")
+@pytest.mark.pci("3.7.1")
+def test_keys_are_made_of_32_random_bytes_and_a_weaker_one_is_refused():
+    made = [base64.b64decode(new_key()) for _ in range(64)]
+    assert all(len(key) == 32 for key in made) and len(set(made)) == 64
+    for weak in (base64.b64encode(bytes(16)).decode(), base64.b64encode(bytes(31)).decode(), "not-base64!"):
+        with pytest.raises(ImproperlyConfigured):
+            parse_key_ring(f"1:{weak}")
 
 
 def test_the_fingerprint_is_a_keyed_hmac_not_a_plain_hash(alice):

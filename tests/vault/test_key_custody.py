@@ -131,6 +131,7 @@ def test_another_fingerprint_key_than_the_datas_answers_503_instead_of_a_duplica
     assert again.status_code == 200 and again.json()["tokenId"] == first.json()["tokenId"]
 
 
+@pytest.mark.pci("3.7.5")
 def test_a_version_holding_cards_missing_from_the_ring_refuses_card_operations_and_the_system_check_names_it(
     settings, keys, tokenize, carol_api, api
 ):
@@ -180,6 +181,7 @@ def test_another_key_under_a_version_already_recorded_is_refused(settings, keys,
     ]
 
 
+@pytest.mark.pci("3.7.4")
 def test_rotate_keys_refuses_while_the_keys_do_not_match_the_data_and_changes_nothing(settings, keys, tokenize):
     settings.VAULT_KEYS = f"1:{keys[1]}"
     tokenize()
@@ -192,6 +194,8 @@ def test_rotate_keys_refuses_while_the_keys_do_not_match_the_data_and_changes_no
     assert not KeyCheck.objects.filter(version=2).exists()
 
 
+@pytest.mark.pci("3.7.4")
+@pytest.mark.pci("3.7.5")
 def test_a_version_activated_and_withdrawn_before_it_held_a_card_is_retired_by_rotate_keys(
     settings, keys, tokenize, carol_api
 ):

@@ -378,6 +378,8 @@ def test_it_accepts_a_card_without_billing_address(tokenize):
     assert "billingAddress" not in response.json()["paymentInstrument"]
 
 
+@pytest.mark.pci("3.3.1")
+@pytest.mark.pci("3.3.2")
 @pytest.mark.parametrize(
     "changes, error",
     [
@@ -1028,6 +1030,7 @@ def test_tokenizing_a_deleted_card_again_gives_a_new_token(created, api, token_p
     assert api.get(token_path).status_code == 404
 
 
+@pytest.mark.pci("3.2.1")
 def test_a_deleted_token_leaves_a_tombstone_without_card_data(created, api, token_path):
     api.delete(token_path)
 
@@ -1064,6 +1067,7 @@ def test_detokenize_returns_the_full_card_to_a_key_with_the_scope(created, carol
     assert "no-store" in response["Cache-Control"]
 
 
+@pytest.mark.pci("7.2.1")
 def test_detokenize_is_refused_to_a_key_without_the_scope(created, api, token_path):
     response = api.post(f"{token_path}/detokenize")
 
@@ -1114,10 +1118,11 @@ def test_a_token_lives_about_4_years_by_default_in_live(tokenize, settings):
 
 
 def test_an_explicit_future_expiry_is_used(tokenize):
-    response = tokenize(tokenExpiryDateTime="2031-02-03T04:05:06Z")
+    expiry = (timezone.now() + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")  # within the lifetime (7 days here)
+    response = tokenize(tokenExpiryDateTime=expiry)
 
     assert response.status_code == 201
-    assert response.json()["tokenExpiryDateTime"] == "2031-02-03T04:05:06Z"
+    assert response.json()["tokenExpiryDateTime"] == expiry
 
 
 def test_an_expiry_in_the_past_is_refused(tokenize):
@@ -1271,6 +1276,7 @@ def _assert_purged(expired, live, api):
     assert api.get(path_of(live["tokenPaymentInstrument"]["href"])).status_code == 200
 
 
+@pytest.mark.pci("3.2.1")
 def test_the_purge_tombstones_expired_tokens_only(tokenize, api):
     expired, live = _one_expired_one_live(tokenize)
 
@@ -1281,6 +1287,7 @@ def test_the_purge_tombstones_expired_tokens_only(tokenize, api):
     assert services.tokens_purge_expired() == 0
 
 
+@pytest.mark.pci("3.2.1")
 def test_the_purge_expired_command_tombstones_expired_tokens_only(tokenize, api):
     expired, live = _one_expired_one_live(tokenize)
 
@@ -1289,12 +1296,28 @@ def test_the_purge_expired_command_tombstones_expired_tokens_only(tokenize, api)
     _assert_purged(expired, live, api)
 
 
+@pytest.mark.pci("10.5.1")
+def test_the_purge_destroys_card_data_and_keeps_the_audit_history_however_old(tokenize, api, carol_api):
+    expired, _ = _one_expired_one_live(tokenize)
+    carol_api.post(f"{path_of(expired['tokenPaymentInstrument']['href'])}/detokenize")
+    AuditLog.objects.update(created_at=timezone.now() - timedelta(days=400))  # older than a year
+    history = list(AuditLog.objects.values_list("pk", "action", "result"))
+    assert history
+
+    call_command("purge_expired", stdout=io.StringIO())
+
+    assert list(AuditLog.objects.filter(pk__in=[pk for pk, _, _ in history]).values_list("pk", "action", "result")) == (
+        history
+    )
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Brands and masking
 # ------------------------------------------------------------------------------------------------------------
 UNKNOWN_BRAND = with_check_digit("9" + "0" * 14)
 
 
+@pytest.mark.pci("3.4.1")
 @pytest.mark.parametrize(
     "number, brand",
     [
@@ -1341,6 +1364,7 @@ BOB_ATTEMPTS = [
 ]
 
 
+@pytest.mark.pci("7.2.1")
 @pytest.mark.parametrize("method, suffix, body", BOB_ATTEMPTS, ids=[f"{m} {s or '/'}" for m, s, _ in BOB_ATTEMPTS])
 def test_another_merchant_gets_404_on_alices_token_and_changes_nothing(
     created, tokenize, api, bob_processor_api, token_path, method, suffix, body

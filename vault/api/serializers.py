@@ -1,20 +1,21 @@
 """Request and response bodies of the card-token API, as in the card-token provider's public documentation.
 
 Input fields publish in the OpenAPI schema what they enforce (patterns, enums, lengths; see ``core.schema``). What
-no JSON Schema can say is in the code alone: the Luhn check, and dates that must not be in the past.
+no JSON Schema can say is in the code alone: the Luhn check, dates that must not be in the past nor past a token's
+lifetime, and free text that must hold no card number.
 
 The card rules are ``vault.rules``, which the bulk import and browser capture call too: the fields here check a
 value's characters with them, and declare their bounds from there, which DRF's length and range validators enforce
 under the same error names (``core.errors.DRF_CODES``).
 """
 
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.api import MAX_PAGE, DateTimeField, IntegerField, StrictSerializer, StringField, error
 from vault import cards, rules
 from vault.models import TOKEN_ID_ALPHABET, TOKEN_ID_LENGTH
+from vault.services.tokenize import default_lifetime
 
 
 def checked(rule, *values):
@@ -42,8 +43,17 @@ class CardNumberField(StringField):
         return checked(rules.card_number, super().to_internal_value(data))
 
 
+class FreeTextField(StringField):
+    """A string the vault keeps and shows back in clear: no card number in it (``rules.no_card_number``), judged
+    once its length is, so that an over-long value is never scanned."""
+
+    def run_validators(self, value):
+        super().run_validators(value)
+        checked(rules.no_card_number, value)
+
+
 @extend_schema_field({"type": "string", "pattern": "^[^&<\\u0000]*$"})
-class DescriptionField(StringField):
+class DescriptionField(FreeTextField):
     def __init__(self, **kwargs):
         super().__init__(**bounded(rules.DESCRIPTION, **kwargs))
 
@@ -52,7 +62,7 @@ class DescriptionField(StringField):
 
 
 @extend_schema_field({"type": "string", "pattern": f"^{rules.SCHEME_REFERENCE_ALLOWED.pattern}$"})
-class SchemeTransactionReferenceField(StringField):
+class SchemeTransactionReferenceField(FreeTextField):
     def __init__(self, **kwargs):
         super().__init__(**bounded(rules.SCHEME_REFERENCE, **kwargs))
 
@@ -60,12 +70,12 @@ class SchemeTransactionReferenceField(StringField):
         return checked(rules.scheme_reference_characters, super().to_internal_value(data))
 
 
-class CardHolderNameField(StringField):
+class CardHolderNameField(FreeTextField):
     def __init__(self, **kwargs):
         super().__init__(**bounded(rules.HOLDER_NAME, **kwargs))
 
 
-class NamespaceField(StringField):
+class NamespaceField(FreeTextField):
     def __init__(self, **kwargs):
         super().__init__(**bounded(rules.NAMESPACE, **kwargs))
 
@@ -78,7 +88,7 @@ class CountryCodeField(StringField):
         super().__init__(**bounded(rules.COUNTRY_CODE, **kwargs))
 
 
-class AddressLineField(StringField):
+class AddressLineField(FreeTextField):
     def __init__(self, line: str, **kwargs):
         super().__init__(**bounded(rules.ADDRESS_LINES[line], **kwargs))
 
@@ -130,9 +140,7 @@ class TokenCreateInput(StrictSerializer):
     paymentInstrument = PaymentInstrumentInput()
 
     def validate_tokenExpiryDateTime(self, value):
-        if value <= timezone.now():
-            raise error("fieldHasInvalidValue", "The token expiry date/time must be in the future")
-        return value
+        return checked(rules.token_expiry, value, default_lifetime())
 
 
 @extend_schema_field({"type": "string", "pattern": f"^[{TOKEN_ID_ALPHABET}]{{{TOKEN_ID_LENGTH}}}$"})
@@ -144,7 +152,8 @@ class TokenQueryInput(serializers.Serializer):
     """Query parameters: text by nature, so numbers are parsed from it (unlike JSON bodies). The view's schema
     lists them from here, bounds included."""
 
-    namespace = NamespaceField(required=False, help_text="List the tokens of this namespace")
+    # A query stores nothing: a namespace that cannot exist (one holding a card number) lists no tokens.
+    namespace = StringField(**bounded(rules.NAMESPACE), required=False, help_text="List the tokens of this namespace")
     tokenId = TokenIdQueryField(required=False, help_text="Find the token with this tokenId")
     page = serializers.IntegerField(
         min_value=1, max_value=MAX_PAGE, required=False, default=1, help_text="Page number, from 1"

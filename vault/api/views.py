@@ -1,23 +1,31 @@
 """The card-token API (``/tokens``): thin views over vault.services and vault.selectors."""
 
+import logging
 from urllib.parse import urlencode
 
+from django.db import DatabaseError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
-from rest_framework import status
+from rest_framework import exceptions, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import ApiView, ErrorOutput, StringField, page_of
+from core.audit import Actor
 from core.errors import ResourceNotFound
 from core.http import HalJsonRenderer, JsonRenderer, timestamp
 from core.schema import string_schema
-from merchants.authentication import actor_for
+from merchants.authentication import actor_for, client_origin
+from merchants.models import ApiKey
 from vault import selectors, services
 from vault.api import relations
 from vault.api import serializers as s
 from vault.api.representations import base_url, conflicts_body, curies, masked_card, token_body
+from vault.crypto import KeysUnavailable
+from vault.services.tokens import token_detokenize_refused
+
+logger = logging.getLogger(__name__)
 
 ERRORS = {
     400: OpenApiResponse(
@@ -293,8 +301,18 @@ class TokenConflictsView(ApiView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+# Why a detokenize attempt released nothing, by its answer's status; any other answer's reason is its error name.
+DETOKENIZE_REFUSALS = {
+    401: "no valid API key",
+    403: "the key lacks the tokens:detokenize scope",
+    404: "no such token for this merchant",
+    429: "rate limited",
+}
+
+
 class TokenDetokenizeView(ApiView):
     required_scope = "tokens:detokenize"
+    releases_card_data = True
 
     @extend_schema(
         operation_id="token_detokenize",
@@ -324,6 +342,34 @@ class TokenDetokenizeView(ApiView):
         )
         response["Cache-Control"] = "no-store"
         return response
+
+    def handle_exception(self, exc):
+        """Every attempt is audited: ``token_detokenize`` writes the card released (with the use, in its transaction)
+        and the keys failing it; any other failure is written here, once the request's transactions are rolled back.
+        """
+        response = super().handle_exception(exc)
+        if not isinstance(exc, KeysUnavailable):
+            try:
+                token_detokenize_refused(
+                    actor=self._attempt_actor(),
+                    reference=self.kwargs["reference"],
+                    reason=DETOKENIZE_REFUSALS.get(response.status_code) or response.data["errorName"],
+                    status=response.status_code,
+                )
+            except DatabaseError:
+                logger.exception("a failed detokenize attempt could not be audited")
+        return response
+
+    def _attempt_actor(self) -> Actor:
+        try:
+            key = self.request.auth
+        except exceptions.APIException:  # the failure came before authentication, which refuses the key too
+            key = None
+        return (
+            actor_for(self.request)
+            if isinstance(key, ApiKey)
+            else Actor("anonymous", origin=client_origin(self.request))
+        )
 
 
 class RelationView(APIView):

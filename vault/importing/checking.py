@@ -1,7 +1,9 @@
 """Checking a row: the card rules of ``POST /tokens`` (``vault.rules``), the same error names and messages, one
 problem per column. What is the file's own: the expiry date written ``MM/YYYY`` or ``MM/YY``, the external
 reference, and a row whose card number sits in another column too (a file whose columns slid), which is refused so
-that no number reaches a column kept or written in clear.
+that no number reaches a column kept or written in clear. Another card number in a column kept in clear (the holder
+name, an address line, the namespace) is refused by the rules themselves, as the API refuses it
+(``fieldContainsCardNumber``).
 """
 
 from dataclasses import dataclass
@@ -99,10 +101,15 @@ def row_of(cells: list[str], layout: Layout, line: int, *, today: date) -> Row |
         if namespace is not None:
             _checked(problems, layout.namespace_column, rules.namespace, namespace)
     if number and len(number) >= rules.CARD_NUMBER.min_length:
-        # A file whose columns slid: the number must not reach a column kept or written in clear.
-        for name, index in layout.others:
-            if number in cells[index]:
-                problems.append((name, "fieldHasInvalidValue", "The column holds the card number"))
+        # A file whose columns slid: the number must not reach a column kept or written in clear. Said in place of
+        # what the rules found in that column (a card number, that very one): one problem a column.
+        slid = {name for name, index in layout.others if number in cells[index]}
+        problems = [found for found in problems if found[0] not in slid]
+        problems.extend(
+            (name, "fieldHasInvalidValue", "The column holds the card number")
+            for name, _ in layout.others
+            if name in slid
+        )
     if problems:
         return Reject(line, reference, problems)
     return Row(line, reference, number, holder, expiry[0], expiry[1], address, namespace)

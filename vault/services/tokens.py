@@ -5,14 +5,14 @@ Each service is keyword-only, runs in one transaction, and says in its docstring
 """
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from core.audit import SYSTEM, Actor, audit_record
-from core.errors import ResourceNotFound
+from core.errors import BusinessRuleError, ResourceNotFound
 from core.http import timestamp
 from core.models import AuditLog
 from vault.crypto import KeysUnavailable, KeyVersionUnavailable
@@ -22,6 +22,17 @@ from vault.models import ExpiryExtension, Token
 from vault.services.tokenize import card_data_destroy, default_lifetime
 
 logger = logging.getLogger(__name__)
+
+# The latest expiry an extension gives: a token stored before tokenExpiryDateTime had an upper bound may expire near
+# the largest date a datetime holds, and one lifetime more would overflow. An extension stops here instead, and never
+# moves an expiry back: a token past it keeps its expiry.
+LATEST_EXPIRY = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+def _one_lifetime_after(instant: datetime) -> datetime:
+    """``instant`` moved one default lifetime on, up to ``LATEST_EXPIRY``; never earlier than ``instant``."""
+    lifetime = default_lifetime()
+    return max(instant, min(instant, LATEST_EXPIRY - lifetime) + lifetime)
 
 
 @transaction.atomic
@@ -47,7 +58,7 @@ def token_use(*, token: Token, reason: str) -> ExpiryExtension | None:
     extends a token (the seed: "for Try, expiry date extensions are not applicable"); staff still can
     (``token_extend_expiry``).
 
-    Returns the extension row written, or None when nothing was extended.
+    Returns the extension row written, or None when nothing was extended (nor is a token at ``LATEST_EXPIRY``).
     """
     if settings.TOKENS_ENVIRONMENT != "live":
         return None
@@ -56,7 +67,9 @@ def token_use(*, token: Token, reason: str) -> ExpiryExtension | None:
     if token.expires_at - now >= (token.expires_at - token.created_at) / 2:
         return None
     old = token.expires_at
-    token.expires_at = old + default_lifetime()
+    token.expires_at = _one_lifetime_after(old)
+    if token.expires_at == old:
+        return None
     token.updated_at = now
     token.save(update_fields=["expires_at", "updated_at"])
     extension = ExpiryExtension.objects.create(
@@ -74,8 +87,8 @@ def token_can_extend(token: Token, now: datetime | None = None) -> bool:
 
 def token_extended_expiry(token: Token, now: datetime | None = None) -> datetime:
     """The expiry ``token_extend_expiry`` gives ``token``: one default lifetime past the later of now and its current
-    expiry."""
-    return max(token.expires_at, now or timezone.now()) + default_lifetime()
+    expiry, up to ``LATEST_EXPIRY`` (its current expiry, for a token already there)."""
+    return _one_lifetime_after(max(token.expires_at, now or timezone.now()))
 
 
 @transaction.atomic
@@ -84,7 +97,8 @@ def token_extend_expiry(*, token: Token, actor: Actor, reason: str = "extended b
     ``token.extend_expiry`` audit row, and the merchant's ``token.expiry_extended`` event.
 
     Raises ResourceNotFound, writing nothing, when ``token_can_extend`` says no under the row's lock (a token deleted
-    or expired since the caller read it is not revived).
+    or expired since the caller read it is not revived), and ``tokenExpiryAtLatest`` when its expiry is already
+    ``LATEST_EXPIRY`` or later.
     """
     token = Token.objects.select_for_update(of=("self",)).select_related("merchant", "namespace").get(pk=token.pk)
     now = timezone.now()
@@ -93,6 +107,8 @@ def token_extend_expiry(*, token: Token, actor: Actor, reason: str = "extended b
     reason = reason[:40]
     old = token.expires_at
     token.expires_at = token_extended_expiry(token, now)
+    if token.expires_at == old:
+        raise BusinessRuleError("tokenExpiryAtLatest", "The token's expiry is already the latest a token may have")
     token.updated_at = now
     token.save(update_fields=["expires_at", "updated_at"])
     extension = ExpiryExtension.objects.create(
@@ -135,6 +151,26 @@ def token_detokenize(*, token: Token, actor: Actor) -> tuple[Token, str]:
         )
         raise
     return token, number
+
+
+def token_detokenize_refused(*, actor: Actor, reference: str, reason: str, status: int) -> AuditLog:
+    """Audit a detokenize attempt that released nothing, other than those ``token_detokenize`` audits itself (the
+    keys failing it): refused before it ran (no key, a key without the scope, the rate limit, no such token for the
+    merchant) or failing in it otherwise. Writes one failure row with ``reason`` and the answer's ``status``.
+
+    The row names the token whose href ends in ``reference``, whatever its merchant or state, so that staff see which
+    token was tried; for a reference of no token it names none, and the reference itself is never written down
+    (anything may be typed there, a card number too). Call it once the attempt's own transactions are rolled back.
+    """
+    token_id = Token.objects.filter(reference=reference).values_list("token_id", flat=True).first()
+    return audit_record(
+        actor=actor,
+        action="token.detokenize",
+        result=AuditLog.FAILURE,
+        object_type=Token.audit_type,
+        object_id=token_id or "",
+        detail={"reason": reason, "status": status},
+    )
 
 
 def tokens_network_token_set(*, links: dict[int, str]) -> None:

@@ -1,6 +1,7 @@
 import os
 
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from merchants import services
@@ -13,6 +14,8 @@ class Command(BaseCommand):
     help = "Embedded run: make sure the admin superuser and the demo merchant exist, and print how to use them."
 
     def handle(self, *args, **options):
+        # The rate limits' cache table: migrate made the default one; this makes the one CACHE_URL names, if another.
+        call_command("createcachetable", verbosity=0)
         password = os.environ["ADMIN_PASSWORD"]
         demo_key = os.environ["DEMO_API_KEY"]
         User = get_user_model()

@@ -1,0 +1,26 @@
+"""gunicorn's settings for the API servers, read from the folder gunicorn starts in (the project's: the README's
+command and the benchmarks start it there; from elsewhere, pass ``-c <project>/gunicorn.conf.py``).
+
+gunicorn logs through loggers of its own, ``gunicorn.error`` (start, workers, refused requests, which quote the request
+line) and ``gunicorn.access`` (one line per request, with its URL), whose handlers would write past the application's
+redaction. Here they have none: their records go to the root logger's handler, which redacts anything that looks like
+a card number and writes the application's structured lines. That is this file's handler in the master process, and
+the application's own (config/settings/base.py's LOGGING) in each worker once Django is set up. With a logging
+configuration gunicorn also writes its access log, to the same stream (stderr); ``--log-level`` still sets
+``gunicorn.error``'s level.
+"""
+
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact_pan": {"()": "core.logging.RedactCardNumbersFilter"}},
+    "formatters": {"structured": {"()": "core.logging.StructuredFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "structured", "filters": ["redact_pan"]},
+    },
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {
+        "gunicorn.error": {"handlers": [], "propagate": True},
+        "gunicorn.access": {"handlers": [], "propagate": True},
+    },
+}

@@ -1,0 +1,79 @@
+"""The token list's search box posts its term: a full card number typed into it is refused before it is part of any
+URL (the browser's history, the proxy's and the servers' access logs, the Referer of the next page); a tokenId, last
+four digits or BIN lands on the list's usual address, ``?q=<term>``, so paging, filters and links keep it.
+
+admin_client is a superuser ("admin"); alice's Sherlock Visa (ending 1111) is the token searched for, her Mastercard
+one that must not come up.
+"""
+
+import re
+
+import pytest
+
+from tests.conftest import MASTERCARD, VISA, logged_in
+from tests.vault.test_admin import changelist, listed_token_ids, sherlock_card
+from vault import services
+from vault.models import Token
+
+pytestmark = pytest.mark.pci("3.5.1")
+
+
+@pytest.fixture
+def token(alice) -> Token:
+    return services.card_tokenize(merchant=alice, card=sherlock_card(), namespace="baker-street").token
+
+
+def test_the_search_box_of_the_token_list_posts(admin_client, token):
+    page = admin_client.get(changelist("token")).content.decode()
+
+    form = re.search(r'<form id="changelist-search".*?</form>', page, re.DOTALL).group(0)
+    assert 'method="post"' in form
+    assert 'name="csrfmiddlewaretoken"' in form
+
+
+@pytest.mark.parametrize("query", ["1111", "444433", "token_id"])
+def test_a_posted_last_four_bin_or_token_id_lands_on_the_lists_search_for_it(admin_client, alice, token, query):
+    other = services.card_tokenize(merchant=alice, card=sherlock_card(MASTERCARD)).token
+    query = token.token_id if query == "token_id" else query
+
+    response = admin_client.post(changelist("token"), {"q": query})
+
+    assert response.status_code == 302
+    assert response["Location"] == f"{changelist('token')}?q={query}"
+    listing = admin_client.get(response["Location"])
+    assert listed_token_ids(listing) == {token.token_id}
+    assert other.token_id not in listing.content.decode()
+
+
+def test_a_posted_search_keeps_the_lists_filters_and_starts_on_the_first_page(admin_client, token):
+    response = admin_client.post(f"{changelist('token')}?expired=no&q=4444&p=2", {"q": "1111"})
+
+    assert response["Location"] == f"{changelist('token')}?expired=no&q=1111"
+
+
+def test_an_empty_posted_search_lists_every_token(admin_client, token):
+    response = admin_client.post(f"{changelist('token')}?q=1111", {"q": " "})
+
+    assert response["Location"] == changelist("token")
+
+
+@pytest.mark.parametrize(
+    "number", [VISA, "4444 3333 2222 1111", "4444-3333-2222-1111"], ids=["digits", "spaces", "dashes"]
+)
+def test_a_full_card_number_posted_as_a_search_is_refused_and_never_put_in_a_url(admin_client, token, number):
+    response = admin_client.post(f"{changelist('token')}?expired=no", {"q": number}, follow=True)
+
+    [(location, _)] = response.redirect_chain
+    assert location == f"{changelist('token')}?expired=no"
+    body = response.content.decode()
+    assert number not in body and VISA not in body
+    assert "Full card or token numbers are not accepted" in body
+    assert listed_token_ids(response) == {token.token_id}  # the list as it was, not searched
+
+
+def test_a_search_needs_the_permission_to_see_the_list(django_user_model, token):
+    nobody = logged_in(django_user_model.objects.create_user("nobody", password="x", is_staff=True))
+
+    response = nobody.post(changelist("token"), {"q": "1111"})
+
+    assert response.status_code == 403
