@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from backoffice import admin_login, dashboard
+from backoffice import dashboard
 from backoffice.health import HealthView
 from core.api import EndpointNotFoundView
 
@@ -17,7 +17,6 @@ handler500 = "core.errors.handler500"
 public = {"authentication_classes": [], "permission_classes": []}
 
 urlpatterns = [
-    path("admin/login/", admin_login.login, name="admin-login"),
     # Behind the admin site's own check (a session signed in with both factors), not staff status alone.
     path("admin/dashboard/", admin.site.admin_view(dashboard.dashboard), name="admin-dashboard"),
     path("admin/", admin.site.urls),

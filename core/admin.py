@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterable
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.views.main import SEARCH_VAR
+from django.contrib.admin.views.main import ERROR_FLAG, PAGE_VAR, SEARCH_VAR
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 
@@ -31,19 +32,44 @@ def looks_like_a_card_number(query: str) -> bool:
 
 
 class RefusesCardNumbersInSearch:
-    """Searching by a full card or token number is refused before it is echoed in the page or run as a query."""
+    """Searching by a full card or token number is refused before it is echoed in the page or run as a query.
+
+    A list whose search box posts its term (the tokens': admin/vault/token/search_form.html) refuses such a number
+    before it is part of any URL: the browser's history, the access logs of the proxy and the servers, the next page's
+    Referer. Any other posted term goes to the list's usual ``?q=<term>``, so paging, filters and links keep it, and
+    that GET is checked as any other.
+    """
 
     def changelist_view(self, request, extra_context=None):
+        if request.method == "POST" and SEARCH_VAR in request.POST:
+            if not self.has_view_or_change_permission(request):
+                raise PermissionDenied
+            params = request.GET.copy()
+            for name in (SEARCH_VAR, PAGE_VAR, ERROR_FLAG):
+                params.pop(name, None)
+            term = request.POST[SEARCH_VAR].strip()
+            if looks_like_a_card_number(term):
+                self._refuse_search(request)
+            elif term:
+                params[SEARCH_VAR] = term
+            return self._list_with(request, params)
         if looks_like_a_card_number(request.GET.get(SEARCH_VAR, "")):
-            self.message_user(
-                request,
-                "Full card or token numbers are not accepted here: search by last four digits or BIN.",
-                messages.ERROR,
-            )
+            self._refuse_search(request)
             params = request.GET.copy()
             del params[SEARCH_VAR]
-            return HttpResponseRedirect(f"{request.path}?{params.urlencode()}" if params else request.path)
+            return self._list_with(request, params)
         return super().changelist_view(request, extra_context)
+
+    def _refuse_search(self, request) -> None:
+        self.message_user(
+            request,
+            "Full card or token numbers are not accepted here: search by last four digits or BIN.",
+            messages.ERROR,
+        )
+
+    @staticmethod
+    def _list_with(request, params) -> HttpResponseRedirect:
+        return HttpResponseRedirect(f"{request.path}?{params.urlencode()}" if params else request.path)
 
 
 class ReadOnlyInline(admin.TabularInline):

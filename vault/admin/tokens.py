@@ -1,14 +1,11 @@
 """Tokens, masked, with their expiry extensions: deleted as tombstones and extended by hand, each confirmed first."""
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.contrib.admin import helpers
-from django.contrib.admin.views.main import ERROR_FLAG, PAGE_VAR, SEARCH_VAR
-from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from core.admin import ReadOnlyAdmin, ReadOnlyInline, looks_like_a_card_number, staff_actor
+from core.admin import ReadOnlyAdmin, ReadOnlyInline, staff_actor
 from core.audit import audit_record
 from vault import selectors, services
 from vault.admin.base import (
@@ -96,29 +93,6 @@ class TokenAdmin(ServiceActions):
         "deleted_reason",
         "pending_conflict",
     ]
-
-    def changelist_view(self, request, extra_context=None):
-        # The search box posts its term (admin/vault/token/search_form.html), so a full card number typed into it
-        # is refused before it is part of any URL: the browser's history, the access logs of the proxy and the
-        # servers, the next page's Referer. Any other term goes to the list's usual ?q=<term>, so paging, filters
-        # and links keep it, and the GET is checked as any other (RefusesCardNumbersInSearch).
-        if request.method == "POST" and SEARCH_VAR in request.POST:
-            if not self.has_view_or_change_permission(request):
-                raise PermissionDenied
-            params = request.GET.copy()
-            for name in (SEARCH_VAR, PAGE_VAR, ERROR_FLAG):
-                params.pop(name, None)
-            term = request.POST[SEARCH_VAR].strip()
-            if looks_like_a_card_number(term):
-                self.message_user(
-                    request,
-                    "Full card or token numbers are not accepted here: search by last four digits or BIN.",
-                    messages.ERROR,
-                )
-            elif term:
-                params[SEARCH_VAR] = term
-            return HttpResponseRedirect(f"{request.path}?{params.urlencode()}" if params else request.path)
-        return super().changelist_view(request, extra_context)
 
     def get_search_results(self, request, queryset, search_term):
         # tokenIds are capitals and digits, BINs and last fours digits: the term in capitals finds what iexact would.
