@@ -7,10 +7,12 @@ from collections.abc import Callable, Iterable
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.utils import quote, unquote
 from django.contrib.admin.views.main import ERROR_FLAG, PAGE_VAR, SEARCH_VAR
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect
+from django.http import HttpResponseBase, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
 from core.audit import Actor
 from core.errors import BusinessRuleError, NotFound, ResourceNotFound
@@ -117,6 +119,61 @@ class ConfirmsActions:
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, self.confirmation_template, context)
+
+
+class ObjectActions:
+    """The object's actions as buttons at the top of its page, leading to the same confirmation pages as the list's.
+
+    ``object_actions`` maps an action's name to its button's label; a button shows when the staff user may run the
+    action (its ``permissions``) and ``object_action_applies`` says it makes sense for this object now. The button
+    opens ``<pk>/actions/<name>/``, which runs the list's action on this one object: its confirmation page posts back
+    there, and once done the object's page shows again with the outcome. Actions named in ``irreversible_actions``
+    look like the irreversible step they are.
+    """
+
+    object_actions: dict[str, str] = {}
+    irreversible_actions: frozenset[str] = frozenset()
+
+    def object_action_applies(self, obj, name: str) -> bool:
+        return True
+
+    def get_urls(self):
+        name = f"{self.opts.app_label}_{self.opts.model_name}_object_action"
+        view = self.admin_site.admin_view(self.object_action_view)
+        return [path("<path:object_id>/actions/<str:action>/", view, name=name), *super().get_urls()]
+
+    def object_action_view(self, request, object_id, action):
+        actions = self.get_actions(request)
+        if action not in self.object_actions or action not in actions:
+            raise PermissionDenied
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        func = actions[action][0]
+        response = func(self, request, self.get_queryset(request).filter(pk=obj.pk))
+        if isinstance(response, HttpResponseBase):
+            return response
+        change = f"admin:{self.opts.app_label}_{self.opts.model_name}_change"
+        return HttpResponseRedirect(reverse(change, args=[quote(obj.pk)], current_app=self.admin_site.name))
+
+    def object_action_buttons(self, request, obj) -> list[dict]:
+        actions = self.get_actions(request)
+        url = f"admin:{self.opts.app_label}_{self.opts.model_name}_object_action"
+        return [
+            {
+                "name": name,
+                "label": label,
+                "url": reverse(url, args=[quote(obj.pk), name], current_app=self.admin_site.name),
+                "irreversible": name in self.irreversible_actions,
+            }
+            for name, label in self.object_actions.items()
+            if name in actions and self.object_action_applies(obj, name)
+        ]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["object_actions"] = self.object_action_buttons(request, obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
 
 class WrittenByServices:

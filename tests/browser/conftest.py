@@ -228,3 +228,21 @@ def reload_until(page: Page, locator, text: str, *, timeout: float = 15.0) -> No
             pytest.fail(f"{locator} still reads {locator.inner_text().strip()!r}, not {text!r}, after {timeout}s")
         page.wait_for_timeout(300)
         page.reload()
+
+
+# Where the README's tour is taken: a desktop and a phone.
+SCREENS = {"1440": {"width": 1440, "height": 900}, "390": {"width": 390, "height": 844}}
+
+
+def screens(page: Page, name: str) -> list[Path]:
+    """The page as it is now at 1440×900 and at 390×844, saved as ``<name>-1440.png`` and ``<name>-390.png`` under
+    the run's output folder (the tour's pictures come from there); the viewport is put back afterwards."""
+    saved, viewport = [], page.viewport_size
+    for width, size in SCREENS.items():
+        page.set_viewport_size(size)
+        path = output_dir() / f"{name}-{width}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=path, full_page=True)
+        saved.append(path)
+    page.set_viewport_size(viewport)
+    return saved

@@ -7,7 +7,7 @@ invalid value for each parameter and body field, undeclared methods, missing hea
 then read, change, delete what was created, then read it again). Every response is judged by every built-in check:
 no 5xx, only documented status codes, content types, headers and body schemas, valid data accepted and invalid data
 rejected, missing required headers refused, undeclared methods answered 405 with ``Allow``, deleted resources gone,
-created ones reachable, credentials enforced, no response slower than ``MAX_RESPONSE_SECONDS``, and an object read
+created ones reachable, credentials enforced, no response hanging past ``HANG_SECONDS``, and an object read
 with alice's key not readable with bob's. One check of ours is added, ``no_other_merchants_data``.
 
 Path parameters, ``?tokenId=``, ``?namespace=``, card numbers and the ``token`` of a network-token request are drawn
@@ -68,7 +68,8 @@ FIXED_SEED = 8204399526216384751
 _seed = os.environ.get("FUZZ_SEED", "")
 SEED = random.getrandbits(64) if _seed == "random" else int(_seed) if _seed else FIXED_SEED
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
-MAX_RESPONSE_SECONDS = 5
+# A request this slow hangs; speed itself is make bench's to judge (a shared CI machine once took 5 s on a tokenize).
+HANG_SECONDS = 60
 MAX_RUN_SECONDS = 600
 CORRELATION = {"HTTP_X_CORRELATION_ID": "fuzz-setup"}
 # A loopback receiver nobody listens on: nothing is delivered anyway, the broker being stubbed.
@@ -472,7 +473,7 @@ def fuzz_config(*, alice: Merchant, bob: Merchant, wfc_path: str) -> schemathesi
                 "dictionaries": {kind: {"dictionary": kind, "probability": 0.1} for kind in TROUBLE},
             },
             "phases": {"stateful": {"generation": {"max-examples": EXAMPLES}}},
-            "checks": {"max_response_time": MAX_RESPONSE_SECONDS},
+            "checks": {"max_response_time": HANG_SECONDS},
             # Schemathesis's default statuses for valid data, and 422; a 5xx stays not_a_server_error's failure.
             "operations": [
                 {
