@@ -1,7 +1,8 @@
 """The webhook events the vault emits, built from a token's masked data only (never a number, never a name).
 
-``token_event_data`` is the one builder of their payload: ``token_event`` emits it in the caller's transaction, and
-the bulk import stores it for thousands of new tokens at once (``vault.importing.storing``).
+``token_columns_event_data`` is the one builder of their payload, from a token's columns: ``token_event_data`` hands
+it a token's, for ``token_event`` to emit in the caller's transaction; the bulk import hands it the columns of
+thousands of new tokens at once, which it stores without making a ``Token`` of them (``vault.importing.preparing``).
 """
 
 import functools
@@ -10,24 +11,50 @@ from django.conf import settings
 
 from core.http import timestamp
 from notifications.services import event_emit
-from vault.models import Token
+from vault.models import Token, masked_number
 
 
 def token_event_data(token: Token, **extra) -> dict:
     """The payload of a token event: ids, masked card, expiry, namespace, then ``extra``. ``token`` need not be
     saved: its namespace is read through ``token.namespace`` (select it with the token to save a query)."""
-    card = {"type": "card/masked", "cardNumber": token.masked_number, "bin": token.bin, "brand": token.brand}
-    if token.expiry_month:
-        card["cardExpiryDate"] = {"month": token.expiry_month, "year": token.expiry_year}
+    namespace = token.namespace
+    columns = {name: getattr(token, name) for name in EVENT_COLUMNS}
+    return token_columns_event_data(columns, None if namespace is None else namespace.name, **extra)
+
+
+# The token's columns its events show.
+EVENT_COLUMNS = (
+    "token_id",
+    "reference",
+    "bin",
+    "last_four",
+    "pan_length",
+    "brand",
+    "expiry_month",
+    "expiry_year",
+    "expires_at",
+)
+
+
+def token_columns_event_data(columns: dict, namespace: str | None, **extra) -> dict:
+    """``token_event_data`` of a token given as its columns (``vault.services.tokenize.token_columns``, which the
+    bulk import writes without making a ``Token``) and its namespace's name."""
+    card = {
+        "type": "card/masked",
+        "cardNumber": masked_number(columns["bin"], columns["pan_length"], columns["last_four"]),
+        "bin": columns["bin"],
+        "brand": columns["brand"],
+    }
+    if columns["expiry_month"]:
+        card["cardExpiryDate"] = {"month": columns["expiry_month"], "year": columns["expiry_year"]}
     data = {
-        "tokenId": token.token_id,
-        "href": f"{settings.PUBLIC_BASE_URL.rstrip('/')}/tokens/{token.reference}",
-        "tokenExpiryDateTime": _timestamp(token.expires_at),
+        "tokenId": columns["token_id"],
+        "href": f"{settings.PUBLIC_BASE_URL.rstrip('/')}/tokens/{columns['reference']}",
+        "tokenExpiryDateTime": _timestamp(columns["expires_at"]),
         "paymentInstrument": card,
     }
-    namespace = token.namespace
     if namespace is not None:
-        data["namespace"] = namespace.name
+        data["namespace"] = namespace
     return {**data, **extra} if extra else data
 
 

@@ -138,7 +138,7 @@ class Token(models.Model):
 
     @property
     def masked_number(self) -> str:
-        return self.bin[:4] + "*" * (self.pan_length - 8) + self.last_four
+        return masked_number(self.bin, self.pan_length, self.last_four)
 
     @property
     def is_deleted(self) -> bool:
@@ -148,7 +148,17 @@ class Token(models.Model):
         return self.expires_at <= (now or timezone.now())
 
     def associated_data(self) -> bytes:
-        return f"token:{self.merchant_id}:{self.token_id}".encode()
+        return token_associated_data(self.merchant_id, self.token_id)
+
+
+def masked_number(bin: str, pan_length: int, last_four: str) -> str:
+    """A card number as every answer shows it: its first four and last four digits, stars between."""
+    return bin[:4] + "*" * (pan_length - 8) + last_four
+
+
+def token_associated_data(merchant_id: int, token_id: str) -> bytes:
+    """What a token's card number is encrypted with, so its ciphertext decrypts for that token and merchant only."""
+    return f"token:{merchant_id}:{token_id}".encode()
 
 
 class TokenConflict(models.Model):

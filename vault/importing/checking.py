@@ -9,18 +9,17 @@ name, an address line, the namespace) is refused by the rules themselves, as the
 from dataclasses import dataclass
 from datetime import date
 
-from notifications.models import Event
 from vault import rules
 from vault.importing.reading import EXPIRY, HOLDER, NUMBER, REFERENCE, Layout
-from vault.models import Token
 
 EXTERNAL_REFERENCE = rules.Bounds(1, 255)
 
 
 @dataclass(slots=True)
 class Row:
-    """A valid row; once prepared (``preparing.Preparer``), also the token it becomes if its card is new, and that
-    token's ``token.created`` event. The number is dropped as soon as it is encrypted and fingerprinted."""
+    """A valid row; once prepared (``preparing.Preparer``), also the columns of the token it becomes if its card is
+    new, and of that token's ``token.created`` event. The number is dropped as soon as it is encrypted and
+    fingerprinted."""
 
     line: int
     reference: str
@@ -30,8 +29,8 @@ class Row:
     year: int
     address: dict | None
     namespace: str | None
-    token: Token | None = None
-    event: Event | None = None
+    token: dict | None = None
+    event: dict | None = None
 
 
 @dataclass(slots=True)

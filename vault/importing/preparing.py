@@ -1,11 +1,12 @@
 """Preparing a batch of valid rows: everything about their new tokens that needs no database, off the storing
 threads' path (the reader thread does it while they wait on the database).
 
-Each row gets the token ``card_tokenize`` would make of it (``tokenize.token_new``: ids, masked parts, brand,
-default description, expiry), its number fingerprinted and encrypted (a batch at once, ``encrypt_many``, bound to the
-token as ``Token.associated_data()`` says), and its ``token.created`` event, whose payload is the API's
-(``vault.events.token_event_data``) and whose row the outbox makes (``notifications.services.events_new``). A row's
-namespace is an unsaved stand-in until storing finds or creates it.
+Each row gets the columns of the token ``card_tokenize`` would make of it (``tokenize.token_columns``: ids, masked
+parts, brand, default description, expiry), its number fingerprinted and encrypted (a batch at once,
+``encrypt_many``, bound to the token as ``token_associated_data`` says), and the columns of its ``token.created``
+event, whose payload is the API's (``vault.events.token_columns_event_data``) and whose row the outbox makes
+(``notifications.services.event_rows``). Rows of values, not model instances (see ``writers``). A row's namespace
+is known by name until storing finds or creates it and sets the token's ``namespace_id``.
 """
 
 import base64
@@ -14,12 +15,12 @@ import secrets
 from django.utils import timezone
 
 from merchants.models import Merchant
-from notifications.services import events_new
-from vault.events import token_event_data
+from notifications.services import event_rows
+from vault.events import token_columns_event_data
 from vault.importing.checking import Row
 from vault.keys import key_ring
-from vault.models import TOKEN_ID_RANDOM_BYTES, Namespace, token_id_from
-from vault.services.tokenize import Card, default_lifetime, token_new
+from vault.models import TOKEN_ID_RANDOM_BYTES, token_associated_data, token_id_from
+from vault.services.tokenize import Card, default_lifetime, token_columns
 
 # The random bytes of a row's ids, read for a whole batch at once: a system call for each, which gives the other
 # threads the interpreter while it waits, made preparing the slowest part of the import. As in vault.models:
@@ -42,19 +43,13 @@ class Preparer:
         """Set ``token`` and ``event`` of each of ``rows``, and drop its number."""
         now = timezone.now()
         expires_at = now + self.lifetime
-        fingerprint, merchant = self.ring.fingerprint, self.merchant
-        namespaces: dict[str, Namespace] = {}
+        fingerprint, merchant_id = self.ring.fingerprint, self.merchant.pk
         random = secrets.token_bytes(_ROW_RANDOM_BYTES * len(rows))
         for row, start in zip(rows, range(0, len(random), _ROW_RANDOM_BYTES), strict=True):
-            namespace = None
-            if row.namespace is not None:
-                namespace = namespaces.get(row.namespace)
-                if namespace is None:
-                    namespace = namespaces[row.namespace] = Namespace(merchant=merchant, name=row.namespace)
             middle = start + TOKEN_ID_RANDOM_BYTES
-            row.token = token_new(
-                merchant=merchant,
-                namespace=namespace,
+            row.token = token_columns(
+                merchant_id=merchant_id,
+                namespace_id=None,
                 fingerprint=fingerprint(row.number),
                 card=Card(row.number, row.holder, row.month, row.year, row.address),
                 expires_at=expires_at,
@@ -62,14 +57,16 @@ class Preparer:
                 token_id=token_id_from(random[start:middle]),
                 reference=_urlsafe(random[middle : start + _ROW_RANDOM_BYTES]),
             )
-        key_version, ciphertexts = self.ring.encrypt_many([(row.number, row.token.associated_data()) for row in rows])
+        key_version, ciphertexts = self.ring.encrypt_many(
+            [(row.number, token_associated_data(merchant_id, row.token["token_id"])) for row in rows]
+        )
         for row, ciphertext in zip(rows, ciphertexts, strict=True):
-            row.token.key_version, row.token.pan_ciphertext = key_version, ciphertext
+            row.token["key_version"], row.token["pan_ciphertext"] = key_version, ciphertext
             row.number = None
-        events = events_new(
-            merchant_id=merchant.pk,
+        events = event_rows(
+            merchant_id=merchant_id,
             type="token.created",
-            data=[token_event_data(row.token) for row in rows],
+            data=[token_columns_event_data(row.token, row.namespace) for row in rows],
             created_at=now,
         )
         for row, event in zip(rows, events, strict=True):

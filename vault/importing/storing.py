@@ -53,7 +53,7 @@ class Batch:
     namespaces: set[str] = field(init=False)
 
     def __post_init__(self):
-        self.cards = {row.token.fingerprint for row in self.rows}
+        self.cards = {row.token["fingerprint"] for row in self.rows}
         self.namespaces = {row.namespace for row in self.rows if row.namespace is not None}
 
     def overlaps(self, other: "Batch") -> bool:
@@ -127,7 +127,7 @@ class Store:
         for row in rows:
             token = row.token
             namespace = None if row.namespace is None else namespaces[row.namespace]
-            key = (token.fingerprint, None if namespace is None else namespace.pk)
+            key = (token["fingerprint"], None if namespace is None else namespace.pk)
             holder = held.get(key)
             if holder is not None:
                 counts.reused += 1
@@ -149,13 +149,13 @@ class Store:
                     )
                     continue
                 room[namespace.pk] += 1
-                token.namespace = namespace  # the stored namespace, for its stand-in
-            href = f"{self.base_url}/tokens/{token.reference}"
-            held[key] = Held(token.token_id, href, row.holder, row.month, row.year, row.address)
+                token["namespace_id"] = namespace.pk
+            href = f"{self.base_url}/tokens/{token['reference']}"
+            held[key] = Held(token["token_id"], href, row.holder, row.month, row.year, row.address)
             tokens.append(token)
             events.append(row.event)
             counts.imported += 1
-            stored.mapped.append((row.reference, token.token_id, href))
+            stored.mapped.append((row.reference, token["token_id"], href))
         self.writer.write(Token, tokens)
         self.writer.write(Event, events)
         if events:
@@ -193,10 +193,10 @@ class Store:
             "expires_at",
         )
         arms = []
-        plain = {row.token.fingerprint for row in rows if row.namespace is None}
+        plain = {row.token["fingerprint"] for row in rows if row.namespace is None}
         if plain:
             arms.append(live.filter(namespace__isnull=True, fingerprint__in=plain).values_list(*columns))
-        spaced = {row.token.fingerprint for row in rows if row.namespace is not None}
+        spaced = {row.token["fingerprint"] for row in rows if row.namespace is not None}
         if spaced:
             ids = [namespace.pk for namespace in namespaces.values()]
             arms.append(live.filter(namespace_id__in=ids, fingerprint__in=spaced).values_list(*columns))

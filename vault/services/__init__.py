@@ -1,11 +1,13 @@
 """Every write the vault makes. Views, admin actions, commands, tasks and the apps above call these and nothing else.
 
-- ``tokenize``: a card's details: tokenize, updates, conflicts applied or dismissed, the tombstone a card leaves;
+- ``tokenize``: a card's details: tokenize, updates, the tombstone a card leaves;
+- ``conflicts``: a token's pending conflict applied or dismissed;
 - ``tokens``: uses and expiry extensions, detokenize, deletion, expiry purges, the network-token link.
 
 Key custody (the keys against the data, rotation) is ``vault.keys``.
 """
 
+from vault.services.conflicts import conflict_apply, conflict_dismiss
 from vault.services.tokenize import (
     UNSET,
     Card,
@@ -14,8 +16,6 @@ from vault.services.tokenize import (
     billing_address_differs,
     card_data_destroy,
     card_tokenize,
-    conflict_apply,
-    conflict_dismiss,
     default_lifetime,
     token_update,
 )

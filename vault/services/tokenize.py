@@ -1,5 +1,6 @@
 """A card's details: tokenize (a card in, a token out, created, matched or a conflict, by the card-token API's
-rules), updates of the details, and conflicts applied or dismissed.
+rules), updates of the details, and the tombstone a card leaves (conflicts are applied or dismissed in
+``conflicts``).
 
 Each service is keyword-only, runs in one transaction, and says in its docstring what it writes and raises.
 """
@@ -13,10 +14,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core.audit import SYSTEM, Actor, audit_record
 from core.db import RowInsert
-from core.errors import BusinessRuleError, ResourceNotFound
-from core.models import AuditLog
+from core.errors import BusinessRuleError
 from merchants.models import Merchant
 from vault import cards, rules
 from vault.events import token_event
@@ -167,10 +166,10 @@ def card_tokenize(
     raise AssertionError("unreachable")
 
 
-def token_new(
+def token_columns(
     *,
-    merchant: Merchant,
-    namespace: Namespace | None,
+    merchant_id: int,
+    namespace_id: int | None,
     card: Card,
     fingerprint: str,
     description: str | None = None,
@@ -179,15 +178,16 @@ def token_new(
     now: datetime | None = None,
     token_id: str | None = None,
     reference: str | None = None,
-) -> Token:
-    """The token that will hold ``card``: not saved, its number not encrypted yet (``_new_token`` encrypts one; the
-    bulk import encrypts a batch at once). ``now`` is its creation time. Its ids are drawn unless given (the import
-    draws a batch's random bytes at once)."""
+) -> dict:
+    """The columns (by attname) of the token that will hold ``card``, but its ciphertext: what a new token is, decided
+    here only. The other columns take their defaults. ``now`` is its creation time. Its ids are drawn unless given
+    (the import draws a batch's random bytes at once). The bulk import writes these values as they are; the API
+    makes a ``Token`` of them (``token_new``)."""
     now = now or timezone.now()
     brand, last_four = cards.brand_of(card.number), card.number[-4:]
-    values = {
-        "merchant_id": merchant.pk,
-        "namespace_id": None if namespace is None else namespace.pk,
+    return {
+        "merchant_id": merchant_id,
+        "namespace_id": namespace_id,
         "token_id": token_id or new_token_id(),
         "reference": reference or new_token_reference(),
         "description": description or f"{brand.title()} card ending {last_four}",
@@ -205,8 +205,19 @@ def token_new(
         "created_at": now,
         "updated_at": now,
     }
-    # Django's positional constructor (the one Model.from_db uses), the other columns their defaults: a third of the
-    # cost of keywords, which the import pays for each of its cards.
+
+
+def token_new(*, merchant: Merchant, namespace: Namespace | None, card: Card, fingerprint: str, **given) -> Token:
+    """The token that will hold ``card`` (``token_columns``; ``given`` are its other keywords): not saved, its number
+    not encrypted yet."""
+    values = token_columns(
+        merchant_id=merchant.pk,
+        namespace_id=None if namespace is None else namespace.pk,
+        card=card,
+        fingerprint=fingerprint,
+        **given,
+    )
+    # Django's positional constructor (the one Model.from_db uses), the other columns their defaults.
     token = Token(*[values[name] if name in values else field.get_default() for name, field in _TOKEN_COLUMNS])
     token.merchant = merchant  # held, as keywords would hold them
     if namespace is not None:
@@ -332,64 +343,6 @@ def token_update(
     token.save(update_fields=[*fields, "updated_at"])
     token_event(token, "token.updated", changed=sorted({API_NAMES[name] for name in fields}))
     return token
-
-
-def conflict_apply(*, token: Token, actor: Actor = SYSTEM) -> Token:
-    """Apply the pending conflict's values to ``token`` and drop the conflict: writes what ``token_update`` writes
-    (the merchant's ``token.updated`` event) and an ``token.conflict_apply`` audit row for ``actor``.
-
-    Raises ResourceNotFound when no conflict is pending (none, or expired: ``TokenConflict.is_pending``); nothing is
-    changed then but a failure row in the audit log.
-    """
-    try:
-        with transaction.atomic():
-            conflict = TokenConflict.objects.select_for_update().filter(token=token).first()
-            if conflict is None or not conflict.is_pending():
-                raise ResourceNotFound("The token has no pending conflict")
-            changes = {}
-            if conflict.card_holder_name is not None:
-                changes["card_holder_name"] = conflict.card_holder_name
-            if conflict.expiry_month is not None:
-                changes["expiry"] = (conflict.expiry_month, conflict.expiry_year)
-            if conflict.billing_address is not None:
-                changes["billing_address"] = conflict.billing_address
-            if conflict.scheme_transaction_reference is not None:
-                changes["scheme_transaction_reference"] = conflict.scheme_transaction_reference
-            conflict.delete()
-            token = token_update(token=token, **changes)
-            audit_record(actor=actor, action="token.conflict_apply", obj=token)
-    except ResourceNotFound:
-        audit_record(
-            actor=actor,
-            action="token.conflict_apply",
-            obj=token,
-            result=AuditLog.FAILURE,
-            detail={"reason": "no pending conflict"},
-        )
-        raise
-    return token
-
-
-def conflict_dismiss(*, token: Token, actor: Actor = SYSTEM) -> None:
-    """Forget the conflict of ``token``, pending or expired, keeping the stored data (the merchant is not told);
-    writes an ``token.conflict_dismiss`` audit row for ``actor``.
-
-    Raises ResourceNotFound when the token has no conflict (applied or dismissed meanwhile); nothing is changed then
-    but a failure row in the audit log.
-    """
-    with transaction.atomic():
-        dismissed, _ = TokenConflict.objects.filter(token=token).delete()
-        if dismissed:
-            audit_record(actor=actor, action="token.conflict_dismiss", obj=token)
-            return
-    audit_record(
-        actor=actor,
-        action="token.conflict_dismiss",
-        obj=token,
-        result=AuditLog.FAILURE,
-        detail={"reason": "no conflict"},
-    )
-    raise ResourceNotFound("The token has no conflict")
 
 
 def card_data_destroy(token: Token, *, reason: str) -> None:
