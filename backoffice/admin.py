@@ -1,5 +1,7 @@
 """The admin's user and group pages: Django's, with the staff user who saves or deletes there named as the actor of
-the audit rows those changes write (backoffice/staff_audit.py)."""
+the audit rows those changes write (backoffice/staff_audit.py). And the pages the back office composes from several
+apps, in place of the app's own: the token page (backoffice/token_page.py) and the audit log (backoffice/audit_page.py).
+"""
 
 from django.contrib import admin
 from django.contrib.auth import admin as auth_admin
@@ -7,7 +9,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
 from backoffice import staff_audit
+from backoffice.audit_page import AuditLogPage
+from backoffice.token_page import TokenPage
 from core.admin import staff_actor
+from core.models import AuditLog
+from vault.models import Token
 
 
 class AuditsAsTheStaffUser:
@@ -43,3 +49,9 @@ class UserAdmin(AuditsAsTheStaffUser, auth_admin.UserAdmin):
 @admin.register(Group)
 class GroupAdmin(AuditsAsTheStaffUser, auth_admin.GroupAdmin):
     pass
+
+
+admin.site.unregister(Token)
+admin.site.register(Token, TokenPage)
+admin.site.unregister(AuditLog)
+admin.site.register(AuditLog, AuditLogPage)

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from backoffice import dashboard
+from backoffice.dashboard import views as dashboard
 from backoffice.health import HealthView
 from core.api import EndpointNotFoundView
 
@@ -19,6 +19,7 @@ public = {"authentication_classes": [], "permission_classes": []}
 urlpatterns = [
     # Behind the admin site's own check (a session signed in with both factors), not staff status alone.
     path("admin/dashboard/", admin.site.admin_view(dashboard.dashboard), name="admin-dashboard"),
+    path("admin/dashboard/live/", admin.site.admin_view(dashboard.dashboard_live), name="admin-dashboard-live"),
     path("admin/", admin.site.urls),
     path("healthz", HealthView.as_view(), name="healthz"),
     path("api/schema/", SpectacularAPIView.as_view(**public), name="schema"),

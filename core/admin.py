@@ -14,6 +14,7 @@ from django.http import HttpResponseBase, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from core.admin_display import BAD, GOOD, moment_shown, status_label
 from core.audit import Actor
 from core.errors import BusinessRuleError, NotFound, ResourceNotFound
 from core.models import AuditLog
@@ -21,6 +22,9 @@ from core.models import AuditLog
 # Twelve or more digits standing on their own (spaces and dashes removed): a card or token number. Digits glued to
 # letters are a TSP's tokenId (Visa's ``DNITHE`` and Amex's ``AETS`` carry twenty-odd digits) and may be searched.
 NUMBER_LIKE = re.compile(r"(?<![A-Za-z0-9])\d{12,}")
+# What people type between a number's groups: spaces, dashes and dots. A masked number (``4761********5989``) keeps
+# its stars, so it is never twelve digits in a row, and may be searched.
+NUMBER_SEPARATORS = re.compile(r"[\s.-]")
 
 
 def staff_actor(request) -> Actor:
@@ -29,7 +33,7 @@ def staff_actor(request) -> Actor:
 
 
 def looks_like_a_card_number(query: str) -> bool:
-    parts = [term.replace("-", "") for term in query.split()] + [re.sub(r"[\s-]", "", query)]
+    parts = [NUMBER_SEPARATORS.sub("", term) for term in query.split()] + [NUMBER_SEPARATORS.sub("", query)]
     return any(NUMBER_LIKE.search(part) for part in parts)
 
 
@@ -212,15 +216,36 @@ def run_each(objects: Iterable, call: Callable) -> tuple[list[tuple], Counter]:
 
 @admin.register(AuditLog)
 class AuditLogAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "actor", "action", "subject", "result", "origin"]
+    """The audit log, read-only. Its actors and objects are names here (core knows none of the apps); the back
+    office, which reads every app, shows this page with them linked to their pages (backoffice/audit_page.py)."""
+
+    list_display = ["when", "actor_shown", "action", "subject", "result_shown", "origin"]
     list_filter = ["action", "result"]
     search_fields = ["object_id", "actor"]
+    search_help_text = "An object's id (a tokenId, a key's prefix, a public id) or an actor (api-key:sk_…, admin:name)."
     date_hierarchy = "created_at"
     show_full_result_count = False
-    fields = ["created_at", "actor", "merchant", "action", "object_type", "object_id", "result", "origin", "detail"]
+    fields = ["when", "actor_shown", "merchant", "action", "subject", "result_shown", "origin", "detail"]
     readonly_fields = fields
     list_select_related = ["merchant"]
+
+    @admin.display(description="when", ordering="created_at")
+    def when(self, obj):
+        return moment_shown(obj.created_at)
+
+    @admin.display(description="actor", ordering="actor")
+    def actor_shown(self, obj):
+        return obj.actor
 
     @admin.display(description="object")
     def subject(self, obj):
         return f"{obj.object_type} {obj.object_id}".strip() or "—"
+
+    @admin.display(description="result", ordering="result")
+    def result_shown(self, obj):
+        return audit_result_label(obj)
+
+
+def audit_result_label(row: AuditLog):
+    """Success (good) or Failure (bad), as every page shows an audit row's result."""
+    return status_label("Success", GOOD) if row.result == AuditLog.SUCCESS else status_label("Failure", BAD)

@@ -159,3 +159,11 @@ def network_token_outcomes(*, since: datetime) -> dict[str, dict[str, int]]:
     for row in failed_items:
         add(row["card_network"], "FAILED_BATCH_ITEMS", row["count"])
     return outcomes
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The back office's token page
+# ------------------------------------------------------------------------------------------------------------
+def network_tokens_of(*, vault_token: Token) -> QuerySet[NetworkToken]:
+    """The network tokens provisioned from ``vault_token``, deleted ones included, the newest first."""
+    return NetworkToken.objects.filter(vault_token=vault_token).select_related("issuer").order_by("-created_at", "-pk")

@@ -3,7 +3,7 @@ import json
 import secrets
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from core import crypto
@@ -70,6 +70,9 @@ class Event(models.Model):
             models.Index(fields=["type"], name="event_type"),  # the API's ?type= and the admin's type filter
             # The dispatcher's queue: the few events not fanned out yet.
             models.Index(fields=["id"], condition=Q(fanned_out=False), name="event_not_fanned_out"),
+            # The back office's "this token's events" and its search by tokenId: the payload's tokenId, as the
+            # lookup data__tokenId compares it (notifications knows no token, only what its events carry).
+            models.Index(F("data__tokenId"), name="event_token_id"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["public_id"], name="event_public_id_unique"),
@@ -218,6 +221,9 @@ class DeliveryAttempt(models.Model):
 
     class Meta:
         ordering = ["delivery", "number"]
+        # The dashboard's hourly trend of the last day's attempts (appended at the index's end: attempts are written
+        # in time order).
+        indexes = [models.Index(fields=["started_at"], name="attempt_started_at")]
 
     def __str__(self):
         return f"attempt {self.number}: {self.status_code or self.error}"

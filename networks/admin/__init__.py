@@ -10,7 +10,8 @@ TSP's own notifications run, plus one audit row per token as ``admin:<username>`
 token's change permission (the ``operators`` group, migration 0003), ask for confirmation, and offer each action for
 the statuses the service allows it from; the service checks each token again under its row lock. Opening a token's
 page is audited too. Requests, batches and their items are history: view only, but for "retry now". Issuers are the
-one thing edited through a form (name, range, card art, rate limit), saved and audited by the issuer services.
+one thing edited through a form (name, range, card art, rate limit), by the back office: a new range or rate limit
+after a confirmation page (old -> new), each edit saved and audited by the issuer services.
 """
 
 from networks.admin import batches, issuers, provisioning_requests, tokens  # noqa: F401 - each registers its pages

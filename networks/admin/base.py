@@ -1,11 +1,14 @@
-"""What the network-token admin pages share: how tokens and cards are shown masked, the page classes."""
+"""What the network-token admin pages share: how tokens and cards are shown masked, the one mapping of every
+network state to its coloured label, dates, merchants, the page class."""
 
+from django.contrib import admin
+from django.contrib.auth import get_permission_codename
 from django.urls import reverse
 from django.utils.html import format_html
 
-from core.admin import NUMBER_LIKE, RefusesCardNumbersInSearch
-from networks.models import NetworkToken
-from notifications.admin import OperationsAdmin
+from core.admin import NUMBER_LIKE, ConfirmsActions, ObjectActions, RefusesCardNumbersInSearch, WrittenByServices
+from core.admin_display import BAD, GOOD, QUIET, WARNING, merchant_shown, moment_shown, status_label
+from networks.models import Batch, BatchItem, NetworkToken, ProvisioningRequest
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -23,6 +26,43 @@ def masked_card(token: NetworkToken) -> str:
 def reference_shown(text: str) -> str:
     """What a merchant sent as a vault token reference, masked if it looks like a card number after all."""
     return NUMBER_LIKE.sub(lambda m: f"{m.group()[:4]}…{m.group()[-4:]}", text)
+
+
+# Every state a network page shows, as a label: (text, tone) per model and status. An inactive token waits for its
+# issuer's step-up, a suspended one for someone to resume it: both need a look, neither is broken.
+STATUS_LABELS = {
+    NetworkToken: {
+        NetworkToken.ACTIVE: ("Active", GOOD),
+        NetworkToken.SUSPENDED: ("Suspended", WARNING),
+        NetworkToken.INACTIVE: ("Inactive", WARNING),
+        NetworkToken.DELETED: ("Deleted", QUIET),
+    },
+    ProvisioningRequest: {
+        ProvisioningRequest.PENDING: ("Pending", WARNING),
+        ProvisioningRequest.PENDING_ACTIVATION: ("Awaiting activation", WARNING),
+        ProvisioningRequest.SUCCEEDED: ("Succeeded", GOOD),
+        ProvisioningRequest.FAILED: ("Failed", BAD),
+    },
+    Batch: {
+        Batch.PENDING: ("Pending", WARNING),
+        Batch.RUNNING: ("Running", WARNING),
+        Batch.COMPLETED: ("Completed", GOOD),
+    },
+    BatchItem: {
+        BatchItem.PENDING: ("Pending", WARNING),
+        BatchItem.QUEUED: ("Queued", WARNING),
+        BatchItem.RUNNING: ("Running", WARNING),
+        BatchItem.PENDING_ACTIVATION: ("Awaiting activation", WARNING),
+        BatchItem.SUCCEEDED: ("Succeeded", GOOD),
+        BatchItem.FAILED: ("Failed", BAD),
+    },
+}
+
+
+def status_shown(model, status: str):
+    """``status`` of a ``model`` row as its label; a state the mapping does not know yet shows as it is stored."""
+    text, tone = STATUS_LABELS[model].get(status, (status, QUIET))
+    return status_label(text, tone)
 
 
 class ShowsVaultTokens:
@@ -47,5 +87,25 @@ class ShowsVaultTokens:
         return token_id
 
 
-class HistoryAdmin(RefusesCardNumbersInSearch, OperationsAdmin):
-    """Rows written by services only: looked at, never added, edited or deleted here."""
+class HistoryAdmin(ObjectActions, ConfirmsActions, RefusesCardNumbersInSearch, WrittenByServices, admin.ModelAdmin):
+    """Rows written by services only: looked at, never added, edited or deleted here. Their actions (from the list,
+    or as buttons on the object's page) take the model's change permission (``permissions=["operate"]``)."""
+
+    def has_operate_permission(self, request):
+        return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('change', self.opts)}")
+
+    @admin.display(description="status", ordering="status")
+    def current_status(self, obj):
+        return status_shown(type(obj), obj.status)
+
+    @admin.display(description="merchant", ordering="merchant__name")
+    def merchant_name(self, obj):
+        return merchant_shown(obj.merchant)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj):
+        return moment_shown(obj.created_at)
+
+    @admin.display(description="updated", ordering="updated_at")
+    def updated(self, obj):
+        return moment_shown(obj.updated_at)

@@ -7,6 +7,7 @@ from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from core.admin_display import moment_shown
 from networks.admin.base import HistoryAdmin, reference_shown
 from networks.models import Batch, BatchItem
 from vault.admin import NamespaceFilter
@@ -36,8 +37,8 @@ class BatchFilter(NamespaceFilter):
 class BatchAdmin(HistoryAdmin):
     list_display = [
         "public_id",
-        "merchant",
-        "status",
+        "current_status",
+        "merchant_name",
         "total",
         "pending",
         "queued",
@@ -45,8 +46,8 @@ class BatchAdmin(HistoryAdmin):
         "pending_activation",
         "succeeded",
         "failed",
-        "created_at",
-        "completed_at",
+        "created",
+        "completed",
     ]
     list_filter = ["status"]
     list_select_related = ["merchant"]
@@ -57,14 +58,18 @@ class BatchAdmin(HistoryAdmin):
     fields = [
         "public_id",
         "merchant",
-        "status",
+        "current_status",
         "total",
         "items_by_state",
-        "created_at",
-        "completed_at",
+        "created",
+        "completed",
         "failed_items",
     ]
     readonly_fields = fields
+
+    @admin.display(description="completed", ordering="completed_at")
+    def completed(self, obj):
+        return moment_shown(obj.completed_at)
 
     def get_queryset(self, request):
         counts = {_counted(status): Count("items", filter=Q(items__status=status)) for status, _ in BatchItem.STATUSES}
@@ -143,12 +148,12 @@ class BatchItemAdmin(HistoryAdmin):
         "batch",
         "index",
         "reference",
+        "current_status",
         "issuer",
-        "status",
         "attempts",
         "failure_code",
         "failure_reason",
-        "finished_at",
+        "finished",
     ]
     list_filter = [BatchFilter, "status", "issuer"]
     list_select_related = ["batch", "issuer"]
@@ -162,17 +167,29 @@ class BatchItemAdmin(HistoryAdmin):
         "correlation_id",
         "account_id",
         "issuer",
-        "status",
+        "current_status",
         "attempts",
         "abandoned",
-        "queued_at",
-        "called_at",
-        "finished_at",
+        "queued",
+        "called",
+        "finished",
         "network_token",
         "failure_code",
         "failure_reason",
     ]
     readonly_fields = fields
+
+    @admin.display(description="queued", ordering="queued_at")
+    def queued(self, obj):
+        return moment_shown(obj.queued_at)
+
+    @admin.display(description="called", ordering="called_at")
+    def called(self, obj):
+        return moment_shown(obj.called_at)
+
+    @admin.display(description="finished", ordering="finished_at")
+    def finished(self, obj):
+        return moment_shown(obj.finished_at)
 
     @admin.display(description="token reference", ordering="token_reference")
     def reference(self, obj):

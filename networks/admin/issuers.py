@@ -1,4 +1,11 @@
-"""Issuers: the one thing edited through a form (name, range, card art, rate limit), each edit audited."""
+"""Issuers: the one thing edited through a form (name, range, card art, rate limit), each edit audited.
+
+The back office owns the registry (the ``back-office`` group holds the issuer's change permission, vault 0002): it is
+reference data about the cards, which the clerks look after with the merchants and tokens. Operators look at it
+(networks 0003) to understand a batch's pace or a token's issuer, and change nothing. A new BIN range or rate limit
+changes where every later card goes and how fast its issuer is called, so it is saved only after a confirmation page
+showing each change, old -> new (``ConfirmsChanges``); a name or card art is saved at once.
+"""
 
 import re
 from urllib.parse import urlencode
@@ -11,6 +18,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from core.admin import RefusesCardNumbersInSearch, staff_actor
+from merchants.admin.changes import ConfirmsChanges
 from networks import services
 from networks.models import Issuer
 
@@ -67,8 +75,9 @@ class IssuerForm(forms.ModelForm):
 
 
 @admin.register(Issuer)
-class IssuerAdmin(RefusesCardNumbersInSearch, admin.ModelAdmin):
+class IssuerAdmin(ConfirmsChanges, RefusesCardNumbersInSearch, admin.ModelAdmin):
     form = IssuerForm
+    confirmed_fields = ("bin_low", "bin_high", "rate_limit_per_second")
     list_display = ["name", "network", "bin_range", "rate_limit_per_second", "registered", "token_count"]
     list_filter = ["network", "registered"]
     search_fields = ["name"]

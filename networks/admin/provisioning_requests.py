@@ -1,9 +1,11 @@
-"""Asynchronous requests: history to look through, and "Retry now" for a pending one."""
+"""Asynchronous requests: history to look through, and "Retry now" for a pending one (on the list, and as a button on
+the request's page)."""
 
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from core.admin import staff_actor
+from core.admin_display import counted, moment_shown
 from networks import services
 from networks.admin.base import HistoryAdmin, ShowsVaultTokens
 from networks.models import ProvisioningRequest
@@ -11,33 +13,58 @@ from networks.models import ProvisioningRequest
 
 @admin.register(ProvisioningRequest)
 class ProvisioningRequestAdmin(ShowsVaultTokens, HistoryAdmin):
-    list_display = ["public_id", "merchant", "correlation_id", "status", "attempts", "failure_code", "created_at"]
+    list_display = [
+        "public_id",
+        "current_status",
+        "merchant_name",
+        "correlation_id",
+        "attempts",
+        "next_attempt",
+        "failure_code",
+        "created",
+    ]
     list_filter = ["status"]
     list_select_related = ["merchant"]
-    search_fields = ["=public_id", "=correlation_id"]
-    search_help_text = "The request id (req_…) or the merchant's correlation id, exactly."
+    search_fields = ["=public_id", "=correlation_id", "=vault_token__token_id"]
+    search_help_text = "The request id (req_…), the merchant's correlation id or the vault tokenId, exactly."
     date_hierarchy = "created_at"
     show_full_result_count = False
     actions = ["retry_now"]
+    object_actions = {"retry_now": "Retry now"}
     # Never the card ciphertext nor its key version: a card sent in the request is only said to be there.
     fields = [
         "public_id",
         "merchant",
         "correlation_id",
-        "status",
+        "current_status",
         "attempts",
-        "next_attempt_at",
-        "queued_until",
-        "claimed_until",
+        "next_attempt",
+        "queued",
+        "claimed",
         "card_source",
         "account_id",
         "network_token",
         "failure_code",
         "failure_reason",
-        "created_at",
-        "updated_at",
+        "created",
+        "updated",
     ]
     readonly_fields = fields
+
+    def object_action_applies(self, obj, name):
+        return obj.status == ProvisioningRequest.PENDING
+
+    @admin.display(description="next attempt", ordering="next_attempt_at")
+    def next_attempt(self, obj):
+        return moment_shown(obj.next_attempt_at)
+
+    @admin.display(description="queued until")
+    def queued(self, obj):
+        return moment_shown(obj.queued_until)
+
+    @admin.display(description="claimed until")
+    def claimed(self, obj):
+        return moment_shown(obj.claimed_until)
 
     @admin.action(description="Retry now (pending requests)", permissions=["operate"])
     def retry_now(self, request, queryset):
@@ -64,9 +91,11 @@ class ProvisioningRequestAdmin(ShowsVaultTokens, HistoryAdmin):
             )
         actor = staff_actor(request)
         retried = sum(services.provisioning_request_retry_now(request=r, actor=actor) for r in queryset)
-        self.message_user(request, f"{retried} request(s) will be attempted now.", messages.SUCCESS)
+        if retried or not queryset.exists():
+            self.message_user(request, f"{counted(retried, 'request')} will be attempted now.", messages.SUCCESS)
         if left := queryset.count() - retried:
-            self.message_user(request, f"{left} request(s) had ended and were left alone.", messages.WARNING)
+            ended = counted(left, "request had ended and was", "requests had ended and were")
+            self.message_user(request, f"{ended} left alone.", messages.WARNING)
 
     @admin.display(description="card")
     def card_source(self, obj):

@@ -10,20 +10,31 @@ from dataclasses import dataclass
 from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
+from django.utils.html import format_html
 
 from core.admin import ReadOnlyInline, run_each, staff_actor
+from core.admin_display import counted, moment_shown
 from core.audit import audit_record
 from networks import services
-from networks.admin.base import HistoryAdmin, ShowsVaultTokens, expiry_shown, masked_card
+from networks.admin.base import HistoryAdmin, ShowsVaultTokens, expiry_shown, masked_card, status_shown
 from networks.models import LifecycleEvent, NetworkToken
 
 
 class LifecycleEventInline(ReadOnlyInline):
     model = LifecycleEvent
-    fields = ["created_at", "type", "old_status", "new_status", "details", "source"]
+    fields = ["when", "type", "change", "details", "source"]
     readonly_fields = fields
     verbose_name = "lifecycle event"
     verbose_name_plural = "lifecycle history"
+
+    @admin.display(description="when")
+    def when(self, obj):
+        return moment_shown(obj.created_at)
+
+    @admin.display(description="status")
+    def change(self, obj):
+        old, new = status_shown(NetworkToken, obj.old_status), status_shown(NetworkToken, obj.new_status)
+        return new if obj.old_status == obj.new_status else format_html("{} → {}", old, new)
 
     @admin.display(description="details")
     def details(self, obj):
@@ -45,6 +56,7 @@ class Lifecycle:
     intro: str
     submit: str
     done: str
+    button: str  # on the token's page
 
     @property
     def action(self) -> str:
@@ -67,6 +79,7 @@ SUSPEND = Lifecycle(
     "network_token.updated webhook.",
     "Suspend",
     "Suspended",
+    "Suspend",
 )
 RESUME = Lifecycle(
     LifecycleEvent.RESUMED,
@@ -76,6 +89,7 @@ RESUME = Lifecycle(
     "merchant gets a network_token.updated webhook.",
     "Resume",
     "Resumed",
+    "Resume",
 )
 DELETE = Lifecycle(
     LifecycleEvent.DELETED,
@@ -85,6 +99,7 @@ DELETE = Lifecycle(
     "This cannot be undone.",
     "Delete",
     "Deleted",
+    "Delete",
 )
 CARD_UPDATED = Lifecycle(
     LifecycleEvent.CARD_UPDATED,
@@ -93,7 +108,10 @@ CARD_UPDATED = Lifecycle(
     "its number and status. The merchant gets a network_token.updated webhook.",
     "Record",
     "Updated",
+    "Card updated",
 )
+# By admin action name, in the order of the token page's buttons.
+LIFECYCLES = {lifecycle.action: lifecycle for lifecycle in (SUSPEND, RESUME, CARD_UPDATED, DELETE)}
 
 
 class CardUpdatedForm(forms.Form):
@@ -133,16 +151,28 @@ class CardUpdatedForm(forms.Form):
 @admin.register(NetworkToken)
 class NetworkTokenAdmin(ShowsVaultTokens, HistoryAdmin):
     confirmation_template = "admin/networks/action_confirmation.html"
-    list_display = ["token_id", "network", "status", "token_last_digits", "card", "issuer", "merchant", "created_at"]
+    list_display = [
+        "token_id",
+        "current_status",
+        "network",
+        "token_last_digits",
+        "card",
+        "issuer",
+        "merchant_name",
+        "created",
+    ]
     list_filter = ["network", "status", "issuer"]
     list_select_related = ["merchant", "issuer"]
     # Exact matches only: an operator asks for one token, not for every token sharing some characters.
-    search_fields = ["=token_id", "=token_last_digits", "=payment_account_reference"]
-    search_help_text = "tokenId, the token number's last four digits or the PAR, exactly."
+    search_fields = ["=token_id", "=token_last_digits", "=payment_account_reference", "=vault_token__token_id"]
+    search_help_text = "The tokenId (network or vault), the token number's last four digits or the PAR, exactly."
     date_hierarchy = "created_at"
     show_full_result_count = False
     actions = list(services.STAFF_ACTIONS.values())  # one per lifecycle event staff may trigger
     inlines = [LifecycleEventInline]
+    # The same actions as buttons on the token's page, each shown only for the statuses the service allows it from.
+    object_actions = {name: lifecycle.button for name, lifecycle in LIFECYCLES.items()}
+    irreversible_actions = frozenset({DELETE.action})
     fieldsets = [
         (
             None,
@@ -150,7 +180,7 @@ class NetworkTokenAdmin(ShowsVaultTokens, HistoryAdmin):
                 "fields": [
                     "token_id",
                     "network",
-                    "status",
+                    "current_status",
                     "issuer",
                     "merchant",
                     "correlation_id",
@@ -161,12 +191,12 @@ class NetworkTokenAdmin(ShowsVaultTokens, HistoryAdmin):
         ),
         ("Token (masked)", {"fields": ["token_last_digits", "token_expiry", "payment_account_reference"]}),
         ("Card (masked)", {"fields": ["card", "card_expiry"]}),
-        ("Dates", {"fields": ["created_at", "updated_at"]}),
+        ("Dates", {"fields": ["created", "updated"]}),
     ]
     readonly_fields = [
         "token_id",
         "network",
-        "status",
+        "current_status",
         "issuer",
         "merchant",
         "correlation_id",
@@ -177,9 +207,12 @@ class NetworkTokenAdmin(ShowsVaultTokens, HistoryAdmin):
         "payment_account_reference",
         "card",
         "card_expiry",
-        "created_at",
-        "updated_at",
+        "created",
+        "updated",
     ]
+
+    def object_action_applies(self, obj, name):
+        return obj.status in LIFECYCLES[name].applies_to
 
     @admin.display(description="card", ordering="card_bin")
     def card(self, obj):
@@ -247,7 +280,10 @@ class NetworkTokenAdmin(ShowsVaultTokens, HistoryAdmin):
                 submit=lifecycle.submit,
                 form=form,
                 notes=[
-                    f"{wrong} of these token(s) are not {lifecycle.states} and will be left alone." if wrong else ""
+                    f"{counted(wrong, 'of these tokens is', 'of these tokens are')} not {lifecycle.states} and will "
+                    "be left alone."
+                    if wrong
+                    else ""
                 ],
                 rows=[(token, self._row_note(token, lifecycle)) for token in tokens],
             )
@@ -265,14 +301,15 @@ class NetworkTokenAdmin(ShowsVaultTokens, HistoryAdmin):
                 token,
                 f"{lifecycle.done}: lifecycle event {event.type} ({event.old_status} → {event.new_status}).",
             )
-        self.message_user(request, f"{lifecycle.done} {len(applied)} network token(s).", messages.SUCCESS)
+        if applied or not refused:
+            self.message_user(request, f"{lifecycle.done} {counted(len(applied), 'network token')}.", messages.SUCCESS)
         for reason, count in refused.items():
-            self.message_user(request, f"{count} network token(s) left alone: {reason}.", messages.WARNING)
+            self.message_user(request, f"{counted(count, 'network token')} left alone: {reason}.", messages.WARNING)
         return None
 
     @staticmethod
     def _row_note(token: NetworkToken, lifecycle: Lifecycle) -> str:
-        where = f"{token.merchant}, {token.status}"
+        where = f"{token.merchant.name}, {token.status}"
         if token.status not in lifecycle.applies_to:
             return f"{where}: left alone (only {lifecycle.states} tokens)"
         return where

@@ -1,85 +1,166 @@
-"""The webhook endpoints' pages and actions: enable, disable, rotate the secret, replay failed deliveries."""
+"""The webhook endpoints' pages and actions: enable, disable, rotate the secret, replay failed deliveries.
 
-from datetime import timedelta
+An endpoint's page answers "why does it fail?" at the top: its state, its last success, a breakdown of the errors of
+the last 24 hours and its last attempts, each linked to its delivery (``selectors``, bounded reads whatever the
+number of deliveries); then its actions as buttons (``ObjectActions``), which lead to the list's confirmation pages.
+"""
+
 from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
-from django.urls import reverse
+from django.core.exceptions import PermissionDenied
+from django.http import JsonResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from notifications import services
-
-# "whsec_" and four characters of the key: enough to tell two secrets apart, nothing to sign with.
-from notifications.admin.base import OperationsAdmin, audited, masked_secret
+from core.admin_display import counted, merchant_shown, moment_shown, when_shown
+from notifications import selectors, services
+from notifications.admin import replay
+from notifications.admin.base import (
+    OperationsAdmin,
+    attempt_result,
+    audited,
+    deliveries_counted,
+    endpoint_status,
+    masked_secret,
+)
 from notifications.models import Delivery, WebhookEndpoint
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Endpoints
-# ------------------------------------------------------------------------------------------------------------
 class DisableForm(forms.Form):
     reason = forms.CharField(
         max_length=255, help_text="Shown to the merchant as the endpoint's disabledReason, and to other operators."
     )
 
 
-class ReplayWindowForm(forms.Form):
-    since = forms.DateTimeField(
-        label="Events from", widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
-    )
-    until = forms.DateTimeField(
-        label="Events until", widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
-    )
+def endpoints_counted(count: int) -> str:
+    return counted(count, "endpoint")
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        zone = timezone.get_current_timezone_name()
-        self.fields["since"].help_text = f"{zone}, when the event happened (not when it was last attempted)."
-        self.fields["until"].help_text = f"{zone}, included."
 
-    def clean(self):
-        cleaned = super().clean()
-        if cleaned.get("since") and cleaned.get("until") and cleaned["since"] > cleaned["until"]:
-            raise forms.ValidationError("The window ends before it starts.")
-        return cleaned
+def delivery_url(pk: int) -> str:
+    return reverse("admin:notifications_delivery_change", args=[pk])
 
 
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(OperationsAdmin):
-    list_display = ["url", "public_id", "merchant", "is_enabled", "disabled_reason", "failing_since", "created_at"]
+    list_display = ["public_id", "status", "url", "merchant_name", "failing_since_shown", "created_at_shown"]
+    list_display_links = ["public_id"]
     list_filter = ["is_enabled", "merchant"]
     list_select_related = ["merchant"]
     # "__exact" rather than "=", which means iexact (UPPER(column) = UPPER(term)): ids are random letters of both
     # cases ("ep_a" and "ep_A" would be two endpoints), so only the id exactly as typed is the one asked for.
     search_fields = ["url", "public_id__exact"]
     search_help_text = "Part of the URL, or the endpoint id (ep_…) exactly."
+    empty_hint = "Search takes part of the URL (a host, a path) or a whole endpoint id (ep_…) in the same case."
     actions = ["enable", "disable", "rotate_secret", "replay_failed"]
+    object_actions = {
+        "replay_failed": "Replay failed deliveries",
+        "enable": "Enable",
+        "disable": "Disable",
+        "rotate_secret": "Rotate secret",
+    }
+    confirmation_template = "admin/notifications/webhookendpoint/action_confirmation.html"
     fieldsets = [
         (
             None,
-            {"fields": ["public_id", "merchant", "url", "description", "subscribed_to", "created_at", "updated_at"]},
+            {"fields": ["public_id", "status", "merchant", "url", "description", "subscribed_to", "created_at_shown"]},
         ),
-        ("State", {"fields": ["is_enabled", "disabled_reason", "disabled_at", "failing_since", "deliveries"]}),
-        ("Signing", {"fields": ["signing_secret", "previous_secret_until"]}),
+        ("State", {"fields": ["disabled_reason", "disabled_at_shown", "failing_since_shown", "deliveries"]}),
+        ("Signing", {"fields": ["signing_secret", "previous_secret_until", "updated_at_shown"]}),
     ]
     readonly_fields = [
         "public_id",
+        "status",
         "merchant",
         "url",
         "description",
         "subscribed_to",
-        "created_at",
-        "updated_at",
-        "is_enabled",
+        "created_at_shown",
+        "updated_at_shown",
         "disabled_reason",
-        "disabled_at",
-        "failing_since",
+        "disabled_at_shown",
+        "failing_since_shown",
         "deliveries",
         "signing_secret",
         "previous_secret_until",
     ]
+
+    def object_action_applies(self, obj, name):
+        if name == "enable":
+            return not obj.is_enabled
+        if name in ("disable", "replay_failed"):
+            return obj.is_enabled
+        return True
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.replay_count_view)
+        return [path("replay-count/", view, name="notifications_webhookendpoint_replay_count"), *super().get_urls()]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context.update(self.health(obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    @staticmethod
+    def health(endpoint: WebhookEndpoint) -> dict:
+        """The top of the endpoint's page (admin/notifications/webhookendpoint/change_form.html)."""
+        now = timezone.now()
+        status = endpoint_status(endpoint)
+        if endpoint.failing_since is not None:
+            status = format_html("{} since {}", status, moment_shown(endpoint.failing_since, now))
+        success = selectors.endpoint_last_success(endpoint=endpoint)
+        return {
+            "endpoint_status": status,
+            "last_success": success
+            and {
+                "url": delivery_url(success.pk),
+                "when": moment_shown(success.delivered_at, now),
+                "type": success.event.type,
+            },
+            "error_breakdown": selectors.endpoint_error_breakdown(endpoint=endpoint, now=now),
+            "recent_attempts": [
+                {
+                    "when": moment_shown(attempt.started_at, now),
+                    "result": attempt_result(attempt),
+                    "duration_ms": f"{attempt.duration_ms:,}",
+                    "url": delivery_url(attempt.delivery_id),
+                    "type": attempt.delivery.event.type,
+                    "number": attempt.number,
+                }
+                for attempt in selectors.endpoint_recent_attempts(endpoint=endpoint)
+            ],
+        }
+
+    # --------------------------------------------------------------------------------------------------------
+    # Columns and fields
+    # --------------------------------------------------------------------------------------------------------
+    @admin.display(description="status", ordering="is_enabled")
+    def status(self, obj):
+        if obj.disabled_reason:
+            return format_html('<span title="{}">{}</span>', obj.disabled_reason, endpoint_status(obj))
+        return endpoint_status(obj)
+
+    @admin.display(description="merchant", ordering="merchant__name")
+    def merchant_name(self, obj):
+        return merchant_shown(obj.merchant)
+
+    @admin.display(description="failing since", ordering="failing_since")
+    def failing_since_shown(self, obj):
+        return moment_shown(obj.failing_since)
+
+    @admin.display(description="created", ordering="created_at")
+    def created_at_shown(self, obj):
+        return moment_shown(obj.created_at)
+
+    @admin.display(description="updated", ordering="updated_at")
+    def updated_at_shown(self, obj):
+        return moment_shown(obj.updated_at)
+
+    @admin.display(description="disabled at", ordering="disabled_at")
+    def disabled_at_shown(self, obj):
+        return moment_shown(obj.disabled_at)
 
     @admin.display(description="event types")
     def subscribed_to(self, obj):
@@ -92,7 +173,9 @@ class WebhookEndpointAdmin(OperationsAdmin):
     @admin.display(description="previous secret signs until")
     def previous_secret_until(self, obj):
         if obj.previous_secret and obj.previous_secret_expires_at and obj.previous_secret_expires_at > timezone.now():
-            return f"{obj.previous_secret_expires_at:%Y-%m-%d %H:%M} UTC ({masked_secret(obj.previous_secret)})"
+            return format_html(
+                "{} ({})", moment_shown(obj.previous_secret_expires_at), masked_secret(obj.previous_secret)
+            )
         return "—"
 
     @admin.display(description="deliveries")
@@ -101,17 +184,20 @@ class WebhookEndpointAdmin(OperationsAdmin):
         failed = obj.deliveries.filter(status=Delivery.FAILED).count()
         pending = obj.deliveries.filter(status=Delivery.PENDING).count()
         return format_html(
-            '<a href="{}?{}">all</a> · <a href="{}?{}">failed ({})</a> · <a href="{}?{}">pending ({})</a>',
+            '<a href="{}?{}">all</a> · <a href="{}?{}">{} dead</a> · <a href="{}?{}">{} pending</a>',
             url,
             urlencode({"endpoint__id__exact": obj.pk}),
             url,
             urlencode({"endpoint__id__exact": obj.pk, "status__exact": Delivery.FAILED}),
-            failed,
+            f"{failed:,}",
             url,
             urlencode({"endpoint__id__exact": obj.pk, "status__exact": Delivery.PENDING}),
-            pending,
+            f"{pending:,}",
         )
 
+    # --------------------------------------------------------------------------------------------------------
+    # Actions
+    # --------------------------------------------------------------------------------------------------------
     def _rows(self, queryset, note):
         return [(endpoint, note(endpoint)) for endpoint in queryset]
 
@@ -141,7 +227,7 @@ class WebhookEndpointAdmin(OperationsAdmin):
                 services.endpoint_update(endpoint=endpoint, enabled=True)
             self.log_change(request, endpoint, "Enabled.")
             enabled += 1
-        self.message_user(request, f"Enabled {enabled} endpoint(s).", messages.SUCCESS)
+        self.message_user(request, f"Enabled {endpoints_counted(enabled)}.", messages.SUCCESS)
 
     @admin.action(description="Disable selected endpoints", permissions=["operate"])
     def disable(self, request, queryset):
@@ -170,7 +256,7 @@ class WebhookEndpointAdmin(OperationsAdmin):
                 services.endpoint_disable(endpoint=endpoint, reason=reason)
             self.log_change(request, endpoint, f"Disabled: {reason}")
             disabled += 1
-        self.message_user(request, f"Disabled {disabled} endpoint(s).", messages.SUCCESS)
+        self.message_user(request, f"Disabled {endpoints_counted(disabled)}.", messages.SUCCESS)
 
     @admin.action(description="Rotate the signing secret", permissions=["operate"])
     def rotate_secret(self, request, queryset):
@@ -194,61 +280,89 @@ class WebhookEndpointAdmin(OperationsAdmin):
             messages.warning(
                 request,
                 f"New signing secret for {rotated.url} ({rotated.public_id}), shown only this once: {rotated.secret} "
-                f"— the previous one keeps signing until {rotated.previous_secret_expires_at:%Y-%m-%d %H:%M} UTC.",
+                f"— the previous one keeps signing until {when_shown(rotated.previous_secret_expires_at)}.",
             )
 
     @admin.action(description="Replay failed deliveries in a time window", permissions=["operate"])
     def replay_failed(self, request, queryset):
-        queryset = queryset.select_related("merchant")
+        """Every dead letter of the chosen enabled endpoints whose event is in the window starts over. The window
+        defaults to when the endpoints started failing; a window holding nothing is refused with a warning."""
+        endpoints = list(queryset.select_related("merchant"))
+        enabled = [endpoint for endpoint in endpoints if endpoint.is_enabled]
         confirmed = bool(request.POST.get("post"))
-        # The form shows minutes: the default window ends at the next whole minute, so it holds what failed just now.
-        until = (timezone.localtime() + timedelta(minutes=1)).replace(second=0, microsecond=0)
-        form = ReplayWindowForm(
-            request.POST if confirmed else None, initial={"since": until - timedelta(days=1), "until": until}
+        form = replay.ReplayWindowForm(
+            request.POST if confirmed else None, endpoints=endpoints, count_url=replay.count_url(endpoints)
         )
-        if not (confirmed and form.is_valid()):
-            disabled = sum(1 for endpoint in queryset if not endpoint.is_enabled)
-            return self.confirm(
+        if confirmed and form.is_valid() and not form.counts()["in_window"]:
+            since, until = form.window()
+            self.message_user(
                 request,
-                queryset,
-                action="replay_failed",
-                title="Replay failed deliveries",
-                submit="Replay",
-                form=form,
-                intro="Every FAILED delivery of these endpoints whose event happened in the window starts a fresh "
-                "cycle of attempts now (its attempt history is kept). Merchants receive the same webhook-id "
-                "again.",
-                notes=[
-                    f"{disabled} of these endpoints are disabled and will be left alone: enable them first."
-                    if disabled
-                    else ""
-                ],
-                rows=self._rows(
-                    queryset,
-                    lambda e: (
-                        f"{e.deliveries.filter(status=Delivery.FAILED).count()} failed in all"
-                        + ("" if e.is_enabled else "; disabled, left alone")
-                    ),
-                ),
+                f"Nothing was replayed: no failed delivery of {'these endpoints' if len(endpoints) > 1 else 'it'} "
+                f"has its event between {when_shown(since)} and {when_shown(until)}. Widen the window.",
+                messages.WARNING,
             )
-        since, until = form.cleaned_data["since"], form.cleaned_data["until"]
-        replayed = skipped = 0
-        for endpoint in queryset:
-            if not endpoint.is_enabled:
-                skipped += 1
-                continue
+            confirmed = False
+        if not (confirmed and form.is_valid()):
+            return self._replay_form(request, queryset, endpoints, form)
+        since, until = form.window()
+        replayed_at, replayed = timezone.now(), 0
+        for endpoint in enabled:
             with audited(
                 request, "replay_failed", endpoint, since=since.isoformat(), until=until.isoformat()
             ) as detail:
                 detail["replayed"] = services.endpoint_replay_failed(endpoint=endpoint, since=since, until=until)
             replayed += detail["replayed"]
-        self.message_user(request, f"Replayed {replayed} failed delivery(ies).", messages.SUCCESS)
-        if skipped:
+        url = replay.replayed_url(enabled, since=since, until=until, at=replayed_at)
+        self.message_user(
+            request,
+            format_html(
+                'Replayed {}. <a href="{}" id="replayed-deliveries">See them in the deliveries list</a>.',
+                counted(replayed, "failed delivery", "failed deliveries"),
+                url,
+            ),
+            messages.SUCCESS,
+        )
+        if len(enabled) < len(endpoints):
             self.message_user(
-                request, f"{skipped} disabled endpoint(s) left alone: enable them first.", messages.WARNING
+                request,
+                f"{endpoints_counted(len(endpoints) - len(enabled))} disabled, left alone: enable them first.",
+                messages.WARNING,
             )
 
+    def _replay_form(self, request, queryset, endpoints, form):
+        disabled = sum(1 for endpoint in endpoints if not endpoint.is_enabled)
+        return self.confirm(
+            request,
+            queryset,
+            action="replay_failed",
+            title="Replay failed deliveries",
+            submit="Replay",
+            form=form,
+            intro="Every failed delivery (dead letter) of these endpoints whose event happened in the window starts a "
+            "fresh cycle of attempts now (its attempt history is kept). Merchants receive the same webhook-id "
+            "again.",
+            notes=[f"{endpoints_counted(disabled)} disabled, left alone: enable them first." if disabled else ""],
+            rows=self._rows(
+                endpoints,
+                lambda e: (
+                    f"{deliveries_counted(e.deliveries.filter(status=Delivery.FAILED).count())} failed in all"
+                    + ("" if e.is_enabled else "; disabled, left alone")
+                ),
+            ),
+        )
 
-# ------------------------------------------------------------------------------------------------------------
-# Events
-# ------------------------------------------------------------------------------------------------------------
+    def replay_count_view(self, request):
+        """What the replay form's window holds, as JSON for its script: ``{"inWindow", "failed", "text"}``, or 400
+        with the reason in ``text`` when the window is not one."""
+        if not self.has_operate_permission(request):
+            raise PermissionDenied
+        ids = [value for value in request.GET.getlist("endpoint")[:100] if value.isdigit()]
+        endpoints = list(self.get_queryset(request).filter(pk__in=ids))
+        form = replay.ReplayWindowForm(request.GET, endpoints=endpoints)
+        if not form.is_valid():
+            errors = [error for errors in form.errors.values() for error in errors]
+            return JsonResponse({"text": " ".join(errors)}, status=400)
+        counts = form.counts()
+        return JsonResponse(
+            {"inWindow": counts["in_window"], "failed": counts["failed"], "text": replay.count_text(counts)}
+        )

@@ -29,8 +29,8 @@ def secrets_in_the_vault() -> set[str]:
 
 
 def admin_pages() -> list[str]:
-    """Every registered model's list and the change pages of its first rows, and the dashboard."""
-    pages = [reverse("admin:index"), reverse("admin-dashboard")]
+    """Every registered model's list and the change pages of its first rows, and the dashboard with its live part."""
+    pages = [reverse("admin:index"), reverse("admin-dashboard"), reverse("admin-dashboard-live")]
     for model in admin.site._registry:
         app, name = model._meta.app_label, model._meta.model_name
         pages.append(reverse(f"admin:{app}_{name}_changelist"))

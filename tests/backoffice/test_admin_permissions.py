@@ -8,6 +8,7 @@ merchant whose tokens, conflict, network token and webhook endpoint they all loo
 product: the shared stub (``broker``, tests/conftest.py) keeps what was queued.
 """
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -476,13 +477,15 @@ def test_extending_an_expiry_asks_first_then_moves_it_one_lifetime_and_records_a
     body = confirmation.content.decode()
     assert token.token_id in body and token.masked_number in body and VISA not in body
     new = old + services.default_lifetime()
-    assert f"{old:%Y-%m-%d %H:%M} → {new:%Y-%m-%d %H:%M} UTC" in body
+    moved = rf"{old:%Y-%m-%d %H:%M}:\d\d UTC</time>.*? → <time[^>]*>{new:%Y-%m-%d %H:%M}:\d\d UTC</time>"
+    assert re.search(moved, body)
     token.refresh_from_db()
     assert token.expires_at == old and token.expiry_extensions.count() == extensions
 
     done = run_action(back_office, "vault.token", "extend_expiry", [token.pk], post="yes")
 
-    assert shown_messages(done, SUCCESS) == ["Extended the expiry of 1 token(s) by 7 days."]
+    [extended] = shown_messages(done, SUCCESS)
+    assert re.fullmatch(r"Extended the expiry of 1 token by 7 days, to \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\.", extended)
     token.refresh_from_db()
     assert token.expires_at == new
     extension = token.expiry_extensions.first()
@@ -508,7 +511,8 @@ def test_extending_in_the_live_environment_adds_four_years(back_office, world, s
 
     done = run_action(back_office, "vault.token", "extend_expiry", [world.token.pk], post="yes")
 
-    assert shown_messages(done, SUCCESS) == ["Extended the expiry of 1 token(s) by 4 years."]
+    [extended] = shown_messages(done, SUCCESS)
+    assert extended.startswith("Extended the expiry of 1 token by 4 years, to ")
     world.token.refresh_from_db()
     assert world.token.expires_at == old + timedelta(days=4 * 365 + 1)
 
@@ -522,13 +526,14 @@ def test_extending_leaves_deleted_and_expired_tokens_alone_with_a_warning(back_o
 
     confirmation = run_action(back_office, "vault.token", "extend_expiry", chosen, index="0").content.decode()
 
-    assert "2 of these token(s) are deleted or expired and will be left alone." in confirmation
+    assert "2 of these 3 tokens are deleted or expired and will be left alone." in confirmation
     assert "deleted: left alone" in confirmation and "expired" in confirmation
 
     done = run_action(back_office, "vault.token", "extend_expiry", chosen, post="yes")
 
-    assert shown_messages(done, SUCCESS) == ["Extended the expiry of 1 token(s) by 7 days."]
-    assert shown_messages(done, WARNING) == ["The token was deleted or has expired: 2 token(s) left alone."]
+    [extended] = shown_messages(done, SUCCESS)
+    assert re.fullmatch(r"Extended the expiry of 1 token by 7 days, to \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\.", extended)
+    assert shown_messages(done, WARNING) == ["The token was deleted or has expired: 2 tokens left alone."]
     assert not ExpiryExtension.objects.filter(token__in=[expired, deleted]).exists()
     assert Token.objects.get(pk=expired.pk).expires_at < timezone.now()
     assert list(AuditLog.objects.filter(action="token.extend_expiry").values_list("object_id", flat=True)) == [

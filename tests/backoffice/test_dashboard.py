@@ -2,14 +2,12 @@
 
 admin_client is a superuser ("admin") who may follow every link; dora is a staff member with no permission at all,
 who may still look at the dashboard (counts only) but gets no link to pages she cannot open; vic is a logged-in user
-who is not staff. alice is the merchant whose tokens, network tokens and webhooks are counted. Rows are written
-with bulk_create and explicit dates, as the services would have left them, so that any day can be filled.
+who is not staff; alice is the merchant whose tokens, network tokens and webhooks are counted. Is something wrong now
+(the strip, the tiles, their links, the live part) is tested in test_dashboard_live.py.
 """
 
-import html
-import itertools
 import re
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from django.db import connection
@@ -18,21 +16,33 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from backoffice import dashboard
-from networks.models import Batch, BatchItem, Issuer, NetworkToken, ProvisioningRequest
-from notifications.models import Delivery, Event, WebhookEndpoint
+from backoffice.dashboard import charts, figures
+from networks.models import Issuer, NetworkToken
+from notifications.models import Delivery, WebhookEndpoint
+from tests.backoffice.dashboard_data import (
+    LIVE,
+    URL,
+    bars,
+    endpoint,
+    make_attempts,
+    make_deliveries,
+    make_failed_items,
+    make_failed_requests,
+    make_network_tokens,
+    make_tokens,
+    on,
+    page,
+    svg,
+    table,
+    today,
+    tokens_per_day,
+)
 from tests.conftest import VISA, logged_in
 from vault import selectors as vault_selectors
 from vault import services
 from vault.models import Token
 
-URL = "/admin/dashboard/"
-serial = itertools.count()
 
-
-# ------------------------------------------------------------------------------------------------------------
-# Actors and data
-# ------------------------------------------------------------------------------------------------------------
 @pytest.fixture
 def dora(db, django_user_model) -> Client:
     """Staff, no permission at all."""
@@ -47,45 +57,6 @@ def vic(db, django_user_model) -> Client:
     return client
 
 
-def today() -> date:
-    return timezone.localdate()
-
-
-def on(day: date, at: time = time(0, 1)) -> datetime:
-    """A moment of ``day`` in the current time zone (a minute past midnight: never in the future for today)."""
-    return datetime.combine(day, at, tzinfo=timezone.get_current_timezone())
-
-
-def make_tokens(merchant, created_at: list[datetime], **fields) -> None:
-    """Live Visa tokens created at each moment of ``created_at``; ``fields`` change any column."""
-    Token.objects.bulk_create(
-        [
-            Token(
-                **{
-                    "merchant": merchant,
-                    "description": "bulk",
-                    "fingerprint": f"fp-{next(serial)}",
-                    "pan_ciphertext": b"x",
-                    "key_version": 1,
-                    "bin": "444433",
-                    "last_four": "1111",
-                    "pan_length": 16,
-                    "brand": "VISA",
-                    "expires_at": timezone.now() + timedelta(days=365),
-                    "created_at": moment,
-                    **fields,
-                }
-            )
-            for moment in created_at
-        ],
-        batch_size=500,
-    )
-
-
-def tokens_per_day(merchant, counts: dict[date, int]) -> None:
-    make_tokens(merchant, [on(day) for day, count in counts.items() for _ in range(count)])
-
-
 @pytest.fixture
 def issuers(db) -> dict[str, Issuer]:
     return {
@@ -96,127 +67,6 @@ def issuers(db) -> dict[str, Issuer]:
             ("AMEX", "340000", "379999"),
         )
     }
-
-
-def make_network_tokens(merchant, issuer: Issuer, status: str, count: int, *, created_at=None) -> None:
-    NetworkToken.objects.bulk_create(
-        [
-            NetworkToken(
-                merchant=merchant,
-                token_id=f"nt-{next(serial)}",
-                network=issuer.network,
-                status=status,
-                issuer=issuer,
-                token_last_digits="9999",
-                token_expiry_month=1,
-                token_expiry_year=2031,
-                card_bin=issuer.bin_low,
-                card_last_digits="1111",
-                card_expiry_month=1,
-                card_expiry_year=2031,
-                payment_account_reference="PAR",
-                correlation_id="c",
-                created_at=created_at or timezone.now(),
-            )
-            for _ in range(count)
-        ]
-    )
-
-
-def make_failed_requests(merchant, count: int, *, vault_token=None, updated_at=None) -> None:
-    ProvisioningRequest.objects.bulk_create(
-        [
-            ProvisioningRequest(
-                merchant=merchant,
-                correlation_id="c",
-                status=ProvisioningRequest.FAILED,
-                vault_token=vault_token,
-                failure_code="tokenizationDeclined",
-                updated_at=updated_at or timezone.now(),
-            )
-            for _ in range(count)
-        ]
-    )
-
-
-def make_failed_items(merchant, count: int, *, issuer=None, vault_token=None, finished_at=None) -> None:
-    batch = Batch.objects.create(merchant=merchant, total=count)
-    BatchItem.objects.bulk_create(
-        [
-            BatchItem(
-                batch=batch,
-                index=index,
-                token_reference="ref",
-                issuer=issuer,
-                vault_token=vault_token,
-                status=BatchItem.FAILED,
-                failure_code="tokenizationDeclined",
-                finished_at=finished_at or timezone.now(),
-            )
-            for index in range(count)
-        ]
-    )
-
-
-def make_deliveries(endpoint, count: int, status: str, *, updated_at=None, next_attempt_at=None) -> None:
-    events = Event.objects.bulk_create(
-        [Event(merchant=endpoint.merchant, type="token.created", data={}) for _ in range(count)]
-    )
-    Delivery.objects.bulk_create(
-        [
-            Delivery(
-                event=event,
-                endpoint=endpoint,
-                status=status,
-                updated_at=updated_at or timezone.now(),
-                next_attempt_at=next_attempt_at if status == Delivery.PENDING else None,
-            )
-            for event in events
-        ]
-    )
-
-
-def endpoint(merchant, url: str, **fields) -> WebhookEndpoint:
-    return WebhookEndpoint.objects.create(merchant=merchant, url=url, **fields)
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Reading the page
-# ------------------------------------------------------------------------------------------------------------
-def svg(body: str, chart_id: str) -> str:
-    match = re.search(rf'<svg id="{chart_id}".*?</svg>', body, re.S)
-    assert match, f"no svg#{chart_id}"
-    return match.group(0)
-
-
-def bars(body: str, chart_id: str) -> dict[str, int]:
-    """data-key → data-value of the chart's bars."""
-    return {
-        key: int(value)
-        for key, value in re.findall(
-            r'<rect class="bar[^"]*"[^>]*data-key="([^"]+)" data-value="(\d+)"', svg(body, chart_id)
-        )
-    }
-
-
-def table(body: str, table_id: str) -> dict[str, list[str]]:
-    """The first cell of each body row → the text of the other cells."""
-    match = re.search(rf'<table id="{table_id}">.*?<tbody>(.*?)</tbody>', body, re.S)
-    assert match, f"no table#{table_id}"
-    rows = {}
-    for row in re.findall(r"<tr>(.*?)</tr>", match.group(1), re.S):
-        cells = [
-            html.unescape(re.sub(r"<[^>]+>", "", cell)).strip()
-            for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)
-        ]
-        rows[cells[0]] = cells[1:]
-    return rows
-
-
-def page(client) -> str:
-    response = client.get(URL)
-    assert response.status_code == 200
-    return response.content.decode()
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -298,7 +148,7 @@ def test_it_counts_the_tokens_created_each_day_of_the_last_30_with_the_empty_day
     assert drawn == expected
     assert list(drawn)[-1] == f"{today():%Y-%m-%d}"  # oldest first, today last
     assert f"<title>{today():%Y-%m-%d}: 3 tokens</title>" in body
-    assert body.count('class="bar bar-zero"') == 27
+    assert svg(body, "chart-tokens-per-day").count('class="bar bar-zero"') == 27
     assert table(body, "chart-tokens-per-day-data")[f"{today() - timedelta(days=29):%Y-%m-%d}"] == ["7"]
     assert "12 tokens created from" in body  # the chart's description
 
@@ -364,18 +214,15 @@ def test_every_network_has_its_place_even_with_no_network_token_at_all(admin_cli
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Webhooks: success rate, backlog, endpoints failing
+# Webhooks: success rate, attempts per hour, endpoints failing
 # ------------------------------------------------------------------------------------------------------------
-def test_webhook_success_rate_over_24_hours_and_7_days_and_the_backlog(admin_client, alice):
+def test_webhook_success_rate_over_24_hours_and_7_days(admin_client, alice):
     hook = endpoint(alice, "https://alice.example/hooks")
     now = timezone.now()
     make_deliveries(hook, 3, Delivery.SUCCEEDED, updated_at=now - timedelta(hours=1))
     make_deliveries(hook, 1, Delivery.FAILED, updated_at=now - timedelta(hours=2))
     make_deliveries(hook, 4, Delivery.SUCCEEDED, updated_at=now - timedelta(days=3))
     make_deliveries(hook, 1, Delivery.FAILED, updated_at=now - timedelta(days=10))  # outside both windows
-    make_deliveries(hook, 1, Delivery.PENDING, next_attempt_at=now - timedelta(hours=5))
-    make_deliveries(hook, 1, Delivery.PENDING, next_attempt_at=now - timedelta(minutes=1))
-    make_deliveries(hook, 1, Delivery.PENDING, next_attempt_at=now + timedelta(minutes=30))
 
     body = page(admin_client)
 
@@ -385,12 +232,6 @@ def test_webhook_success_rate_over_24_hours_and_7_days_and_the_backlog(admin_cli
     assert rows["Last 7 days"] == ["87.5 %", "7", "1", "8"]
     assert bars(body, "chart-webhook-success") == {"24h:succeeded": 3, "24h:dead": 1, "7d:succeeded": 7, "7d:dead": 1}
     assert "Last 24 h: 75.0 % succeeded (3 of 4 finished)" in body
-    deliveries = reverse("admin:notifications_delivery_changelist")
-    assert re.search(rf'id="backlog-pending"><a href="{deliveries}\?status__exact=PENDING">3</a>', body)
-    assert 'id="backlog-overdue">2<' in body
-    oldest = timezone.localtime(now - timedelta(hours=5))
-    assert f'id="backlog-oldest">due {oldest:%Y-%m-%d %H:%M:%S}' in body
-    assert re.search(rf'id="backlog-dead-letters"><a href="{deliveries}\?status__exact=FAILED">2</a>', body)
 
 
 def test_a_window_without_finished_deliveries_says_so_rather_than_a_rate(admin_client):
@@ -398,19 +239,59 @@ def test_a_window_without_finished_deliveries_says_so_rather_than_a_rate(admin_c
 
     assert table(body, "chart-webhook-success-data")["Last 24 h"] == ["—", "0", "0", "0"]
     assert "no delivery finished" in svg(body, "chart-webhook-success")
-    assert 'id="backlog-oldest">none<' in body
 
 
-def test_endpoints_failing_now_or_disabled_are_listed_with_links_to_their_pages(admin_client, alice):
-    failing = endpoint(alice, "https://alice.example/failing", failing_since=timezone.now() - timedelta(hours=3))
-    make_deliveries(failing, 2, Delivery.PENDING, next_attempt_at=timezone.now())
-    make_deliveries(failing, 1, Delivery.FAILED)
+def test_attempts_are_counted_per_hour_over_the_last_24_hours_in_utc(admin_client, alice):
+    now = timezone.now()
+    hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    [delivery] = make_deliveries(endpoint(alice, "https://alice.example/hooks"), 1, Delivery.SUCCEEDED)
+    make_attempts(delivery, [hour + timedelta(seconds=1)] * 3, succeeded=True)  # this hour
+    make_attempts(delivery, [hour + timedelta(seconds=2)], succeeded=False)
+    make_attempts(delivery, [hour - timedelta(hours=5, minutes=-10)] * 2, succeeded=False)  # five hours back
+    make_attempts(delivery, [hour - timedelta(hours=23)], succeeded=True)  # the oldest hour shown
+    make_attempts(delivery, [hour - timedelta(hours=24)] * 4, succeeded=True)  # the hour before: not shown
+
+    body = page(admin_client)
+
+    this, five_back, oldest = (f"{hour - timedelta(hours=n):%Y-%m-%d %H:00}" for n in (0, 5, 23))
+    drawn = bars(body, "chart-webhook-hourly")
+    assert {key: value for key, value in drawn.items() if value} == {
+        f"{this}:succeeded": 3,
+        f"{this}:failed": 1,
+        f"{five_back}:failed": 2,
+        f"{oldest}:succeeded": 1,
+    }
+    assert len([key for key in drawn if not drawn[key]]) == 21  # the quiet hours keep a hairline
+    rows = table(body, "chart-webhook-hourly-data")
+    assert len(rows) == 24 and list(rows)[0] == oldest and list(rows)[-1] == this
+    # attempts, succeeded, failed, success rate
+    assert rows[this] == ["4", "3", "1", "75.0 %"]
+    assert rows[five_back] == ["2", "0", "2", "0.0 %"]
+    assert rows[f"{hour - timedelta(hours=1):%Y-%m-%d %H:00}"] == ["0", "0", "0", "—"]
+    assert f"<title>{this} UTC: 3 attempts succeeded</title>" in body
+
+
+def test_endpoints_failing_come_first_with_their_last_error_last_success_and_a_replay_button(admin_client, alice):
+    now = timezone.now()
+    failing = endpoint(alice, "https://alice.example/failing", failing_since=now - timedelta(hours=3))
+    make_deliveries(failing, 1, Delivery.SUCCEEDED, delivered_at=now - timedelta(hours=4), last_status_code=200)
+    make_deliveries(
+        failing, 1, Delivery.FAILED, updated_at=now - timedelta(hours=2), last_status_code=500, last_error="HTTP 500"
+    )
+    make_deliveries(
+        failing,
+        2,
+        Delivery.PENDING,
+        next_attempt_at=now,
+        updated_at=now - timedelta(minutes=5),
+        last_error="timed out after 15 s",
+    )
     disabled = endpoint(
         alice,
         "https://alice.example/disabled",
         is_enabled=False,
         disabled_reason="Gone (HTTP 410)",
-        disabled_at=timezone.now(),
+        disabled_at=now - timedelta(days=1),
     )
     endpoint(alice, "https://alice.example/healthy")
 
@@ -418,14 +299,21 @@ def test_endpoints_failing_now_or_disabled_are_listed_with_links_to_their_pages(
 
     rows = table(body, "endpoints-failing")
     assert list(rows) == ["https://alice.example/failing", "https://alice.example/disabled"]
-    assert rows["https://alice.example/failing"][0] == "Alice's Shop"
-    assert rows["https://alice.example/failing"][1].startswith("Failing since")
-    assert rows["https://alice.example/failing"][2:] == ["2", "1"]
-    assert "Gone (HTTP 410)" in rows["https://alice.example/disabled"][1]
+    merchant, state, since, last_error, last_success, pending, dead, action = rows["https://alice.example/failing"]
+    assert (merchant, state, pending, dead, action) == ("Alice's Shop", "Failing", "2", "1", "Replay failed")
+    assert since.endswith("(3 h ago)")
+    assert last_error.startswith("timed out after 15 s") and last_error.endswith("(5 min ago)")
+    assert last_success.endswith("(4 h ago)")
+    assert rows["https://alice.example/disabled"][1] == "Disabled"
+    assert rows["https://alice.example/disabled"][2].endswith("(24 h ago): Gone (HTTP 410)")
+    assert rows["https://alice.example/disabled"][4] == "never"
+    assert rows["https://alice.example/disabled"][-1] == ""  # nothing to replay, and a disabled endpoint is left alone
+    replay = reverse("admin:notifications_webhookendpoint_object_action", args=[failing.pk, "replay_failed"])
+    assert f'<a class="button bo-replay" href="{replay}">Replay failed</a>' in body
     for hook in (failing, disabled):
         assert f'<a href="{reverse("admin:notifications_webhookendpoint_change", args=[hook.pk])}">' in body
     assert "https://alice.example/healthy" not in body
-    assert re.search(r'id="summary-endpoints-failing">.*?>2</a>', body, re.S)
+    assert body.index('id="endpoints-failing"') < body.index('id="tiles"') < body.index('id="chart-tokens-per-day"')
 
 
 def test_only_the_longest_failing_endpoints_are_listed_with_the_total(admin_client, alice):
@@ -439,16 +327,16 @@ def test_only_the_longest_failing_endpoints_are_listed_with_the_total(admin_clie
                 public_id=f"ep_{n}",
                 secret=f"whsec_{n}",
             )
-            for n in range(dashboard.ENDPOINTS_SHOWN + 5)
+            for n in range(figures.ENDPOINTS_SHOWN + 5)
         ]
     )
 
     body = page(admin_client)
 
-    assert len(table(body, "endpoints-failing")) == dashboard.ENDPOINTS_SHOWN
-    assert f"https://alice.example/{dashboard.ENDPOINTS_SHOWN + 4}<" in body  # the longest failing
+    assert len(table(body, "endpoints-failing")) == figures.ENDPOINTS_SHOWN
+    assert f"https://alice.example/{figures.ENDPOINTS_SHOWN + 4}<" in body  # the longest failing
     assert "https://alice.example/0<" not in body
-    assert f"longest-failing of {dashboard.ENDPOINTS_SHOWN + 5}" in body
+    assert f"longest-failing of {figures.ENDPOINTS_SHOWN + 5}" in body
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -467,14 +355,16 @@ def fill(merchant, issuers, *, scale: int) -> None:
     now = timezone.now()
     for n in range(scale):
         hook = endpoint(merchant, f"https://shop.example/{scale}/{n}", failing_since=now - timedelta(hours=n))
-        make_deliveries(hook, scale, Delivery.SUCCEEDED, updated_at=now - timedelta(hours=n))
-        make_deliveries(hook, 2, Delivery.FAILED)
+        delivered = make_deliveries(hook, scale, Delivery.SUCCEEDED, updated_at=now - timedelta(hours=n))
+        make_deliveries(hook, 2, Delivery.FAILED, last_error="HTTP 503")
         make_deliveries(hook, 2, Delivery.PENDING, next_attempt_at=now - timedelta(minutes=n))
+        make_attempts(delivered[0], [now - timedelta(hours=n)] * scale, succeeded=True)
+        make_attempts(delivered[0], [now - timedelta(hours=n, minutes=1)] * scale, succeeded=False)
 
 
-def queries_for(client) -> list[str]:
+def queries_for(client, url: str = URL) -> list[str]:
     with CaptureQueriesContext(connection) as captured:
-        page(client)
+        assert client.get(url).status_code == 200
     return [query["sql"] for query in captured.captured_queries]
 
 
@@ -482,20 +372,25 @@ def test_the_page_makes_the_same_few_queries_whatever_the_size_of_the_data(admin
     fill(alice, issuers, scale=1)
     small = queries_for(admin_client)
     small_for_dora = queries_for(dora)
+    small_live = queries_for(admin_client, LIVE)
 
     fill(alice, issuers, scale=30)  # 2,000+ tokens over 30 days, 360 network tokens, 31 failing endpoints…
     assert Token.objects.count() > 2000
-    assert WebhookEndpoint.objects.count() > dashboard.ENDPOINTS_SHOWN
+    assert WebhookEndpoint.objects.count() > figures.ENDPOINTS_SHOWN
     large = queries_for(admin_client)
     large_for_dora = queries_for(dora)
+    large_live = queries_for(admin_client, LIVE)
 
     assert len(large) == len(small), "\n".join(large)
     assert len(large_for_dora) == len(small_for_dora)
-    # Session, user and second-factor device, then: tokens per day (1), network-token outcomes (3), delivery health
-    # (1), failing endpoints (list and count: 2), and the session saved again for its idle timeout (3). Dora's
-    # permission checks add her user and group permissions (2).
-    assert len(large) <= 13, "\n".join(large)
-    assert len(large_for_dora) <= 15, "\n".join(large_for_dora)
+    assert len(large_live) == len(small_live)
+    # Session, user and second-factor device (3); the live part: tokens per day (1), delivery health and the dead
+    # letters of 24 hours (2), attempts per hour (1), endpoint counts (1), endpoints in trouble (1), network-token
+    # failures (2); network-token outcomes (3, the page only); and the session saved again for its idle timeout
+    # (3). Dora's permission checks add her user and group permissions (2).
+    assert len(large) <= 17, "\n".join(large)
+    assert len(large_live) <= 14, "\n".join(large_live)
+    assert len(large_for_dora) <= 19, "\n".join(large_for_dora)
     per_day_queries = [sql for sql in large if 'FROM "vault_token"' in sql]
     assert len(per_day_queries) == 1
 
@@ -534,4 +429,4 @@ def test_no_card_number_or_token_reaches_the_page(admin_client, alice):
     ],
 )
 def test_an_axis_ends_on_a_round_number_just_above_the_largest_count(largest, top, step):
-    assert dashboard.nice_scale(largest) == (top, step)
+    assert charts.nice_scale(largest) == (top, step)

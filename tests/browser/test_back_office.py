@@ -1,17 +1,23 @@
-"""The back office in a real browser: finding a token, resolving its conflict, the dashboard's charts.
+"""The back office in a real browser: finding a token, resolving its conflict, the dashboard's charts, and the token
+page a clerk answers questions from.
 
-bea is back-office staff (see conftest); alice is the merchant whose tokens she looks after. Sherlock's Visa ends in
-1111; alice also holds a Mastercard ending in 4444, which a search for 1111 must not bring up.
+bea is back-office staff (see conftest); alice is the merchant whose tokens she looks after, carol alice's payment
+processor (the key that may detokenize). Sherlock's Visa ends in 1111; alice also holds a Mastercard ending in 4444,
+which a search for 1111 must not bring up.
 """
 
+import re
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from tests.browser.conftest import confirm, field, log_in, open_list, run_action, success_message
-from tests.conftest import MASTERCARD, VISA
+from networks import services as network_services
+from networks.services.provisioning import card_from_vault
+from notifications import services as notification_services
+from tests.browser.conftest import confirm, field, log_in, open_list, screens, success_message
+from tests.conftest import MASTERCARD, VISA, path_of
 from vault import services
 from vault.models import Token
 
@@ -53,13 +59,13 @@ def test_back_office_finds_a_token_by_its_last_four_and_applies_its_pending_conf
     token_page = page.url
     assert VISA not in page.content()
 
-    page.locator(".field-pending_conflict a[href*='/tokenconflict/']").click()
-    run_action(page, "apply", sherlock.token_id)
+    page.locator(".field-pending_conflict a[href*='/tokenconflict/']").click()  # the conflict's own page
+    page.locator("#object-action-apply").click()
     expect(page.locator("#content")).to_contain_text(sherlock.token_id)  # the confirmation names what it applies
     confirm(page)
     expect(success_message(page)).to_contain_text("Applied 1 conflict")
 
-    page.goto(token_page)
+    expect(page).to_have_url(token_page.split("?")[0])  # the conflict is gone: its token's page shows the outcome
     expect(field(page, "card_holder_name")).to_have_text("John Watson")
     expect(field(page, "pending_conflict")).to_have_text("No pending conflict.")
 
@@ -83,3 +89,88 @@ def test_the_dashboard_draws_its_charts(page, bea, alice):
     for other in page.locator("svg[id^='chart-']").all():
         other_box = other.bounding_box()
         assert other_box and other_box["width"] > 0 and other_box["height"] > 0, other.get_attribute("id")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The token page: who did what, its conflict, its search
+# ------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def detokenized(alice, tokenize, carol_api) -> Token:
+    """Sherlock's Visa tokenized through the API, then detokenized once by carol, alice's payment processor."""
+    created = tokenize().json()
+    assert carol_api.post(f"{path_of(created['tokenPaymentInstrument']['href'])}/detokenize").status_code == 200
+    return Token.objects.get(token_id=created["tokenId"])
+
+
+def test_a_clerk_answers_who_detokenized_a_token_from_its_page(page, bea, alice, detokenized):
+    processor = alice.api_keys.get(name="processor")
+    log_in(page, bea)
+    open_list(page, "vault", "token")
+    page.locator("#searchbar").fill(detokenized.token_id[:6])
+    page.locator("#searchbar").press("Enter")
+    page.get_by_role("link", name=detokenized.token_id).click()
+
+    page.locator("#activity-link").click()
+
+    expect(page).to_have_url(re.compile(r"#activity$"))
+    row = page.locator("#activity tbody tr").filter(has_text="Detokenized")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text(f"key {processor.prefix}…")
+    expect(row).to_contain_text(alice.name[:10])
+    expect(row).to_contain_text("Success")
+    assert VISA not in page.content()
+
+
+def test_a_conflict_is_resolved_from_its_own_page_in_three_clicks(page, bea, sherlock):
+    log_in(page, bea, next=f"/admin/vault/token/{sherlock.pk}/change/")
+    clicks = 0
+
+    page.locator("#pending-conflict").click()
+    clicks += 1
+    expect(page.locator("table.vault-conflict")).to_contain_text("John Watson")
+    page.locator("#object-action-apply").click()
+    clicks += 1
+    expect(page.locator("#content")).to_contain_text(sherlock.token_id)
+    confirm(page)
+    clicks += 1
+
+    assert clicks <= 3
+    expect(success_message(page)).to_have_text("Applied 1 conflict.")
+    expect(field(page, "card_holder_name")).to_have_text("John Watson")  # back on the token's page
+    expect(page.locator("#pending-conflict")).to_have_count(0)
+
+
+def test_a_masked_number_as_the_pages_show_it_finds_its_token(page, bea, sherlock):
+    log_in(page, bea)
+    open_list(page, "vault", "token")
+
+    page.locator("#searchbar").fill("4444 **** **** 1111")
+    page.locator("#searchbar").press("Enter")
+
+    rows = page.locator("#result_list tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows).to_contain_text(sherlock.token_id)
+    page.locator("#searchbar").fill("4444********9999")
+    page.locator("#searchbar").press("Enter")
+    expect(page.locator("#token-search-empty")).to_contain_text("ending 9999")
+
+
+def test_the_token_page_with_network_tokens_events_and_activity(page, bea, alice, detokenized):
+    network_services.network_token_provision(
+        origin=network_services.Origin(merchant=alice, correlation_id="tour-1", vault_token=detokenized),
+        card=card_from_vault(detokenized),
+        account_id="shopper-42",
+    )
+    notification_services.endpoint_create(merchant=alice, url="http://127.0.0.1:9/hooks")
+    notification_services.event_emit(merchant=alice, type="token.updated", data={"tokenId": detokenized.token_id})
+    notification_services.events_fan_out()
+    token_page = f"/admin/vault/token/{detokenized.pk}/change/"
+    log_in(page, bea, next=token_page)
+    page.reload()  # a second view of bea's: the collapsed line counts them
+
+    expect(page.locator("#network-tokens tbody tr")).to_have_count(1)
+    expect(page.locator("#events tbody tr").first).to_be_visible()
+    page.locator("#activity details.staff-views summary").click()
+    expect(page.locator("#activity details.staff-views")).to_contain_text("staff bea")
+    assert VISA not in page.content()
+    screens(page, "token-page")

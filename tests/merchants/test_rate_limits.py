@@ -256,9 +256,12 @@ def test_the_merchant_page_shows_the_limits_and_the_defaults_they_fall_back_to(a
 
 
 def test_staff_set_a_merchants_limits_and_the_change_is_audited_and_applies_at_once(admin_client, alice, api):
-    response = admin_client.post(
-        change_page(alice), merchant_form(alice, api_rate_limit="2/minute", card_data_rate_limit="1/hour")
-    )
+    form = merchant_form(alice, api_rate_limit="2/minute", card_data_rate_limit="1/hour")
+    asked = admin_client.post(change_page(alice), form)  # the confirmation page: old and new limits
+    alice.refresh_from_db()
+    assert asked.status_code == 200 and alice.api_rate_limit != "2/minute"
+
+    response = admin_client.post(change_page(alice), {**form, "_confirmed": "yes"})
 
     assert response.status_code == 302
     alice.refresh_from_db()

@@ -1,10 +1,12 @@
-"""The network-token back office: masked pages, lifecycle actions through services, audited, for operators only.
+"""The network-token back office: masked pages, lifecycle actions through services, audited, for operators only;
+the issuer registry, the back office's.
 
 olive is an operator (a staff user in the ``operators`` group, which migration networks 0003 gives the network
-tokens); clerk is back-office staff who may view the vault and nothing of the networks; wanda may view every
-network page and run nothing; admin_client is a superuser ("admin"). alice is the merchant whose network tokens
-they look at. The broker is outside the product: what is queued is only recorded (``broker``, tests/conftest.py); the
-TSP simulator is the product and runs for real (no latency in tests).
+tokens); bea is back-office staff in the ``back-office`` group, which owns the issuer registry; clerk is staff who may
+view the vault and nothing of the networks; wanda may view every network page and run nothing; admin_client is a
+superuser ("admin"). alice is the merchant whose network tokens they look at. The broker is outside the product: what
+is queued is only recorded (``broker``, tests/conftest.py); the TSP simulator is the product and runs for real (no
+latency in tests).
 """
 
 import re
@@ -17,6 +19,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils.html import format_html
 
 from core.models import AuditLog
 from networks import services, tsp
@@ -24,7 +27,7 @@ from networks.api.representations import metadata
 from networks.models import Batch, BatchItem, Issuer, LifecycleEvent, NetworkToken, ProvisioningRequest
 from notifications.models import Event
 from tests.cards import step_up_card
-from tests.conftest import MASTERCARD, VISA, logged_in
+from tests.conftest import MASTERCARD, VISA, logged_in, staff_in
 from vault import services as vault_services
 from vault.keys import key_ring
 
@@ -32,6 +35,12 @@ from vault.keys import key_ring
 # ------------------------------------------------------------------------------------------------------------
 # Actors and fixtures
 # ------------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def back_office(db, django_user_model) -> Client:
+    """bea, back-office staff: the ``back-office`` group (vault 0002), which owns the issuer registry."""
+    return staff_in(django_user_model, "bea", "back-office")
+
+
 @pytest.fixture
 def wanda(db, django_user_model) -> Client:
     """May view every network page and change nothing."""
@@ -115,7 +124,8 @@ def test_an_operator_can_list_and_open_network_tokens_and_see_their_lifecycle_hi
     assert token.payment_account_reference in body
     assert token.token_last_digits in body and "05/2035" in body and "c-1" in body
     history = re.search(r'id="lifecycle_events-group".*?</table>', body, re.S).group()
-    assert "tsp:visa" in history and "SUSPENDED" in history and "ACTIVE" in history
+    assert "tsp:visa" in history and "SUSPENDED" in history  # the event, and the status it moved the token along
+    assert '<span class="status status-good">Active</span> → <span class="status status-warning">Suspended' in history
 
 
 def test_opening_a_network_token_writes_an_audit_row_and_listing_does_not(operator, alice, token):
@@ -341,13 +351,13 @@ def test_tokens_in_the_wrong_state_are_skipped_with_a_warning(operator, alice, t
     updates_before = len(updates_for(alice))
 
     confirmation = run_action(operator, "suspend", [token, suspended], index="0")
-    assert "1 of these token(s) are not ACTIVE and will be left alone." in confirmation.content.decode()
+    assert "1 of these tokens is not ACTIVE and will be left alone." in confirmation.content.decode()
 
     done = run_action(operator, "suspend", [token, suspended], post="yes")
 
-    assert shown_messages(done, SUCCESS) == ["Suspended 1 network token(s)."]
+    assert shown_messages(done, SUCCESS) == ["Suspended 1 network token."]
     assert shown_messages(done, WARNING) == [
-        "1 network token(s) left alone: A SUSPENDED network token cannot become SUSPENDED."
+        "1 network token left alone: A SUSPENDED network token cannot become SUSPENDED."
     ]
     assert refreshed(token).status == refreshed(suspended).status == NetworkToken.SUSPENDED
     assert LifecycleEvent.objects.filter(network_token=suspended).count() == 1  # only the TSP's
@@ -357,9 +367,7 @@ def test_tokens_in_the_wrong_state_are_skipped_with_a_warning(operator, alice, t
     done = run_action(operator, "resume", [token], post="yes")
     done = run_action(operator, "resume", [token], post="yes")
 
-    assert shown_messages(done, WARNING) == [
-        "1 network token(s) left alone: A ACTIVE network token cannot become ACTIVE."
-    ]
+    assert shown_messages(done, WARNING) == ["1 network token left alone: A ACTIVE network token cannot become ACTIVE."]
     assert refreshed(token).status == NetworkToken.ACTIVE
 
 
@@ -375,11 +383,11 @@ def test_resume_activates_a_token_waiting_for_its_step_up_and_its_request_is_ann
     assert (request.status, inactive.status) == (ProvisioningRequest.PENDING_ACTIVATION, NetworkToken.INACTIVE)
 
     confirmation = run_action(operator, "resume", [inactive, token], index="0").content.decode()
-    assert "1 of these token(s) are not SUSPENDED or INACTIVE and will be left alone." in confirmation
+    assert "1 of these tokens is not SUSPENDED or INACTIVE and will be left alone." in confirmation
 
     done = run_action(operator, "resume", [inactive], post="yes")
 
-    assert shown_messages(done, SUCCESS) == ["Resumed 1 network token(s)."]
+    assert shown_messages(done, SUCCESS) == ["Resumed 1 network token."]
     assert refreshed(inactive).status == NetworkToken.ACTIVE
     assert ProvisioningRequest.objects.get(pk=request.pk).status == ProvisioningRequest.SUCCEEDED
     [created] = Event.objects.filter(merchant=alice, type="network_token.created", data__tokenId=inactive.token_id)
@@ -402,6 +410,109 @@ def test_a_deleted_token_takes_no_further_lifecycle_action(operator, alice, toke
     assert refreshed(token).card_last_digits == "1111"
     assert LifecycleEvent.objects.filter(network_token=token).count() == 1
     assert len(updates_for(alice)) == 1
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The token's own page: its actions as buttons, its status as a label, its dates with their relative time
+# ------------------------------------------------------------------------------------------------------------
+def buttons_on(client, model: str, pk) -> dict[str, str]:
+    """The object's action buttons on its page: name -> classes."""
+    body = client.get(change_page(model, pk)).content.decode()
+    return dict(re.findall(r'id="object-action-(\w+)" class="([^"]*)"', body))
+
+
+def test_a_token_page_offers_the_lifecycle_buttons_its_status_allows(operator, alice, token):
+    assert set(buttons_on(operator, "networktoken", token.pk)) == {"suspend", "card_updated", "delete"}
+    assert "irreversible" in buttons_on(operator, "networktoken", token.pk)["delete"]
+    assert "irreversible" not in buttons_on(operator, "networktoken", token.pk)["suspend"]
+
+    services.lifecycle_apply(token=token, type=LifecycleEvent.SUSPENDED, source="tsp:visa")
+    assert set(buttons_on(operator, "networktoken", token.pk)) == {"resume", "card_updated", "delete"}
+
+    services.lifecycle_apply(token=token, type=LifecycleEvent.DELETED, source="tsp:visa")
+    assert buttons_on(operator, "networktoken", token.pk) == {}
+
+
+def test_who_may_not_run_the_lifecycle_sees_no_button(wanda, admin_client, token):
+    assert buttons_on(wanda, "networktoken", token.pk) == {}
+    assert set(buttons_on(admin_client, "networktoken", token.pk)) == {"suspend", "card_updated", "delete"}
+
+
+def test_the_suspend_button_leads_to_the_confirmation_then_back_to_the_token(operator, alice, token):
+    url = reverse("admin:networks_networktoken_object_action", args=[token.pk, "suspend"])
+
+    confirmation = operator.get(url)
+
+    assert "admin/networks/action_confirmation.html" in [t.name for t in confirmation.templates]
+    assert token.token_id in confirmation.content.decode()
+    assert refreshed(token).status == NetworkToken.ACTIVE
+
+    done = operator.post(url, {"action": "suspend", "_selected_action": [token.pk], "post": "yes"}, follow=True)
+
+    assert done.redirect_chain == [(change_page("networktoken", token.pk), 302)]
+    assert shown_messages(done, SUCCESS) == ["Suspended 1 network token."]
+    assert refreshed(token).status == NetworkToken.SUSPENDED
+    assert AuditLog.objects.get(action="admin.network_token.suspend").actor == "admin:olive"
+
+
+def test_a_button_for_an_action_the_status_refuses_changes_nothing(operator, alice, token):
+    url = reverse("admin:networks_networktoken_object_action", args=[token.pk, "resume"])
+
+    done = operator.post(url, {"action": "resume", "_selected_action": [token.pk], "post": "yes"}, follow=True)
+
+    assert shown_messages(done, WARNING) == ["1 network token left alone: A ACTIVE network token cannot become ACTIVE."]
+    assert refreshed(token).status == NetworkToken.ACTIVE
+
+
+def test_statuses_show_as_labels_and_dates_with_their_relative_time(operator, alice, token):
+    services.lifecycle_apply(token=token, type=LifecycleEvent.SUSPENDED, source="tsp:visa")
+
+    listing = operator.get(changelist("networktoken")).content.decode()
+    page = operator.get(change_page("networktoken", token.pk)).content.decode()
+
+    assert '<span class="status status-warning">Suspended</span>' in listing
+    assert re.search(
+        r'<time datetime="[^"]+">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</time> <span class="relative">'
+        r"\(just now\)</span>",
+        listing,
+    )
+    # The merchant's short name, its whole name and id on hover.
+    merchant = format_html('<span class="merchant" title="{} ({})">{}</span>', alice.name, alice.public_id, alice.name)
+    assert merchant in listing
+    assert '<span class="status status-warning">Suspended</span>' in page
+    assert "(just now)" in page
+
+
+def test_a_network_token_is_found_by_its_vault_tokenid(operator, alice, token):
+    card = vault_services.Card(number=MASTERCARD, holder_name="Irene Adler", expiry_month=5, expiry_year=2035)
+    vault_token = vault_services.card_tokenize(merchant=alice, card=card).token
+    from_vault = services.network_token_provision(
+        origin=services.Origin(merchant=alice, correlation_id="c-vault", vault_token=vault_token),
+        card=services.card_from_vault(vault_token),
+    )
+
+    found = listed(operator.get(changelist("networktoken"), {"q": vault_token.token_id}))
+
+    assert [t.pk for t in found] == [from_vault.pk]
+
+
+def test_a_pending_request_offers_retry_now_on_its_page_and_an_ended_one_does_not(operator, alice):
+    pending = services.provisioning_request_create(
+        merchant=alice, correlation_id="c-pending", card=tsp.CardData(VISA, 5, 2035)
+    )
+    declined = services.provisioning_request_create(
+        merchant=alice, correlation_id="c-declined", card=tsp.CardData("4000000000000002", 5, 2035)
+    )
+    services.provisioning_request_run(request_id=declined.pk)
+
+    assert buttons_on(operator, "provisioningrequest", pending.pk) == {"retry_now": "object-action"}
+    assert buttons_on(operator, "provisioningrequest", declined.pk) == {}
+
+    url = reverse("admin:networks_provisioningrequest_object_action", args=[pending.pk, "retry_now"])
+    done = operator.post(url, {"action": "retry_now", "_selected_action": [pending.pk], "post": "yes"}, follow=True)
+
+    assert shown_messages(done, SUCCESS) == ["1 request will be attempted now."]
+    assert AuditLog.objects.get(action="admin.network_token_request.retry_now").object_id == pending.public_id
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -472,11 +583,30 @@ def issuer_form(issuer: Issuer, **changes) -> dict:
     return {**data, **changes}
 
 
-def test_a_superuser_edits_an_issuers_rate_limit_and_the_edit_is_audited(admin_client, token):
+def confirmed(form: dict) -> dict:
+    """The form as the confirmation page posts it again."""
+    return {**form, "_confirmed": "yes"}
+
+
+def test_back_office_staff_change_an_issuers_rate_limit_only_once_they_confirm_old_and_new(back_office, token):
     issuer = token.issuer
     Issuer.objects.filter(pk=issuer.pk).update(next_call_at=None)
+    form = issuer_form(issuer, rate_limit_per_second="5")
 
-    response = admin_client.post(change_page("issuer", issuer.pk), issuer_form(issuer, rate_limit_per_second="5"))
+    confirmation = back_office.post(change_page("issuer", issuer.pk), form)
+
+    assert confirmation.status_code == 200
+    assert "admin/merchants/change_confirmation.html" in [t.name for t in confirmation.templates]
+    body = confirmation.content.decode()
+    table = re.search(r'<table id="change-confirmation">.*?</table>', body, re.S).group()
+    assert re.search(r"Rate limit per second</th><td[^>]*>50</td><td[^>]*>5</td>", table)
+    assert "Name" not in table  # only what changes
+    assert 'name="_confirmed" value="yes"' in body and 'name="rate_limit_per_second" value="5"' in body
+    issuer.refresh_from_db()
+    assert issuer.rate_limit_per_second == 50  # nothing before the confirmation
+    assert not AuditLog.objects.filter(action="admin.issuer.change").exists()
+
+    response = back_office.post(change_page("issuer", issuer.pk), confirmed(form))
 
     assert response.status_code == 302
     issuer.refresh_from_db()
@@ -484,11 +614,50 @@ def test_a_superuser_edits_an_issuers_rate_limit_and_the_edit_is_audited(admin_c
     assert issuer.card_art_ids == ["art-bsb-classic", "art-bsb-gold"]
     row = AuditLog.objects.get(action="admin.issuer.change")
     assert (row.actor, row.object_type, row.object_id, row.detail) == (
-        "admin:admin",
+        "admin:bea",
         "issuer",
         str(issuer.pk),
         {"rate_limit_per_second": 5},
     )
+
+
+def test_a_new_bin_range_is_confirmed_with_the_old_range_beside_it(back_office, token):
+    issuer = token.issuer
+    form = issuer_form(issuer, bin_low="444400", bin_high="444499")
+
+    body = back_office.post(change_page("issuer", issuer.pk), form).content.decode()
+
+    table = re.search(r'<table id="change-confirmation">.*?</table>', body, re.S).group()
+    assert re.search(rf"<td[^>]*>{issuer.bin_low}</td><td[^>]*>444400</td>", table)
+    assert re.search(rf"<td[^>]*>{issuer.bin_high}</td><td[^>]*>444499</td>", table)
+    assert (Issuer.objects.get(pk=issuer.pk).bin_low, Issuer.objects.get(pk=issuer.pk).bin_high) == (
+        issuer.bin_low,
+        issuer.bin_high,
+    )
+
+    back_office.post(change_page("issuer", issuer.pk), confirmed(form))
+
+    issuer.refresh_from_db()
+    assert (issuer.bin_low, issuer.bin_high) == ("444400", "444499")
+
+
+def test_a_wrong_rate_shows_the_form_errors_not_a_confirmation(back_office, token):
+    response = back_office.post(change_page("issuer", token.issuer_id), issuer_form(token.issuer, bin_low="4444"))
+
+    assert "admin/merchants/change_confirmation.html" not in [t.name for t in response.templates]
+    assert "A BIN is six digits." in response.content.decode()
+
+
+def test_the_back_office_owns_issuers_and_operators_only_look(db):
+    def held(group: str) -> set[str]:
+        return set(
+            Group.objects.get(name=group)
+            .permissions.filter(content_type__app_label="networks", content_type__model="issuer")
+            .values_list("codename", flat=True)
+        )
+
+    assert held("back-office") == {"view_issuer", "change_issuer"}
+    assert held("operators") == {"view_issuer"}
 
 
 def test_the_issuer_form_takes_card_art_ids_as_one_comma_separated_line(admin_client, token):

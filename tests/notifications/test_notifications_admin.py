@@ -212,8 +212,9 @@ def test_an_operator_can_open_a_delivery_with_its_attempts_inline(operator, fail
     [attempt] = DeliveryAttempt.objects.filter(delivery=failed_delivery)
     assert inline_cell(body, "number") == "1"
     assert inline_cell(body, "duration") == f"{attempt.duration_ms} ms"
-    assert inline_cell(body, "status_code") == "500"
+    assert 'status-bad">500</span>' in inline_cell(body, "result")
     assert inline_cell(body, "error") == "HTTP 500"
+    assert '<span class="status status-bad">Dead letter</span>' in body
     # The receiver's answer, escaped and cut short: it is whatever the merchant's server said.
     response = inline_cell(body, "response")
     assert response.startswith("&lt;b&gt;down&lt;/b&gt; xxx") and "<b>down</b>" not in body
@@ -403,7 +404,7 @@ def test_enabling_asks_for_confirmation_then_enables_clears_the_streak_and_is_au
 
     done = run_action(operator, "webhookendpoint", "enable", [endpoint.pk], post="yes")
 
-    assert shown_messages(done, SUCCESS) == ["Enabled 1 endpoint(s)."]
+    assert shown_messages(done, SUCCESS) == ["Enabled 1 endpoint."]
     endpoint.refresh_from_db()
     assert endpoint.is_enabled
     assert (endpoint.disabled_reason, endpoint.disabled_at, endpoint.failing_since) == ("", None, None)
@@ -420,7 +421,7 @@ def test_enabling_asks_for_confirmation_then_enables_clears_the_streak_and_is_au
 def test_enabling_an_enabled_endpoint_changes_nothing_and_audits_nothing(operator, endpoint):
     done = run_action(operator, "webhookendpoint", "enable", [endpoint.pk], post="yes")
 
-    assert shown_messages(done, SUCCESS) == ["Enabled 0 endpoint(s)."]
+    assert shown_messages(done, SUCCESS) == ["Enabled 0 endpoints."]
     assert not audit_rows("enable").exists()
 
 
@@ -499,7 +500,7 @@ def test_retry_now_makes_a_pending_delivery_due_now_and_leaves_a_failed_one_alon
     assert (dead.status, dead.next_attempt_at, dead.attempt_count) == (Delivery.FAILED, None, 8)
     assert broker.deliveries == [pending.pk]
     messages = shown_messages(done)  # confirmed, then redirected back to the list
-    assert "1 delivery(ies) will be attempted now." in messages
+    assert "1 delivery will be attempted now." in messages
     assert any("not pending" in m for m in messages)
     assert done.redirect_chain[-1][1] == 302
     row = audit_rows("retry_now").get()
@@ -566,7 +567,7 @@ def test_replaying_failed_in_a_window_replays_only_failed_deliveries_whose_event
     assert form_page.status_code == 200
     body = form_page.content.decode()
     assert 'name="since"' in body and 'name="until"' in body
-    assert "3 failed in all" in body
+    assert "3 deliveries failed in all" in body
 
     done = run_action(
         operator,
@@ -578,7 +579,8 @@ def test_replaying_failed_in_a_window_replays_only_failed_deliveries_whose_event
         until=until.strftime("%Y-%m-%dT%H:%M"),
     )
 
-    assert shown_messages(done, SUCCESS) == ["Replayed 1 failed delivery(ies)."]
+    [message] = shown_messages(done, SUCCESS)
+    assert message.startswith("Replayed 1 failed delivery. ")
     statuses = {d.pk: d.status for d in Delivery.objects.all()}
     assert statuses[inside.pk] == Delivery.PENDING
     assert Delivery.objects.get(pk=inside.pk).attempt_count == 0
@@ -666,3 +668,278 @@ def test_retry_and_replay_ask_for_confirmation_first_and_change_nothing_before(o
     failed_delivery.refresh_from_db()
     assert failed_delivery.status == Delivery.FAILED
     assert not audit_rows(action).exists()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Replaying an endpoint's failed deliveries: the default window, the count, a zero replay refused, the result
+# ------------------------------------------------------------------------------------------------------------
+def dead_letter_at(merchant, endpoint, *, hours_ago: float, token_id: str) -> Delivery:
+    """A dead letter of ``endpoint`` whose event happened ``hours_ago``, and which died then."""
+    event = emit(merchant, token_id=token_id)
+    then = timezone.now() - timedelta(hours=hours_ago)
+    Event.objects.filter(pk=event.pk).update(created_at=then)
+    delivery = fail_for_good(delivery_of(event, endpoint))
+    Delivery.objects.filter(pk=delivery.pk).update(updated_at=then)
+    return delivery
+
+
+def replay_form(client, endpoint):
+    return run_action(client, "webhookendpoint", "replay_failed", [endpoint.pk], index="0")
+
+
+def window_of(response) -> dict:
+    """The window the replay form shows (in UTC, the admin's time zone)."""
+    form = response.context["form"]
+    return {name: form.initial[name] for name in ("since", "until")}
+
+
+def test_the_replay_window_starts_when_the_endpoint_started_failing(operator, alice, endpoint):
+    dead_letter_at(alice, endpoint, hours_ago=60, token_id="tok_old")  # an older incident's, before the run
+    failing_since = timezone.now() - timedelta(days=2, minutes=3)
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failing_since=failing_since)
+
+    form_page = replay_form(operator, endpoint)
+
+    assert window_of(form_page)["since"] == failing_since.replace(second=0, microsecond=0)
+    assert window_of(form_page)["until"] > timezone.now()
+    assert "Starts when the endpoint began failing" in form_page.content.decode()
+
+
+def test_the_replay_window_holds_a_dead_letter_of_the_run_whose_event_came_before_the_first_failure(
+    operator, alice, endpoint
+):
+    failing_since = timezone.now() - timedelta(hours=20)
+    queued_before = dead_letter_at(alice, endpoint, hours_ago=21, token_id="tok_queued")  # died during the run
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failing_since=failing_since)
+    Delivery.objects.filter(pk=queued_before.pk).update(updated_at=timezone.now())
+
+    since = window_of(replay_form(operator, endpoint))["since"]
+
+    assert since <= queued_before.event.created_at.replace(second=0, microsecond=0) < failing_since
+
+
+def test_for_a_healthy_endpoint_the_replay_window_starts_at_its_oldest_dead_letter(operator, alice, endpoint):
+    oldest = dead_letter_at(alice, endpoint, hours_ago=72, token_id="tok_oldest")
+    dead_letter_at(alice, endpoint, hours_ago=30, token_id="tok_newer")
+
+    since = window_of(replay_form(operator, endpoint))["since"]
+
+    assert since == oldest.event.created_at.replace(second=0, microsecond=0)
+
+
+def test_with_no_dead_letter_the_replay_window_is_the_last_24_hours(operator, endpoint):
+    since = window_of(replay_form(operator, endpoint))["since"]
+
+    assert abs(since - (timezone.now() - timedelta(hours=24))) < timedelta(minutes=2)
+
+
+def test_the_replay_form_says_how_many_failed_deliveries_its_window_holds(operator, alice, endpoint):
+    dead_letter_at(alice, endpoint, hours_ago=50, token_id="tok_1")
+    for number in range(2):
+        dead_letter_at(alice, endpoint, hours_ago=3, token_id=f"tok_new_{number}")
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failing_since=timezone.now() - timedelta(hours=4))
+
+    body = replay_form(operator, endpoint).content.decode()
+
+    assert re.search(r'<p id="replay-count"[^>]*>2 of 3 failed deliveries will be replayed\.</p>', body)
+    assert "notifications/replay_count.js" in body  # keeps it current as the window changes
+
+
+def test_the_count_view_answers_the_count_of_a_window_as_json(operator, alice, endpoint):
+    dead_letter_at(alice, endpoint, hours_ago=50, token_id="tok_1")
+    dead_letter_at(alice, endpoint, hours_ago=3, token_id="tok_2")
+    url = reverse("admin:notifications_webhookendpoint_replay_count")
+    since = (timezone.now() - timedelta(hours=60)).strftime("%Y-%m-%dT%H:%M")
+    until = (timezone.now() + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M")
+
+    wide = operator.get(url, {"endpoint": endpoint.pk, "since": since, "until": until})
+    empty = operator.get(url, {"endpoint": endpoint.pk, "since": "2020-01-01T00:00", "until": "2020-01-02T00:00"})
+    reversed_window = operator.get(url, {"endpoint": endpoint.pk, "since": until, "until": since})
+
+    assert wide.json() == {"inWindow": 2, "failed": 2, "text": "2 of 2 failed deliveries will be replayed."}
+    assert empty.json()["inWindow"] == 0
+    assert (
+        empty.json()["text"]
+        == "None of the 2 failed deliveries has its event in this window: nothing would be replayed."
+    )
+    assert reversed_window.status_code == 400
+    assert reversed_window.json() == {"text": "The window ends before it starts."}
+
+
+def test_the_count_view_is_for_operators_only(wanda, clerk, endpoint):
+    url = reverse("admin:notifications_webhookendpoint_replay_count")
+    query = {"endpoint": endpoint.pk, "since": "2020-01-01T00:00", "until": "2020-01-02T00:00"}
+
+    assert wanda.get(url, query).status_code == 403
+    assert clerk.get(url, query).status_code == 403
+    assert Client().get(url, query).status_code == 302  # to the sign-in page
+
+
+def test_a_replay_of_nothing_is_refused_with_a_warning_and_does_nothing(operator, alice, endpoint):
+    dead = dead_letter_at(alice, endpoint, hours_ago=50, token_id="tok_1")
+
+    refused = run_action(
+        operator,
+        "webhookendpoint",
+        "replay_failed",
+        [endpoint.pk],
+        post="yes",
+        since="2020-01-01T00:00",
+        until="2020-01-02T00:00",
+    )
+
+    assert refused.status_code == 200
+    assert "admin/action_confirmation.html" in [t.name for t in refused.templates]  # the form again, to widen
+    assert shown_messages(refused, SUCCESS) == []
+    [warning] = shown_messages(refused, WARNING)
+    assert warning.startswith("Nothing was replayed: no failed delivery of it has its event between 2020-01-01")
+    dead.refresh_from_db()
+    assert dead.status == Delivery.FAILED
+    assert not audit_rows("replay_failed").exists()
+
+
+def test_the_replay_message_links_to_the_replayed_deliveries(operator, alice, endpoint):
+    replayed = [dead_letter_at(alice, endpoint, hours_ago=hours, token_id=f"tok_{hours}") for hours in (3, 4)]
+    outside = dead_letter_at(alice, endpoint, hours_ago=50, token_id="tok_outside")
+    delivered_before = delivery_of(emit(alice, token_id="tok_delivered"), endpoint)
+    Delivery.objects.filter(pk=delivered_before.pk).update(
+        status=Delivery.SUCCEEDED,
+        next_attempt_at=None,
+        delivered_at=timezone.now() - timedelta(hours=1),
+        updated_at=timezone.now() - timedelta(hours=1),
+    )
+    Event.objects.filter(pk=delivered_before.event_id).update(created_at=timezone.now() - timedelta(hours=3))
+    window = {
+        "since": (timezone.now() - timedelta(hours=10)).strftime("%Y-%m-%dT%H:%M"),
+        "until": (timezone.now() + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M"),
+    }
+
+    done = run_action(operator, "webhookendpoint", "replay_failed", [endpoint.pk], post="yes", **window)
+
+    [message] = [m for m in done.context["messages"] if m.level == SUCCESS]
+    assert str(message).startswith("Replayed 2 failed deliveries. ")
+    link = re.search(r'<a href="([^"]+)" id="replayed-deliveries">', done.content.decode()).group(1)
+    listed = operator.get(link.replace("&amp;", "&")).context["cl"].result_list
+    assert {d.pk for d in listed} == {d.pk for d in replayed}
+    assert outside.pk not in {d.pk for d in listed} and delivered_before.pk not in {d.pk for d in listed}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The endpoint's page: why it fails, and its actions as buttons
+# ------------------------------------------------------------------------------------------------------------
+def test_the_endpoint_page_shows_its_last_attempts_the_errors_and_the_last_success(
+    operator, alice, endpoint, receiver, settings
+):
+    settings.WEBHOOK_RETRY_SCHEDULE = []
+    delivered = delivery_of(emit(alice, token_id="tok_ok"), endpoint)
+    services.delivery_attempt(delivery_id=delivered.pk)  # the receiver answers 204
+    receiver.status = 503
+    failed = [delivery_of(emit(alice, token_id=f"tok_{n}"), endpoint) for n in range(2)]
+    for delivery in failed:
+        services.delivery_attempt(delivery_id=delivery.pk)
+    endpoint.refresh_from_db()
+    assert endpoint.failing_since is not None
+
+    body = operator.get(change_page("webhookendpoint", endpoint.pk)).content.decode()
+
+    health = body[body.index('id="endpoint-health"') : body.index('id="endpoint-attempts"')]
+    assert '<span class="status status-bad">Failing</span> since <time' in health
+    assert '<span class="error-reason">503 ×2</span>' in health
+    assert f'<a href="{change_page("delivery", delivered.pk)}"><time' in health  # the last success
+    attempts = body[body.index('id="endpoint-attempts"') :]
+    rows = re.findall(r'<tr>\s*<td><a href="[^"]+" class="attempt-when"><time.*?</tr>', attempts, re.S)
+    assert len(rows) == 3
+    assert change_page("delivery", failed[-1].pk) in rows[0] and 'status-bad">503<' in rows[0]  # newest first
+    assert change_page("delivery", delivered.pk) in rows[2] and 'status-good">204<' in rows[2]
+
+
+def test_a_new_endpoint_page_says_it_was_never_attempted(operator, endpoint):
+    body = operator.get(change_page("webhookendpoint", endpoint.pk)).content.decode()
+
+    assert '<span class="status status-good">Healthy</span>' in body
+    assert "No attempt yet." in body
+    assert re.search(r'id="endpoint-last-success">Never<', body)
+
+
+def object_buttons(client, model: str, pk) -> set[str]:
+    return set(re.findall(r'id="object-action-([a-z_]+)"', client.get(change_page(model, pk)).content.decode()))
+
+
+def test_an_endpoint_page_has_the_buttons_its_state_allows(operator, wanda, endpoint):
+    assert object_buttons(operator, "webhookendpoint", endpoint.pk) == {"replay_failed", "disable", "rotate_secret"}
+    assert object_buttons(wanda, "webhookendpoint", endpoint.pk) == set()
+
+    services.endpoint_disable(endpoint=endpoint, reason="gone")
+
+    assert object_buttons(operator, "webhookendpoint", endpoint.pk) == {"enable", "rotate_secret"}
+
+
+def test_a_delivery_page_offers_retry_now_while_pending_and_replay_once_done(operator, alice, endpoint):
+    delivery = delivery_of(emit(alice), endpoint)
+    assert object_buttons(operator, "delivery", delivery.pk) == {"retry_now"}
+
+    fail_for_good(delivery)
+    assert object_buttons(operator, "delivery", delivery.pk) == {"replay"}
+
+    services.endpoint_disable(endpoint=endpoint, reason="gone")
+    assert object_buttons(operator, "delivery", delivery.pk) == set()
+
+
+def test_replay_failed_from_the_endpoint_page_confirms_then_comes_back_to_it(operator, alice, endpoint):
+    dead = dead_letter_at(alice, endpoint, hours_ago=2, token_id="tok_1")
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failing_since=timezone.now() - timedelta(hours=3))
+    url = reverse("admin:notifications_webhookendpoint_object_action", args=[endpoint.pk, "replay_failed"])
+
+    form_page = operator.get(url)
+    assert "1 of 1 failed delivery will be replayed." in form_page.content.decode()
+    dead.refresh_from_db()
+    assert dead.status == Delivery.FAILED
+
+    window = {name: value.strftime("%Y-%m-%dT%H:%M") for name, value in window_of(form_page).items()}
+    done = operator.post(url, {"post": "yes", **window}, follow=True)
+
+    assert done.redirect_chain[-1][0] == change_page("webhookendpoint", endpoint.pk)
+    assert shown_messages(done, SUCCESS)[0].startswith("Replayed 1 failed delivery.")
+    dead.refresh_from_db()
+    assert dead.status == Delivery.PENDING
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Lists: labels, dates, search by tokenId, empty results
+# ------------------------------------------------------------------------------------------------------------
+def test_the_lists_show_states_as_labels_and_dates_with_relative_time(operator, alice, endpoint):
+    dead = fail_for_good(delivery_of(emit(alice), endpoint))
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failing_since=timezone.now() - timedelta(hours=3))
+
+    endpoints = operator.get(changelist("webhookendpoint")).content.decode()
+    deliveries = operator.get(changelist("delivery")).content.decode()
+
+    assert '<span class="status status-bad">Failing</span>' in endpoints
+    assert re.search(r"UTC</time> <span class=\"relative\">\(3 h ago\)</span>", endpoints)
+    assert '<span class="merchant" title="Alice&#x27;s Shop' in endpoints
+    assert '<span class="status status-bad">Dead letter</span>' in deliveries
+    assert dead.event.type in deliveries and "(s)" not in deliveries
+
+
+@pytest.mark.parametrize("model", ["event", "delivery"])
+def test_events_and_deliveries_are_found_by_the_token_id_they_carry(operator, alice, endpoint, model):
+    wanted, other = emit(alice, token_id="tok_Wanted1"), emit(alice, token_id="tok_other")
+
+    def listed(query: str) -> list[str]:
+        rows = operator.get(changelist(model), {"q": query}).context["cl"].result_list
+        return [row.public_id if model == "event" else row.event.public_id for row in rows]
+
+    assert listed("tok_Wanted1") == [wanted.public_id]
+    assert listed("tok_wanted1") == []  # exactly as written
+    assert listed(other.public_id) == [other.public_id]
+
+
+def test_an_empty_search_says_what_was_searched_and_what_to_try(operator, alice, endpoint):
+    emit(alice)
+
+    body = operator.get(changelist("delivery"), {"q": "tok_missing", "status__exact": "FAILED"}).content.decode()
+
+    empty = body[body.index('id="empty-results"') :]
+    assert "No deliveries" in empty and "“<strong>tok_missing</strong>” with the filters chosen" in empty
+    assert "Search takes a whole event id (msg_…) or a whole tokenId" in empty
+    assert 'id="empty-results-unfiltered"' in empty and 'id="empty-results-all"' in empty

@@ -16,7 +16,6 @@ from django.utils import timezone
 
 from core.models import AuditLog
 from merchants import services as merchant_services
-from merchants.models import ApiKey
 from tests.conftest import MASTERCARD, SHERLOCK, VISA, client_for
 from vault import services
 from vault.models import ExpiryExtension, Token, TokenConflict
@@ -284,9 +283,10 @@ def test_the_token_page_shows_the_pending_conflict_beside_the_stored_data(admin_
     assert re.search(r"Card holder name</th><td>Sherlock Holmes</td><td>John Watson</td>", table)
     assert re.search(r"Card expiry</th><td>05/2035</td><td>06/2035</td>", table)
     assert "Billing address" not in table  # only what differs
-    [link] = re.findall(r'href="(/admin/vault/tokenconflict/\?[^"]+)"', body)
-    conflicts = admin_client.get(link.replace("&amp;", "&"))
-    assert [c.pk for c in conflicts.context["cl"].result_list] == [conflict.pk]
+    # The conflict's own page, where it is applied or dismissed: from the section and from the top of the page.
+    conflict_page = change_page("tokenconflict", conflict.pk)
+    assert re.findall(r'href="(/admin/vault/tokenconflict/[^"]+)"', body) == [conflict_page, conflict_page]
+    assert 'id="pending-conflict"' in body
 
 
 def test_the_conflict_table_shows_a_differing_scheme_transaction_reference_beside_the_stored_one(admin_client, alice):
@@ -384,8 +384,8 @@ def test_an_expired_conflict_is_not_applied_and_the_failure_is_audited(admin_cli
     assert (row.actor, row.result, row.detail) == ("admin:admin", AuditLog.FAILURE, {"reason": "no pending conflict"})
     # The service's refusal, in its own words.
     assert messages_shown_next(admin_client) == [
-        (SUCCESS, "Applied 0 conflict(s)."),
-        (WARNING, "The token has no pending conflict: 1 conflict(s) left alone."),
+        (SUCCESS, "Applied 0 conflicts."),
+        (WARNING, "The token has no pending conflict: 1 conflict left alone."),
     ]
 
 
@@ -447,11 +447,6 @@ def test_the_expiry_extension_list_is_read_only(admin_client, token, settings):
 # ------------------------------------------------------------------------------------------------------------
 # Merchants and API keys
 # ------------------------------------------------------------------------------------------------------------
-def raw_keys_in(response) -> list[str]:
-    shown = [str(m) for m in response.context["messages"] if m.level == WARNING and "only this once" in str(m)]
-    return [key for message in shown for key in re.findall(r"sk_[A-Za-z0-9_-]+", message)]
-
-
 def test_the_merchant_list_shows_active_key_counts(admin_client, alice):
     merchant_services.api_key_create(merchant=alice, name="second")
 
@@ -460,27 +455,6 @@ def test_the_merchant_list_shows_active_key_counts(admin_client, alice):
     assert response.status_code == 200
     assert alice.public_id in response.content.decode()
     assert '<td class="field-active_keys">2</td>' in response.content.decode()
-
-
-def test_an_api_key_made_in_the_admin_is_shown_once_stored_hashed_and_works(admin_client, alice):
-    response = admin_client.post(
-        reverse("admin:merchants_apikey_add"),
-        {"merchant": alice.pk, "name": "checkout", "scopes": ["tokens", "webhooks"]},
-        follow=True,
-    )
-
-    assert response.status_code == 200
-    [raw] = raw_keys_in(response)
-    key = ApiKey.objects.get(merchant=alice, name="checkout")
-    assert key.key_hash == ApiKey.hash(raw)
-    assert key.scopes == ["tokens", "webhooks"]
-    assert key.prefix == raw[:11]
-    assert not ApiKey.objects.filter(key_hash=raw).exists()
-    assert client_for(raw).get("/tokens").status_code == 200
-    # Once: the next page no longer has it.
-    assert raw not in admin_client.get(changelist("apikey")).content.decode()
-    assert raw not in admin_client.get(change_page("apikey", key.pk)).content.decode()
-    assert AuditLog.objects.filter(action="admin.api_key.create", object_id=key.prefix).exists()
 
 
 def test_the_api_key_form_offers_the_scopes_and_shows_no_hash(admin_client, alice):
@@ -492,43 +466,6 @@ def test_the_api_key_form_offers_the_scopes_and_shows_no_hash(admin_client, alic
         assert f'value="{scope}"' in add
     assert "key_hash" not in add
     assert key.key_hash not in change and "key_hash" not in change
-
-
-def test_the_create_an_api_key_action_asks_for_name_and_scopes_then_shows_each_key_once(admin_client, alice, bob):
-    form = run_action(admin_client, "merchant", "create_api_key", [alice.pk, bob.pk], index="0")
-
-    assert form.status_code == 200
-    assert "admin/action_confirmation.html" in [t.name for t in form.templates]
-    assert ApiKey.objects.count() == 2
-
-    response = admin_client.post(
-        changelist("merchant"),
-        {
-            "action": "create_api_key",
-            "_selected_action": [alice.pk, bob.pk],
-            "post": "yes",
-            "name": "processor",
-            "scopes": ["tokens", "tokens:detokenize"],
-        },
-        follow=True,
-    )
-
-    raws = raw_keys_in(response)
-    assert len(raws) == 2
-    for raw in raws:
-        key = ApiKey.objects.get(key_hash=ApiKey.hash(raw))
-        assert (key.name, key.scopes) == ("processor", ["tokens", "tokens:detokenize"])
-        assert client_for(raw).get("/tokens").status_code == 200
-    assert {ApiKey.objects.get(key_hash=ApiKey.hash(raw)).merchant for raw in raws} == {alice, bob}
-
-
-def test_adding_a_merchant_issues_its_first_key_once(admin_client):
-    response = admin_client.post(reverse("admin:merchants_merchant_add"), {"name": "Hudson's Teas"}, follow=True)
-
-    [raw] = raw_keys_in(response)
-    key = ApiKey.objects.get(key_hash=ApiKey.hash(raw))
-    assert key.merchant.name == "Hudson's Teas"
-    assert client_for(raw).get("/tokens").status_code == 200
 
 
 def test_deactivating_a_merchant_in_the_admin_stops_its_keys(admin_client, alice):
@@ -628,3 +565,94 @@ def test_every_vault_list_renders_for_a_view_only_clerk_without_card_numbers(cle
 
     assert response.status_code == 200
     assert VISA not in response.content.decode()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Labels and buttons: the token's status beside its id, its actions on its page, a conflict resolved from its own
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "change, label",
+    [
+        ({"expires_at": timezone.now() + timedelta(days=31)}, '<span class="status status-good">Active</span>'),
+        ({"expires_at": timezone.now() + timedelta(days=10)}, '<span class="status status-warning">Expiring</span>'),
+        ({"expires_at": timezone.now() - timedelta(days=1)}, '<span class="status status-bad">Expired</span>'),
+        ({"deleted_at": timezone.now()}, '<span class="status status-quiet">Deleted</span>'),
+    ],
+    ids=["active", "expiring", "expired", "deleted"],
+)
+def test_the_token_list_labels_each_token_by_its_status(admin_client, token, change, label):
+    Token.objects.filter(pk=token.pk).update(**change)
+
+    body = admin_client.get(changelist("token")).content.decode()
+
+    assert f'<td class="field-status">{label}</td>' in body
+    assert "icon-no.svg" not in body and "icon-yes.svg" not in body
+
+
+def test_the_token_list_shows_status_and_expiry_right_after_the_token_id(admin_client, token):
+    body = admin_client.get(changelist("token")).content.decode()
+
+    columns = re.findall(r'<th scope="col" class="[^"]*column-(\w+)', body)
+    assert columns[:4] == ["token_id", "status", "expires", "masked_card"]
+    assert re.search(
+        r'<td class="field-expires"><time datetime="[^"]+">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</time>', body
+    )
+
+
+def test_the_token_page_offers_extend_and_an_irreversible_delete_as_buttons(admin_client, token):
+    body = admin_client.get(change_page("token", token.pk)).content.decode()
+
+    extend = reverse("admin:vault_token_object_action", args=[token.pk, "extend_expiry"])
+    delete = reverse("admin:vault_token_object_action", args=[token.pk, "tombstone_selected"])
+    assert f'<a href="{extend}" id="object-action-extend_expiry" class="object-action">Extend expiry</a>' in body
+    assert f'<a href="{delete}" id="object-action-tombstone_selected" class="object-action irreversible">' in body
+
+
+def test_the_delete_button_leads_to_the_same_confirmation_and_back_to_the_token(admin_client, token):
+    button = reverse("admin:vault_token_object_action", args=[token.pk, "tombstone_selected"])
+
+    confirmation = admin_client.get(button)
+    assert "admin/vault/token/delete_selected_confirmation.html" in [t.name for t in confirmation.templates]
+    done = admin_client.post(button, {"action": "tombstone_selected", "_selected_action": [token.pk], "post": "yes"})
+
+    assert done["Location"] == change_page("token", token.pk)
+    token.refresh_from_db()
+    assert token.is_deleted
+    page = admin_client.get(done["Location"]).content.decode()
+    assert "Deleted 1 token; its tombstone remains." in page
+    assert 'id="object-action-tombstone_selected"' not in page and 'id="object-action-extend_expiry"' not in page
+
+
+def test_a_view_only_clerk_sees_no_action_buttons(clerk, token):
+    body = clerk.get(change_page("token", token.pk)).content.decode()
+
+    assert 'id="object-action-' not in body
+
+
+@pytest.mark.parametrize("action, holder", [("apply", "John Watson"), ("dismiss", "Sherlock Holmes")])
+def test_a_conflict_is_resolved_from_its_own_page_and_the_token_page_shows_the_outcome(
+    admin_client, token, conflict, action, holder
+):
+    page = admin_client.get(change_page("tokenconflict", conflict.pk)).content.decode()
+    button = reverse("admin:vault_tokenconflict_object_action", args=[conflict.pk, action])
+    assert f'href="{button}"' in page
+    assert '<span class="status status-warning">Pending</span>' in page
+
+    confirmation = admin_client.get(button)
+    assert "admin/vault/tokenconflict/action_confirmation.html" in [t.name for t in confirmation.templates]
+    done = admin_client.post(button, {"action": action, "_selected_action": [conflict.pk], "post": "yes"})
+
+    assert done["Location"] == change_page("token", token.pk)
+    token.refresh_from_db()
+    assert token.card_holder_name == holder
+    shown = admin_client.get(done["Location"]).content.decode()
+    assert ("Applied 1 conflict." if action == "apply" else "Dismissed 1 conflict.") in shown
+
+
+def test_an_expired_conflict_offers_dismiss_only_and_is_labelled_expired(admin_client, conflict):
+    TokenConflict.objects.filter(pk=conflict.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    page = admin_client.get(change_page("tokenconflict", conflict.pk)).content.decode()
+
+    assert 'id="object-action-dismiss"' in page and 'id="object-action-apply"' not in page
+    assert '<span class="status status-quiet">Expired</span>' in page

@@ -9,6 +9,8 @@ one that must not come up.
 import re
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from tests.conftest import MASTERCARD, VISA, logged_in
 from tests.vault.test_admin import changelist, listed_token_ids, sherlock_card
@@ -77,3 +79,73 @@ def test_a_search_needs_the_permission_to_see_the_list(django_user_model, token)
     response = nobody.post(changelist("token"), {"q": "1111"})
 
     assert response.status_code == 403
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Read as a clerk means it: masked numbers, tokenId prefixes, merchant names
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "masked",
+    ["4444********1111", "4444 **** **** 1111", "4444.****.****.1111", "444433******1111", "444433…1111"],
+    ids=["as-shown", "spaces", "dots", "six-digit-bin", "ellipsis"],
+)
+def test_a_masked_number_finds_its_token_by_bin_and_last_four(admin_client, alice, token, masked):
+    services.card_tokenize(merchant=alice, card=sherlock_card(MASTERCARD))
+    services.card_tokenize(merchant=alice, card=sherlock_card("4111111111111111"))  # another Visa, other last four
+
+    response = admin_client.post(changelist("token"), {"q": masked}, follow=True)
+
+    assert listed_token_ids(response) == {token.token_id}
+    assert "Full card or token numbers are not accepted" not in response.content.decode()
+
+
+def test_a_masked_number_of_another_length_finds_nothing(admin_client, token):
+    response = admin_client.get(changelist("token"), {"q": "4444*********1111"})  # 17 digits
+
+    assert listed_token_ids(response) == set()
+
+
+def test_the_start_of_a_token_id_finds_it_with_an_index_friendly_prefix_match(admin_client, alice, token):
+    others = [services.card_tokenize(merchant=alice, card=sherlock_card(MASTERCARD)).token]
+    prefix = token.token_id[:8].lower()
+
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(changelist("token"), {"q": prefix})
+
+    assert listed_token_ids(response) == {token.token_id}
+    assert others[0].token_id not in response.content.decode()
+    sql = [q["sql"] for q in queries.captured_queries if prefix.upper() in q["sql"]]
+    assert sql and all(f"LIKE '{prefix.upper()}%'" in s for s in sql)
+    assert not any("UPPER(" in s or f"%{prefix.upper()}%" in s for s in sql)
+
+
+def test_a_merchant_name_finds_its_tokens(admin_client, bob, token):
+    bobs = services.card_tokenize(merchant=bob, card=sherlock_card(MASTERCARD)).token
+
+    response = admin_client.get(changelist("token"), {"q": bob.name.split()[0].lower()})
+
+    assert listed_token_ids(response) == {bobs.token_id}
+
+
+@pytest.mark.parametrize("number", ["4444.3333.2222.1111", "4444 3333 2222 1111"], ids=["dots", "spaces"])
+def test_a_full_number_with_dots_or_spaces_is_still_refused(admin_client, token, number):
+    response = admin_client.get(changelist("token"), {"q": number}, follow=True)
+
+    body = response.content.decode()
+    assert number not in body and VISA not in body
+    assert "Full card or token numbers are not accepted" in body
+
+
+def test_a_search_that_finds_nothing_says_what_was_searched_and_what_to_try(admin_client, token):
+    body = admin_client.get(changelist("token"), {"q": "9999"}).content.decode()
+
+    empty = re.search(r'<div class="token-search-empty".*?</div>', body, re.S).group()
+    assert "No token found for “9999”" in empty
+    assert "the last four digits 9999" in empty
+    assert "Try a masked number as the pages show it" in empty
+
+
+def test_a_search_that_finds_something_says_nothing_of_the_kind(admin_client, token):
+    body = admin_client.get(changelist("token"), {"q": "1111"}).content.decode()
+
+    assert 'id="token-search-empty"' not in body

@@ -2,15 +2,20 @@
 page class whose actions run one service per object."""
 
 from collections import Counter
-from urllib.parse import urlencode
+from datetime import datetime, timedelta
 
 from django.contrib import admin, messages
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from core.admin import ConfirmsActions, ReadOnlyAdmin, run_each
+from core.admin_display import BAD, GOOD, QUIET, WARNING, counted, moment_shown, status_label
 from vault.models import Token, TokenConflict
+
+# A live token this close to its end is "Expiring": a clerk may want to extend it before it goes.
+EXPIRING_WITHIN = timedelta(days=30)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -72,17 +77,46 @@ def conflict_comparison(token: Token, conflict: TokenConflict):
 
 
 def conflict_table(token: Token, conflict: TokenConflict | None):
-    """The pending conflict side by side with the stored data, and where to resolve it."""
+    """The pending conflict side by side with the stored data, and its own page, where it is applied or dismissed."""
     if conflict is None or not conflict.is_pending():
         return "No pending conflict."
-    resolve = reverse("admin:vault_tokenconflict_changelist") + "?" + urlencode({"q": token.token_id})
     return format_html(
-        '{}<p>Pending until {} UTC. <a href="{}">Apply or dismiss it</a> from the conflicts list; once it expires '
-        "the stored data simply stays.</p>",
+        '{}<p>Pending until {}. <a href="{}" class="pending-conflict-link">Apply or dismiss it</a> on the conflict\'s '
+        "page; once it expires the stored data simply stays.</p>",
         conflict_comparison(token, conflict),
-        f"{conflict.expires_at:%Y-%m-%d %H:%M}",
-        resolve,
+        moment_shown(conflict.expires_at),
+        reverse("admin:vault_tokenconflict_change", args=[conflict.pk]),
     )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Status labels: the one place the vault's states become words and colours (core.admin_display.status_label)
+# ------------------------------------------------------------------------------------------------------------
+def token_status(token: Token, now: datetime | None = None) -> tuple[str, str]:
+    """Deleted (quiet), Expired (bad), Expiring within 30 days (warning) or Active (good): what the API would do
+    with the token now, and whether a clerk should look."""
+    now = now or timezone.now()
+    if token.is_deleted:
+        return "Deleted", QUIET
+    if token.expires_at <= now:
+        return "Expired", BAD
+    if token.expires_at <= now + EXPIRING_WITHIN:
+        return "Expiring", WARNING
+    return "Active", GOOD
+
+
+def token_status_label(token: Token, now: datetime | None = None):
+    return status_label(*token_status(token, now))
+
+
+# A conflict row lives while it is pending or expired: applying or dismissing it removes it (the services), so
+# "Applied" and "Dismissed" are what the token's activity says of it afterwards.
+CONFLICT_APPLIED = ("Applied", GOOD)
+CONFLICT_DISMISSED = ("Dismissed", QUIET)
+
+
+def conflict_status(conflict: TokenConflict, now: datetime | None = None) -> tuple[str, str]:
+    return ("Pending", WARNING) if conflict.is_pending(now) else ("Expired", QUIET)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -130,7 +164,8 @@ class ServiceActions(ConfirmsActions, ReadOnlyAdmin):
     run_each = staticmethod(run_each)
 
     def report(self, request, done: str, refused: Counter, what: str) -> None:
-        """The action's outcome: ``done``, then one warning per reason some ``what`` were left alone."""
+        """The action's outcome: ``done``, then one warning per reason some ``what`` (singular: "token") were left
+        alone."""
         self.message_user(request, done, messages.SUCCESS)
         for reason, count in refused.items():
-            self.message_user(request, f"{reason}: {count} {what} left alone.", messages.WARNING)
+            self.message_user(request, f"{reason}: {counted(count, what)} left alone.", messages.WARNING)

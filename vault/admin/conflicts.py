@@ -1,15 +1,21 @@
-"""Token conflicts: the stored data beside the requested data, applied or dismissed through the services."""
+"""Token conflicts: the stored data beside the requested data, applied or dismissed through the services, from the
+list or from the conflict's own page (open it, Apply or Dismiss, confirm: three clicks)."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
-from core.admin import staff_actor
+from core.admin import ObjectActions, staff_actor
+from core.admin_display import counted, merchant_shown, moment_shown, status_label
 from core.audit import audit_record
 from vault import services
-from vault.admin.base import ServiceActions, conflict_comparison, conflict_table
+from vault.admin.base import ServiceActions, conflict_comparison, conflict_status, conflict_table, token_status_label
 from vault.models import TokenConflict
 
 
@@ -65,27 +71,57 @@ DISMISS = Resolution(
 
 
 @admin.register(TokenConflict)
-class TokenConflictAdmin(ServiceActions):
+class TokenConflictAdmin(ObjectActions, ServiceActions):
     confirmation_template = "admin/vault/tokenconflict/action_confirmation.html"
-    list_display = ["token", "merchant", "created_at", "expires_at", "pending"]
+    list_display = ["token", "status", "expires", "merchant", "created"]
     list_filter = [PendingFilter]
     list_select_related = ["token__merchant"]
     search_fields = ["=token__token_id"]
     search_help_text = "tokenId, exactly."
     actions = ["apply", "dismiss"]
-    fields = ["token", "merchant", "created_at", "expires_at", "pending", "comparison"]
+    object_actions = {"apply": "Apply", "dismiss": "Dismiss"}
+    fields = ["token_link", "status", "merchant", "created", "expires", "comparison"]
     readonly_fields = fields
 
     def has_resolve_permission(self, request):
         return request.user.has_perm("vault.change_tokenconflict")
 
-    @admin.display(description="merchant")
-    def merchant(self, obj):
-        return obj.token.merchant
+    def object_action_applies(self, obj, name: str) -> bool:
+        # An expired conflict has nothing left to apply; dismissing it clears it away.
+        return name != "apply" or obj.is_pending()
 
-    @admin.display(description="pending", boolean=True, ordering="expires_at")
-    def pending(self, obj):
-        return obj.is_pending()
+    def object_action_view(self, request, object_id, action):
+        """As ObjectActions', but a conflict applied or dismissed is gone: its token's page shows the outcome."""
+        conflict = self.get_object(request, unquote(object_id))
+        response = super().object_action_view(request, object_id, action)
+        resolved = conflict is not None and not TokenConflict.objects.filter(pk=conflict.pk).exists()
+        if resolved and isinstance(response, HttpResponseRedirect):
+            if request.user.has_perm("vault.view_token"):
+                return HttpResponseRedirect(reverse("admin:vault_token_change", args=[conflict.token_id]))
+            return HttpResponseRedirect(reverse("admin:vault_tokenconflict_changelist"))
+        return response
+
+    @admin.display(description="token", ordering="token__token_id")
+    def token_link(self, obj):
+        token = obj.token
+        link = format_html('<a href="{}">{}</a>', reverse("admin:vault_token_change", args=[token.pk]), token.token_id)
+        return format_html("{} {} {}", link, token.masked_number, token_status_label(token))
+
+    @admin.display(description="merchant", ordering="token__merchant__name")
+    def merchant(self, obj):
+        return merchant_shown(obj.token.merchant)
+
+    @admin.display(description="status", ordering="expires_at")
+    def status(self, obj):
+        return status_label(*conflict_status(obj))
+
+    @admin.display(description="expires", ordering="expires_at")
+    def expires(self, obj):
+        return moment_shown(obj.expires_at)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj):
+        return moment_shown(obj.created_at)
 
     @admin.display(description="stored and requested")
     def comparison(self, obj):
@@ -125,7 +161,10 @@ class TokenConflictAdmin(ServiceActions):
                         obj=conflict.token,
                         detail={"page": f"{resolution.action} confirmation"},
                     )
-                    rows.append((conflict, conflict_comparison(conflict.token, conflict), ""))
+                    comparison = conflict_comparison(conflict.token, conflict)
+                    rows.append(
+                        (conflict, comparison, format_html("Pending until {}.", moment_shown(conflict.expires_at)))
+                    )
                 else:
                     rows.append((conflict, None, resolution.expired_note))
             expired = sum(1 for _, comparison, _ in rows if comparison is None)
@@ -137,7 +176,7 @@ class TokenConflictAdmin(ServiceActions):
                 intro=resolution.intro,
                 submit=resolution.submit,
                 rows=rows,
-                notes=[f"{expired} of these conflict(s) expired already." if expired else ""],
+                notes=[self._expired_note(expired, len(conflicts))],
             )
         resolved, refused = self.run_each(
             [conflict.token for conflict in queryset], lambda token: resolution.service(token=token, actor=actor)
@@ -145,5 +184,13 @@ class TokenConflictAdmin(ServiceActions):
         for token, _ in resolved:
             # On the token: the conflict row is gone, the token's history is where a clerk looks.
             self.log_change(request, token, f"{resolution.done} the pending conflict.")
-        self.report(request, f"{resolution.done} {len(resolved)} conflict(s).", refused, "conflict(s)")
+        self.report(request, f"{resolution.done} {counted(len(resolved), 'conflict')}.", refused, "conflict")
         return None
+
+    @staticmethod
+    def _expired_note(expired: int, selected: int) -> str:
+        if not expired:
+            return ""
+        if selected == 1:
+            return "This conflict expired already."
+        return f"{expired} of these {selected} conflicts expired already."

@@ -1,11 +1,15 @@
-"""Tokens, masked, with their expiry extensions: deleted as tombstones and extended by hand, each confirmed first."""
+"""Tokens, masked, with their expiry extensions: deleted as tombstones and extended by hand, each confirmed first,
+from the list or from the token's own page."""
 
 from django.contrib import admin
 from django.contrib.admin import helpers
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
-from core.admin import ReadOnlyAdmin, ReadOnlyInline, staff_actor
+from core.admin import ObjectActions, ReadOnlyAdmin, ReadOnlyInline, staff_actor
+from core.admin_display import counted, merchant_shown, moment_shown, when_shown
 from core.audit import audit_record
 from vault import selectors, services
 from vault.admin.base import (
@@ -15,7 +19,9 @@ from vault.admin.base import (
     conflict_table,
     duration_shown,
     expiry_shown,
+    token_status_label,
 )
+from vault.admin.search import TokenSearch
 from vault.models import ExpiryExtension, Token
 from vault.services.tokens import token_can_extend, token_extended_expiry
 
@@ -51,34 +57,52 @@ class DeletedFilter(admin.SimpleListFilter):
 
 class ExpiryExtensionInline(ReadOnlyInline):
     model = ExpiryExtension
-    fields = ["old_expires_at", "new_expires_at", "reason", "created_at"]
+    fields = ["old_expiry", "new_expiry", "reason", "created"]
     readonly_fields = fields
+
+    @admin.display(description="old expiry")
+    def old_expiry(self, obj):
+        return when_shown(obj.old_expires_at)
+
+    @admin.display(description="new expiry")
+    def new_expiry(self, obj):
+        return when_shown(obj.new_expires_at)
+
+    @admin.display(description="extended")
+    def created(self, obj):
+        return moment_shown(obj.created_at)
 
 
 @admin.register(Token)
-class TokenAdmin(ServiceActions):
+class TokenAdmin(ObjectActions, ServiceActions):
     confirmation_template = "admin/vault/token/action_confirmation.html"
-    list_display = ["token_id", "masked_card", "brand", "merchant", "namespace", "expires_at", "created_at", "deleted"]
+    # Status and expiry beside the tokenId: what a clerk looks for first, and never pushed off a narrow screen.
+    list_display = ["token_id", "status", "expires", "masked_card", "brand", "merchant_cell", "namespace", "created"]
     list_filter = ["brand", "merchant", NamespaceFilter, ExpiredFilter, DeletedFilter]
     list_select_related = ["merchant", "namespace"]
-    # Exact matches only: a clerk asks for one token, not for every card sharing some digits. "__exact" rather than
-    # "=", which means iexact: UPPER(column) = UPPER(term), which none of the token's indexes can answer.
-    search_fields = ["token_id__exact", "last_four__exact", "bin__exact"]
-    search_help_text = "tokenId, last four digits or BIN (first six), exactly."
+    # Read by TokenSearch (vault/admin/search.py), which replaces Django's search over these fields.
+    search_fields = ["token_id", "last_four", "bin", "merchant__name"]
+    search_help_text = (
+        "A masked number as shown (4761********5989), last four digits, BIN (first six), the start of a tokenId, "
+        "or a merchant's name."
+    )
     date_hierarchy = "created_at"
     show_full_result_count = False  # one COUNT over the vault per page view is enough
     actions = ["tombstone_selected", "extend_expiry"]
+    object_actions = {"extend_expiry": "Extend expiry", "tombstone_selected": "Delete"}
+    irreversible_actions = frozenset({"tombstone_selected"})
     inlines = [ExpiryExtensionInline]
     fieldsets = [
-        (None, {"fields": ["token_id", "merchant", "namespace", "description"]}),
+        (None, {"fields": ["token_id", "status", "merchant_cell", "namespace", "description"]}),
         ("Card (masked)", {"fields": ["masked_card", "brand", "card_holder_name", "card_expiry", "billing"]}),
         # Right under the stored card data it would replace.
         ("Pending conflict", {"fields": ["pending_conflict"]}),
-        ("Lifecycle", {"fields": ["created_at", "updated_at", "expires_at", "deleted_at", "deleted_reason"]}),
+        ("Lifecycle", {"fields": ["created", "updated", "expires", "deleted", "deleted_reason"]}),
     ]
     readonly_fields = [
         "token_id",
-        "merchant",
+        "status",
+        "merchant_cell",
         "namespace",
         "description",
         "masked_card",
@@ -86,17 +110,29 @@ class TokenAdmin(ServiceActions):
         "card_holder_name",
         "card_expiry",
         "billing",
-        "created_at",
-        "updated_at",
-        "expires_at",
-        "deleted_at",
+        "created",
+        "updated",
+        "expires",
+        "deleted",
         "deleted_reason",
         "pending_conflict",
     ]
 
+    def object_action_applies(self, obj, name: str) -> bool:
+        if name == "extend_expiry":
+            return token_can_extend(obj)
+        return not obj.is_deleted
+
     def get_search_results(self, request, queryset, search_term):
-        # tokenIds are capitals and digits, BINs and last fours digits: the term in capitals finds what iexact would.
-        return super().get_search_results(request, queryset, search_term.upper())
+        if not search_term.strip():
+            return queryset, False
+        return TokenSearch.read(search_term).filter(queryset), False
+
+    def changelist_view(self, request, extra_context=None):
+        # What the term was read as, for the page that found nothing (admin/vault/token/change_list.html).
+        term = request.GET.get("q", "").strip()
+        readings = TokenSearch.read(term).readings() if term else []
+        return super().changelist_view(request, {**(extra_context or {}), "search_readings": readings})
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -123,13 +159,39 @@ class TokenAdmin(ServiceActions):
     def billing(self, obj):
         return address_shown(obj.billing_address)
 
-    @admin.display(description="deleted", boolean=True, ordering="deleted_at")
+    @admin.display(description="status", ordering="expires_at")
+    def status(self, obj):
+        return token_status_label(obj)
+
+    @admin.display(description="merchant", ordering="merchant__name")
+    def merchant_cell(self, obj):
+        return merchant_shown(obj.merchant)
+
+    @admin.display(description="expires", ordering="expires_at")
+    def expires(self, obj):
+        return moment_shown(obj.expires_at)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj):
+        return moment_shown(obj.created_at)
+
+    @admin.display(description="updated", ordering="updated_at")
+    def updated(self, obj):
+        return moment_shown(obj.updated_at)
+
+    @admin.display(description="deleted", ordering="deleted_at")
     def deleted(self, obj):
-        return obj.is_deleted
+        return moment_shown(obj.deleted_at)
 
     @admin.display(description="stored and requested")
     def pending_conflict(self, obj):
         return conflict_table(obj, selectors.conflict_pending(token=obj))
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and (conflict := selectors.conflict_pending(token=obj)) is not None:
+            # A button beside the token's actions: the conflict is resolved on its own page.
+            context["pending_conflict_url"] = reverse("admin:vault_tokenconflict_change", args=[conflict.pk])
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         response = super().change_view(request, object_id, form_url, extra_context)
@@ -150,7 +212,8 @@ class TokenAdmin(ServiceActions):
             )
             for token, _ in deleted:
                 self.log_change(request, token, "Deleted the card data; the token is now a tombstone.")
-            self.report(request, f"Deleted {len(deleted)} token(s); their tombstones remain.", refused, "token(s)")
+            tombstones = "its tombstone remains" if len(deleted) == 1 else "their tombstones remain"
+            self.report(request, f"Deleted {counted(len(deleted), 'token')}; {tombstones}.", refused, "token")
             return None
         context = {
             **self.admin_site.each_context(request),
@@ -184,11 +247,7 @@ class TokenAdmin(ServiceActions):
                 intro=f"Each live token's expiry moves {duration_shown(lifetime)} (one default lifetime) later. The "
                 "extension is recorded in the token's history and the merchant gets a token.expiry_extended "
                 "webhook.",
-                notes=[
-                    f"{left_alone} of these token(s) are deleted or expired and will be left alone."
-                    if left_alone
-                    else ""
-                ],
+                notes=[self._left_alone_note(left_alone, len(tokens))],
                 rows=[(token, self._extension_note(token, now)) for token in tokens],
             )
         actor = staff_actor(request)
@@ -196,30 +255,54 @@ class TokenAdmin(ServiceActions):
             queryset, lambda token: services.token_extend_expiry(token=token, actor=actor)
         )
         for token, extension in extended:
-            self.log_change(request, token, f"Extended the expiry to {extension.new_expires_at:%Y-%m-%d %H:%M} UTC.")
+            self.log_change(request, token, f"Extended the expiry to {when_shown(extension.new_expires_at)}.")
         self.report(
             request,
-            f"Extended the expiry of {len(extended)} token(s) by {duration_shown(lifetime)}.",
+            f"Extended the expiry of {counted(len(extended), 'token')} by {duration_shown(lifetime)}"
+            + (f", to {when_shown(extended[0][1].new_expires_at)}." if len(extended) == 1 else "."),
             refused,
-            "token(s)",
+            "token",
         )
         return None
 
     @staticmethod
-    def _extension_note(token: Token, now) -> str:
+    def _left_alone_note(left_alone: int, selected: int) -> str:
+        if not left_alone:
+            return ""
+        if selected == 1:
+            return "This token is deleted or expired and will be left alone."
+        verb = "is" if left_alone == 1 else "are"
+        return f"{left_alone} of these {selected} tokens {verb} deleted or expired and will be left alone."
+
+    @staticmethod
+    def _extension_note(token: Token, now):
         if token_can_extend(token, now):
-            return f"{token.expires_at:%Y-%m-%d %H:%M} → {token_extended_expiry(token, now):%Y-%m-%d %H:%M} UTC"
+            return format_html(
+                "{} → {}", moment_shown(token.expires_at, now), moment_shown(token_extended_expiry(token, now), now)
+            )
         if token.is_deleted:
             return "deleted: left alone"
-        return f"expired {token.expires_at:%Y-%m-%d %H:%M} UTC: left alone"
+        return format_html("expired {}: left alone", moment_shown(token.expires_at, now))
 
 
 @admin.register(ExpiryExtension)
 class ExpiryExtensionAdmin(ReadOnlyAdmin):
-    list_display = ["token", "old_expires_at", "new_expires_at", "reason", "created_at"]
+    list_display = ["token", "old_expiry", "new_expiry", "reason", "created"]
     list_filter = ["reason"]
     list_select_related = ["token"]
     search_fields = ["=token__token_id"]
     date_hierarchy = "created_at"
     fields = list_display
     readonly_fields = fields
+
+    @admin.display(description="old expiry", ordering="old_expires_at")
+    def old_expiry(self, obj):
+        return moment_shown(obj.old_expires_at)
+
+    @admin.display(description="new expiry", ordering="new_expires_at")
+    def new_expiry(self, obj):
+        return moment_shown(obj.new_expires_at)
+
+    @admin.display(description="extended", ordering="created_at")
+    def created(self, obj):
+        return moment_shown(obj.created_at)

@@ -1,35 +1,21 @@
-"""The back-office dashboard at /admin/dashboard/: how the product is doing, in aggregates only.
-
-Any staff user may look: the page holds counts, merchant names and endpoint URLs, never a card, a card or token
-number, or a tokenId. It must stay fast with millions of tokens, so every number comes from an aggregate query in
-the apps' selectors, and their number is fixed whatever the size of the data (tests/backoffice/test_dashboard.py
-counts them).
-
-The charts are drawn here, on the server, as inline SVG: the machines have no internet, so no CDN, and nothing
-needs a script to be read. Each chart has a title and a description (its accessible name), axis labels, a <title>
-on every bar (the tooltip, with its number) and, under it, a table of the same numbers for screen readers and for
-anyone who wants them exact. This module computes the geometry and the tables; templates/admin/dashboard.html
-writes the markup.
+"""The dashboard's charts, drawn on the server as inline SVG: the machines have no internet, so no CDN, and nothing
+needs a script to be read. Each chart has a title and a description (its accessible name), axis labels, a <title> on
+every bar (the tooltip, with its number) and, under it, a table of the same numbers for screen readers and for anyone
+who wants them exact. This module computes the geometry and the tables; templates/admin/dashboard/chart.html writes
+the markup. The webhook charts are in webhook_charts.py.
 """
 
 import math
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date
 from urllib.parse import urlencode
 
-from django.contrib import admin
-from django.contrib.admin.views.decorators import staff_member_required
-from django.template.response import TemplateResponse
-from django.urls import reverse
 from django.utils import timezone
 
-from networks import selectors as network_selectors
+from core.admin_display import counted
 from networks.models import NETWORKS
-from notifications import selectors as notification_selectors
-from vault import selectors as vault_selectors
 
 DAYS = 30
-ENDPOINTS_SHOWN = 20
 
 OUTCOMES = {  # network_selectors.network_token_outcomes' keys, in the order they stack
     "ACTIVE": "active",
@@ -41,74 +27,8 @@ OUTCOMES = {  # network_selectors.network_token_outcomes' keys, in the order the
 }
 CREATED = ("ACTIVE", "INACTIVE", "SUSPENDED", "DELETED")
 FAILED = ("FAILED_REQUESTS", "FAILED_BATCH_ITEMS")
-WINDOWS = {"24h": "Last 24 h", "7d": "Last 7 days"}  # notification_selectors.delivery_health's windows
 
 
-@staff_member_required
-def dashboard(request):
-    now = timezone.now()
-    today = timezone.localdate(now)
-    first_day = today - timedelta(days=DAYS - 1)
-    since = datetime.combine(first_day, time.min, tzinfo=timezone.get_current_timezone())
-
-    per_day = vault_selectors.tokens_created_per_day(first_day=first_day, last_day=today)
-    outcomes = network_selectors.network_token_outcomes(since=since)
-    health = notification_selectors.delivery_health(now=now)
-    failing = notification_selectors.endpoints_failing()
-    endpoints = list(notification_selectors.with_delivery_counts(failing)[:ENDPOINTS_SHOWN])
-    endpoints_failing = failing.count()  # always: the page makes the same queries whatever the data
-
-    links = _links(request.user)
-    for endpoint in endpoints:
-        endpoint.admin_url = reverse(links["endpoint"], args=[endpoint.pk]) if "endpoint" in links else None
-    rate_24h = success_rate(health["succeeded_24h"], health["finished_24h"])
-    context = {
-        **admin.site.each_context(request),
-        "title": "Dashboard",
-        "subtitle": None,
-        "zone": timezone.get_current_timezone_name(),
-        "summary": [
-            ("tokens-today", "Tokens created today", f"{per_day[today]:,}", links.get("tokens")),
-            ("tokens-period", f"Tokens created in {DAYS} days", f"{sum(per_day.values()):,}", links.get("tokens")),
-            ("webhook-rate", "Webhook success, 24 h", "—" if rate_24h is None else f"{rate_24h:.1f} %", None),
-            ("backlog", "Deliveries pending", f"{health['pending']:,}", links.get("pending")),
-            ("dead-letters", "Dead letters", f"{health['dead_letters']:,}", links.get("dead_letters")),
-            ("endpoints-failing", "Endpoints failing", f"{endpoints_failing:,}", links.get("endpoints")),
-        ],
-        "charts": [
-            tokens_per_day_chart(per_day),
-            outcomes_chart(outcomes, links=links),
-            success_rate_chart(health),
-        ],
-        "health": health,
-        "endpoints": endpoints,
-        "endpoints_failing": endpoints_failing,
-        "links": links,
-    }
-    request.current_app = admin.site.name
-    return TemplateResponse(request, "admin/dashboard.html", context)
-
-
-def _links(user) -> dict[str, str]:
-    """Where a number leads, among the admin pages this user may open (a link to a 403 helps nobody)."""
-    links = {}
-    if user.has_perm("vault.view_token"):
-        links["tokens"] = reverse("admin:vault_token_changelist")
-    if user.has_perm("networks.view_networktoken"):
-        links["network_tokens"] = reverse("admin:networks_networktoken_changelist")
-    if user.has_perm("notifications.view_delivery"):
-        deliveries = reverse("admin:notifications_delivery_changelist")
-        links["pending"] = f"{deliveries}?status__exact=PENDING"
-        links["dead_letters"] = f"{deliveries}?status__exact=FAILED"
-    if user.has_perm("notifications.view_webhookendpoint"):
-        links["endpoints"] = reverse("admin:notifications_webhookendpoint_changelist")
-        links["endpoint"] = "admin:notifications_webhookendpoint_change"
-    return links
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Charts
-# ------------------------------------------------------------------------------------------------------------
 @dataclass
 class Tick:
     position: float  # x or y in the viewBox
@@ -225,10 +145,6 @@ def nice_scale(largest: int, *, steps: int = 4) -> tuple[int, int]:
     return max(step * math.ceil(largest / step), step), step
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
-
-
 def tokens_per_day_chart(per_day: dict[date, int]) -> Chart:
     """One bar per day, today last; a day without tokens keeps a hairline on the axis (zero, not missing)."""
     days = list(per_day)
@@ -237,7 +153,7 @@ def tokens_per_day_chart(per_day: dict[date, int]) -> Chart:
         id="chart-tokens-per-day",
         title=f"Tokens created per day, last {len(days)} days",
         description=(
-            f"{_plural(sum(per_day.values()), 'token')} created from {days[0]:%Y-%m-%d} to "
+            f"{counted(sum(per_day.values()), 'token')} created from {days[0]:%Y-%m-%d} to "
             f"{days[-1]:%Y-%m-%d}; "
             + (
                 f"the busiest day was {busiest:%Y-%m-%d} with {per_day[busiest]:,}."
@@ -263,7 +179,7 @@ def tokens_per_day_chart(per_day: dict[date, int]) -> Chart:
                 width=round(width, 1),
                 height=round(height, 1),
                 css="bar" if count else "bar bar-zero",
-                title=f"{day:%Y-%m-%d}: {_plural(count, 'token')}",
+                title=f"{day:%Y-%m-%d}: {counted(count, 'token')}",
                 value=count,
                 key=f"{day:%Y-%m-%d}",
             )
@@ -342,77 +258,3 @@ def outcomes_chart(outcomes: dict[str, dict[str, int]], *, links: dict) -> Chart
 
 def _css(outcome: str) -> str:
     return outcome.lower().replace("_", "-")
-
-
-def success_rate(succeeded: int, finished: int) -> float | None:
-    return 100 * succeeded / finished if finished else None
-
-
-def _rate_sentence(window: str, succeeded: int, finished: int) -> str:
-    rate = success_rate(succeeded, finished)
-    if rate is None:
-        return f"{WINDOWS[window]}: no delivery finished"
-    return f"{WINDOWS[window]}: {rate:.1f} % succeeded ({succeeded:,} of {finished:,} finished)"
-
-
-def success_rate_chart(health: dict) -> Chart:
-    """One 0–100 % bar per window: the deliveries that succeeded, then those dead-lettered, among those finished."""
-    chart = Chart(
-        id="chart-webhook-success",
-        title="Webhook delivery success rate",
-        description="; ".join(
-            _rate_sentence(window, health[f"succeeded_{window}"], health[f"finished_{window}"]) for window in WINDOWS
-        )
-        + ".",
-        x_label="Share of the deliveries finished in the window (%)",
-        y_label="Window",
-        height=200,
-        margin_left=120,
-        columns=["Window", "Success rate", "Succeeded", "Failed (dead letters)", "Finished"],
-        legend=[("seg-succeeded", "succeeded"), ("seg-dead", "failed (dead letter)")],
-        percent_grid=True,
-        table_open=True,
-    )
-    span = chart.plot_right - chart.plot_left
-    chart.x_ticks = [
-        Tick(round(chart.plot_left + percent * span / 100, 1), f"{percent} %") for percent in range(0, 101, 25)
-    ]
-    slot = (chart.plot_bottom - chart.plot_top) / len(WINDOWS)
-    height = slot * 0.6
-    for index, (window, label) in enumerate(WINDOWS.items()):
-        succeeded, finished = health[f"succeeded_{window}"], health[f"finished_{window}"]
-        rate = success_rate(succeeded, finished)
-        y = chart.plot_top + index * slot + (slot - height) / 2
-        chart.y_ticks.append(Tick(round(y + height / 2, 1), label))
-        chart.rows.append(
-            [
-                Cell(label),
-                Cell("—" if rate is None else f"{rate:.1f} %"),
-                Cell(f"{succeeded:,}"),
-                Cell(f"{finished - succeeded:,}"),
-                Cell(f"{finished:,}"),
-            ]
-        )
-        if rate is None:
-            chart.notes.append(Tick(round(y + height / 2 + 4, 1), "no delivery finished"))
-            continue
-        sentence = _rate_sentence(window, succeeded, finished)
-        good = span * succeeded / finished
-        for x, w, count, outcome in (
-            (chart.plot_left, good, succeeded, "succeeded"),
-            (chart.plot_left + good, span - good, finished - succeeded, "dead"),
-        ):
-            if count:
-                chart.bars.append(
-                    Rect(
-                        x=round(x, 1),
-                        y=round(y, 1),
-                        width=round(w, 1),
-                        height=round(height, 1),
-                        css=f"bar seg seg-{outcome}",
-                        title=sentence,
-                        value=count,
-                        key=f"{window}:{outcome}",
-                    )
-                )
-    return chart

@@ -1,0 +1,12 @@
+"""The back-office dashboard at /admin/dashboard/: is something wrong now, and how the product is doing, in
+aggregates only.
+
+Any staff user may look: the page holds counts, merchant names and endpoint URLs, never a card, a card or token
+number, or a tokenId. It must stay fast with millions of tokens, so every number comes from an aggregate query, and
+their number is fixed whatever the size of the data (tests/backoffice/test_dashboard.py counts them).
+
+- ``views``: the page and its live part, which the page's script fetches again without a reload;
+- ``figures``: the live numbers (webhooks, endpoints in trouble, network-token failures);
+- ``status``: the thresholds that colour the tiles, and the status strip;
+- ``charts`` and ``webhook_charts``: the charts, drawn on the server as SVG with a table of their numbers.
+"""

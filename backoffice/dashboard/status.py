@@ -1,0 +1,187 @@
+"""Is something wrong now? The thresholds that colour the dashboard's tiles, in one place, and the status strip that
+sums them up at the top of the page.
+
+A tile is a number, what it counts and the list of those things; a number that can be wrong also gets a tone from
+the thresholds below, and the page prints each rule beside its tile from the same constants, so what the page says
+and what it does cannot drift apart. The strip repeats the tiles that have a threshold, one coloured label each.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.utils.html import format_html
+
+from core.admin_display import BAD, GOOD, QUIET, WARNING, counted, moment_shown, status_label
+
+# ------------------------------------------------------------------------------------------------------------
+# Thresholds: from these values on (below them, for a rate) a tile turns amber (WARNING) or red (BAD)
+# ------------------------------------------------------------------------------------------------------------
+FAILING_ENDPOINTS_BAD = 1  # an endpoint failing now: its merchant is missing events
+OVERDUE_WARNING = 1  # a delivery past its due time; the sweeper queues due ones every few seconds, so…
+OVERDUE_OLDEST_BAD = timedelta(minutes=10)  # …one left waiting 10 minutes means nothing is sending
+DEAD_LETTERS_24H_WARNING = 1  # a delivery that gave up today: replay it once the endpoint is fixed
+ATTEMPTS_SUCCEEDED_WARNING_BELOW = 99.0  # percent of the last 24 hours' attempts
+ATTEMPTS_SUCCEEDED_BAD_BELOW = 90.0
+NETWORK_FAILURES_24H_WARNING = 1  # requests or batch items failed: a token service down, or issuers declining
+
+TONE_WORDS = {GOOD: "OK", WARNING: "Warning", BAD: "Alert", QUIET: "No data"}
+HEADLINES = {GOOD: "All clear", WARNING: "Needs a look", BAD: "Something is wrong"}
+
+
+def tone_of_count(count: int, *, warning: int | None = None, bad: int | None = None) -> str:
+    if bad is not None and count >= bad:
+        return BAD
+    if warning is not None and count >= warning:
+        return WARNING
+    return GOOD
+
+
+def count_rule(*, warning: int | None = None, bad: int | None = None) -> str:
+    """The rule of ``tone_of_count`` in words: "Amber from 1, red from 5"."""
+    parts = [f"{colour} from {limit:,}" for colour, limit in (("amber", warning), ("red", bad)) if limit is not None]
+    return ", ".join(parts).capitalize() + "."
+
+
+@dataclass
+class Tile:
+    key: str
+    label: str
+    figure: str
+    url: str | None = None
+    tone: str | None = None  # None: a figure to know, with no threshold
+    rule: str = ""  # when it turns amber or red, in words
+    detail: str = ""  # a line under the figure (safe HTML)
+    strip: str = ""  # what the status strip says of it ("3 endpoints failing"); empty: not in the strip
+
+    @property
+    def tone_label(self):
+        return status_label(TONE_WORDS[self.tone], self.tone) if self.tone else ""
+
+    @property
+    def strip_label(self):
+        return status_label(self.strip, self.tone)
+
+
+@dataclass
+class Strip:
+    tone: str
+    items: list[Tile]
+
+    @property
+    def headline(self):
+        return status_label(HEADLINES[self.tone], self.tone)
+
+
+def strip_of(tiles: list[Tile]) -> Strip:
+    """The worst tone among the tiles with a threshold, and those tiles."""
+    items = [tile for tile in tiles if tile.strip]
+    tones = {tile.tone for tile in items}
+    tone = BAD if BAD in tones else WARNING if WARNING in tones else GOOD
+    return Strip(tone=tone, items=items)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The tiles
+# ------------------------------------------------------------------------------------------------------------
+def trouble_tiles(
+    *, now: datetime, webhooks: dict, endpoints: dict, attempts: tuple[int, int], network: dict, links: dict
+) -> list[Tile]:
+    """The figures that say whether something is wrong, each with its threshold, in the strip's order."""
+    failing = endpoints["failing"]
+    succeeded, failed = attempts
+    network_rule = count_rule(warning=NETWORK_FAILURES_24H_WARNING)
+    return [
+        Tile(
+            key="endpoints-failing",
+            label="Endpoints failing",
+            figure=f"{failing:,}",
+            url=links.get("endpoints_failing"),
+            tone=tone_of_count(failing, bad=FAILING_ENDPOINTS_BAD),
+            rule=count_rule(bad=FAILING_ENDPOINTS_BAD),
+            strip=f"{counted(failing, 'endpoint')} failing",
+        ),
+        overdue_tile(now=now, webhooks=webhooks, links=links),
+        Tile(
+            key="dead-letters-24h",
+            label="Dead letters, last 24 h",
+            figure=f"{webhooks['dead_letters_24h']:,}",
+            url=links.get("dead_letters_24h"),
+            tone=tone_of_count(webhooks["dead_letters_24h"], warning=DEAD_LETTERS_24H_WARNING),
+            rule=count_rule(warning=DEAD_LETTERS_24H_WARNING),
+            strip=f"{counted(webhooks['dead_letters_24h'], 'dead letter')} in 24 h",
+        ),
+        attempts_tile(succeeded=succeeded, failed=failed),
+        Tile(
+            key="network-requests-failed",
+            label="Network-token requests failed, 24 h",
+            figure=f"{network['requests']:,}",
+            url=links.get("requests_failed"),
+            tone=tone_of_count(network["requests"], warning=NETWORK_FAILURES_24H_WARNING),
+            rule=network_rule,
+            strip=f"{counted(network['requests'], 'network-token request')} failed",
+        ),
+        Tile(
+            key="batch-items-failed",
+            label="Batch items failed, 24 h",
+            figure=f"{network['items']:,}",
+            url=links.get("items_failed"),
+            tone=tone_of_count(network["items"], warning=NETWORK_FAILURES_24H_WARNING),
+            rule=network_rule,
+            strip=f"{counted(network['items'], 'batch item')} failed",
+        ),
+    ]
+
+
+def overdue_tile(*, now: datetime, webhooks: dict, links: dict) -> Tile:
+    overdue, oldest = webhooks["overdue"], webhooks["oldest_overdue_at"]
+    tone = tone_of_count(overdue, warning=OVERDUE_WARNING)
+    if oldest is not None and now - oldest >= OVERDUE_OLDEST_BAD:
+        tone = BAD
+    minutes = int(OVERDUE_OLDEST_BAD.total_seconds() // 60)
+    return Tile(
+        key="overdue",
+        label="Deliveries overdue",
+        figure=f"{overdue:,}",
+        url=links.get("overdue"),
+        tone=tone,
+        rule=f"Amber from {OVERDUE_WARNING:,}, red when the oldest has waited {minutes} min.",
+        detail=format_html("oldest due {}", moment_shown(oldest, now)) if oldest else "",
+        strip=f"{overdue:,} overdue",
+    )
+
+
+def attempts_tile(*, succeeded: int, failed: int) -> Tile:
+    attempts = succeeded + failed
+    rate = 100 * succeeded / attempts if attempts else None
+    if rate is None:
+        tone = QUIET
+    elif rate < ATTEMPTS_SUCCEEDED_BAD_BELOW:
+        tone = BAD
+    elif rate < ATTEMPTS_SUCCEEDED_WARNING_BELOW:
+        tone = WARNING
+    else:
+        tone = GOOD
+    shown = "—" if rate is None else f"{rate:.1f} %"
+    return Tile(
+        key="attempts-succeeded",
+        label="Webhook attempts succeeded, 24 h",
+        figure=shown,
+        url="#chart-webhook-hourly-module",
+        tone=tone,
+        rule=f"Amber below {ATTEMPTS_SUCCEEDED_WARNING_BELOW:g} %, red below {ATTEMPTS_SUCCEEDED_BAD_BELOW:g} %.",
+        detail=f"{succeeded:,} of {counted(attempts, 'attempt')}",
+        strip="no webhook attempt in 24 h" if rate is None else f"{shown} of webhook attempts succeeded",
+    )
+
+
+def volume_tiles(
+    *, tokens_today: int, tokens_period: int, days: int, webhooks: dict, endpoints: dict, links: dict
+) -> list[Tile]:
+    """Figures to know, with no threshold: how much work there is."""
+    return [
+        Tile("tokens-today", "Tokens created today", f"{tokens_today:,}", links.get("tokens_today")),
+        Tile("tokens-period", f"Tokens created in {days} days", f"{tokens_period:,}", links.get("tokens_period")),
+        Tile("pending", "Deliveries pending", f"{webhooks['pending']:,}", links.get("pending")),
+        Tile("dead-letters", "Dead letters in all", f"{webhooks['dead_letters']:,}", links.get("dead_letters")),
+        Tile("endpoints-disabled", "Endpoints disabled", f"{endpoints['disabled']:,}", links.get("endpoints_disabled")),
+    ]
