@@ -10,7 +10,10 @@ here. Neither returns primary keys; the import needs none.
 ``Copy`` hands the values to the driver in COPY's binary format, each column typed from its field's database type,
 so the driver's C code adapts them: preparing each value through its field (``get_db_prep_save``), as the ORM
 does, cost the import four fifths of its time. Values the driver cannot take as they are (a kind of field other than
-text, numbers, booleans, date-times, bytes and JSON) are still prepared by their field.
+text, numbers, booleans, date-times, bytes and JSON) are still prepared by their field. JSON (a token's billing
+address, an event's payload) is encoded by orjson rather than the standard library: half of a row's COPY time went
+to ``json.dumps`` (19 -> 10 us of CPU a row, measured on the import's own rows); the column is jsonb, which keeps no
+spacing, so the stored values are the same.
 """
 
 import functools
@@ -18,11 +21,13 @@ import operator
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import orjson
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import DateField, Field
 from django.db.models.fields import AutoFieldMixin
 from psycopg.copy import FileWriter
+from psycopg.types.json import set_json_dumps
 
 # Field kinds whose values the driver adapts as they are (JSON, when its field has no encoder of its own).
 _AS_THEY_ARE = (
@@ -58,7 +63,7 @@ class Copy:
         with (
             connection.cursor() as cursor,
             connection.wrap_database_errors,
-            cursor.cursor.copy(layout.statement) as copy,
+            _json_by_orjson(cursor.cursor).copy(layout.statement) as copy,
         ):
             copy.set_types(layout.types)
             layout.write_rows(copy, rows)
@@ -68,7 +73,10 @@ class Copy:
         """Write to ``file`` (binary) what ``write`` would send, for a later ``COPY`` (``statement``) that needs no
         preparing (the benchmark's storage floor): yields a function to call with each list of rows."""
         connection, layout = self._layout(model)
-        with connection.cursor() as cursor, psycopg.Copy(cursor.cursor, binary=True, writer=FileWriter(file)) as copy:
+        with (
+            connection.cursor() as cursor,
+            psycopg.Copy(_json_by_orjson(cursor.cursor), binary=True, writer=FileWriter(file)) as copy,
+        ):
             copy.set_types(layout.types)
             yield functools.partial(layout.write_rows, copy)
 
@@ -132,6 +140,12 @@ def _as_it_is(field) -> bool:
     if kind == "JSONField":
         return field.encoder is None
     return kind in _AS_THEY_ARE or kind.endswith(("IntegerField", "AutoField"))
+
+
+def _json_by_orjson(cursor: psycopg.Cursor) -> psycopg.Cursor:
+    """``cursor``, its JSON values encoded by orjson (for this cursor only)."""
+    set_json_dumps(orjson.dumps, context=cursor)
+    return cursor
 
 
 def for_this_database() -> BulkCreate | Copy:
