@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Checks the code with ruff and import-linter, then runs the whole test suite twice:
+# Checks the code with ruff and import-linter, then runs the whole test suite twice, both passes at once (each is
+# mostly one Python process, so two keep two cores busy; their outputs are printed one after the other):
 #   1. SQLite      (DATABASE_URL=sqlite:///..., tests marked `postgres` deselected)
 #   2. PostgreSQL  (a throwaway PostgreSQL 15 cluster, or $DATABASE_URL if it is postgres://)
 # Both passes use a real Redis as Celery broker (CELERY_BROKER_URL), either the
-# one given in the environment (redis://...) or a throwaway redis-server.
+# one given in the environment (redis://...) or a throwaway redis-server, each pass a database of its own.
 # The browser tests (tests/browser) drive Debian's Chromium (/usr/bin/chromium,
 # installed with apt-get when absent and we are root) and save their screenshots
 # under $TEST_OUTPUT_DIR (default test-results/<timestamp>).
@@ -43,21 +44,17 @@ tmp="$(mktemp -d "${TMPDIR:-/tmp}/tokenvault-test.XXXXXX")"
 # shellcheck source=scripts/servers.sh
 source scripts/servers.sh
 
-# The broker capture of the running pass (see "Leak scan" below).
-monitor_pid=""
-stop_monitor() {
-    if [[ -n "$monitor_pid" ]]; then
-        kill "$monitor_pid" 2>/dev/null || true
-        wait "$monitor_pid" 2>/dev/null || true
-        monitor_pid=""
-    fi
-}
+# The passes running in the background (see "Tests" below).
+pass_pids=()
 
 cleanup() {
     local rc=$?
     set +e
     trap - INT TERM
-    stop_monitor
+    for pid in "${pass_pids[@]}"; do
+        kill -- -"$pid" 2>/dev/null || kill "$pid" 2>/dev/null
+    done
+    wait 2>/dev/null
     stop_servers
     rm -rf "$tmp"
     exit "$rc"
@@ -105,19 +102,29 @@ fi
 # message that went over the wire to the broker (redis-cli monitor for the whole pass), the test database
 # (tests/conftest.py: on PostgreSQL what each test wrote before its rollback, each transactional test's data before
 # its flush, the whole database at the end) and the servers' logs. After the pass, scripts/leak_scan.py searches all
-# of it for every card number the tests used.
+# of it for every card number the tests used. Forwards (POST /forward) hand the card to a payment provider: the
+# tests' loopback providers (tests/receiver.py) keep what they receive in memory, the provider's side, never in the
+# capture; our side of every forward (logs, the Forward and audit rows) is searched like the rest.
 if ! command -v redis-cli >/dev/null 2>&1; then
     is_root && apt_install redis-tools
     command -v redis-cli >/dev/null 2>&1 || die "redis-cli not found: the leak scan records the broker's traffic with it (e.g. 'sudo apt-get install redis-tools')."
 fi
 
-# run_pass NAME DATABASE_URL PYTEST_ARGS...: sets pass_rc (pytest's exit status) and scan_rc (the leak scan's).
+# broker_database URL N: the Redis URL with database N (a pass's queues are its own).
+broker_database() {
+    local url=${1%/}
+    [[ "$url" =~ /[0-9]+$ ]] && url=${url%/*}
+    echo "$url/$2"
+}
+
+# run_pass NAME DATABASE_URL BROKER_URL PYTEST_ARGS...: writes "<pytest's exit status> <the leak scan's>" to
+# $tmp/rc-NAME. The broker capture records the whole server, the other pass's traffic too: the scan reads both.
 run_pass() {
-    local name=$1 database_url=$2 i
-    shift 2
+    local name=$1 database_url=$2 broker_url=$3 i monitor_pid pass_rc scan_rc
+    shift 3
     local capture="$tmp/capture-$name" numbers="$tmp/card-numbers-$name.txt"
     mkdir -p "$capture"
-    redis-cli -u "$CELERY_BROKER_URL" monitor >"$capture/broker-monitor.log" 2>&1 &
+    redis-cli -u "$broker_url" monitor >"$capture/broker-monitor.log" 2>&1 &
     monitor_pid=$!
     for ((i = 0; i < 50; i++)); do
         grep -q '^OK' "$capture/broker-monitor.log" && break
@@ -127,10 +134,11 @@ run_pass() {
 
     pass_rc=0
     TEST_CAPTURE_DIR="$capture" TEST_LOG_FILE="$capture/app.log" TEST_CARD_NUMBERS_FILE="$numbers" \
-        DATABASE_URL="$database_url" "$PY" -m pytest "$@" || pass_rc=$?
+        DATABASE_URL="$database_url" CELERY_BROKER_URL="$broker_url" "$PY" -m pytest "$@" || pass_rc=$?
     local monitor_lived=1
     kill -0 "$monitor_pid" 2>/dev/null || monitor_lived=0
-    stop_monitor
+    kill "$monitor_pid" 2>/dev/null || true
+    wait "$monitor_pid" 2>/dev/null || true
 
     log "leak scan of the $name pass"
     scan_rc=0
@@ -150,21 +158,33 @@ run_pass() {
             && log "the $name pass's logs, broker capture and database dumps are kept in $TEST_OUTPUT_DIR/capture-$name"; } \
             || log "could not keep the $name pass's capture"
     fi
+    echo "$pass_rc $scan_rc" >"$tmp/rc-$name"
 }
 
 # --------------------------------------------------------------------- Tests
-log "pass 1/2: SQLite (-m 'not postgres'), broker $(redact "$CELERY_BROKER_URL")"
-run_pass sqlite "sqlite:///$tmp/test.sqlite3" -m "not postgres" "$@"
-sqlite_rc=$pass_rc sqlite_scan_rc=$scan_rc
-
-# Don't let anything queued by pass 1 leak into pass 2.
-if [[ -n "$started_redis_port" ]]; then
-    redis-cli -h 127.0.0.1 -p "$started_redis_port" flushall >/dev/null || true
-fi
-
-log "pass 2/2: PostgreSQL $(redact "$PG_URL"), broker $(redact "$CELERY_BROKER_URL")"
-run_pass postgresql "$PG_URL" "$@"
-pg_rc=$pass_rc pg_scan_rc=$scan_rc
+# Both passes at once, each in its own process group (so an interrupted run stops their workers and servers too),
+# each with its own output, printed when both are done.
+sqlite_broker=$(broker_database "$CELERY_BROKER_URL" 1)
+pg_broker=$(broker_database "$CELERY_BROKER_URL" 2)
+log "pass 1/2: SQLite (-m 'not postgres'), broker $(redact "$sqlite_broker")"
+log "pass 2/2: PostgreSQL $(redact "$PG_URL"), broker $(redact "$pg_broker")"
+set -m
+run_pass sqlite "sqlite:///$tmp/test.sqlite3" "$sqlite_broker" -m "not postgres" "$@" >"$tmp/out-sqlite.log" 2>&1 &
+pass_pids+=($!)
+run_pass postgresql "$PG_URL" "$pg_broker" "$@" >"$tmp/out-postgresql.log" 2>&1 &
+pass_pids+=($!)
+set +m
+for pid in "${pass_pids[@]}"; do
+    wait "$pid" || true
+done
+pass_pids=()
+for name in sqlite postgresql; do
+    echo
+    log "---------------------------------------------------------------- the $name pass"
+    cat "$tmp/out-$name.log"
+done
+read -r sqlite_rc sqlite_scan_rc <"$tmp/rc-sqlite" || { sqlite_rc=1 sqlite_scan_rc=1; }
+read -r pg_rc pg_scan_rc <"$tmp/rc-postgresql" || { pg_rc=1 pg_scan_rc=1; }
 
 status() { if [[ $1 -eq 0 ]]; then echo "passed"; else echo "FAILED (pytest exit $1)"; fi; }
 scan_status() { if [[ $1 -eq 0 ]]; then echo "no card number leaked"; else echo "LEAK SCAN FAILED (see above)"; fi; }
