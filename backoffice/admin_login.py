@@ -64,6 +64,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from backoffice.models import SignInAttempt, SignInGuard
+from core.admin_display import counted
 from core.audit import Actor, audit_record
 from core.models import AuditLog
 from merchants.authentication import client_origin
@@ -350,7 +351,8 @@ def _locked_page(request, template: str, *, form, until: datetime, **extra) -> T
     seconds = max(1, int((until - timezone.now()).total_seconds()) + 1)
     form.add_error(
         None,
-        f"Too many failed logins for this account or from this address. Try again in {-(-seconds // 60)} minute(s).",
+        "Too many failed logins for this account or from this address. "
+        f"Try again in {counted(-(-seconds // 60), 'minute')}.",
     )
     response = _page(request, template, form=form, status=429, **extra)
     response["Retry-After"] = str(seconds)

@@ -5,12 +5,15 @@ events about it with their deliveries, and its Activity, the audit rows about it
 The staff's own views of the token are many and say little each: they are one line ("viewed 12 times by staff, last
 3 min ago") that opens on the list. Django's History button, which shows the admin's change log, gives way to an
 Activity button, an anchor to that section; the history address itself lands there too.
+
+A section shows what its reader may see: the events only to those who may view events (the back-office group sees
+nothing of the webhooks: vault 0002), the endpoints' URLs only to those who may view endpoints, the Activity only to
+those who may view the audit log. Anyone else reads one line saying so, and the section's queries are never run.
 """
 
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
-from django.contrib.admin.utils import unquote
-from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -19,16 +22,23 @@ from backoffice.audit_links import AuditLinks, admin_url, may_view
 from core.admin import audit_result_label
 from core.admin_display import moment_shown, relative, status_label
 from core.models import AuditLog
+from core.selectors import audit_rows_about
 from networks import selectors as network_selectors
 from networks.admin.base import status_shown
 from networks.models import NetworkToken
+from notifications import selectors as notification_selectors
 from notifications.admin.base import delivery_status
-from notifications.models import Delivery, Event
+from notifications.models import Delivery
 from vault.admin.base import CONFLICT_APPLIED, CONFLICT_DISMISSED
 from vault.admin.tokens import TokenAdmin
 from vault.models import Token
 
 SHOWN = 50  # rows of a section; the audit log and the lists have the rest
+# What a reader needs to see a section (the back-office group has none of the webhooks': vault 0002), and an
+# endpoint's URL in the events section.
+MAY_SEE_EVENTS = "notifications.view_event"
+MAY_SEE_ENDPOINTS = "notifications.view_webhookendpoint"
+MAY_SEE_ACTIVITY = "core.view_auditlog"
 # Staff looking at the token (or its conflict, or a network token of it): collapsed into one line.
 VIEWS = ("admin.token.view", "admin.conflict.view", "admin.network_token.view")
 # An audit action as the Activity section says it; any other shows as the log names it.
@@ -58,25 +68,9 @@ class Section:
     after: str = ""  # HTML below it
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Reads: the other apps' rows about one vault token
-# ------------------------------------------------------------------------------------------------------------
-def events_about(*, token: Token, network_token_ids: list[str]) -> list[Event]:
-    """The newest events whose payload names the token or one of its network tokens (``tokenId``), with their
-    deliveries and endpoints (the index of the events' tokenId finds them)."""
-    return list(
-        Event.objects.filter(merchant_id=token.merchant_id, data__tokenId__in=[token.token_id, *network_token_ids])
-        .prefetch_related("deliveries__endpoint")
-        .order_by("-created_at", "-pk")[:SHOWN]
-    )
-
-
-def audit_rows_about(*, token: Token, network_token_ids: list[str]):
-    """The audit rows about the token and its network tokens, the newest first (on the object_id index)."""
-    about = Q(object_type=Token.audit_type, object_id=token.token_id)
-    if network_token_ids:
-        about |= Q(object_type=NetworkToken.audit_type, object_id__in=network_token_ids)
-    return AuditLog.objects.filter(about).select_related("merchant").order_by("-created_at", "-pk")
+def needs_permission(id: str, title: str, what: str) -> Section:
+    """A section the reader may not see: its title, and one line saying so (no query is run for it)."""
+    return Section(id, title, [], empty=f"Seeing {what} needs a permission you do not have.")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -108,19 +102,22 @@ def network_tokens_section(user, network_tokens: list[NetworkToken]) -> Section:
 
 
 def deliveries_shown(user, deliveries: list[Delivery]):
+    """Each delivery's state, and the endpoint's URL for a reader who may see the webhook endpoints."""
     if not deliveries:
         return "no endpoint listening"
-    return format_html(
-        '<ul class="token-deliveries">{}</ul>',
-        format_html_join(
-            "",
-            "<li>{} {}</li>",
-            ((linked(user, d, delivery_status(d)), linked(user, d.endpoint, d.endpoint.url)) for d in deliveries),
-        ),
+    if not user.has_perm(MAY_SEE_ENDPOINTS):
+        shown = ((linked(user, d, delivery_status(d)), "") for d in deliveries)
+    else:
+        shown = ((linked(user, d, delivery_status(d)), linked(user, d.endpoint, d.endpoint.url)) for d in deliveries)
+    return format_html('<ul class="token-deliveries">{}</ul>', format_html_join("", "<li>{} {}</li>", shown))
+
+
+def events_section(user, token: Token, network_token_ids: list[str]) -> Section:
+    if not user.has_perm(MAY_SEE_EVENTS):
+        return needs_permission("events", "Events and their deliveries", "the events about a token")
+    events = notification_selectors.events_about(
+        merchant_id=token.merchant_id, token_ids=[token.token_id, *network_token_ids], limit=SHOWN
     )
-
-
-def events_section(user, events: list[Event]) -> Section:
     return Section(
         "events",
         "Events and their deliveries",
@@ -165,12 +162,16 @@ def staff_views_shown(views: list[AuditLog], count: int, links: AuditLinks):
 
 
 def activity_section(user, token: Token, network_token_ids: list[str]) -> Section:
-    rows = audit_rows_about(token=token, network_token_ids=network_token_ids)
+    if not user.has_perm(MAY_SEE_ACTIVITY):
+        return needs_permission("activity", "Activity", "what was done with a token")
+    rows = audit_rows_about(objects={Token.audit_type: [token.token_id], NetworkToken.audit_type: network_token_ids})
     done = list(rows.exclude(action__in=VIEWS)[:SHOWN])
     views = rows.filter(action__in=VIEWS)
     viewed = list(views[:SHOWN])
     links = AuditLinks(user, [*done, *viewed])
-    everything = reverse("admin:core_auditlog_changelist") + f"?q={token.token_id}"
+    # The token's own rows, by the exact lookups the object_id index answers (not a search over the whole log).
+    query = urlencode({"object_type": Token.audit_type, "object_id": token.token_id})
+    everything = f"{reverse('admin:core_auditlog_changelist')}?{query}"
     return Section(
         "activity",
         "Activity",
@@ -185,21 +186,18 @@ def activity_section(user, token: Token, network_token_ids: list[str]) -> Sectio
 class TokenPage(TokenAdmin):
     """The vault's token page with the sections of the module's docstring."""
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        token = self.get_object(request, unquote(object_id)) if request.method == "GET" else None
-        if token is not None:
-            network_tokens = list(network_selectors.network_tokens_of(vault_token=token))
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # Here the token is fetched (once, by Django's view) and the reader's permission to see it checked.
+        if obj is not None:
+            network_tokens = list(network_selectors.network_tokens_of(vault_token=obj))
             ids = [nt.token_id for nt in network_tokens]
-            extra_context = {
-                **(extra_context or {}),
-                "token_sections": [
-                    network_tokens_section(request.user, network_tokens),
-                    events_section(request.user, events_about(token=token, network_token_ids=ids)),
-                    activity_section(request.user, token, ids),
-                ],
-                "activity_url": "#activity",
-            }
-        return super().change_view(request, object_id, form_url, extra_context)
+            context["token_sections"] = [
+                network_tokens_section(request.user, network_tokens),
+                events_section(request.user, obj, ids),
+                activity_section(request.user, obj, ids),
+            ]
+            context["activity_url"] = "#activity"
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def history_view(self, request, object_id, extra_context=None):
         """Django's change log is not where a token's story is: its Activity is."""

@@ -31,7 +31,7 @@ from pathlib import Path
 from benchmarks.cases import SCALES, Context, sizes_for
 from benchmarks.harness import ROOT, BenchError, Run, ensure_wrk
 
-BENCHMARKS = ("crypto", "tokenize", "retokenize", "batch", "webhook", "import")
+BENCHMARKS = ("crypto", "tokenize", "forward", "retokenize", "batch", "webhook", "import")
 MODULES = {"import": "importing"}
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
 
     results = {}
-    if {"tokenize", "retokenize"} & set(selected):
+    if {"tokenize", "forward", "retokenize"} & set(selected):
         try:
             ensure_wrk()
         except BenchError as exc:
@@ -228,6 +228,17 @@ def rows_of(name: str, r: dict) -> list[tuple[str, ...]]:
                 f"bare {http(r['bare'])}",
                 f"{r['ratio']}",
                 "req/s ratio >= 0.6",
+                met,
+            )
+        ]
+    if name == "forward":
+        return [
+            (
+                name,
+                f"POST /forward to a loopback provider {http(r['forward'])}",
+                f"bare {http(r['bare'])}",
+                f"{r['ratio']}",
+                "reported",
                 met,
             )
         ]

@@ -152,7 +152,11 @@ class ObjectActions:
             raise PermissionDenied
         obj = self.get_object(request, unquote(object_id))
         if obj is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            # The id is not echoed: whatever was typed in the address stays out of the message (kept in the session).
+            missing = f"That {self.opts.verbose_name} does not exist: was it deleted?"
+            self.message_user(request, missing, messages.WARNING)
+            changelist = f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"
+            return HttpResponseRedirect(reverse(changelist, current_app=self.admin_site.name))
         func = actions[action][0]
         response = func(self, request, self.get_queryset(request).filter(pk=obj.pk))
         if isinstance(response, HttpResponseBase):
@@ -194,7 +198,12 @@ class WrittenByServices:
 
 
 class ReadOnlyAdmin(RefusesCardNumbersInSearch, WrittenByServices, admin.ModelAdmin):
-    """Read-only pages that refuse card-number searches."""
+    """Read-only pages that refuse card-number searches.
+
+    Any list that finds nothing says so (templates/admin/change_list.html), with its ``empty_hint`` as what to try.
+    """
+
+    empty_hint = ""
 
 
 # What a service raises when its rules refuse the change asked of one object: an action leaves that object alone
@@ -223,6 +232,7 @@ class AuditLogAdmin(ReadOnlyAdmin):
     list_filter = ["action", "result"]
     search_fields = ["object_id", "actor"]
     search_help_text = "An object's id (a tokenId, a key's prefix, a public id) or an actor (api-key:sk_…, admin:name)."
+    empty_hint = "Search by an object's whole id or an actor's whole name, or choose another action, result or date."
     date_hierarchy = "created_at"
     show_full_result_count = False
     fields = ["when", "actor_shown", "merchant", "action", "subject", "result_shown", "origin", "detail"]

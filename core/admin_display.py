@@ -1,5 +1,5 @@
 """How every admin page shows what it shows: one set of status labels, one date format with a relative time beside it,
-merchants by a short name, counts in words.
+card expiries as the card prints them, merchants by a short name, counts in words.
 
 The apps map their own states to a label (``status_label``) with one of four tones, so "Healthy", "Active" and
 "Succeeded" look alike everywhere, and so do "Failing", "Expired" and "Dead letter". Their colours are
@@ -78,6 +78,11 @@ def merchant_shown(merchant):
     name = merchant.name
     short = name if len(name) <= MERCHANT_NAME_LENGTH else name[: MERCHANT_NAME_LENGTH - 1].rstrip() + "…"
     return format_html('<span class="merchant" title="{} ({})">{}</span>', name, merchant.public_id, short)
+
+
+def expiry_shown(month: int | None, year: int | None) -> str:
+    """A card's or a network token's expiry as the card shows it: ``05/2035``."""
+    return f"{month:02d}/{year}" if month and year else NOTHING
 
 
 def counted(count: int, singular: str, plural: str | None = None) -> str:

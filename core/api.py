@@ -7,20 +7,66 @@ from rest_framework.settings import api_settings
 from rest_framework.utils.serializer_helpers import BindingDict
 from rest_framework.views import APIView
 
-from core import schema  # noqa: F401 - registers what the OpenAPI schema says of the classes below
+from core import idempotency, schema  # noqa: F401 - schema registers what the OpenAPI schema says of the classes below
+from core.audit import Actor, audit_record
 from core.errors import VALIDATION_MESSAGES, BodyIsEmpty, EndpointNotFound
 from core.http import HalJsonParser, JsonParser
 
 
 class ApiView(APIView):
-    """Base view: a body is required where the view reads one (``bodyIsEmpty`` instead of 'field missing'), and the
-    key's rate limits are checked before its scopes."""
+    """Base view: a body is required where the view reads one (``bodyIsEmpty`` instead of 'field missing'), the
+    key's rate limits are checked before its scopes, and every POST honours ``Idempotency-Key``."""
 
     parser_classes = [JsonParser, HalJsonParser]
     # Whether a call releases card data (a card or network token number), to its caller or anyone else: such calls
     # count against the key's much tighter card-data rate limit too (merchants.throttling). A view that releases it
     # to some keys only makes this a property of ``self.request``.
     releases_card_data = False
+
+    def dispatch(self, request, *args, **kwargs):
+        """DRF's, with the ``Idempotency-Key`` of a POST (``core.idempotency``) between the key's checks and the
+        handler: a repeat gets the stored answer without the handler running; the first request's answer is stored
+        once the handler has answered (its transactions committed), or its key released for a 5xx or an exception."""
+        self.args, self.kwargs = args, kwargs
+        request = self.request = self.initialize_request(request, *args, **kwargs)
+        self.headers = self.default_response_headers
+        claim = None
+        try:
+            try:
+                self.initial(request, *args, **kwargs)
+                claim = idempotency.claim_for(request)
+                if claim is not None and claim.answer is not None:
+                    response = claim.answer
+                    if self.releases_card_data:
+                        self._audit_replay(request, response)
+                else:
+                    handler = self.http_method_not_allowed
+                    if request.method.lower() in self.http_method_names:
+                        handler = getattr(self, request.method.lower(), self.http_method_not_allowed)
+                    response = handler(request, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - DRF's: every error becomes an answer in the error shape
+                response = self.handle_exception(exc)
+            self.response = self.finalize_response(request, response, *args, **kwargs)
+        except BaseException:
+            if claim is not None and claim.answer is None:
+                idempotency.idempotent_request_release(claim=claim)
+            raise
+        if claim is not None and claim.answer is None:
+            idempotency.settle(claim, self.response)
+        return self.response
+
+    @staticmethod
+    def _audit_replay(request, response) -> None:
+        """A stored answer that holds card data is released again: audited like the first release."""
+        audit_record(
+            actor=Actor(
+                f"api-key:{request.auth.prefix}", merchant=request.user, origin=request.META.get("REMOTE_ADDR", "")
+            ),
+            action="idempotency.replayed",
+            object_type="request",
+            object_id=f"{request.method} {request.path}"[:64],
+            detail={"status": response.status_code},
+        )
 
     def initial(self, request, *args, **kwargs):
         # DRF's, but for one step: the rate limits come before the scopes (DRF checks them after), so that a call

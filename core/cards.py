@@ -1,5 +1,7 @@
 """What every app must know of card numbers: their lengths, the Luhn check, and whether a free text holds one. Pure
 functions, no I/O. The vault's own facts (brands, masking, countries) are ``vault.cards``, built on these.
+``masked_card_numbers`` masks what ``holds_card_number`` finds, in text that leaves the vault (a payment provider's
+answer to a forward).
 
 A free-text field (a description, a namespace, a holder name, an account id, a correlation id) is stored and shown
 back in clear, so none may hold a card number (DESIGN.md, "Security model"). What counts as one, written the ways
@@ -65,3 +67,54 @@ def holds_card_number(text: str) -> bool:
                 if is_card_number(digits):
                     return True
     return False
+
+
+def masked_card_numbers(text: str, *, also: tuple[str, ...] = ()) -> str:
+    """``text`` with every card number in it masked as every answer shows one: its first four and last four digits
+    kept, the digits between starred, the separators of a number written in groups kept (``4444 **** **** 1111``).
+
+    A card number is what ``holds_card_number`` finds. The numbers in ``also`` (the forwarded card's number, its
+    network token's) are masked wherever they stand, inside a longer run of digits too, where the scan would not
+    see them: a provider may echo a card number glued to a reference."""
+    for number in also:
+        if number and number in text:
+            text = text.replace(number, _masked_digits(number))
+    if len(DIGIT.findall(text)) < LENGTH_RANGE[0]:
+        return text
+    return WRITTEN_NUMBER.sub(_masked_written, text)
+
+
+def _masked_digits(digits: str) -> str:
+    return digits[:4] + "*" * (len(digits) - 8) + digits[-4:]
+
+
+def _masked_written(written: re.Match) -> str:
+    """A written number (digit groups and their separators) with each card number among its groups masked; the first
+    one found from the left wins, and the search goes on after it."""
+    parts = re.split(r"([ -])", written.group())  # groups at even indexes, separators between
+    groups = parts[::2]
+    start = 0
+    while start < len(groups):
+        digits, end = "", start
+        while end < len(groups) and len(digits + groups[end]) <= LENGTH_RANGE[1]:
+            digits += groups[end]
+            if is_card_number(digits):
+                _mask_groups(groups, start, end)
+                start = end
+                break
+            end += 1
+        start += 1
+    parts[::2] = groups
+    return "".join(parts)
+
+
+def _mask_groups(groups: list[str], first: int, last: int) -> None:
+    """Star the digits of ``groups[first:last + 1]`` but the first four and the last four of them all."""
+    total = sum(len(group) for group in groups[first : last + 1])
+    seen = 0
+    for index in range(first, last + 1):
+        group = groups[index]
+        groups[index] = "".join(
+            digit if seen + at < 4 or seen + at >= total - 4 else "*" for at, digit in enumerate(group)
+        )
+        seen += len(group)

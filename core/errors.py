@@ -120,6 +120,24 @@ class ServiceUnavailable(ApiError):
     default_message = "The service is temporarily unavailable; retry later"
 
 
+class IdempotencyKeyReused(ApiError):
+    """An ``Idempotency-Key`` sent again with another request (another body, method or path): a key names one request,
+    whose answer it keeps for 24 hours (``core.idempotency``)."""
+
+    status_code = 422
+    error_name = "idempotencyKeyReused"
+    default_message = "This Idempotency-Key was used for another request; send a new key with a new request"
+
+
+class RequestInProgress(ApiError):
+    """The request first sent with this ``Idempotency-Key`` is still being served: the repeat is refused rather than
+    served twice (``core.idempotency``)."""
+
+    status_code = 409
+    error_name = "requestInProgress"
+    default_message = "The request sent with this Idempotency-Key is still in progress; retry once it has finished"
+
+
 class KeysNotReady(ApiError):
     """This server's vault keys do not match the check values stored with the cards (``CardKeysMismatch``:
     a key missing from the ring, another key under a version, another fingerprint key). Card operations wait for an
@@ -179,6 +197,15 @@ class Unavailable(DomainError):
 
     def as_api_error(self) -> "ApiError":
         return BusinessRuleError(self.error_name, self.message, status_code=504 if self.timed_out else 502)
+
+
+class DestinationUnavailable(Unavailable):
+    """A forward's destination (a merchant's payment provider) refused the connection, failed TLS or did not answer in
+    time: 502, or 504 when it timed out, both ``destinationUnavailable``. An unknown destination is a ``NotFound``."""
+
+    error_name = "destinationUnavailable"
+    default_message = "The destination could not be reached"
+    timeout_message = "The destination did not answer in time"
 
 
 class CardKeysMismatch(DomainError):

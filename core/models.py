@@ -1,7 +1,8 @@
-"""The audit log: the one table every app writes to (through ``core.audit.audit_record``).
+"""The tables of what every app shares: the audit log, which every app writes to (through
+``core.audit.audit_record``), and the API's idempotency keys (``core.idempotency``).
 
-Its merchant is a foreign key by name, as Django's own admin log names the user model: the database links the row to
-the merchant, and this app imports nothing of the apps above it.
+Their merchant is a foreign key by name, as Django's own admin log names the user model: the database links the row
+to the merchant, and this app imports nothing of the apps above it.
 """
 
 from django.db import models
@@ -31,3 +32,46 @@ class AuditLog(models.Model):
 
     def __str__(self):
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.result}"
+
+
+class IdempotentRequest(models.Model):
+    """A POST sent with an ``Idempotency-Key``: claimed before its work (the unique key is the claim), then its answer,
+    kept encrypted for 24 hours for repeats of the request. Written only by ``core.idempotency``."""
+
+    RUNNING, DONE = "running", "done"
+
+    merchant = models.ForeignKey("merchants.Merchant", on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    # SHA-256 of the method, the path and the body: a repeat must be the same request.
+    fingerprint = models.CharField(max_length=64)
+    state = models.CharField(max_length=10, choices=[(RUNNING, "running"), (DONE, "done")])
+    # When the running claim began: a claim older than IDEMPOTENCY_ABANDONED_AFTER seconds was left by a process that
+    # died, and the next repeat takes it over. Also who holds the claim: the finish and the release write only while
+    # it is unchanged.
+    claimed_at = models.DateTimeField()
+    status = models.PositiveSmallIntegerField(null=True, blank=True)
+    # The answer (status, headers that matter, body), under the vault's key ring and bound to the merchant and the key
+    # (``core.crypto``): it may hold a card (detokenize), a network token number or a cryptogram.
+    answer_ciphertext = models.BinaryField(null=True, editable=False)
+    key_version = models.PositiveIntegerField(null=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(db_index=True)
+
+    encrypted_field = "answer_ciphertext"  # re-encrypted with the cards by rotate_keys (vault.keys)
+
+    class Meta:
+        verbose_name = "idempotent request"
+        constraints = [
+            models.UniqueConstraint(fields=["merchant", "key"], name="core_idempotent_request_one_per_key"),
+            models.CheckConstraint(
+                condition=models.Q(state="running")
+                | models.Q(status__isnull=False, answer_ciphertext__isnull=False, key_version__isnull=False),
+                name="core_idempotent_request_done_has_answer",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.key} ({self.state})"
+
+    def associated_data(self) -> bytes:
+        return f"idempotent-request:{self.merchant_id}:{self.key}".encode()

@@ -7,8 +7,12 @@ of these"), strings refuse NUL (DRF's ``ProhibitNullCharactersValidator``; Postg
 the view reads is required.
 """
 
+import copy
+
 from drf_spectacular.drainage import get_override, has_override
 from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
+
+from core import idempotency
 
 # Any string without NUL; fields with a pattern of their own exclude it in that pattern.
 NO_NUL = "^[^\\u0000]*$"
@@ -57,3 +61,58 @@ def require_request_bodies(result, generator, request, public):
             if isinstance(operation, dict) and "requestBody" in operation:
                 operation["requestBody"]["required"] = True
     return result
+
+
+def idempotency_in_schema(result, generator, request, public):
+    """POSTPROCESSING_HOOKS: every POST that takes an API key honours ``Idempotency-Key`` (each is served by a
+    ``core.api.ApiView``, which does it): the optional header, and the answers it adds to the operation's own, 400 for
+    a malformed key, 409 ``requestInProgress`` and 422 ``idempotencyKeyReused``, in the error shape of its 401."""
+    parameter = {
+        "in": "header",
+        "name": idempotency.HEADER,
+        "required": False,
+        "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": idempotency.KEY_MAX_LENGTH,
+            "pattern": idempotency.KEY_PATTERN,
+        },
+        "description": "Your unique key for this request (printable ASCII, 1 to 255 characters), kept 24 hours: the "
+        "same request sent again with it gets the first answer back (status, body, `Content-Type`, `Location`, and "
+        f"`{idempotency.REPLAYED_HEADER}: true`) and is not done again. Another request with the same key is 422 "
+        "`idempotencyKeyReused`; a repeat while the first is still being served is 409 `requestInProgress`. An "
+        "answer of 500 or more keeps nothing, so the retry is served anew, but for a 504: the service behind the "
+        "vault may have acted, so it is not asked again under this key.",
+    }
+    answers = {
+        "400": "bodyDoesNotMatchSchema: a malformed Idempotency-Key",
+        "409": "requestInProgress: the request first sent with this Idempotency-Key is still being served",
+        "422": "idempotencyKeyReused: this Idempotency-Key was sent with another request (body, method or path)",
+    }
+    for operations in result.get("paths", {}).values():
+        operation = operations.get("post")
+        if not isinstance(operation, dict) or {"ApiKey": []} not in operation.get("security", []):
+            continue
+        operation.setdefault("parameters", []).append(copy.deepcopy(parameter))
+        error_content = operation["responses"]["401"]["content"]
+        for status, description in answers.items():
+            _error_answer_add(operation["responses"], status, error_content, description)
+    return result
+
+
+def _error_answer_add(responses: dict, status: str, error_content: dict, description: str) -> None:
+    """``status`` may also answer the error shape: a new answer, or the error shape beside what it answers already."""
+    if status not in responses:
+        responses[status] = {"content": copy.deepcopy(error_content), "description": description}
+        return
+    answer = responses[status]
+    answer["description"] = f"{answer.get('description', '')}; {description}".lstrip("; ")
+    content = answer.setdefault("content", {})
+    for media_type, error in error_content.items():
+        if media_type not in content:
+            content[media_type] = copy.deepcopy(error)
+            continue
+        schema = content[media_type].get("schema", {})
+        shapes = schema.get("oneOf", [schema])
+        if error["schema"] not in shapes:
+            content[media_type]["schema"] = {"oneOf": [*shapes, copy.deepcopy(error["schema"])]}

@@ -9,8 +9,10 @@ from django.utils import timezone
 
 from merchants.rates import RATE_HELP, is_rate
 
-SCOPES = ("tokens", "tokens:detokenize", "network-tokens", "webhooks")
-DEFAULT_SCOPES = ("tokens", "network-tokens", "webhooks")
+SCOPES = ("tokens", "tokens:detokenize", "network-tokens", "webhooks", "forwarding")
+# Every scope but detokenize (DESIGN.md, "Security model"): a forward sends the card to the merchant's own registered
+# destinations only and never shows it to the caller, so it is not held back the way the card in clear is.
+DEFAULT_SCOPES = ("tokens", "network-tokens", "webhooks", "forwarding")
 
 
 def new_merchant_id() -> str:
@@ -57,6 +59,9 @@ class ApiKey(models.Model):
     scopes = models.JSONField(default=list)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Written by authentication at most once a minute per key and server process (merchants.authentication): staff
+    # see whether a key is still in use before revoking it, to the minute.
+    last_used_at = models.DateTimeField("last used", null=True, blank=True, editable=False)
 
     class Meta:
         db_table = "vault_apikey"  # as the merchant's

@@ -10,5 +10,5 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
             "type": "http",
             "scheme": "bearer",
             "description": "A merchant API key: `Authorization: Bearer <key>`. Scopes: tokens, tokens:detokenize, "
-            "network-tokens, webhooks.",
+            "network-tokens, webhooks, forwarding.",
         }

@@ -1,8 +1,10 @@
 """Every write to merchants and their API keys."""
 
 import secrets
+from datetime import datetime, timedelta
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from core.audit import Actor, audit_record
@@ -25,6 +27,17 @@ def api_key_create(
         scopes=list(scopes if scopes is not None else DEFAULT_SCOPES),
     )
     return key, raw
+
+
+def api_key_used(*, key_id: int, at: datetime, precision: timedelta) -> bool:
+    """Record that the key was used ``at``; returns whether the row was written.
+
+    One UPDATE, no read: nothing is written when the row already holds a use less than ``precision`` before ``at``
+    (another server process recorded it), so the key's row is written about once per ``precision`` however many
+    processes serve its calls, and never moves back in time.
+    """
+    stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=at - precision)
+    return bool(ApiKey.objects.filter(stale, pk=key_id).update(last_used_at=at))
 
 
 def api_keys_revoke(*, keys, actor: Actor) -> int:

@@ -11,6 +11,8 @@ class NetworksConfig(AppConfig):
 
     def ready(self):
         from networks import jwe, tsp
+        from networks.forwarding import network_token_for_forward
+        from vault.forwarding.network_tokens import network_token_source_use
 
         # Fail at start-up, not at the first encrypted card, when the JWE key is malformed.
         jwe.private_key()
@@ -20,3 +22,4 @@ class NetworksConfig(AppConfig):
                 "networkNotConfigured (set TSP_PROVIDERS, or TSP_SIMULATOR=true outside production)",
                 ", ".join(missing),
             )
+        network_token_source_use(network_token_for_forward)  # the vault's forwards fill in network tokens

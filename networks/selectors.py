@@ -161,6 +161,16 @@ def network_token_outcomes(*, since: datetime) -> dict[str, dict[str, int]]:
     return outcomes
 
 
+def provisioning_requests_failed(*, since: datetime) -> int:
+    """Asynchronous provisioning requests that failed since ``since`` (by their last change). One count."""
+    return ProvisioningRequest.objects.filter(status=ProvisioningRequest.FAILED, updated_at__gte=since).count()
+
+
+def batch_items_failed(*, since: datetime) -> int:
+    """Batch items that failed since ``since`` (by when they finished). One count."""
+    return BatchItem.objects.filter(status=BatchItem.FAILED, finished_at__gte=since).count()
+
+
 # ------------------------------------------------------------------------------------------------------------
 # The back office's token page
 # ------------------------------------------------------------------------------------------------------------

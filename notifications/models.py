@@ -169,7 +169,8 @@ class Delivery(models.Model):
     STATUSES = [(PENDING, "pending"), (SUCCEEDED, "succeeded"), (FAILED, "failed (dead letter)")]
 
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
-    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    # Indexed by delivery_by_endpoint, which leads with it, rather than by an index of its own.
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
     status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)
     attempt_count = models.PositiveIntegerField(default=0, help_text="Attempts in the current cycle.")
     next_attempt_at = models.DateTimeField(null=True, blank=True)
@@ -197,6 +198,13 @@ class Delivery(models.Model):
         indexes = [
             models.Index(fields=["status", "next_attempt_at"], name="delivery_due"),
             models.Index(fields=["status", "updated_at"], name="delivery_finished"),  # the dashboard's success rate
+            # An endpoint's deliveries in a state, the last written first: its last success and last error (the
+            # endpoint's page, the dashboard) stop at the first entry, its dead letters are counted in the index alone,
+            # and every lookup by endpoint (the foreign key's) uses its first column. It replaces the foreign key's
+            # index: one entry per row version either way (a write to status or updated_at is never a HOT update,
+            # delivery_finished holds them), but ~48 bytes each where the foreign key's shared theirs: some 45 MB
+            # more per million deliveries (12 MB against 1.6 MB for 250,000 on PostgreSQL 15).
+            models.Index(fields=["endpoint", "status", "updated_at"], name="delivery_by_endpoint"),
             # A worker fills its batch with an endpoint's oldest due deliveries: the pending ones only, a small index.
             models.Index(
                 fields=["endpoint", "next_attempt_at"],

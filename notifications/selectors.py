@@ -1,7 +1,7 @@
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db.models import Count, F, Min, OuterRef, Prefetch, Q, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, TruncHour
 
 from core.errors import ResourceNotFound
 from merchants.models import Merchant
@@ -31,6 +31,17 @@ def event_get(*, merchant: Merchant, public_id: str) -> Event:
     if event is None:
         raise ResourceNotFound("The event does not exist")
     return event
+
+
+def events_about(*, merchant_id: int, token_ids: list[str], limit: int) -> list[Event]:
+    """The merchant's newest ``limit`` events whose payload names one of ``token_ids`` (its ``tokenId``: a vault
+    token or a network token), with their deliveries and endpoints. The index of the events' tokenId finds them,
+    so a token's page costs the same whatever the number of the merchant's events."""
+    return list(
+        Event.objects.filter(merchant_id=merchant_id, data__tokenId__in=token_ids)
+        .prefetch_related("deliveries__endpoint")
+        .order_by("-created_at", "-pk")[:limit]
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -69,7 +80,8 @@ def endpoints_failing() -> QuerySet[WebhookEndpoint]:
 
 def with_delivery_counts(endpoints: QuerySet[WebhookEndpoint]) -> QuerySet[WebhookEndpoint]:
     """Annotate ``pending`` and ``dead_letters``: each endpoint's deliveries in those states. Subqueries rather than
-    a join, so that a page of endpoints costs a count per endpoint shown, not a join of all their deliveries."""
+    a join, so that a page of endpoints costs a count per endpoint shown, not a join of all their deliveries; each
+    count reads its range of an index alone (delivery_pending_by_endpoint, delivery_by_endpoint)."""
 
     def count(status: str):
         deliveries = (
@@ -82,6 +94,74 @@ def with_delivery_counts(endpoints: QuerySet[WebhookEndpoint]) -> QuerySet[Webho
         return Coalesce(Subquery(deliveries), 0)
 
     return endpoints.annotate(pending=count(Delivery.PENDING), dead_letters=count(Delivery.FAILED))
+
+
+def delivery_counts(*, endpoint: WebhookEndpoint) -> dict[str, int]:
+    """The endpoint's ``pending`` deliveries and its ``dead_letters`` (FAILED): one count over its ranges of the
+    delivery_by_endpoint index."""
+    return Delivery.objects.filter(endpoint=endpoint, status__in=[Delivery.PENDING, Delivery.FAILED]).aggregate(
+        pending=Count("pk", filter=Q(status=Delivery.PENDING)),
+        dead_letters=Count("pk", filter=Q(status=Delivery.FAILED)),
+    )
+
+
+def newest_deliveries(status: str) -> QuerySet[Delivery]:
+    """The deliveries in ``status`` of the endpoint of the outer query, the last written first: a walk backwards
+    along the endpoint's range of the delivery_by_endpoint index (endpoint, status, updated_at) that stops at the
+    first row a ``[:1]`` takes, however many deliveries the endpoint has.
+
+    A succeeded delivery was last written when it succeeded (the attempt writes ``delivered_at`` and ``updated_at``
+    together, and nothing writes a succeeded delivery after), so its newest is also the one delivered last."""
+    return Delivery.objects.filter(endpoint=OuterRef("pk"), status=status).order_by("-updated_at", "-pk")
+
+
+def endpoints_in_trouble(*, limit: int) -> list[WebhookEndpoint]:
+    """The first ``limit`` of ``endpoints_failing``, each with its ``pending`` and ``dead_letters``, when it last
+    succeeded (``last_success_at``), and its last error (``last_error``, ``last_status_code``, ``last_error_at``:
+    the newer of its newest dead letter and its newest delivery retrying after an error). Two queries, each reading
+    a few index entries per endpoint shown, not its deliveries."""
+    endpoints = list(
+        with_delivery_counts(endpoints_failing()).annotate(
+            last_success_at=Subquery(newest_deliveries(Delivery.SUCCEEDED).values("delivered_at")[:1]),
+            dead_letter_id=Subquery(newest_deliveries(Delivery.FAILED).exclude(last_error="").values("pk")[:1]),
+            retrying_id=Subquery(newest_deliveries(Delivery.PENDING).exclude(last_error="").values("pk")[:1]),
+        )[:limit]
+    )
+    ids = [pk for endpoint in endpoints for pk in (endpoint.dead_letter_id, endpoint.retrying_id) if pk]
+    failures = Delivery.objects.only("last_error", "last_status_code", "updated_at").in_bulk(ids)
+    for endpoint in endpoints:
+        candidates = [failures[pk] for pk in (endpoint.dead_letter_id, endpoint.retrying_id) if pk in failures]
+        latest = max(candidates, key=lambda delivery: (delivery.updated_at, delivery.pk), default=None)
+        endpoint.last_error = latest.last_error if latest else ""
+        endpoint.last_status_code = latest.last_status_code if latest else None
+        endpoint.last_error_at = latest.updated_at if latest else None
+    return endpoints
+
+
+def endpoint_counts() -> dict[str, int]:
+    """Endpoints ``failing`` (enabled, in a run of failures) and ``disabled``. One aggregate query."""
+    return WebhookEndpoint.objects.aggregate(
+        failing=Count("pk", filter=Q(is_enabled=True, failing_since__isnull=False)),
+        disabled=Count("pk", filter=Q(is_enabled=False)),
+    )
+
+
+def dead_letters_since(*, since: datetime) -> int:
+    """Deliveries dead-lettered since ``since``, by the time of their last attempt (the delivery_finished index)."""
+    return Delivery.objects.filter(status=Delivery.FAILED, updated_at__gte=since).count()
+
+
+def attempts_per_hour(*, since: datetime) -> dict[datetime, tuple[int, int]]:
+    """Delivery attempts (succeeded, failed) started in each hour (UTC) from ``since``, for the hours that had
+    any. One GROUP BY query over the attempt_started_at index's last entries."""
+    rows = (
+        DeliveryAttempt.objects.filter(started_at__gte=since)
+        .annotate(hour=TruncHour("started_at", tzinfo=UTC))
+        .values("hour")
+        .annotate(ok=Count("pk", filter=Q(succeeded=True)), failed=Count("pk", filter=Q(succeeded=False)))
+        .order_by("hour")
+    )
+    return {row["hour"]: (row["ok"], row["failed"]) for row in rows}
 
 
 def deliveries_sweep_ran_at() -> datetime | None:
@@ -111,15 +191,30 @@ def replay_window_start(*, endpoint: WebhookEndpoint, now: datetime) -> datetime
     return min(starts, default=now - timedelta(hours=24))
 
 
+def dead_letters_to_replay(*, endpoints) -> QuerySet[Delivery]:
+    """What a replay of ``endpoints`` (a list or a queryset) may take: their dead letters (FAILED), of those of
+    them that are enabled as the database has it now (a disabled endpoint is left alone)."""
+    return Delivery.objects.filter(endpoint__in=endpoints, endpoint__is_enabled=True, status=Delivery.FAILED)
+
+
+def replay_window(*, since: datetime, until: datetime) -> Q:
+    """Which of them a replay in [since, until] takes: those whose event happened then (not when they failed)."""
+    return Q(event__created_at__gte=since, event__created_at__lte=until)
+
+
+def replayable(*, endpoints, since: datetime, until: datetime) -> QuerySet[Delivery]:
+    """The dead letters that ``services.endpoint_replay_failed`` replays: the one rule, which the count the
+    operator reads before replaying uses too."""
+    return dead_letters_to_replay(endpoints=endpoints).filter(replay_window(since=since, until=until))
+
+
 def replayable_count(*, endpoints: list[WebhookEndpoint], since: datetime, until: datetime) -> dict:
-    """``in_window``: the dead letters (FAILED) of the enabled ``endpoints`` whose event happened in [since, until],
-    what ``endpoint_replay_failed`` would replay now; ``failed``: all their dead letters. One aggregate query."""
-    enabled = [endpoint.pk for endpoint in endpoints if endpoint.is_enabled]
-    window = Q(event__created_at__gte=since, event__created_at__lte=until)
-    counts = Delivery.objects.filter(endpoint__in=enabled, status=Delivery.FAILED).aggregate(
-        failed=Count("pk"), in_window=Count("pk", filter=window)
+    """``in_window``: the dead letters of the enabled ``endpoints`` whose event happened in [since, until], what
+    ``replayable`` holds and ``endpoint_replay_failed`` would replay now; ``failed``: all their dead letters. One
+    aggregate query."""
+    return dead_letters_to_replay(endpoints=endpoints).aggregate(
+        failed=Count("pk"), in_window=Count("pk", filter=replay_window(since=since, until=until))
     )
-    return {"in_window": counts["in_window"], "failed": counts["failed"]}
 
 
 def endpoint_recent_attempts(*, endpoint: WebhookEndpoint, limit: int = RECENT_ATTEMPTS) -> list[DeliveryAttempt]:
@@ -164,10 +259,11 @@ def error_reason(status_code: int | None, error: str) -> str:
 
 
 def endpoint_last_success(*, endpoint: WebhookEndpoint) -> Delivery | None:
-    """The endpoint's delivery that succeeded last, with its event, or None if none ever did."""
+    """The endpoint's delivery that succeeded last, with its event, or None if none ever did: the first entry of
+    its succeeded range of the delivery_by_endpoint index, read backwards (see ``newest_deliveries``)."""
     return (
         Delivery.objects.filter(endpoint=endpoint, status=Delivery.SUCCEEDED)
         .select_related("event")
-        .order_by(F("delivered_at").desc(nulls_last=True), "-pk")
+        .order_by("-updated_at", "-pk")
         .first()
     )

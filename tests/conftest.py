@@ -146,7 +146,7 @@ def bob(db):
 
 @pytest.fixture
 def api(alice) -> APIClient:
-    """alice's client: scopes tokens, network-tokens, webhooks (no detokenize)."""
+    """alice's client: scopes tokens, network-tokens, webhooks, forwarding (no detokenize)."""
     return client_for(alice.raw_key)
 
 

@@ -237,3 +237,106 @@ class KeyCheck(models.Model):
 
     def __str__(self):
         return f"{self.purpose} key {self.version}" if self.version else f"{self.purpose} key"
+
+
+def new_destination_id() -> str:
+    return f"fwd_{secrets.token_urlsafe(12)}"
+
+
+def new_forward_id() -> str:
+    return f"fw_{secrets.token_urlsafe(12)}"
+
+
+class ForwardDestination(models.Model):
+    """Where a merchant's forwards may go (``vault.forwarding``): an https origin with an optional path prefix, and
+    the credentials the provider wants (its API key, say), which a forward fills in without the merchant sending
+    them.
+
+    The credentials (name → secret) are encrypted together under the key ring and bound to the destination and its
+    merchant (``associated_data``), never in clear at rest, names included: a name is the merchant's to choose, any
+    text. Answers and the admin show the names only (``vault.forwarding.destinations``).
+    """
+
+    # The column key rotation re-encrypts (with key_version and associated_data()); see vault.keys.keys_rotate.
+    encrypted_field = "credentials_ciphertext"
+    audit_type = "forward_destination"
+
+    public_id = models.CharField(max_length=40, default=new_destination_id, editable=False)
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="forward_destinations")
+    name = models.CharField(max_length=100)
+    url = models.URLField(max_length=2048)
+    description = models.CharField(max_length=255, blank=True)
+    credentials_ciphertext = models.BinaryField(editable=False)
+    key_version = models.PositiveSmallIntegerField(editable=False)
+    is_enabled = models.BooleanField("enabled", default=True)
+    disabled_reason = models.CharField(max_length=255, blank=True)
+    disabled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = "forward destination"
+        constraints = [
+            # Indexed here rather than with unique=True (see Token.Meta): nothing looks for it by prefix.
+            models.UniqueConstraint(fields=["public_id"], name="forwarddestination_public_id_unique"),
+            models.CheckConstraint(
+                condition=Q(is_enabled=True) | Q(disabled_at__isnull=False),
+                name="forwarddestination_disabled_has_time",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.public_id})"
+
+    @property
+    def audit_id(self) -> str:
+        return self.public_id
+
+    def associated_data(self) -> bytes:
+        return f"forward-destination:{self.merchant_id}:{self.public_id}".encode()
+
+
+class Forward(models.Model):
+    """One request a merchant had the vault send to a destination (``POST /forward``): the log staff read.
+
+    Never a card number, a cryptogram or a credential: ``path`` is the template the merchant sent, expressions
+    unfilled, and nothing of the bodies or headers is kept.
+    """
+
+    audit_type = "forward"
+
+    public_id = models.CharField(max_length=40, default=new_forward_id, editable=False)
+    # Indexed by forward_by_merchant, which leads with it, rather than by an index of its own.
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="forwards", db_index=False)
+    # Kept when the destination is deleted: the log outlives it (its audit rows name it).
+    destination = models.ForeignKey(
+        ForwardDestination, on_delete=models.SET_NULL, null=True, blank=True, related_name="forwards"
+    )
+    token = models.ForeignKey(Token, on_delete=models.PROTECT, related_name="forwards")
+    network_token_id = models.CharField("network token", max_length=64, blank=True)
+    method = models.CharField(max_length=6)
+    path = models.CharField(max_length=2048, blank=True, help_text="As sent, expressions unfilled.")
+    status_code = models.PositiveSmallIntegerField("status", null=True, blank=True)
+    duration_ms = models.PositiveIntegerField("duration (ms)", null=True, blank=True)
+    error = models.CharField(max_length=40, blank=True, help_text="The error name when the destination failed.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            # The admin's list, newest first, and its merchant filter (the foreign key's lookups use its first
+            # column).
+            models.Index(fields=["created_at"], name="forward_created_at"),
+            models.Index(fields=["merchant", "created_at"], name="forward_by_merchant"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["public_id"], name="forward_public_id_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.method} {self.path or '/'} ({self.public_id})"
+
+    @property
+    def audit_id(self) -> str:
+        return self.public_id

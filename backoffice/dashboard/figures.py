@@ -1,23 +1,36 @@
-"""The dashboard's live numbers: a fixed handful of aggregate queries whatever the size of the data.
+"""The dashboard's live numbers, asked of each app's selectors: a fixed handful of aggregate queries whatever the size
+of the data, and only those of the figures the staff member may see (``SEES``).
 
-The apps' selectors answer what they already know (delivery health, the failing endpoints and their pending and
-dead letters); the rest is asked here of their models: the back office sits on top of every app and reads them all,
-and these questions are the dashboard's alone. Every figure comes with the moments it was counted at, so that a link
-to the list it counts filters on the very same bounds.
+Every figure comes with the moments it was counted at, so that a link to the list it counts filters on the very same
+bounds.
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from django.db.models import Count, Max, OuterRef, Q, Subquery
-from django.db.models.functions import TruncHour
-
-from networks.models import BatchItem, ProvisioningRequest
+from networks import selectors as network_selectors
 from notifications import selectors as notification_selectors
-from notifications.models import Delivery, DeliveryAttempt, WebhookEndpoint
+from notifications.models import WebhookEndpoint
 
 ENDPOINTS_SHOWN = 20
 HOURS = 24
+
+# Who sees a figure: whoever may open the list of what it counts. The endpoints in trouble (their URLs, merchants and
+# errors) and the endpoint tiles are the endpoints'; the delivery tiles and the webhook charts the deliveries'. A
+# back-office clerk, who may open the vault's lists alone, sees the vault's figures alone.
+SEES = {
+    "tokens": "vault.view_token",
+    "network_tokens": "networks.view_networktoken",
+    "requests": "networks.view_provisioningrequest",
+    "items": "networks.view_batchitem",
+    "deliveries": "notifications.view_delivery",
+    "endpoints": "notifications.view_webhookendpoint",
+}
+
+
+def seen_by(user) -> frozenset[str]:
+    """The parts of ``SEES`` this staff member may see."""
+    return frozenset(part for part, permission in SEES.items() if user.has_perm(permission))
 
 
 @dataclass(frozen=True)
@@ -40,70 +53,37 @@ class Moments:
 
 def webhook_figures(*, at: Moments) -> dict:
     """The notifications app's delivery health counted at ``at.now`` (success over 24 hours and 7 days, the backlog,
-    the dead letters), and the dead letters of the last 24 hours (``dead_letters_24h``, on the (status,
-    updated_at) index). Two queries."""
+    the dead letters), and the dead letters of the last 24 hours (``dead_letters_24h``). Two queries."""
     figures = notification_selectors.delivery_health(now=at.now)
-    figures["dead_letters_24h"] = Delivery.objects.filter(status=Delivery.FAILED, updated_at__gte=at.day_ago).count()
+    figures["dead_letters_24h"] = notification_selectors.dead_letters_since(since=at.day_ago)
     return figures
 
 
 def attempts_per_hour(*, at: Moments) -> dict[datetime, tuple[int, int]]:
     """Delivery attempts (succeeded, failed) started in each hour (UTC) of the last ``HOURS``, the current one last,
-    every hour present. One GROUP BY query."""
-    rows = (
-        DeliveryAttempt.objects.filter(started_at__gte=at.first_hour)
-        .annotate(hour=TruncHour("started_at", tzinfo=UTC))
-        .values("hour")
-        .annotate(ok=Count("pk", filter=Q(succeeded=True)), failed=Count("pk", filter=Q(succeeded=False)))
-        .order_by("hour")
-    )
-    counts = {row["hour"]: (row["ok"], row["failed"]) for row in rows}
+    every hour present. One query."""
+    counts = notification_selectors.attempts_per_hour(since=at.first_hour)
     hours = (at.first_hour + timedelta(hours=n) for n in range(HOURS))
     return {hour: counts.get(hour, (0, 0)) for hour in hours}
 
 
 def endpoint_counts() -> dict[str, int]:
-    """Endpoints ``failing`` (enabled, in a run of failures) and ``disabled``. One aggregate query."""
-    return WebhookEndpoint.objects.aggregate(
-        failing=Count("pk", filter=Q(is_enabled=True, failing_since__isnull=False)),
-        disabled=Count("pk", filter=Q(is_enabled=False)),
-    )
+    """Endpoints ``failing`` and ``disabled``. One query."""
+    return notification_selectors.endpoint_counts()
 
 
 def endpoints_in_trouble() -> list[WebhookEndpoint]:
-    """The ``ENDPOINTS_SHOWN`` longest-failing endpoints, then disabled ones, each with its ``pending`` and
-    ``dead_letters``, its last error (``last_error``, ``last_status_code``, ``last_error_at``: from the delivery
-    whose latest attempt failed last) and ``last_success_at``. One query: subqueries on the endpoint's deliveries
-    (its foreign key's index), for the endpoints shown only."""
-    endpoints = notification_selectors.with_delivery_counts(notification_selectors.endpoints_failing())
-    latest_failure = (
-        Delivery.objects.filter(endpoint=OuterRef("pk"))
-        .exclude(status=Delivery.SUCCEEDED)
-        .exclude(last_error="")
-        .order_by("-updated_at", "-pk")
-    )
-    last_success = (
-        Delivery.objects.filter(endpoint=OuterRef("pk"), status=Delivery.SUCCEEDED)
-        .order_by()
-        .values("endpoint")
-        .annotate(at=Max("delivered_at"))
-        .values("at")
-    )
-    return list(
-        endpoints.annotate(
-            last_error=Subquery(latest_failure.values("last_error")[:1]),
-            last_status_code=Subquery(latest_failure.values("last_status_code")[:1]),
-            last_error_at=Subquery(latest_failure.values("updated_at")[:1]),
-            last_success_at=Subquery(last_success),
-        )[:ENDPOINTS_SHOWN]
-    )
+    """The ``ENDPOINTS_SHOWN`` longest-failing endpoints, then disabled ones, with their pending deliveries and dead
+    letters, last error and last success. Two queries."""
+    return notification_selectors.endpoints_in_trouble(limit=ENDPOINTS_SHOWN)
 
 
-def network_failures(*, at: Moments) -> dict[str, int]:
-    """Asynchronous network-token ``requests`` and batch ``items`` that failed in the last 24 hours. Two counts."""
-    return {
-        "requests": ProvisioningRequest.objects.filter(
-            status=ProvisioningRequest.FAILED, updated_at__gte=at.day_ago
-        ).count(),
-        "items": BatchItem.objects.filter(status=BatchItem.FAILED, finished_at__gte=at.day_ago).count(),
-    }
+def network_failures(*, at: Moments, parts: frozenset[str]) -> dict[str, int]:
+    """Asynchronous network-token ``requests`` and batch ``items`` that failed in the last 24 hours, of those
+    ``parts`` the staff member may see. A count each."""
+    failures = {}
+    if "requests" in parts:
+        failures["requests"] = network_selectors.provisioning_requests_failed(since=at.day_ago)
+    if "items" in parts:
+        failures["items"] = network_selectors.batch_items_failed(since=at.day_ago)
+    return failures

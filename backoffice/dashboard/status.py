@@ -25,7 +25,7 @@ ATTEMPTS_SUCCEEDED_BAD_BELOW = 90.0
 NETWORK_FAILURES_24H_WARNING = 1  # requests or batch items failed: a token service down, or issuers declining
 
 TONE_WORDS = {GOOD: "OK", WARNING: "Warning", BAD: "Alert", QUIET: "No data"}
-HEADLINES = {GOOD: "All clear", WARNING: "Needs a look", BAD: "Something is wrong"}
+HEADLINES = {GOOD: "All clear", WARNING: "Needs a look", BAD: "Something is wrong", QUIET: "No figure to show"}
 
 
 def tone_of_count(count: int, *, warning: int | None = None, bad: int | None = None) -> str:
@@ -73,10 +73,11 @@ class Strip:
 
 
 def strip_of(tiles: list[Tile]) -> Strip:
-    """The worst tone among the tiles with a threshold, and those tiles."""
+    """The worst tone among the tiles with a threshold, and those tiles; with none to show, no verdict (QUIET):
+    "all clear" would be a claim about what this staff member may not see."""
     items = [tile for tile in tiles if tile.strip]
     tones = {tile.tone for tile in items}
-    tone = BAD if BAD in tones else WARNING if WARNING in tones else GOOD
+    tone = BAD if BAD in tones else WARNING if WARNING in tones else GOOD if items else QUIET
     return Strip(tone=tone, items=items)
 
 
@@ -84,52 +85,72 @@ def strip_of(tiles: list[Tile]) -> Strip:
 # The tiles
 # ------------------------------------------------------------------------------------------------------------
 def trouble_tiles(
-    *, now: datetime, webhooks: dict, endpoints: dict, attempts: tuple[int, int], network: dict, links: dict
+    *,
+    now: datetime,
+    webhooks: dict | None,
+    endpoints: dict | None,
+    attempts: tuple[int, int] | None,
+    network: dict,
+    links: dict,
 ) -> list[Tile]:
-    """The figures that say whether something is wrong, each with its threshold, in the strip's order."""
-    failing = endpoints["failing"]
-    succeeded, failed = attempts
+    """The figures that say whether something is wrong, each with its threshold, in the strip's order. A figure the
+    staff member may not see comes as None (``network``: without its key) and has no tile."""
+    tiles = []
+    if endpoints is not None:
+        failing = endpoints["failing"]
+        tiles.append(
+            Tile(
+                key="endpoints-failing",
+                label="Endpoints failing",
+                figure=f"{failing:,}",
+                url=links.get("endpoints_failing"),
+                tone=tone_of_count(failing, bad=FAILING_ENDPOINTS_BAD),
+                rule=count_rule(bad=FAILING_ENDPOINTS_BAD),
+                strip=f"{counted(failing, 'endpoint')} failing",
+            )
+        )
+    if webhooks is not None:
+        dead_24h = webhooks["dead_letters_24h"]
+        tiles.append(overdue_tile(now=now, webhooks=webhooks, links=links))
+        tiles.append(
+            Tile(
+                key="dead-letters-24h",
+                label="Dead letters, last 24 h",
+                figure=f"{dead_24h:,}",
+                url=links.get("dead_letters_24h"),
+                tone=tone_of_count(dead_24h, warning=DEAD_LETTERS_24H_WARNING),
+                rule=count_rule(warning=DEAD_LETTERS_24H_WARNING),
+                strip=f"{counted(dead_24h, 'dead letter')} in 24 h",
+            )
+        )
+    if attempts is not None:
+        tiles.append(attempts_tile(succeeded=attempts[0], failed=attempts[1]))
     network_rule = count_rule(warning=NETWORK_FAILURES_24H_WARNING)
-    return [
-        Tile(
-            key="endpoints-failing",
-            label="Endpoints failing",
-            figure=f"{failing:,}",
-            url=links.get("endpoints_failing"),
-            tone=tone_of_count(failing, bad=FAILING_ENDPOINTS_BAD),
-            rule=count_rule(bad=FAILING_ENDPOINTS_BAD),
-            strip=f"{counted(failing, 'endpoint')} failing",
-        ),
-        overdue_tile(now=now, webhooks=webhooks, links=links),
-        Tile(
-            key="dead-letters-24h",
-            label="Dead letters, last 24 h",
-            figure=f"{webhooks['dead_letters_24h']:,}",
-            url=links.get("dead_letters_24h"),
-            tone=tone_of_count(webhooks["dead_letters_24h"], warning=DEAD_LETTERS_24H_WARNING),
-            rule=count_rule(warning=DEAD_LETTERS_24H_WARNING),
-            strip=f"{counted(webhooks['dead_letters_24h'], 'dead letter')} in 24 h",
-        ),
-        attempts_tile(succeeded=succeeded, failed=failed),
-        Tile(
-            key="network-requests-failed",
-            label="Network-token requests failed, 24 h",
-            figure=f"{network['requests']:,}",
-            url=links.get("requests_failed"),
-            tone=tone_of_count(network["requests"], warning=NETWORK_FAILURES_24H_WARNING),
-            rule=network_rule,
-            strip=f"{counted(network['requests'], 'network-token request')} failed",
-        ),
-        Tile(
-            key="batch-items-failed",
-            label="Batch items failed, 24 h",
-            figure=f"{network['items']:,}",
-            url=links.get("items_failed"),
-            tone=tone_of_count(network["items"], warning=NETWORK_FAILURES_24H_WARNING),
-            rule=network_rule,
-            strip=f"{counted(network['items'], 'batch item')} failed",
-        ),
-    ]
+    if "requests" in network:
+        tiles.append(
+            Tile(
+                key="network-requests-failed",
+                label="Network-token requests failed, 24 h",
+                figure=f"{network['requests']:,}",
+                url=links.get("requests_failed"),
+                tone=tone_of_count(network["requests"], warning=NETWORK_FAILURES_24H_WARNING),
+                rule=network_rule,
+                strip=f"{counted(network['requests'], 'network-token request')} failed",
+            )
+        )
+    if "items" in network:
+        tiles.append(
+            Tile(
+                key="batch-items-failed",
+                label="Batch items failed, 24 h",
+                figure=f"{network['items']:,}",
+                url=links.get("items_failed"),
+                tone=tone_of_count(network["items"], warning=NETWORK_FAILURES_24H_WARNING),
+                rule=network_rule,
+                strip=f"{counted(network['items'], 'batch item')} failed",
+            )
+        )
+    return tiles
 
 
 def overdue_tile(*, now: datetime, webhooks: dict, links: dict) -> Tile:
@@ -175,13 +196,33 @@ def attempts_tile(*, succeeded: int, failed: int) -> Tile:
 
 
 def volume_tiles(
-    *, tokens_today: int, tokens_period: int, days: int, webhooks: dict, endpoints: dict, links: dict
+    *,
+    tokens_today: int | None,
+    tokens_period: int | None,
+    days: int,
+    webhooks: dict | None,
+    endpoints: dict | None,
+    links: dict,
 ) -> list[Tile]:
-    """Figures to know, with no threshold: how much work there is."""
-    return [
-        Tile("tokens-today", "Tokens created today", f"{tokens_today:,}", links.get("tokens_today")),
-        Tile("tokens-period", f"Tokens created in {days} days", f"{tokens_period:,}", links.get("tokens_period")),
-        Tile("pending", "Deliveries pending", f"{webhooks['pending']:,}", links.get("pending")),
-        Tile("dead-letters", "Dead letters in all", f"{webhooks['dead_letters']:,}", links.get("dead_letters")),
-        Tile("endpoints-disabled", "Endpoints disabled", f"{endpoints['disabled']:,}", links.get("endpoints_disabled")),
-    ]
+    """Figures to know, with no threshold: how much work there is. None: a figure the staff member may not see."""
+    tiles = []
+    if tokens_today is not None:
+        tiles.append(Tile("tokens-today", "Tokens created today", f"{tokens_today:,}", links.get("tokens_today")))
+        tiles.append(
+            Tile("tokens-period", f"Tokens created in {days} days", f"{tokens_period:,}", links.get("tokens_period"))
+        )
+    if webhooks is not None:
+        tiles.append(Tile("pending", "Deliveries pending", f"{webhooks['pending']:,}", links.get("pending")))
+        tiles.append(
+            Tile("dead-letters", "Dead letters in all", f"{webhooks['dead_letters']:,}", links.get("dead_letters"))
+        )
+    if endpoints is not None:
+        tiles.append(
+            Tile(
+                "endpoints-disabled",
+                "Endpoints disabled",
+                f"{endpoints['disabled']:,}",
+                links.get("endpoints_disabled"),
+            )
+        )
+    return tiles

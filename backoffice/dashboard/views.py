@@ -2,8 +2,9 @@
 seconds and on its Refresh button (templates/admin/dashboard/live.html, backoffice_dashboard/dashboard.js).
 
 Both sit behind the admin site's own check (urls.py wraps them in ``admin.site.admin_view``): a session signed in
-with both factors, of a staff member. Any staff member may look, since the page holds counts, merchant names and
-endpoint URLs only; a link shows only to whoever may open the page it leads to.
+with both factors, of a staff member. Each figure, chart and table shows to whoever may open the list of what it
+counts (``figures.SEES``), and is not even counted for anyone else; a link shows only to whoever may open the page
+it leads to.
 """
 
 from dataclasses import dataclass
@@ -19,8 +20,9 @@ from django.utils.html import format_html
 from backoffice.dashboard import figures, status
 from backoffice.dashboard.charts import DAYS, outcomes_chart, tokens_per_day_chart
 from backoffice.dashboard.webhook_charts import attempts_per_hour_chart, success_rate_chart
-from core.admin_display import BAD, QUIET, merchant_shown, moment_shown, status_label, when_shown
+from core.admin_display import merchant_shown, moment_shown, when_shown
 from networks import selectors as network_selectors
+from notifications.admin.base import endpoint_status
 from notifications.models import Delivery
 from vault import selectors as vault_selectors
 
@@ -28,18 +30,21 @@ REFRESH_SECONDS = 30
 
 
 def dashboard(request):
-    at, days, per_day, links = _counted_now(request.user)
+    at, days, per_day, links, parts = _counted_now(request.user)
+    charts = []
+    if per_day is not None:
+        charts.append(tokens_per_day_chart(per_day))
+    if "network_tokens" in parts:
+        outcomes = network_selectors.network_token_outcomes(since=days.first_start)
+        charts.append(outcomes_chart(outcomes, links=links))
     context = {
         **admin.site.each_context(request),
-        **_live(at, days, per_day, links),
+        **_live(at, days, per_day, links, parts),
         "title": "Dashboard",
         "subtitle": None,
         "zone": timezone.get_current_timezone_name(),
         "refresh_seconds": REFRESH_SECONDS,
-        "charts": [
-            tokens_per_day_chart(per_day),
-            outcomes_chart(network_selectors.network_token_outcomes(since=days.first_start), links=links),
-        ],
+        "charts": charts,
     }
     request.current_app = admin.site.name
     return TemplateResponse(request, "admin/dashboard.html", context)
@@ -47,17 +52,21 @@ def dashboard(request):
 
 def dashboard_live(request):
     """The page's live part alone, as an HTML fragment that the page puts in place of its own."""
-    at, days, per_day, links = _counted_now(request.user)
+    at, days, per_day, links, parts = _counted_now(request.user)
     request.current_app = admin.site.name
-    return TemplateResponse(request, "admin/dashboard/live.html", _live(at, days, per_day, links))
+    return TemplateResponse(request, "admin/dashboard/live.html", _live(at, days, per_day, links, parts))
 
 
 def _counted_now(user):
-    """The moment the figures are counted at, its days, the tokens created on each, and the user's links."""
+    """The moment the figures are counted at, its days, the tokens created on each (None for whoever may not see
+    them), the user's links and the parts of the page they may see."""
+    parts = figures.seen_by(user)
     at = figures.Moments.at(timezone.now())
     days = _days(at.now)
-    per_day = vault_selectors.tokens_created_per_day(first_day=days.first, last_day=days.today)
-    return at, days, per_day, _links(user, at, days)
+    per_day = None
+    if "tokens" in parts:
+        per_day = vault_selectors.tokens_created_per_day(first_day=days.first, last_day=days.today)
+    return at, days, per_day, _links(user, at, days), parts
 
 
 @dataclass(frozen=True)
@@ -81,42 +90,51 @@ def _days(now: datetime) -> Days:
     )
 
 
-def _live(at: figures.Moments, days: Days, per_day: dict[date, int], links: dict) -> dict:
-    """What the live part shows, counted now: the strip, the endpoints in trouble, the tiles, the webhook charts."""
-    webhooks = figures.webhook_figures(at=at)
-    endpoints = figures.endpoint_counts()
-    per_hour = figures.attempts_per_hour(at=at)
-    attempts = tuple(sum(counts) for counts in zip(*per_hour.values(), strict=True))  # (succeeded, failed) in 24 h
+def _live(at: figures.Moments, days: Days, per_day: dict[date, int] | None, links: dict, parts: frozenset) -> dict:
+    """What the live part shows of what ``parts`` lets the user see, counted now: the strip, the endpoints in
+    trouble, the tiles, the webhook charts."""
+    webhooks = per_hour = attempts = endpoints = None
+    if "deliveries" in parts:
+        webhooks = figures.webhook_figures(at=at)
+        per_hour = figures.attempts_per_hour(at=at)
+        attempts = tuple(sum(counts) for counts in zip(*per_hour.values(), strict=True))  # (succeeded, failed), 24 h
+    if "endpoints" in parts:
+        endpoints = figures.endpoint_counts()
     trouble = status.trouble_tiles(
         now=at.now,
         webhooks=webhooks,
         endpoints=endpoints,
         attempts=attempts,
-        network=figures.network_failures(at=at),
+        network=figures.network_failures(at=at, parts=parts),
         links=links,
     )
     volume = status.volume_tiles(
-        tokens_today=per_day[days.today],
-        tokens_period=sum(per_day.values()),
+        tokens_today=None if per_day is None else per_day[days.today],
+        tokens_period=None if per_day is None else sum(per_day.values()),
         days=DAYS,
         webhooks=webhooks,
         endpoints=endpoints,
         links=links,
     )
-    in_trouble = endpoints["failing"] + endpoints["disabled"]
-    return {
+    live = {
         "updated": when_shown(at.now),
         "updated_iso": at.now.isoformat(),
         "updated_time": f"{at.now.astimezone(UTC):%H:%M:%S} UTC",  # what a person reads: "updated 12:03:04 UTC"
         "strip": status.strip_of(trouble),
         "tiles": [*trouble, *volume],
-        "endpoint_rows": [_endpoint_row(endpoint, links, at.now) for endpoint in figures.endpoints_in_trouble()],
-        "endpoints_in_trouble": in_trouble,
-        "endpoints_more": max(0, in_trouble - figures.ENDPOINTS_SHOWN),
-        "live_charts": [attempts_per_hour_chart(per_hour), success_rate_chart(webhooks)],
+        "live_charts": [],
+        "shows_endpoints": endpoints is not None,
         "links": links,
         "live_url": reverse("admin-dashboard-live"),
     }
+    if endpoints is not None:
+        in_trouble = endpoints["failing"] + endpoints["disabled"]
+        live["endpoint_rows"] = [_endpoint_row(e, links, at.now) for e in figures.endpoints_in_trouble()]
+        live["endpoints_in_trouble"] = in_trouble
+        live["endpoints_more"] = max(0, in_trouble - figures.ENDPOINTS_SHOWN)
+    if webhooks is not None:
+        live["live_charts"] = [attempts_per_hour_chart(per_hour), success_rate_chart(webhooks)]
+    return live
 
 
 @dataclass
@@ -138,10 +156,8 @@ class EndpointRow:
 def _endpoint_row(endpoint, links: dict, now: datetime) -> EndpointRow:
     """One endpoint in trouble as the table shows it: failing since when, and why, and when it last worked."""
     if endpoint.is_enabled:
-        state = status_label("Failing", BAD)
         since = moment_shown(endpoint.failing_since, now)
     else:
-        state = status_label("Disabled", QUIET)
         when = moment_shown(endpoint.disabled_at, now) if endpoint.disabled_at else "—"
         since = format_html("{}: {}", when, endpoint.disabled_reason) if endpoint.disabled_reason else when
     error = endpoint.last_error or (f"HTTP {endpoint.last_status_code}" if endpoint.last_status_code else "")
@@ -154,7 +170,7 @@ def _endpoint_row(endpoint, links: dict, now: datetime) -> EndpointRow:
         url=endpoint.url,
         admin_url=reverse(links["endpoint"], args=[endpoint.pk]) if "endpoint" in links else None,
         merchant=merchant_shown(endpoint.merchant),
-        state=state,
+        state=endpoint_status(endpoint),
         since=since,
         last_error=error or "—",
         last_error_at=moment_shown(endpoint.last_error_at, now) if error else "",

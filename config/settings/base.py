@@ -250,7 +250,7 @@ LOGGING = {
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=15.0)
 # An HTTP egress proxy for every outbound call (webhooks), as closed networks require: "http://host:port", with
 # "user:password@" when it asks for them. Each call goes through a CONNECT tunnel to the address the SSRF guard
-# vetted (notifications/transport.py). Checked here so a malformed one stops start-up rather than every delivery.
+# vetted (core/outbound/tunnel.py). Checked here so a malformed one stops start-up rather than every delivery.
 OUTBOUND_PROXY_URL = env.str("OUTBOUND_PROXY_URL", default="")
 if OUTBOUND_PROXY_URL:
     try:
@@ -362,3 +362,30 @@ SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
 # its longest, 2 MB as merchants send it (an href, an account id, an email and a UUID correlation id each); a card
 # token's is under 1 kB.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=8 * 1024 * 1024)
+
+# ------------------------------------------------------------------------------------------------------------
+# Forwarding (POST /forward: vault/forwarding/sending.py)
+# ------------------------------------------------------------------------------------------------------------
+# How long a forward waits for the destination's whole answer (then 504 destinationUnavailable), the largest request
+# body it sends once filled in (a larger one is 400), and the most of the answer's body it reads (the rest is cut,
+# ``bodyTruncated``: the provider acted, so its status must still reach the merchant).
+FORWARD_TIMEOUT_SECONDS = env.float("FORWARD_TIMEOUT_SECONDS", default=30.0)
+FORWARD_MAX_BODY_BYTES = 64 * 1024
+FORWARD_MAX_ANSWER_BYTES = 1024 * 1024
+
+# ------------------------------------------------------------------------------------------------------------
+# Idempotency (Idempotency-Key on every POST: core/idempotency.py)
+# ------------------------------------------------------------------------------------------------------------
+# How long a key keeps its answer from its first request (DESIGN: 24 hours), and how old a claim still running must be
+# to count as left by a process that died, which the next repeat takes over: longer than the slowest request (a
+# forward waits 30 s for its destination, a request is cut by gunicorn at 30 s).
+IDEMPOTENCY_KEY_TTL = env.int("IDEMPOTENCY_KEY_TTL", default=24 * 60 * 60)
+IDEMPOTENCY_ABANDONED_AFTER = env.int("IDEMPOTENCY_ABANDONED_AFTER", default=120)
+CELERY_BEAT_SCHEDULE["core-purge-expired-idempotency-keys"] = {
+    "task": "core.tasks.purge_expired_idempotency_keys",
+    "schedule": 15 * 60,
+}
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
+    *SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"],
+    "core.schema.idempotency_in_schema",
+]

@@ -4,7 +4,8 @@ A new key's raw value exists only in the response to the POST that made it (``ke
 message, a log or the audit trail, and that response is not cached (``no-store``). Keys are revoked, never edited or
 deleted, so the audit trail's ``api-key:<prefix>`` actors keep meaning something.
 
-Last use is not shown: the key row does not record it (authentication, on every API call, writes nothing).
+Each key shows its last use, to the minute (merchants.authentication records it): a key no call has used for months
+is one to revoke, a key used a minute ago is one whose merchant will notice.
 """
 
 from django import forms
@@ -16,7 +17,7 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 
 from core.admin import ConfirmsActions, ObjectActions, RefusesCardNumbersInSearch, staff_actor
-from core.admin_display import GOOD, QUIET, WARNING, counted, merchant_shown, moment_shown, status_label
+from core.admin_display import GOOD, QUIET, WARNING, counted, merchant_shown, moment_shown, relative, status_label
 from core.audit import audit_record
 from merchants import services
 from merchants.models import DEFAULT_SCOPES, SCOPES, ApiKey, Merchant
@@ -27,6 +28,7 @@ SCOPE_NAMES = {
     "tokens:detokenize": "Detokenize (full card numbers)",
     "network-tokens": "Network tokens",
     "webhooks": "Webhooks",
+    "forwarding": "Forwarding (cards sent on, never shown)",
 }
 DETOKENIZE = "tokens:detokenize"
 ISSUED = "issued_api_keys"  # the request's attribute holding the keys its POST made, for the page that shows them
@@ -48,6 +50,10 @@ def scopes_shown(scopes: list[str]):
             for scope in scopes
         ),
     )
+
+
+def last_use_shown(key: ApiKey):
+    return moment_shown(key.last_used_at) if key.last_used_at else "never"
 
 
 def key_status(key: ApiKey):
@@ -132,7 +138,7 @@ def key_page(request, model_admin, *, done_url: str) -> TemplateResponse:
 
 class ApiKeyInline(admin.TabularInline):
     model = ApiKey
-    fields = ["prefix", "name", "status", "readable_scopes", "created", "revoked"]
+    fields = ["prefix", "name", "status", "readable_scopes", "last_used", "created", "revoked"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -151,6 +157,10 @@ class ApiKeyInline(admin.TabularInline):
     @admin.display(description="scopes")
     def readable_scopes(self, obj):
         return scopes_shown(obj.scopes)
+
+    @admin.display(description="last used")
+    def last_used(self, obj):
+        return last_use_shown(obj)
 
     @admin.display(description="created")
     def created(self, obj):
@@ -177,7 +187,7 @@ class RevokedFilter(admin.SimpleListFilter):
 @admin.register(ApiKey)
 class ApiKeyAdmin(ObjectActions, ConfirmsActions, RefusesCardNumbersInSearch, admin.ModelAdmin):
     confirmation_template = "admin/merchants/action_confirmation.html"
-    list_display = ["prefix", "status", "name", "merchant_name", "readable_scopes", "created", "revoked"]
+    list_display = ["prefix", "status", "name", "merchant_name", "readable_scopes", "last_used", "created", "revoked"]
     list_filter = [RevokedFilter, "merchant"]
     list_select_related = ["merchant"]
     search_fields = ["=prefix", "name", "merchant__name", "=merchant__public_id"]
@@ -194,7 +204,7 @@ class ApiKeyAdmin(ObjectActions, ConfirmsActions, RefusesCardNumbersInSearch, ad
     def get_fields(self, request, obj=None):
         if obj is None:
             return ["merchant", "name", "scopes"]
-        return ["merchant_name", "name", "prefix", "status", "readable_scopes", "created", "revoked"]
+        return ["merchant_name", "name", "prefix", "status", "readable_scopes", "last_used", "created", "revoked"]
 
     def get_readonly_fields(self, request, obj=None):
         return [] if obj is None else self.get_fields(request, obj)
@@ -224,6 +234,10 @@ class ApiKeyAdmin(ObjectActions, ConfirmsActions, RefusesCardNumbersInSearch, ad
     @admin.display(description="scopes")
     def readable_scopes(self, obj):
         return scopes_shown(obj.scopes)
+
+    @admin.display(description="last used", ordering="last_used_at")
+    def last_used(self, obj):
+        return last_use_shown(obj)
 
     @admin.display(description="created", ordering="created_at")
     def created(self, obj):
@@ -259,7 +273,8 @@ class ApiKeyAdmin(ObjectActions, ConfirmsActions, RefusesCardNumbersInSearch, ad
                 rows=[
                     (
                         key,
-                        f"{key.merchant.name}, {', '.join(scope_name(s) for s in key.scopes) or 'no scopes'}"
+                        f"{key.merchant.name}, {', '.join(scope_name(s) for s in key.scopes) or 'no scopes'}, "
+                        + (f"last used {relative(key.last_used_at)}" if key.last_used_at else "never used")
                         + (" — already revoked, left as it is" if key.revoked_at else ""),
                     )
                     for key in keys

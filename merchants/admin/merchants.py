@@ -8,10 +8,10 @@ from django.db.models import Count, Q
 from django.urls import reverse
 
 from core.admin import ConfirmsActions, ObjectActions, RefusesCardNumbersInSearch, staff_actor
+from core.admin_changes import ConfirmsChanges
 from core.admin_display import GOOD, QUIET, counted, merchant_shown, moment_shown, status_label
 from core.audit import audit_record
 from merchants import services
-from merchants.admin.changes import ConfirmsChanges
 from merchants.admin.keys import ApiKeyInline, ApiKeyOptionsForm, ScopesField, api_key_issue, key_page, remember_issued
 from merchants.models import Merchant
 from merchants.rates import RATE_HELP

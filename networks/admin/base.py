@@ -7,17 +7,13 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from core.admin import NUMBER_LIKE, ConfirmsActions, ObjectActions, RefusesCardNumbersInSearch, WrittenByServices
-from core.admin_display import BAD, GOOD, QUIET, WARNING, merchant_shown, moment_shown, status_label
+from core.admin_display import BAD, GOOD, NOTHING, QUIET, WARNING, merchant_shown, moment_shown, status_label
 from networks.models import Batch, BatchItem, NetworkToken, ProvisioningRequest
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Presentation helpers
 # ------------------------------------------------------------------------------------------------------------
-def expiry_shown(month: int | None, year: int | None) -> str:
-    return f"{month:02d}/{year}" if month and year else "—"
-
-
 def masked_card(token: NetworkToken) -> str:
     # The card's length is not stored: the ellipsis does not pretend to know how many digits it hides.
     return f"{token.card_bin}…{token.card_last_digits}"
@@ -66,7 +62,16 @@ def status_shown(model, status: str):
 
 
 class ShowsVaultTokens:
-    """Links to a vault token's page for whoever may open it (the back office); its tokenId alone for the others."""
+    """Links to a vault token's page for whoever may open it (the back office); its tokenId alone for the others.
+
+    Its pages find a row by its vault token's tokenId with ``vault_token__token_id__exact`` in ``search_fields``: an
+    equality the tokenId's unique index answers, where ``=`` (``iexact``) compares ``UPPER()`` of every joined row.
+    A tokenId is upper-case (vault.models.TOKEN_ID_ALPHABET), so the term is upper-cased as the token list does; the
+    pages' other search fields match without regard to case anyway.
+    """
+
+    def get_search_results(self, request, queryset, search_term):
+        return super().get_search_results(request, queryset, search_term.upper())
 
     def get_object(self, request, object_id, from_field=None):
         obj = super().get_object(request, object_id, from_field)
@@ -78,7 +83,7 @@ class ShowsVaultTokens:
     @staticmethod
     def vault_token_shown(obj):
         if obj.vault_token_id is None:
-            return "—"
+            return NOTHING
         token_id = obj.vault_token.token_id
         if getattr(obj, "may_view_vault_token", False):
             return format_html(

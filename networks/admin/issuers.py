@@ -4,7 +4,8 @@ The back office owns the registry (the ``back-office`` group holds the issuer's 
 reference data about the cards, which the clerks look after with the merchants and tokens. Operators look at it
 (networks 0003) to understand a batch's pace or a token's issuer, and change nothing. A new BIN range or rate limit
 changes where every later card goes and how fast its issuer is called, so it is saved only after a confirmation page
-showing each change, old -> new (``ConfirmsChanges``); a name or card art is saved at once.
+showing each change, old -> new (``core.admin_changes.ConfirmsChanges``); a name or card art is saved at once. A new
+issuer, which takes every later card of its range, is added after a confirmation showing each of its values.
 """
 
 import re
@@ -18,7 +19,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from core.admin import RefusesCardNumbersInSearch, staff_actor
-from merchants.admin.changes import ConfirmsChanges
+from core.admin_changes import ConfirmsChanges
 from networks import services
 from networks.models import Issuer
 

@@ -25,7 +25,7 @@ class ProvisioningRequestAdmin(ShowsVaultTokens, HistoryAdmin):
     ]
     list_filter = ["status"]
     list_select_related = ["merchant"]
-    search_fields = ["=public_id", "=correlation_id", "=vault_token__token_id"]
+    search_fields = ["=public_id", "=correlation_id", "vault_token__token_id__exact"]
     search_help_text = "The request id (req_…), the merchant's correlation id or the vault tokenId, exactly."
     date_hierarchy = "created_at"
     show_full_result_count = False

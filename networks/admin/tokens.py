@@ -13,10 +13,10 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from core.admin import ReadOnlyInline, run_each, staff_actor
-from core.admin_display import counted, moment_shown
+from core.admin_display import NOTHING, counted, expiry_shown, moment_shown
 from core.audit import audit_record
 from networks import services
-from networks.admin.base import HistoryAdmin, ShowsVaultTokens, expiry_shown, masked_card, status_shown
+from networks.admin.base import HistoryAdmin, ShowsVaultTokens, masked_card, status_shown
 from networks.models import LifecycleEvent, NetworkToken
 
 
@@ -44,7 +44,7 @@ class LifecycleEventInline(ReadOnlyInline):
             parts.append(f"card expiry {expiry_shown(expiry.get('month'), expiry.get('year'))}")
         if "cardLastDigits" in obj.detail:
             parts.append(f"card last digits {obj.detail['cardLastDigits']}")
-        return ", ".join(parts) or "—"
+        return ", ".join(parts) or NOTHING
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,12 @@ class NetworkTokenAdmin(ShowsVaultTokens, HistoryAdmin):
     list_filter = ["network", "status", "issuer"]
     list_select_related = ["merchant", "issuer"]
     # Exact matches only: an operator asks for one token, not for every token sharing some characters.
-    search_fields = ["=token_id", "=token_last_digits", "=payment_account_reference", "=vault_token__token_id"]
+    search_fields = [
+        "=token_id",
+        "=token_last_digits",
+        "=payment_account_reference",
+        "vault_token__token_id__exact",
+    ]
     search_help_text = "The tokenId (network or vault), the token number's last four digits or the PAR, exactly."
     date_hierarchy = "created_at"
     show_full_result_count = False

@@ -3,6 +3,8 @@
 An endpoint's page answers "why does it fail?" at the top: its state, its last success, a breakdown of the errors of
 the last 24 hours and its last attempts, each linked to its delivery (``selectors``, bounded reads whatever the
 number of deliveries); then its actions as buttons (``ObjectActions``), which lead to the list's confirmation pages.
+A rotated secret is shown once, on the page that answers the rotation (``secrets.secrets_page``), as a new API key
+is.
 """
 
 from urllib.parse import urlencode
@@ -26,6 +28,7 @@ from notifications.admin.base import (
     endpoint_status,
     masked_secret,
 )
+from notifications.admin.secrets import secrets_page
 from notifications.models import Delivery, WebhookEndpoint
 
 
@@ -181,18 +184,17 @@ class WebhookEndpointAdmin(OperationsAdmin):
     @admin.display(description="deliveries")
     def deliveries(self, obj):
         url = reverse("admin:notifications_delivery_changelist")
-        failed = obj.deliveries.filter(status=Delivery.FAILED).count()
-        pending = obj.deliveries.filter(status=Delivery.PENDING).count()
+        counts = selectors.delivery_counts(endpoint=obj)
         return format_html(
             '<a href="{}?{}">all</a> · <a href="{}?{}">{} dead</a> · <a href="{}?{}">{} pending</a>',
             url,
             urlencode({"endpoint__id__exact": obj.pk}),
             url,
             urlencode({"endpoint__id__exact": obj.pk, "status__exact": Delivery.FAILED}),
-            f"{failed:,}",
+            f"{counts['dead_letters']:,}",
             url,
             urlencode({"endpoint__id__exact": obj.pk, "status__exact": Delivery.PENDING}),
-            f"{pending:,}",
+            f"{counts['pending']:,}",
         )
 
     # --------------------------------------------------------------------------------------------------------
@@ -273,15 +275,17 @@ class WebhookEndpointAdmin(OperationsAdmin):
                 "secret rotated again within those hours stops at once.",
                 rows=self._rows(queryset, lambda e: f"merchant {e.merchant}, secret {masked_secret(e.secret)}"),
             )
+        rotated = []
         for endpoint in queryset:
             with audited(request, "rotate_secret", endpoint):
-                rotated = services.endpoint_rotate_secret(endpoint=endpoint)
+                rotated.append((endpoint, services.endpoint_rotate_secret(endpoint=endpoint)))
             self.log_change(request, endpoint, "Rotated the signing secret.")
-            messages.warning(
-                request,
-                f"New signing secret for {rotated.url} ({rotated.public_id}), shown only this once: {rotated.secret} "
-                f"— the previous one keeps signing until {when_shown(rotated.previous_secret_expires_at)}.",
-            )
+        self.message_user(
+            request,
+            f"Rotated the signing secret of {counted(len(rotated), 'endpoint')}: copy it below, once.",
+            messages.SUCCESS,
+        )
+        return secrets_page(request, self, rotated)
 
     @admin.action(description="Replay failed deliveries in a time window", permissions=["operate"])
     def replay_failed(self, request, queryset):
@@ -345,7 +349,7 @@ class WebhookEndpointAdmin(OperationsAdmin):
             rows=self._rows(
                 endpoints,
                 lambda e: (
-                    f"{deliveries_counted(e.deliveries.filter(status=Delivery.FAILED).count())} failed in all"
+                    f"{deliveries_counted(selectors.delivery_counts(endpoint=e)['dead_letters'])} failed in all"
                     + ("" if e.is_enabled else "; disabled, left alone")
                 ),
             ),

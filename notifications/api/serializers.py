@@ -13,7 +13,7 @@ class EventTypesField(serializers.ListField):
 
 @extend_schema_field({"type": "string", "format": "uri", "pattern": "^https?://[!-~]+$"})
 class WebhookUrlField(StringField):
-    """Its address is judged by the SSRF guard when the endpoint is saved (``notifications.ssrf``): printable ASCII
+    """Its address is judged by the SSRF guard when the endpoint is saved (``core.outbound``): printable ASCII
     only, port 80, 443 or from 1024."""
 
     def __init__(self, **kwargs):

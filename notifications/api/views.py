@@ -6,7 +6,8 @@ from rest_framework.response import Response
 
 from core.api import ApiView, ErrorOutput, page_of
 from core.errors import BodyDoesNotMatchSchema
-from notifications import selectors, services, ssrf
+from core.outbound import UnsafeUrl
+from notifications import selectors, services
 from notifications.api import serializers as s
 from notifications.api.representations import endpoint_body, event_body, secret_rotated_body
 
@@ -21,7 +22,7 @@ ERRORS = {
 READ_ERRORS = {code: ERRORS[code] for code in (401, 403, 404)}
 
 
-def _url_refused(exc: ssrf.UnsafeUrl) -> BodyDoesNotMatchSchema:
+def _url_refused(exc: UnsafeUrl) -> BodyDoesNotMatchSchema:
     return BodyDoesNotMatchSchema(
         validation_errors=[{"errorName": "fieldHasInvalidValue", "message": str(exc), "jsonPath": "$.url"}]
     )
@@ -57,7 +58,7 @@ class EndpointsView(ApiView):
                 event_types=data.get("eventTypes"),
                 description=data.get("description", ""),
             )
-        except ssrf.UnsafeUrl as exc:
+        except UnsafeUrl as exc:
             raise _url_refused(exc) from None
         return Response({**endpoint_body(endpoint), "secret": endpoint.secret}, status=status.HTTP_201_CREATED)
 
@@ -86,7 +87,7 @@ class EndpointView(ApiView):
         names = {"url": "url", "eventTypes": "event_types", "description": "description", "enabled": "enabled"}
         try:
             endpoint = services.endpoint_update(endpoint=endpoint, **{names[key]: value for key, value in data.items()})
-        except ssrf.UnsafeUrl as exc:
+        except UnsafeUrl as exc:
             raise _url_refused(exc) from None
         return Response(endpoint_body(endpoint))
 

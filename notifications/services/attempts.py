@@ -15,7 +15,8 @@ from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from notifications import signing, transport
+from core import outbound
+from notifications import signing
 from notifications.models import (
     Delivery,
     DeliveryAttempt,
@@ -28,6 +29,8 @@ from notifications.services.outbox import deliveries_queue
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_BOUNDS = (1, 24 * 3600)
+# What an attempt keeps of the receiver's answer (DeliveryAttempt.response_body): enough to tell why it failed.
+MAX_ANSWER_BODY = 20 * 1024
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -40,7 +43,7 @@ class _Outcome:
     delivery: Delivery
     started: datetime
     duration_ms: int = 0
-    answer: transport.Answer | None = None
+    answer: outbound.Answer | None = None
     error: str = ""
     sent: bool = True
 
@@ -95,7 +98,9 @@ def claimed_deliveries_attempt(*, deliveries: list[Delivery]) -> list[DeliveryAt
         endpoint = group[0].endpoint
         enabled = endpoint.is_enabled
         signing_secrets = endpoint.signing_secrets()
-        with transport.Connection(url=endpoint.url, timeout=settings.WEBHOOK_TIMEOUT_SECONDS) as connection:
+        with outbound.Connection(
+            endpoint.url, timeout=settings.WEBHOOK_TIMEOUT_SECONDS, max_body=MAX_ANSWER_BODY
+        ) as connection:
             for delivery in group:
                 if not enabled:
                     outcomes.append(_Outcome(delivery, started=timezone.now(), error="endpoint disabled", sent=False))
@@ -151,17 +156,19 @@ def _claim(delivery_ids: list[int], *, fill_to: int = 0) -> list[Delivery]:
     )
 
 
-def _send(connection: transport.Connection, delivery: Delivery, signing_secrets: list[str]) -> _Outcome:
+def _send(connection: outbound.Connection, delivery: Delivery, signing_secrets: list[str]) -> _Outcome:
     event = delivery.event
     outcome = _Outcome(delivery, started=timezone.now())
     clock = time.monotonic()
     body = event_body(event)
-    headers = signing.headers(
-        secrets=signing_secrets, message_id=event.public_id, timestamp=int(time.time()), body=body
-    )
+    headers = {
+        **signing.headers(secrets=signing_secrets, message_id=event.public_id, timestamp=int(time.time()), body=body),
+        "Content-Type": "application/json",
+        "User-Agent": "tokenvault-webhooks/1",
+    }
     try:
-        outcome.answer = connection.send(body=body, headers=headers)
-    except transport.TransportError as exc:
+        outcome.answer = connection.send(method="POST", headers=headers, body=body)
+    except outbound.TransportError as exc:
         outcome.error = str(exc)
     outcome.duration_ms = int((time.monotonic() - clock) * 1000)
     if outcome.answer is not None and not outcome.succeeded:
@@ -248,7 +255,7 @@ def _record(outcomes: list[_Outcome]) -> list[DeliveryAttempt]:
                 started_at=o.started,
                 duration_ms=o.duration_ms,
                 status_code=o.answer.status if o.answer else None,
-                response_body=o.answer.body if o.answer else "",
+                response_body=o.answer.body.decode("utf-8", "replace") if o.answer else "",
                 error=o.error[:500],
                 succeeded=o.succeeded,
             )

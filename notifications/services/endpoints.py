@@ -7,8 +7,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core import outbound
 from merchants.models import Merchant
-from notifications import ssrf
+from notifications import selectors
 from notifications.models import (
     Delivery,
     Event,
@@ -80,15 +81,9 @@ def event_redeliver(*, event: Event) -> int:
 
 
 def endpoint_replay_failed(*, endpoint: WebhookEndpoint, since: datetime, until: datetime) -> int:
-    """Replay every FAILED delivery of ``endpoint`` whose event happened in [since, until]."""
-    return deliveries_replay(
-        deliveries=Delivery.objects.filter(
-            endpoint=endpoint,
-            status=Delivery.FAILED,
-            event__created_at__gte=since,
-            event__created_at__lte=until,
-        )
-    )
+    """Replay every FAILED delivery of ``endpoint`` whose event happened in [since, until] (``selectors.replayable``,
+    which the operator's count before the replay reads too); returns how many."""
+    return deliveries_replay(deliveries=selectors.replayable(endpoints=[endpoint], since=since, until=until))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -98,8 +93,8 @@ def endpoint_replay_failed(*, endpoint: WebhookEndpoint, since: datetime, until:
 def endpoint_create(
     *, merchant: Merchant, url: str, event_types: list[str] | None = None, description: str = ""
 ) -> WebhookEndpoint:
-    """Create an endpoint after vetting its URL (ssrf.UnsafeUrl when refused); its secret is generated."""
-    ssrf.vetted_addresses(url)
+    """Create an endpoint after vetting its URL (outbound.UnsafeUrl when refused); its secret is generated."""
+    outbound.vetted_addresses(url)
     endpoint = WebhookEndpoint.objects.create(
         merchant=merchant, url=url, event_types=list(event_types or []), description=description
     )
@@ -117,11 +112,11 @@ def endpoint_update(
     enabled=UNSET,
     disabled_reason: str = "Disabled by request",
 ) -> WebhookEndpoint:
-    """Change the given fields (a new URL is vetted: ssrf.UnsafeUrl). Enabling clears the failure streak;
+    """Change the given fields (a new URL is vetted: outbound.UnsafeUrl). Enabling clears the failure streak;
     disabling records ``disabled_reason``."""
     fields = []
     if url is not UNSET:
-        ssrf.vetted_addresses(url)
+        outbound.vetted_addresses(url)
         endpoint.url = url
         fields.append("url")
     if event_types is not UNSET:

@@ -232,9 +232,12 @@ def test_the_lock_lasts_thirty_minutes_from_the_failure_that_reached_the_limit(c
 
     assert response.status_code == 429
     assert 29 * 60 < int(response["Retry-After"]) <= 30 * 60 + 1
-    age_attempts(timedelta(minutes=29))
-    assert log_in(client).status_code == 429
-    age_attempts(timedelta(minutes=1, seconds=1))
+    assert "Try again in 30 minutes." in response.content.decode()
+    age_attempts(timedelta(minutes=29, seconds=30))
+    response = log_in(client)
+    assert response.status_code == 429
+    assert "Try again in 1 minute." in response.content.decode()
+    age_attempts(timedelta(seconds=31))
     assert log_in(client).status_code == 302
 
 

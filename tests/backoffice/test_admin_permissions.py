@@ -28,7 +28,7 @@ from networks.models import LifecycleEvent, NetworkToken
 from notifications import services as notification_services
 from notifications.models import Delivery, Event, WebhookEndpoint
 from tests.conftest import MASTERCARD, SHERLOCK, VISA, VISA_2, logged_in, staff_in
-from vault import services
+from vault import forwarding, services
 from vault.models import ExpiryExtension, Token, TokenConflict
 
 pytestmark = pytest.mark.pci("7.2.2")  # staff see and do what their group's job needs, nothing more
@@ -42,6 +42,9 @@ BACK_OFFICE_PERMISSIONS = {
     ("vault", "change_tokenconflict"),
     ("vault", "view_namespace"),
     ("vault", "view_expiryextension"),
+    ("vault", "view_forwarddestination"),
+    ("vault", "change_forwarddestination"),
+    ("vault", "view_forward"),
     ("core", "view_auditlog"),
     ("networks", "view_networktoken"),
     ("networks", "view_lifecycleevent"),
@@ -443,6 +446,7 @@ def test_a_superuser_is_offered_every_action(admin_client, world):
             "merchants.apikey",
             "vault.token",
             "vault.tokenconflict",
+            "vault.forwarddestination",
             "networks.networktoken",
             "notifications.webhookendpoint",
             "notifications.delivery",
@@ -454,6 +458,7 @@ def test_a_superuser_is_offered_every_action(admin_client, world):
         "merchants.apikey": {"revoke"},
         "vault.token": {"tombstone_selected", "extend_expiry"},
         "vault.tokenconflict": {"apply", "dismiss"},
+        "vault.forwarddestination": {"disable", "enable"},
         "networks.networktoken": set(LIFECYCLE_ACTIONS),
         "notifications.webhookendpoint": {"enable", "disable", "rotate_secret", "replay_failed"},
         "notifications.delivery": {"retry_now", "replay"},
@@ -606,6 +611,21 @@ def _endpoint_ids(world, objects):
     return [world.endpoint.public_id]
 
 
+def _destination(world: World, *, disabled: bool = False) -> list:
+    """A forward destination of alice's, enabled or disabled by staff."""
+    staff = Actor("admin:someone")
+    destination = forwarding.destination_create(
+        merchant=world.alice, name="psp", url="http://127.0.0.1:9/psp", actor=Actor("api-key:x", merchant=world.alice)
+    )
+    if disabled:
+        forwarding.destination_disable(destination=destination, reason="provider gone", actor=staff)
+    return [destination]
+
+
+def _destination_ids(world, objects):
+    return [destination.public_id for destination in objects]
+
+
 def _delivery_ids(world, objects):
     return [f"{world.event.public_id}/{world.endpoint.public_id}"]
 
@@ -615,6 +635,22 @@ WINDOW = {
     "until": (timezone.now() + timedelta(days=1)).strftime("%Y-%m-%d %H:%M"),
 }
 CASES = [
+    Case(
+        "vault.forwarddestination",
+        "disable",
+        "forward_destination.disable",
+        _destination,
+        {"reason": "provider gone"},
+        _destination_ids,
+    ),
+    Case(
+        "vault.forwarddestination",
+        "enable",
+        "forward_destination.enable",
+        lambda w: _destination(w, disabled=True),
+        {},
+        _destination_ids,
+    ),
     Case(
         "merchants.merchant",
         "create_api_key",

@@ -1,8 +1,9 @@
 """The back-office dashboard: staff only, right numbers, drawn as SVG on the server, a fixed number of queries.
 
 admin_client is a superuser ("admin") who may follow every link; dora is a staff member with no permission at all,
-who may still look at the dashboard (counts only) but gets no link to pages she cannot open; vic is a logged-in user
-who is not staff; alice is the merchant whose tokens, network tokens and webhooks are counted. Is something wrong now
+who may open the dashboard and sees no figure on it; clerk may open the vault's lists (and sees its figures only),
+operator (olive) the webhooks' and the network tokens'; vic is a logged-in user who is not staff; alice is the
+merchant whose tokens, network tokens and webhooks are counted. Is something wrong now
 (the strip, the tiles, their links, the live part) is tested in test_dashboard_live.py.
 """
 
@@ -10,6 +11,7 @@ import re
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -32,8 +34,10 @@ from tests.backoffice.dashboard_data import (
     make_tokens,
     on,
     page,
+    strip,
     svg,
     table,
+    tile,
     today,
     tokens_per_day,
 )
@@ -41,6 +45,20 @@ from tests.conftest import VISA, logged_in
 from vault import selectors as vault_selectors
 from vault import services
 from vault.models import Token
+
+TILE_KEYS = (
+    "endpoints-failing",
+    "overdue",
+    "dead-letters-24h",
+    "attempts-succeeded",
+    "network-requests-failed",
+    "batch-items-failed",
+    "tokens-today",
+    "tokens-period",
+    "pending",
+    "dead-letters",
+    "endpoints-disabled",
+)
 
 
 @pytest.fixture
@@ -86,16 +104,66 @@ def test_a_user_who_is_not_staff_is_sent_to_the_admin_login(vic):
     assert response["Location"].startswith(reverse("admin:login"))
 
 
-def test_any_staff_member_may_look_and_gets_no_link_to_pages_she_cannot_open(dora, alice):
-    endpoint(alice, "https://alice.example/hooks", failing_since=timezone.now())
+@pytest.fixture
+def failing_hook(alice) -> WebhookEndpoint:
+    """alice's endpoint, failing for an hour with a dead letter: what only those who may open endpoints see."""
+    hook = endpoint(alice, "https://alice.example/hooks", failing_since=timezone.now() - timedelta(hours=1))
+    make_deliveries(hook, 1, Delivery.FAILED, last_error="HTTP 503 from alice.example")
+    return hook
 
-    body = page(dora)
 
-    for chart in ("chart-tokens-per-day", "chart-network-outcomes", "chart-webhook-success"):
-        assert f'<svg id="{chart}"' in body
-    assert "https://alice.example/hooks" in body
-    assert reverse("admin:notifications_delivery_changelist") not in body
-    assert reverse("admin:notifications_webhookendpoint_changelist") not in body
+def test_a_staff_member_without_any_permission_opens_the_page_and_sees_no_figure(dora, failing_hook):
+    for body in (page(dora), dora.get(LIVE).content.decode()):
+        assert "alice.example" not in body and "Alice" not in body
+        assert 'id="endpoints-failing-module"' not in body
+        assert 'id="tile-' not in body and '<svg id="chart-' not in body
+        assert strip(body)["tone"] == "quiet" and strip(body)["headline"] == "No figure to show"
+        assert 'id="tiles-none"' in body
+        assert reverse("admin:notifications_delivery_changelist") not in body
+        assert reverse("admin:notifications_webhookendpoint_changelist") not in body
+
+
+def test_a_back_office_clerk_sees_the_vaults_figures_only(clerk, alice, failing_hook):
+    make_tokens(alice, [timezone.now()])
+
+    for body in (page(clerk), clerk.get(LIVE).content.decode()):
+        assert tile(body, "tokens-today")["figure"] == "1"
+        assert "alice.example" not in body
+        assert 'id="endpoints-failing-module"' not in body
+        assert {key for key in TILE_KEYS if f'id="tile-{key}"' in body} == {"tokens-today", "tokens-period"}
+        assert 'id="chart-webhook-' not in body
+        assert set(strip(body)["items"]) == set()
+    body = page(clerk)
+    assert '<svg id="chart-tokens-per-day"' in body
+    assert 'id="chart-network-outcomes"' not in body
+
+
+def test_who_may_see_deliveries_but_not_endpoints_gets_the_delivery_figures_and_no_endpoint(
+    db, django_user_model, failing_hook
+):
+    user = django_user_model.objects.create_user("dee", password="x", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename="view_delivery"))
+    dee = logged_in(user)
+
+    body = page(dee)
+
+    assert "alice.example" not in body and 'id="endpoints-failing-module"' not in body
+    assert {key for key in TILE_KEYS if f'id="tile-{key}"' in body} == {
+        "overdue",
+        "dead-letters-24h",
+        "attempts-succeeded",
+        "pending",
+        "dead-letters",
+    }
+    assert tile(body, "dead-letters")["figure"] == "1"
+    assert '<svg id="chart-webhook-success"' in body and '<svg id="chart-webhook-hourly"' in body
+
+
+def test_who_may_open_endpoints_sees_the_endpoints_failing_with_their_urls(operator, failing_hook):
+    body = page(operator)
+
+    assert list(table(body, "endpoints-failing")) == ["https://alice.example/hooks"]
+    assert tile(body, "endpoints-failing")["figure"] == "1"
 
 
 def test_the_page_looks_like_the_admin_with_breadcrumbs_home(admin_client):
@@ -385,12 +453,12 @@ def test_the_page_makes_the_same_few_queries_whatever_the_size_of_the_data(admin
     assert len(large_for_dora) == len(small_for_dora)
     assert len(large_live) == len(small_live)
     # Session, user and second-factor device (3); the live part: tokens per day (1), delivery health and the dead
-    # letters of 24 hours (2), attempts per hour (1), endpoint counts (1), endpoints in trouble (1), network-token
-    # failures (2); network-token outcomes (3, the page only); and the session saved again for its idle timeout
-    # (3). Dora's permission checks add her user and group permissions (2).
-    assert len(large) <= 17, "\n".join(large)
-    assert len(large_live) <= 14, "\n".join(large_live)
-    assert len(large_for_dora) <= 19, "\n".join(large_for_dora)
+    # letters of 24 hours (2), attempts per hour (1), endpoint counts (1), endpoints in trouble and their last
+    # errors (2), network-token failures (2); network-token outcomes (3, the page only); and the session saved
+    # again for its idle timeout (3). Dora, who may see no figure, costs her permissions (2) and no count at all.
+    assert len(large) <= 18, "\n".join(large)
+    assert len(large_live) <= 15, "\n".join(large_live)
+    assert len(large_for_dora) <= 8, "\n".join(large_for_dora)
     per_day_queries = [sql for sql in large if 'FROM "vault_token"' in sql]
     assert len(per_day_queries) == 1
 

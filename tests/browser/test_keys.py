@@ -41,7 +41,7 @@ def test_a_superuser_creates_a_merchant_with_chosen_scopes_and_copies_its_key(pa
     shown = page.locator(".api-key-value").inner_text()
     key = ApiKey.objects.get(key_hash=ApiKey.hash(shown))
     assert key.merchant.name == "Hudson's Teas"
-    assert key.scopes == ["tokens", "tokens:detokenize", "network-tokens"]
+    assert key.scopes == ["tokens", "tokens:detokenize", "network-tokens", "forwarding"]
     assert shown not in page.url
 
     page.get_by_role("button", name="Copy").click()

@@ -5,7 +5,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from core.admin_display import counted, merchant_shown, moment_shown, relative, status_label, when_shown
+from core.admin_display import (
+    counted,
+    expiry_shown,
+    merchant_shown,
+    moment_shown,
+    relative,
+    status_label,
+    when_shown,
+)
 from merchants.models import Merchant
 
 NOW = datetime(2026, 12, 2, 7, 22, 34, tzinfo=UTC)
@@ -52,3 +60,8 @@ def test_counts_are_words_without_parenthesised_plurals():
     assert counted(1, "token") == "1 token"
     assert counted(3, "token") == "3 tokens"
     assert counted(1_200, "delivery", "deliveries") == "1,200 deliveries"
+
+
+def test_an_expiry_shows_as_the_card_prints_it_and_a_missing_one_as_nothing():
+    assert expiry_shown(5, 2035) == "05/2035"
+    assert expiry_shown(None, 2035) == expiry_shown(5, None) == "—"

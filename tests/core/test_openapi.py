@@ -82,5 +82,5 @@ def test_get_tokens_answers_one_of_the_root_a_page_or_a_token(schema):
 
 def test_the_correlation_header_has_its_bounds(schema):
     for path in ("/network-tokens", "/network-tokens/async"):
-        (header,) = [p for p in schema["paths"][path]["post"]["parameters"] if p["in"] == "header"]
+        (header,) = [p for p in schema["paths"][path]["post"]["parameters"] if p["name"] == "X-Correlation-Id"]
         assert header["required"] and header["schema"] == {"type": "string", "minLength": 1, "maxLength": 36}

@@ -8,10 +8,13 @@ clients carry no key at all.
 import hashlib
 import json
 import secrets
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -142,7 +145,7 @@ def test_a_new_key_gets_every_scope_but_detokenize(db):
     merchant, raw = merchant_services.merchant_create(name="Dora's Deli")
     key = ApiKey.objects.get(merchant=merchant)
     assert set(key.scopes) == set(SCOPES) - {"tokens:detokenize"}
-    assert set(key.scopes) == {"tokens", "network-tokens", "webhooks"}
+    assert set(key.scopes) == {"tokens", "network-tokens", "webhooks", "forwarding"}
     assert set(DEFAULT_SCOPES) == set(key.scopes)
 
 
@@ -191,6 +194,51 @@ def test_two_keys_never_share_a_value(alice):
 
 
 # ------------------------------------------------------------------------------------------------------------
+# Last use, to the minute, without a query on most calls
+# ------------------------------------------------------------------------------------------------------------
+def key_writes(queries) -> list[str]:
+    return [q["sql"] for q in queries if q["sql"].startswith("UPDATE") and "vault_apikey" in q["sql"]]
+
+
+def test_a_call_records_when_its_key_was_last_used(alice, api, carol_api):
+    key = alice.api_keys.get(name="default")
+    assert key.last_used_at is None
+    before = timezone.now()
+
+    assert api.get("/tokens").status_code == 200
+
+    key.refresh_from_db()
+    assert before <= key.last_used_at <= timezone.now()
+    assert alice.api_keys.get(name="processor").last_used_at is None  # carol's key has not called yet
+
+
+def test_a_second_call_within_the_minute_writes_nothing(alice, api):
+    with CaptureQueriesContext(connection) as first:
+        assert api.get("/tokens").status_code == 200
+    used = alice.api_keys.get().last_used_at
+
+    with CaptureQueriesContext(connection) as second:
+        assert api.get("/tokens").status_code == 200
+
+    assert len(key_writes(first)) == 1
+    assert key_writes(second) == []
+    assert len(second) == len(first) - 1
+    assert alice.api_keys.get().last_used_at == used
+
+
+def test_a_use_another_process_recorded_within_the_minute_is_not_written_again(alice):
+    key, minute = alice.api_keys.get(), timedelta(minutes=1)
+    now = timezone.now()
+
+    assert merchant_services.api_key_used(key_id=key.pk, at=now, precision=minute)
+    assert not merchant_services.api_key_used(key_id=key.pk, at=now + timedelta(seconds=50), precision=minute)
+    assert not merchant_services.api_key_used(key_id=key.pk, at=now - timedelta(minutes=5), precision=minute)
+    key.refresh_from_db()
+    assert key.last_used_at == now
+    assert merchant_services.api_key_used(key_id=key.pk, at=now + timedelta(seconds=61), precision=minute)
+
+
+# ------------------------------------------------------------------------------------------------------------
 # create_merchant
 # ------------------------------------------------------------------------------------------------------------
 def create_merchant(*args) -> str:
@@ -231,8 +279,10 @@ def test_create_merchant_can_grant_the_detokenize_scope(db):
 
 
 def test_create_merchant_refuses_an_unknown_scope_and_creates_nothing(db):
-    with pytest.raises(CommandError):
+    with pytest.raises(CommandError, match="^unknown scope: everything; choose from tokens, "):
         create_merchant("Mallory's Mart", "--scopes", "tokens,everything", "--json")
+    with pytest.raises(CommandError, match="^unknown scopes: all, everything; "):
+        create_merchant("Mallory's Mart", "--scopes", "everything,tokens,all", "--json")
     assert not Merchant.objects.filter(name="Mallory's Mart").exists()
 
 

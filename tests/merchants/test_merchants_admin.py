@@ -205,6 +205,22 @@ def test_key_lists_show_status_readable_scopes_and_dates(admin_client, alice):
     assert "(s)" not in listing
 
 
+def test_key_lists_show_when_each_key_was_last_used(admin_client, alice):
+    services.api_key_create(merchant=alice, name="processor")
+    assert client_for(alice.raw_key).get("/tokens").status_code == 200
+    used = alice.api_keys.get(name="default")
+
+    listing = admin_client.get(changelist("apikey")).content.decode()
+    merchant_page = admin_client.get(change_page("merchant", alice.pk)).content.decode()
+
+    for body in (listing, merchant_page):
+        assert re.search(r">\s*Last used\s*<", body)
+        rows = {name: row for row in body.split("<tr") for name in ("default", "processor") if f">{name}<" in row}
+        moment = re.escape(f'<time datetime="{used.last_used_at.isoformat()}">')
+        assert re.search(rf'field-last_used">\s*(<p>)?{moment}', rows["default"])
+        assert re.search(r'field-last_used">\s*(<p>)?never<', rows["processor"])
+
+
 def test_revoking_says_it_cannot_be_undone_and_looks_irreversible(admin_client, alice):
     key = alice.api_keys.get()
     page = admin_client.get(change_page("apikey", key.pk)).content.decode()
@@ -216,6 +232,7 @@ def test_revoking_says_it_cannot_be_undone_and_looks_irreversible(admin_client, 
     body = confirmation.content.decode()
     assert "admin/merchants/action_confirmation.html" in [t.name for t in confirmation.templates]
     assert "This cannot be undone" in body and key.prefix in body and 'value="Revoke for good"' in body
+    assert "never used" in body
     assert client_for(alice.raw_key).get("/tokens").status_code == 200  # nothing before the confirmation
 
     done = admin_client.post(url, {"action": "revoke", "_selected_action": [key.pk], "post": "yes"}, follow=True)
@@ -267,7 +284,7 @@ def test_a_rename_is_saved_without_a_confirmation(admin_client, alice):
 def test_a_wrong_rate_limit_shows_the_form_error_and_no_confirmation(admin_client, alice):
     response = admin_client.post(change_page("merchant", alice.pk), merchant_form(alice, api_rate_limit="lots"))
 
-    assert "admin/merchants/change_confirmation.html" not in [t.name for t in response.templates]
+    assert "admin/change_confirmation.html" not in [t.name for t in response.templates]
     assert "Write a rate as" in response.content.decode()
 
 

@@ -491,9 +491,19 @@ def test_a_network_token_is_found_by_its_vault_tokenid(operator, alice, token):
         card=services.card_from_vault(vault_token),
     )
 
-    found = listed(operator.get(changelist("networktoken"), {"q": vault_token.token_id}))
+    request = services.provisioning_request_create(
+        merchant=alice, correlation_id="c-vault-async", vault_token=vault_token
+    )
 
-    assert [t.pk for t in found] == [from_vault.pk]
+    for model, row in (("networktoken", from_vault), ("provisioningrequest", request)):
+        for term in (vault_token.token_id, vault_token.token_id.lower()):
+            with CaptureQueriesContext(connection) as queries:
+                found = listed(operator.get(changelist(model), {"q": term}))
+
+            assert [r.pk for r in found] == [row.pk]
+            # An equality the tokenId's unique index answers, not UPPER() (or LIKE) of every joined vault token's.
+            searches = [q["sql"] for q in queries if '"vault_token"."token_id"' in q["sql"]]
+            assert searches and all(re.search(r'[^(]"vault_token"\."token_id" = ', sql) for sql in searches)
 
 
 def test_a_pending_request_offers_retry_now_on_its_page_and_an_ended_one_does_not(operator, alice):
@@ -596,7 +606,7 @@ def test_back_office_staff_change_an_issuers_rate_limit_only_once_they_confirm_o
     confirmation = back_office.post(change_page("issuer", issuer.pk), form)
 
     assert confirmation.status_code == 200
-    assert "admin/merchants/change_confirmation.html" in [t.name for t in confirmation.templates]
+    assert "admin/change_confirmation.html" in [t.name for t in confirmation.templates]
     body = confirmation.content.decode()
     table = re.search(r'<table id="change-confirmation">.*?</table>', body, re.S).group()
     assert re.search(r"Rate limit per second</th><td[^>]*>50</td><td[^>]*>5</td>", table)
@@ -644,7 +654,7 @@ def test_a_new_bin_range_is_confirmed_with_the_old_range_beside_it(back_office, 
 def test_a_wrong_rate_shows_the_form_errors_not_a_confirmation(back_office, token):
     response = back_office.post(change_page("issuer", token.issuer_id), issuer_form(token.issuer, bin_low="4444"))
 
-    assert "admin/merchants/change_confirmation.html" not in [t.name for t in response.templates]
+    assert "admin/change_confirmation.html" not in [t.name for t in response.templates]
     assert "A BIN is six digits." in response.content.decode()
 
 
@@ -693,22 +703,51 @@ def test_the_issuer_form_refuses_a_wrong_range_rate_or_card_art(admin_client, to
     assert not AuditLog.objects.filter(action="admin.issuer.change").exists()
 
 
-def test_a_superuser_adds_an_issuer_and_it_takes_its_range(admin_client, alice):
-    response = admin_client.post(
-        reverse("admin:networks_issuer_add"),
-        {
-            "name": "Reissue Bank",
-            "network": "MASTERCARD",
-            "bin_low": "555555",
-            "bin_high": "555555",
-            "card_art_ids": "art-rb",
-            "rate_limit_per_second": "7",
-        },
-    )
+def test_a_new_issuer_is_added_only_once_staff_confirm_its_range_and_rate_limit(admin_client, alice):
+    form = {
+        "name": "Reissue Bank",
+        "network": "MASTERCARD",
+        "bin_low": "555550",
+        "bin_high": "555559",
+        "card_art_ids": "art-rb",
+        "rate_limit_per_second": "7",
+    }
+
+    confirmation = admin_client.post(reverse("admin:networks_issuer_add"), form)
+
+    assert confirmation.status_code == 200
+    assert "admin/change_confirmation.html" in [t.name for t in confirmation.templates]
+    body = confirmation.content.decode()
+    assert "Add this issuer?" in body
+    table = re.search(r'<table id="change-confirmation">.*?</table>', body, re.S).group()
+    shown = dict(re.findall(r'<th scope="row">([^<]+)</th><td class="new-value">([^<]*)</td>', table))
+    assert shown == {
+        "Name": "Reissue Bank",
+        "Network": "MASTERCARD",
+        "Bin low": "555550",
+        "Bin high": "555559",
+        "Card art ids": "art-rb",
+        "Rate limit per second": "7",
+    }
+    assert 'class="old-value"' not in table  # nothing to compare with
+    assert not Issuer.objects.filter(name="Reissue Bank").exists()  # nothing before the confirmation
+
+    response = admin_client.post(reverse("admin:networks_issuer_add"), confirmed(form))
 
     assert response.status_code == 302
     issuer = Issuer.objects.get(name="Reissue Bank")
+    assert (issuer.bin_low, issuer.bin_high, issuer.rate_limit_per_second) == ("555550", "555559", 7)
     assert AuditLog.objects.get(action="admin.issuer.create").object_id == str(issuer.pk)
+
+
+def test_a_new_issuer_with_a_wrong_range_shows_the_form_errors_not_a_confirmation(admin_client, db):
+    form = {"name": "Backwards Bank", "network": "VISA", "bin_low": "444499", "bin_high": "444400"}
+
+    response = admin_client.post(reverse("admin:networks_issuer_add"), {**form, "rate_limit_per_second": "7"})
+
+    assert "admin/change_confirmation.html" not in [t.name for t in response.templates]
+    assert "The range ends before it starts" in response.content.decode()
+    assert not Issuer.objects.filter(name="Backwards Bank").exists()
 
 
 def test_issuers_are_listed_with_their_token_counts_and_found_by_name_or_bin(operator, alice, token):

@@ -8,6 +8,7 @@ HTTP server on loopback.
 """
 
 import http.server
+import logging
 import re
 import threading
 from datetime import timedelta
@@ -15,6 +16,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.contrib.messages import SUCCESS, WARNING
+from django.contrib.sessions.models import Session
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -455,7 +457,11 @@ def test_disabling_asks_for_a_reason_records_it_and_is_audited(operator, alice, 
     assert not Delivery.objects.filter(event=emit(alice), endpoint=endpoint).exists()
 
 
-def test_rotating_a_secret_shows_the_new_one_once_keeps_the_old_one_and_is_audited(operator, endpoint):
+SECRET_ON_PAGE = re.compile(r'<code class="api-key-value"[^>]*>(whsec_[A-Za-z0-9+/=_-]+)</code>')
+
+
+def test_rotating_a_secret_shows_the_new_one_once_keeps_the_old_one_and_is_audited(operator, endpoint, caplog):
+    caplog.set_level(logging.DEBUG)
     old_secret = endpoint.secret
 
     confirmation = run_action(operator, "webhookendpoint", "rotate_secret", [endpoint.pk], index="0")
@@ -468,14 +474,35 @@ def test_rotating_a_secret_shows_the_new_one_once_keeps_the_old_one_and_is_audit
     endpoint.refresh_from_db()
     assert endpoint.secret != old_secret
     assert endpoint.signing_secrets() == [endpoint.secret, old_secret]
-    [message] = shown_messages(done, WARNING)
-    assert re.findall(r"whsec_[A-Za-z0-9+/=]+", message) == [endpoint.secret]
-    assert old_secret not in message
-    # Once: the next page no longer has it.
+    # On the answer to the POST that rotated it, which no cache keeps, and in nothing else.
+    assert done.status_code == 200 and not done.redirect_chain
+    assert SECRET_ON_PAGE.findall(done.content.decode()) == [endpoint.secret]
+    assert old_secret not in done.content.decode()
+    assert "no-store" in done["Cache-Control"]
+    assert f'href="{change_page("webhookendpoint", endpoint.pk)}" class="button default"' in done.content.decode()
+    assert all(endpoint.secret not in message for message in shown_messages(done))
+    assert all(endpoint.secret not in value for _, value in done.items())
+    assert endpoint.secret not in done.wsgi_request.get_full_path()
+    assert not any(endpoint.secret in str(session.get_decoded()) for session in Session.objects.all())
+    assert endpoint.secret not in caplog.text
+    # Once: the next pages no longer have it.
     assert endpoint.secret not in operator.get(changelist("webhookendpoint")).content.decode()
+    assert endpoint.secret not in operator.get(change_page("webhookendpoint", endpoint.pk)).content.decode()
     row = audit_rows("rotate_secret").get()
     assert (row.actor, row.object_id) == ("admin:olive", endpoint.public_id)
     assert endpoint.secret not in str(row.detail) and old_secret not in str(row.detail)
+
+
+def test_a_secret_rotated_from_the_endpoints_page_is_shown_on_the_answer_to_that_post(operator, endpoint):
+    action = reverse("admin:notifications_webhookendpoint_object_action", args=[endpoint.pk, "rotate_secret"])
+
+    done = operator.post(action, {"action": "rotate_secret", "_selected_action": [endpoint.pk], "post": "yes"})
+
+    endpoint.refresh_from_db()
+    assert done.status_code == 200
+    assert SECRET_ON_PAGE.findall(done.content.decode()) == [endpoint.secret]
+    assert "no-store" in done["Cache-Control"]
+    assert not any(endpoint.secret in str(session.get_decoded()) for session in Session.objects.all())
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -32,6 +32,15 @@ FIGURES = {
         "bare.p99_ms",
         "ratio",
     ],
+    "forward": [
+        "forward.requests_per_second",
+        "forward.p50_ms",
+        "forward.p99_ms",
+        "bare.requests_per_second",
+        "bare.p50_ms",
+        "bare.p99_ms",
+        "ratio",
+    ],
     "retokenize": ["small.stored_tokens", "small.p50_ms", "large.stored_tokens", "large.p50_ms", "ratio"],
     "batch": ["tokens_per_second", "highest_issuer_rate", "highest_issuer_limit"],
     "webhook": ["deliveries_per_second", "latency_p50_ms", "latency_p99_ms"],
@@ -115,6 +124,7 @@ def test_the_benchmark_runner_measures_every_figure_at_smoke_size(servers, tmp_p
     # Each benchmark went down the path it claims to measure.
     assert set(results["tokenize"]["tokenize"]["statuses"]) == {"201"}
     assert set(results["tokenize"]["bare"]["statuses"]) == {"200"}
+    assert set(results["forward"]["forward"]["statuses"]) == set(results["forward"]["bare"]["statuses"]) == {"200"}
     assert set(results["retokenize"]["small"]["statuses"]) == set(results["retokenize"]["large"]["statuses"]) == {"200"}
     assert results["batch"]["statuses"] == {"SUCCEEDED": report["sizes"]["batch"]}
     assert results["webhook"]["deliveries"] == report["sizes"]["webhook"]

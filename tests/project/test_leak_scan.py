@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 import redis
+from django.apps import apps
 
 from config.celery import app
 from networks.models import NetworkToken
@@ -25,6 +26,7 @@ from tests.conftest import (
     stop_process_group,
     wait_for,
 )
+from tests.receiver import Receiver, Reply
 from vault.keys import key_ring
 
 spec = importlib.util.spec_from_file_location("leak_scan", ROOT / "scripts" / "leak_scan.py")
@@ -218,3 +220,48 @@ def test_a_worker_records_the_network_token_numbers_it_makes(alice, transactiona
     token = NetworkToken.objects.get(merchant=alice)
     dpan = key_ring().decrypt(token.key_version, token.dpan_ciphertext, associated_data=token.associated_data())
     assert dpan in leak_scan.read_numbers(numbers)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Forwards: the card goes to the provider (its side, not ours) and nowhere else. The pass's own scan searches the
+# logs and dumps of every forward the suite makes (tests/vault/test_forward.py); this test searches, on its own, what
+# forwards of every outcome leave in our log and our database, before any redaction.
+# ------------------------------------------------------------------------------------------------------------
+def database_text() -> str:
+    """Every row of every table, as text: a dump through the ORM, which sees the test's uncommitted rows too."""
+    return "\n".join(repr(row) for model in apps.get_models() for row in model.objects.values_list())
+
+
+def test_a_forward_leaves_no_card_number_in_the_log_or_the_database(alice, api, tokenize, caplog, settings):
+    settings.FORWARD_TIMEOUT_SECONDS = 0.5
+    token = tokenize().json()["tokenId"]
+    network_token = api.post("/network-tokens", {"token": token}, format="json", HTTP_X_CORRELATION_ID="leak")
+    template = {
+        "token": token,
+        "networkToken": network_token.json()["tokenId"],
+        "path": f"/cards/{VISA}",  # typed where it does not belong: sent, and kept masked
+        "headers": {"Content-Type": "application/json", "X-Card": "{{ card.number }}"},
+        "body": '{"pan": "{{ card.number }}", "dpan": "{{ networkToken.number }}", "oops": "{{ card.cvv }}"}',
+    }
+    echo = Reply(200, body=f'{{"pan": "{VISA}"}}')
+    with Receiver(echo, path="/v1") as provider:
+        destination = api.post("/forward-destinations", {"name": "PSP", "url": provider.url}, format="json").json()
+        forward = {**template, "destination": destination["id"]}
+        bad = api.post("/forward", forward, format="json")  # the unknown expression: 400, nothing sent
+        forward["body"] = forward["body"].replace('"{{ card.cvv }}"', "1")
+        sent = api.post("/forward", forward, format="json")
+        provider.always(Reply(hang=True))
+        timed_out = api.post("/forward", forward, format="json")
+        received = provider.requests
+
+    assert (bad.status_code, sent.status_code, timed_out.status_code) == (400, 200, 504)
+    token_row = NetworkToken.objects.get(token_id=network_token.json()["tokenId"])
+    dpan = key_ring().decrypt(
+        token_row.key_version, token_row.dpan_ciphertext, associated_data=token_row.associated_data()
+    )
+    numbers = {VISA, dpan}
+    assert {number for number in numbers if number in received[0].text} == numbers  # the provider's side
+    assert list(leak_scan.scan_text(caplog.text, numbers)) == []
+    assert list(leak_scan.scan_text(database_text(), numbers)) == []
+    for answer in (bad, sent, timed_out):
+        assert list(leak_scan.scan_text(answer.content.decode(), numbers)) == []

@@ -4,6 +4,7 @@ admin_client is a superuser ("admin"); clerk is a staff user who may only look a
 keys, and the audit log; alice's Sherlock card is the token they look at.
 """
 
+import html
 import re
 from datetime import timedelta
 
@@ -408,6 +409,57 @@ def test_a_view_only_clerk_cannot_apply_a_conflict(clerk, token, conflict):
 
 
 # ------------------------------------------------------------------------------------------------------------
+# Every list that finds nothing says so (templates/admin/change_list.html)
+# ------------------------------------------------------------------------------------------------------------
+def empty_state(response) -> str:
+    """The empty state's text and links, as a reader sees them (spaces collapsed, entities unescaped)."""
+    body = response.content.decode()
+    found = re.search(r'<div class="module empty-results" id="empty-results".*?\n</div>', body, re.S)
+    assert found, "no empty state"
+    return html.unescape(re.sub(r"\s+", " ", found.group()))
+
+
+def test_a_list_that_finds_nothing_says_what_was_searched_the_filters_in_use_and_what_to_try(admin_client, bob, token):
+    services.card_tokenize(merchant=bob, card=sherlock_card(), namespace="baker-street")  # a second merchant to filter
+
+    response = admin_client.get(changelist("namespace"), {"q": "diogenes", "merchant__id__exact": token.merchant_id})
+
+    said = empty_state(response)
+    assert "No namespaces match “diogenes” with the filters chosen." in said
+    assert f"Filtered by merchant: {token.merchant}." in said
+    assert "Try fewer or other words, or fewer filters" in said  # the namespaces have no hint of their own
+    assert f'<a href="{changelist("namespace")}?q=diogenes" id="empty-results-unfiltered">' in said
+    assert f'<a href="{changelist("namespace")}" id="empty-results-all">Show all namespaces</a>' in said
+    assert "<table" not in said
+
+
+def test_a_list_filtered_to_nothing_names_each_filter_as_its_sidebar_does(admin_client, alice, token):
+    services.card_tokenize(merchant=alice, card=sherlock_card(MASTERCARD))  # a second brand to filter
+
+    response = admin_client.get(changelist("token"), {"brand": "VISA", "expired": "yes", "namespace": "attic"})
+
+    said = empty_state(response)
+    assert "No tokens match the filters chosen." in said
+    assert "Filtered by brand: VISA; namespace: attic; expired: Yes." in said
+    assert "Try a masked number as the pages show it" in said  # the token list's own hint
+
+
+def test_the_audit_log_empty_for_an_object_says_which_object_it_looked_for(admin_client, db):
+    response = admin_client.get(changelist("auditlog"), {"object_type": "token", "object_id": "7ABCDEFGHJKLMNPQRST"})
+
+    said = empty_state(response)
+    assert "Filtered by object type: token; object id: 7ABCDEFGHJKLMNPQRST." in said
+    assert "Search by an object's whole id" in said
+
+
+def test_a_list_with_no_rows_at_all_says_it_has_none_yet(admin_client, db):
+    said = empty_state(admin_client.get(changelist("tokenconflict")))
+
+    assert "No token conflicts yet." in said
+    assert "Show all" not in said
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Namespaces and expiry extensions
 # ------------------------------------------------------------------------------------------------------------
 def test_the_namespace_list_shows_how_many_live_cards_each_holds(admin_client, alice, token):
@@ -431,6 +483,16 @@ def test_a_namespace_links_to_its_tokens(admin_client, alice, bob, token):
     response = admin_client.get(link.replace("&amp;", "&"))
 
     assert listed_token_ids(response) == {token.token_id}
+
+
+def test_the_namespace_list_shows_its_merchant_shortly_and_when_it_was_made_as_every_list(admin_client, alice, token):
+    alice.name = "Harbour Coffee Roasters of the Northern Quarter"
+    alice.save(update_fields=["name"])
+
+    body = admin_client.get(changelist("namespace")).content.decode()
+
+    assert f'<span class="merchant" title="{alice.name} ({alice.public_id})">Harbour Coffee Roaste…</span>' in body
+    assert re.search(r'<td class="field-created"><time datetime="[^"]+">[^<]+ UTC</time> <span class="relative">', body)
 
 
 def test_the_expiry_extension_list_is_read_only(admin_client, token, settings):
@@ -621,6 +683,15 @@ def test_the_delete_button_leads_to_the_same_confirmation_and_back_to_the_token(
     page = admin_client.get(done["Location"]).content.decode()
     assert "Deleted 1 token; its tombstone remains." in page
     assert 'id="object-action-tombstone_selected"' not in page and 'id="object-action-extend_expiry"' not in page
+
+
+def test_an_action_button_of_a_token_gone_meanwhile_goes_back_to_the_list_and_says_so(admin_client, token):
+    button = reverse("admin:vault_token_object_action", args=[token.pk + 1000, "extend_expiry"])
+
+    response = admin_client.get(button, follow=True)
+
+    assert response.redirect_chain == [(changelist("token"), 302)]
+    assert [str(m) for m in response.context["messages"]] == ["That token does not exist: was it deleted?"]
 
 
 def test_a_view_only_clerk_sees_no_action_buttons(clerk, token):

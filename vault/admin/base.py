@@ -11,7 +11,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from core.admin import ConfirmsActions, ReadOnlyAdmin, run_each
-from core.admin_display import BAD, GOOD, QUIET, WARNING, counted, moment_shown, status_label
+from core.admin_display import BAD, GOOD, QUIET, WARNING, counted, expiry_shown, moment_shown, status_label
 from vault.models import Token, TokenConflict
 
 # A live token this close to its end is "Expiring": a clerk may want to extend it before it goes.
@@ -21,10 +21,6 @@ EXPIRING_WITHIN = timedelta(days=30)
 # ------------------------------------------------------------------------------------------------------------
 # Presentation helpers
 # ------------------------------------------------------------------------------------------------------------
-def expiry_shown(month: int | None, year: int | None) -> str:
-    return f"{month:02d}/{year}" if month and year else "—"
-
-
 def address_shown(address: dict | None):
     """A billing address as escaped lines."""
     if not address:

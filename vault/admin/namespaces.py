@@ -7,6 +7,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from core.admin import ReadOnlyAdmin
+from core.admin_display import merchant_shown, moment_shown
 from vault import selectors
 from vault.models import Namespace
 
@@ -14,10 +15,10 @@ from vault.models import Namespace
 @admin.register(Namespace)
 class NamespaceAdmin(ReadOnlyAdmin):
     # A namespace is part of its tokens' identity: renaming or dropping one here would move or orphan cards.
-    list_display = ["name", "merchant", "card_count", "created_at", "tokens_link"]
+    list_display = ["name", "merchant_cell", "card_count", "created", "tokens_link"]
     list_filter = ["merchant"]
     search_fields = ["name"]
-    fields = ["name", "merchant", "card_count", "created_at"]
+    fields = ["name", "merchant_cell", "card_count", "created"]
     readonly_fields = fields
 
     def get_queryset(self, request):
@@ -26,6 +27,14 @@ class NamespaceAdmin(ReadOnlyAdmin):
     @admin.display(description="cards", ordering="card_count")
     def card_count(self, obj):
         return obj.card_count
+
+    @admin.display(description="merchant", ordering="merchant__name")
+    def merchant_cell(self, obj):
+        return merchant_shown(obj.merchant)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj):
+        return moment_shown(obj.created_at)
 
     @admin.display(description="tokens")
     def tokens_link(self, obj):

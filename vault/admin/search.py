@@ -3,8 +3,10 @@
 A masked number as every page shows it (``4761********5989``, with spaces or dots, or the network pages'
 ``476173…5989``) is its BIN and last four (and, with stars, its length); four digits are a last four, six a BIN; four
 characters or more of the tokenId alphabet are the start of a tokenId; anything else, and any word, may be the name
-of a merchant. Each reading is a query an index answers (equality, or ``startswith``, a ``LIKE 'X%'`` that the
-tokenId's b-tree answers under the C collation the databases use); a merchant's name is looked up in the small
+of a merchant. Each reading is a query an index answers: equality, or for the start of a tokenId a range,
+``token_id >= 'X' AND token_id < 'Y'`` (``token_id_range``). A ``LIKE 'X%'`` alone uses the tokenId's b-tree only
+under the "C" collation, and PostgreSQL servers here run C.UTF-8: the range is what the index answers, the
+``startswith`` beside it keeps the match exact whatever the collation. A merchant's name is looked up in the small
 merchant table first, then its tokens by their merchant's index.
 
 Full card numbers never get here: ``core.admin.RefusesCardNumbersInSearch`` refuses them before any query.
@@ -21,6 +23,17 @@ from vault.models import TOKEN_ID_ALPHABET, TOKEN_ID_LENGTH, Token
 SEPARATORS = re.compile(r"[\s.\-]+")
 MASKED_NUMBER = re.compile(r"^(?P<bin>\d{4,8})(?P<mask>\*+|•+|[xX]+|…)(?P<last_four>\d{4})$")
 TOKEN_ID_PREFIX = re.compile(f"^[{TOKEN_ID_ALPHABET}]{{4,{TOKEN_ID_LENGTH}}}$")
+
+
+def token_id_range(prefix: str) -> Q:
+    """Every tokenId starting with ``prefix``, as bounds a b-tree answers in any collation: from the prefix itself to
+    the prefix with its last character that can grow grown by one in the tokenId alphabet (which every collation
+    orders alike: digits, then capitals), ``7ABZ`` → ``7AC``. A prefix of Z's only has no upper bound."""
+    for end in range(len(prefix) - 1, -1, -1):
+        position = TOKEN_ID_ALPHABET.find(prefix[end])
+        if 0 <= position < len(TOKEN_ID_ALPHABET) - 1:
+            return Q(token_id__gte=prefix, token_id__lt=prefix[:end] + TOKEN_ID_ALPHABET[position + 1])
+    return Q(token_id__gte=prefix)
 
 
 @dataclass(frozen=True)
@@ -82,7 +95,11 @@ class TokenSearch:
             found |= Q(bin=self.bin)
         if self.token_id:
             whole = len(self.token_id) == TOKEN_ID_LENGTH
-            found |= Q(token_id=self.token_id) if whole else Q(token_id__startswith=self.token_id)
+            found |= (
+                Q(token_id=self.token_id)
+                if whole
+                else token_id_range(self.token_id) & Q(token_id__startswith=self.token_id)
+            )
         if self.merchant_name:
             merchants = Merchant.objects.filter(Q(name__icontains=self.merchant_name) | Q(public_id=self.merchant_name))
             found |= Q(merchant_id__in=list(merchants.values_list("pk", flat=True)[:50]))

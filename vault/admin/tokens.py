@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from core.admin import ObjectActions, ReadOnlyAdmin, ReadOnlyInline, staff_actor
-from core.admin_display import counted, merchant_shown, moment_shown, when_shown
+from core.admin_display import counted, expiry_shown, merchant_shown, moment_shown, when_shown
 from core.audit import audit_record
 from vault import selectors, services
 from vault.admin.base import (
@@ -18,7 +18,6 @@ from vault.admin.base import (
     address_shown,
     conflict_table,
     duration_shown,
-    expiry_shown,
     token_status_label,
 )
 from vault.admin.search import TokenSearch
@@ -85,6 +84,11 @@ class TokenAdmin(ObjectActions, ServiceActions):
     search_help_text = (
         "A masked number as shown (4761********5989), last four digits, BIN (first six), the start of a tokenId, "
         "or a merchant's name."
+    )
+    # What to try when nothing is found (admin/change_list.html), below how the term was read.
+    empty_hint = (
+        "Try a masked number as the pages show it (4761********5989), the last four digits (5989), the BIN (the first "
+        "six digits), the first four or more characters of a tokenId, or a merchant's name."
     )
     date_hierarchy = "created_at"
     show_full_result_count = False  # one COUNT over the vault per page view is enough

@@ -1,4 +1,5 @@
-"""Tokens as the API shows them: HAL JSON with absolute links, card data masked.
+"""Tokens as the API shows them (HAL JSON with absolute links, card data masked), forward destinations (their
+credentials by name only) and a forward's answer (as ``card_forward`` masked it).
 
 Built as plain dicts (the hot path of every tokenize); ``serializers.TokenOutput`` documents the same shape. The
 link relations are those of ``relations``, where the curie leads.
@@ -8,6 +9,7 @@ from django.conf import settings
 
 from core.http import timestamp
 from vault.api.relations import CURIE_NAME, CURIE_PATH, TOKEN_DETAILS, rel
+from vault.forwarding.sending import ForwardAnswer
 from vault.models import Token, TokenConflict
 
 TOKEN_DETAIL_RELS = tuple((rel(name), name) for name in TOKEN_DETAILS)
@@ -88,3 +90,28 @@ def token_body(request, token: Token, *, conflict: TokenConflict | None = None) 
         body["conflicts"] = conflicts_body(conflict)
     body["_links"] = token_links(request, token, conflict_pending=conflict is not None)
     return body
+
+
+def destination_body(destination, *, credential_names: list[str]) -> dict:
+    """A forward destination (``destination_serializers.DestinationOutput``): its credentials by name only."""
+    return {
+        "id": destination.public_id,
+        "name": destination.name,
+        "url": destination.url,
+        "description": destination.description,
+        "credentials": credential_names,
+        "enabled": destination.is_enabled,
+        "disabledReason": destination.disabled_reason or None,
+        "createdAt": timestamp(destination.created_at),
+        "updatedAt": timestamp(destination.updated_at),
+    }
+
+
+def forward_answer_body(answer: ForwardAnswer) -> dict:
+    """The destination's answer, as ``card_forward`` masked it (``forward_serializers.ForwardOutput``)."""
+    return {
+        "status": answer.status,
+        "headers": answer.headers,
+        "body": answer.body,
+        "bodyTruncated": answer.body_truncated,
+    }

@@ -1,8 +1,8 @@
 from django.urls import path, register_converter
 
 from core.api import IdConverter
-from vault.api import relations, views
-from vault.models import Token
+from vault.api import destinations, forward, relations, views
+from vault.models import ForwardDestination, Token
 
 
 class ReferenceConverter(IdConverter):
@@ -17,7 +17,12 @@ class RelationConverter(IdConverter):
     regex = relations.NAME_REGEX
 
 
+class DestinationIdConverter(IdConverter):
+    regex = f"[A-Za-z0-9_-]{{1,{ForwardDestination._meta.get_field('public_id').max_length}}}"
+
+
 register_converter(ReferenceConverter, "token_reference")
+register_converter(DestinationIdConverter, "destination_id")
 register_converter(RelationConverter, "relation")
 
 ref = "tokens/<token_reference:reference>"
@@ -36,6 +41,13 @@ urlpatterns = [
     ),
     path(f"{ref}/conflicts", views.TokenConflictsView.as_view(), name="token-conflicts"),
     path(f"{ref}/detokenize", views.TokenDetokenizeView.as_view(), name="token-detokenize"),
+    path("forward", forward.ForwardView.as_view(), name="forward"),
+    path("forward-destinations", destinations.DestinationsView.as_view(), name="forward-destinations"),
+    path(
+        "forward-destinations/<destination_id:public_id>",
+        destinations.DestinationView.as_view(),
+        name="forward-destination",
+    ),
     # Where the curie of every answer leads (relations.CURIE_PATH).
     path("rels/tokens/<relation:rel>.json", views.RelationView.as_view(), name="token-relation"),
 ]

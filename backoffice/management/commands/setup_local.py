@@ -32,7 +32,7 @@ class Command(BaseCommand):
                 merchant=merchant,
                 name="demo",
                 raw_key=demo_key,
-                scopes=["tokens", "tokens:detokenize", "network-tokens", "webhooks"],
+                scopes=["tokens", "tokens:detokenize", "network-tokens", "webhooks", "forwarding"],
             )
         port = os.environ.get("PORT", "8000")
         self.stdout.write(

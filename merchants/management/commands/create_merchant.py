@@ -22,7 +22,8 @@ class Command(BaseCommand):
         requested = [scope.strip() for scope in scopes.split(",") if scope.strip()]
         unknown = sorted(set(requested) - set(SCOPES))
         if unknown:
-            raise CommandError(f"unknown scope(s): {', '.join(unknown)}; choose from {', '.join(SCOPES)}")
+            said = "unknown scope" if len(unknown) == 1 else "unknown scopes"
+            raise CommandError(f"{said}: {', '.join(unknown)}; choose from {', '.join(SCOPES)}")
         merchant, raw_key = services.merchant_create(name=name, scopes=requested)
         if json:
             self.stdout.write(_json_line(merchant.public_id, raw_key))

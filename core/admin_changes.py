@@ -1,10 +1,10 @@
-"""A change form whose weightier fields are saved only after a confirmation page showing each change, old -> new.
+"""A form whose weightier fields are saved only after a confirmation page showing what will be saved.
 
 Rate limits (a merchant's, an issuer's) and an issuer's BIN range change what every later call meets: a slip of the
 keyboard there throttles a merchant or sends cards to the wrong issuer. The form is posted as usual; when it is valid
-and changes one of ``confirmed_fields``, the page that answers lists every changed field with its old and new value
-and posts the same form again, confirmed. Nothing is saved before that second post, which runs Django's own view (its
-permission checks, validation and ``save_model``) unchanged.
+and sets one of ``confirmed_fields``, the page that answers lists each changed field with its old and new value (a new
+object: each of its values) and posts the same form again, confirmed. Nothing is saved before that second post, which
+runs Django's own view (its permission checks, validation and ``save_model``) unchanged.
 """
 
 from django.contrib.admin.utils import unquote
@@ -18,7 +18,7 @@ CONFIRMED = "_confirmed"
 
 class ConfirmsChanges:
     confirmed_fields: tuple[str, ...] = ()
-    change_confirmation_template = "admin/merchants/change_confirmation.html"
+    change_confirmation_template = "admin/change_confirmation.html"
 
     def value_shown(self, name: str, value) -> str:
         """How the confirmation page shows a field's value; an admin may say what an empty one means."""
@@ -27,7 +27,7 @@ class ConfirmsChanges:
         return NOTHING if value in (None, "") else str(value)
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        if request.method == "POST" and object_id is not None and not request.POST.get(CONFIRMED):
+        if request.method == "POST" and not request.POST.get(CONFIRMED):
             confirmation = self._change_confirmation(request, object_id)
             if confirmation is not None:
                 return confirmation
@@ -35,28 +35,34 @@ class ConfirmsChanges:
 
     def _change_confirmation(self, request, object_id):
         """The confirmation page, or None when Django's view should answer (no such object, no permission, errors
-        to show, nothing weighty changed)."""
-        obj = self.get_object(request, unquote(object_id))
-        if obj is None or not self.has_change_permission(request, obj):
+        to show, nothing weighty set)."""
+        adding = object_id is None
+        if adding:
+            obj, allowed = None, self.has_add_permission(request)
+        else:
+            obj = self.get_object(request, unquote(object_id))
+            allowed = obj is not None and self.has_change_permission(request, obj)
+        if not allowed:
             return None
-        form = self.get_form(request, obj, change=True)(request.POST, request.FILES, instance=obj)
+        form = self.get_form(request, obj, change=not adding)(request.POST, request.FILES, instance=obj)
         old = {name: form.initial.get(name) for name in form.fields}  # before validation writes the new ones on obj
         if not form.is_valid() or not set(form.changed_data) & set(self.confirmed_fields):
             return None
         rows = [
             (
                 capfirst(form.fields[name].label or name),
-                self.value_shown(name, old[name]),
+                None if adding else self.value_shown(name, old[name]),
                 self.value_shown(name, form.cleaned_data[name]),
             )
-            for name in form.changed_data
+            for name in (form.fields if adding else form.changed_data)
         ]
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Save these changes to {obj}?",
+            "title": f"Add this {self.opts.verbose_name}?" if adding else f"Save these changes to {obj}?",
             "subtitle": None,
             "opts": self.opts,
             "original": obj,
+            "adding": adding,
             "rows": rows,
             # The form as posted, posted again with the confirmation: the CSRF token is the page's own.
             "posted": [

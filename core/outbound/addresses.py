@@ -1,4 +1,4 @@
-"""Webhook URLs may only reach the public internet.
+"""Outbound calls (webhooks, forwarding) may only reach the public internet.
 
 An address is acceptable when it is globally routable unicast: that one test refuses private, loopback,
 link-local (and with it the 169.254.169.254 metadata service), CGNAT (100.64/10), multicast, unspecified, reserved
@@ -7,19 +7,20 @@ NAT64) are judged as the IPv4 address they carry. IPv6 outside the global unicas
 Python counts some of it global: the deprecated IPv4-compatible form (``::10.0.0.1``, which a host with an automatic
 tunnel still sends to the IPv4 address), the rest of ``::/8`` and the unassigned blocks, and site-local
 ``fec0::/10`` (deprecated, and private in use). ``WEBHOOK_ALLOW_LOOPBACK`` lets loopback through, for local
-development and tests, and nothing else.
+development and tests, and nothing else (the setting keeps its first user's name: it governs every outbound call).
 
 The port must be 80, 443, or 1024 and above, where web servers listen: the ports below 1024 are SSH's, SMTP's,
-DNS's and the like, which a webhook must not be made to talk to (port 0 is no port at all). Loopback, where it is
-allowed, takes any port but 0: a developer's receiver listens where it likes, and the demo's endpoints point at the
-discard port. A URL is printable ASCII: spaces, control characters (CR and LF split a request line into headers) and
-non-ASCII characters are refused rather than dropped or encoded on the way, so the URL that is stored and shown is
-the one connected to.
+DNS's and the like, which an outbound call must not be made to talk to (port 0 is no port at all). Loopback, where
+it is allowed, takes any port but 0: a developer's receiver listens where it likes, and the demo's endpoints point
+at the discard port. A URL is printable ASCII: spaces, control characters (CR and LF split a request line into
+headers) and non-ASCII characters are refused rather than dropped or encoded on the way, so the URL that is stored
+and shown is the one connected to.
 
-The check runs when an endpoint is saved and again at connect time, on the addresses the connection will use
-(``vetted_addresses``), so a name that resolves to a public address at save time and to a private one later (DNS
-rebinding) is still refused. Through an outbound proxy (``OUTBOUND_PROXY_URL``) the check is the same and comes
-first: the proxy is asked for a tunnel to the vetted address, never to the name (notifications/transport.py).
+The check runs when a URL is saved (a webhook endpoint, a forwarding destination) and again at connect time, on the
+addresses the connection will use (``vetted_addresses``), so a name that resolves to a public address at save time
+and to a private one later (DNS rebinding) is still refused. Through an outbound proxy (``OUTBOUND_PROXY_URL``) the
+check is the same and comes first: the proxy is asked for a tunnel to the vetted address, never to the name
+(core/outbound/client.py).
 """
 
 import ipaddress
@@ -43,7 +44,7 @@ NOT_PRINTABLE_ASCII = re.compile(r"[^\x21-\x7e]")
 
 
 class UnsafeUrl(Exception):
-    """The URL is malformed or reaches an address webhooks must not reach. The message is safe to show."""
+    """The URL is malformed or reaches an address outbound calls must not reach. The message is safe to show."""
 
 
 def _embedded_ipv4(address):
