@@ -1,9 +1,7 @@
 """Every read the network-token API makes: scoped to a merchant; another merchant's object is NotFound, as a missing
 one (the API answers 404 resourceNotFound)."""
 
-import re
 from datetime import datetime
-from urllib.parse import urlsplit
 
 from django.db.models import Count, Q, QuerySet, Value
 from django.db.models.functions import Coalesce, NullIf
@@ -12,30 +10,15 @@ from core.errors import NotFound
 from merchants.models import Merchant
 from networks.models import NETWORKS, Batch, BatchItem, LifecycleEvent, NetworkToken, ProvisioningRequest
 from vault import selectors as vault_selectors
-from vault.models import TOKEN_ID_ALPHABET, TOKEN_ID_LENGTH, Token
-
-VAULT_TOKEN_ID = re.compile(f"^[{TOKEN_ID_ALPHABET}]{{{TOKEN_ID_LENGTH}}}$")
-VAULT_HREF_PATH = re.compile(r"^(?:.*/)?tokens/([A-Za-z0-9_-]+)/?$")
+from vault.models import Token
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Vault tokens named in requests: an href (…/tokens/<reference>) or a tokenId
+# Vault tokens named in requests: an href (…/tokens/<reference>) or a tokenId (``vault.selectors.token_named``)
 # ------------------------------------------------------------------------------------------------------------
-def _parse_reference(value: str) -> tuple[str, str] | None:
-    """``("token_id", …)`` or ``("reference", …)``; None when ``value`` is neither an href nor a tokenId."""
-    if VAULT_TOKEN_ID.match(value):
-        return "token_id", value
-    match = VAULT_HREF_PATH.match(urlsplit(value).path)
-    return ("reference", match.group(1)) if match else None
-
-
 def vault_token_get(*, merchant: Merchant, value: str) -> Token:
     """The merchant's live vault token named by href or tokenId, else NotFound."""
-    parsed = _parse_reference(value)
-    if parsed is None:
-        raise NotFound("The token does not exist")
-    kind, key = parsed
-    return vault_selectors.token_get(merchant=merchant, **{kind: key})
+    return vault_selectors.token_named_get(merchant=merchant, value=value)
 
 
 def vault_tokens_resolve(*, merchant: Merchant, values: list[str]) -> dict[str, Token]:
@@ -45,9 +28,10 @@ def vault_tokens_resolve(*, merchant: Merchant, values: list[str]) -> dict[str, 
     """
     wanted: dict[str, dict[str, list[str]]] = {"token_id": {}, "reference": {}}
     for value in values:
-        parsed = _parse_reference(value)
-        if parsed is not None:
-            wanted[parsed[0]].setdefault(parsed[1], []).append(value)
+        lookup = vault_selectors.token_named(value)
+        if lookup is not None:
+            [(kind, key)] = lookup.items()
+            wanted[kind].setdefault(key, []).append(value)
     found: dict[str, Token] = {}
     for kind, keys in wanted.items():
         if not keys:

@@ -1,15 +1,20 @@
 """Every read the vault API and admin make: scoped to a merchant, live tokens only unless said otherwise."""
 
+import re
 from datetime import date, datetime, time, timedelta
+from urllib.parse import urlsplit
 
 from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from core.errors import ResourceNotFound
+from core.errors import NotFound, ResourceNotFound
 from merchants.models import Merchant
 from vault.crypto import configured_key_ring
-from vault.models import KeyCheck, Namespace, Token, TokenConflict
+from vault.models import TOKEN_ID_ALPHABET, TOKEN_ID_LENGTH, KeyCheck, Namespace, Token, TokenConflict
+
+TOKEN_ID = re.compile(f"^[{TOKEN_ID_ALPHABET}]{{{TOKEN_ID_LENGTH}}}$")
+HREF_PATH = re.compile(r"^(?:.*/)?tokens/([A-Za-z0-9_-]+)/?$")
 
 
 def live_tokens(*, merchant: Merchant) -> QuerySet[Token]:
@@ -24,6 +29,23 @@ def token_get(*, merchant: Merchant, reference: str | None = None, token_id: str
     if token is None:
         raise ResourceNotFound("The token does not exist")
     return token
+
+
+def token_named(value: str) -> dict[str, str] | None:
+    """How a request names a token, as a lookup: ``{"token_id": …}`` for a tokenId, ``{"reference": …}`` for an
+    href (``…/tokens/<reference>``); None when ``value`` is neither."""
+    if TOKEN_ID.match(value):
+        return {"token_id": value}
+    match = HREF_PATH.match(urlsplit(value).path)
+    return {"reference": match.group(1)} if match else None
+
+
+def token_named_get(*, merchant: Merchant, value: str) -> Token:
+    """The merchant's live token named by ``value`` (a tokenId or an href, ``token_named``), else NotFound."""
+    lookup = token_named(value)
+    if lookup is None:
+        raise NotFound("The token does not exist")
+    return token_get(merchant=merchant, **lookup)
 
 
 def token_list(*, merchant: Merchant, namespace: str) -> QuerySet[Token]:

@@ -20,7 +20,7 @@ from django.db import transaction
 from core import outbound
 from core.audit import Actor, audit_record
 from core.cards import masked_card_numbers
-from core.errors import BodyDoesNotMatchSchema, BusinessRuleError, DestinationUnavailable, NotFound
+from core.errors import BodyDoesNotMatchSchema, BusinessRuleError, DestinationUnavailable
 from core.models import AuditLog
 from merchants.models import Merchant
 from vault import selectors
@@ -28,7 +28,7 @@ from vault.forwarding import expressions
 from vault.forwarding.destinations import destination_credentials, destination_get
 from vault.forwarding.network_tokens import NetworkTokenCard, network_token_card
 from vault.keys import key_ring
-from vault.models import TOKEN_ID_ALPHABET, TOKEN_ID_LENGTH, Forward, ForwardDestination, Token
+from vault.models import Forward, ForwardDestination, Token
 from vault.services.tokens import token_use
 
 # A credential filled in is masked wherever the answer quotes it; one shorter than this (a "1" flag) would star out
@@ -54,17 +54,6 @@ class ForwardAnswer:
     headers: dict[str, str]
     body: str
     body_truncated: bool
-
-
-def forward_token_get(*, merchant: Merchant, value: str) -> Token:
-    """The merchant's live token named by ``value``, a tokenId or an href (``…/tokens/<reference>``); NotFound for
-    anything else, another merchant's included."""
-    if len(value) == TOKEN_ID_LENGTH and all(letter in TOKEN_ID_ALPHABET for letter in value):
-        return selectors.token_get(merchant=merchant, token_id=value)
-    head, _, reference = urlsplit(value).path.rstrip("/").rpartition("/")
-    if not reference or not (head == "tokens" or head.endswith("/tokens")):
-        raise NotFound("The token does not exist")
-    return selectors.token_get(merchant=merchant, reference=reference)
 
 
 def forward_url(destination_url: str, path: str) -> str:
@@ -169,7 +158,7 @@ def card_forward(
     uses_credentials = any(name.startswith(expressions.CREDENTIALS) for name in names)
     credentials = destination_credentials(destination) if uses_credentials else {}
     expressions.request_template_check(template, credential_names=credentials, has_network_token=bool(network_token_id))
-    card_token = forward_token_get(merchant=merchant, value=token)
+    card_token = selectors.token_named_get(merchant=merchant, value=token)
     # The path checked with every value a plain letter first: a path that leaves the prefix costs no decryption,
     # no cryptogram and no use of the token.
     forward_url(destination.url, template.path.filled(defaultdict(lambda: "x"), expressions.as_is))
