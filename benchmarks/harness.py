@@ -323,8 +323,19 @@ def ensure_wrk() -> None:
         raise BenchError(f"apt-get install wrk failed: {result.stderr[-300:]}")
 
 
-def wrk(url: str, *, seconds: float, connections: int, threads: int, env: dict[str, str], log: Path) -> dict:
-    """One wrk run of ``benchmarks/wrk/cards.lua``; returns the JSON line it prints."""
+def wrk(
+    url: str,
+    *,
+    seconds: float,
+    connections: int,
+    threads: int,
+    env: dict[str, str],
+    log: Path,
+    script: Path = WRK_SCRIPT,
+    timeout: str = "10s",
+) -> dict:
+    """One wrk run of ``script`` (``benchmarks/wrk/cards.lua`` unless told), each request given up after ``timeout``;
+    returns the JSON line it prints."""
     if not shutil.which("wrk"):
         raise BenchError("wrk is not installed (Debian package wrk)")
     command = [
@@ -333,9 +344,9 @@ def wrk(url: str, *, seconds: float, connections: int, threads: int, env: dict[s
         f"-c{connections}",
         f"-d{max(1, round(seconds))}s",
         "--timeout",
-        "10s",
+        timeout,
         "-s",
-        str(WRK_SCRIPT),
+        str(script),
         url,
     ]
     result = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=seconds + 60)

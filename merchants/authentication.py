@@ -33,6 +33,16 @@ def actor_for(request) -> Actor:
     return Actor(f"api-key:{key.prefix}", merchant=key.merchant, origin=client_origin(request))
 
 
+def attempt_actor(request) -> Actor:
+    """The audit actor of an API attempt that may have failed before or at authentication: the key's when it was
+    accepted, else "anonymous" from the client's address (for views that audit their refusals)."""
+    try:
+        key = request.auth
+    except exceptions.APIException:  # the failure came before authentication, which refuses the key too
+        key = None
+    return actor_for(request) if isinstance(key, ApiKey) else Actor("anonymous", origin=client_origin(request))
+
+
 def _recognisable_prefix(raw_key: str) -> str:
     """The prefix of a presented key worth auditing: only for keys in our format, whose prefix is no secret.
 

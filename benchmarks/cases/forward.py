@@ -11,14 +11,12 @@ to forwards, which spend most of theirs waiting on a second HTTP exchange.
 
 import json
 import os
-import shutil
-import subprocess
 import urllib.request
 from pathlib import Path
 
 from benchmarks import seed
 from benchmarks.cases import Context
-from benchmarks.harness import PYTHON, BenchError, Load, free_port, wait_until
+from benchmarks.harness import PYTHON, Load, free_port, wait_until, wrk
 
 SCRIPT = Path(__file__).resolve().parent.parent / "wrk" / "forward.lua"
 FORWARD_BODY = {
@@ -36,20 +34,6 @@ def _receiver_up(url: str) -> bool:
             return True
     except OSError:
         return False
-
-
-def _wrk(url: str, *, env: dict[str, str], seconds: float, connections: int, log: Path) -> dict:
-    """One wrk run of ``wrk/forward.lua`` (``harness.wrk`` runs ``cards.lua``); the JSON line it prints."""
-    if not shutil.which("wrk"):
-        raise BenchError("wrk is not installed (Debian package wrk)")
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "40s", "-s", str(SCRIPT)]
-    result = subprocess.run([*command, url], env=env, capture_output=True, text=True, timeout=seconds + 90)
-    with open(log, "a") as out:
-        out.write(f"$ {' '.join(command)} {url}\n{result.stdout}{result.stderr}\n")
-    for line in result.stdout.splitlines():
-        if line.startswith("BENCH_RESULT "):
-            return json.loads(line.removeprefix("BENCH_RESULT "))
-    raise BenchError(f"wrk printed no result (exit {result.returncode}): {result.stderr[-300:]}")
 
 
 def _stored_card(ctx: Context, merchant) -> str:
@@ -102,11 +86,29 @@ def run(ctx: Context) -> dict:
             targets = {"bare": f"{url}/bench/bare", "forward": f"{url}/forward"}
             if s.wrk_warmup:
                 for target in targets.values():
-                    _wrk(target, env=env, seconds=s.wrk_warmup, connections=s.wrk_connections, log=log)
+                    wrk(
+                        target,
+                        seconds=s.wrk_warmup,
+                        connections=s.wrk_connections,
+                        threads=2,
+                        env=env,
+                        log=log,
+                        script=SCRIPT,
+                        timeout="40s",
+                    )
             for _ in range(s.wrk_rounds):
                 for name, target in targets.items():
                     loads[name].add(
-                        _wrk(target, env=env, seconds=s.wrk_seconds, connections=s.wrk_connections, log=log)
+                        wrk(
+                            target,
+                            seconds=s.wrk_seconds,
+                            connections=s.wrk_connections,
+                            threads=2,
+                            env=env,
+                            log=log,
+                            script=SCRIPT,
+                            timeout="40s",
+                        )
                     )
     bare, forward = loads["bare"].figures(), loads["forward"].figures()
     ratio = (

@@ -4,14 +4,11 @@ import logging
 
 from django.db import DatabaseError
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import exceptions
 from rest_framework.response import Response
 
 from core.api import ApiView, ErrorOutput
-from core.audit import Actor
 from core.errors import DestinationUnavailable
-from merchants.authentication import actor_for, client_origin
-from merchants.models import ApiKey
+from merchants.authentication import actor_for, attempt_actor
 from vault.api import forward_serializers as s
 from vault.api.representations import forward_answer_body
 from vault.api.views import ERRORS as TOKEN_ERRORS
@@ -91,19 +88,10 @@ class ForwardView(ApiView):
         if not isinstance(exc, DestinationUnavailable):
             try:
                 card_forward_refused(
-                    actor=self._attempt_actor(),
+                    actor=attempt_actor(self.request),
                     reason=response.data["errorName"],
                     status=response.status_code,
                 )
             except DatabaseError:
                 logger.exception("a refused forward could not be audited")
         return response
-
-    def _attempt_actor(self) -> Actor:
-        try:
-            key = self.request.auth
-        except exceptions.APIException:  # the failure came before authentication, which refuses the key too
-            key = None
-        if isinstance(key, ApiKey):
-            return actor_for(self.request)
-        return Actor("anonymous", origin=client_origin(self.request))

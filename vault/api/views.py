@@ -6,18 +6,16 @@ from urllib.parse import urlencode
 from django.db import DatabaseError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
-from rest_framework import exceptions, status
+from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import ApiView, ErrorOutput, StringField, page_of
-from core.audit import Actor
 from core.errors import ResourceNotFound
 from core.http import HalJsonRenderer, JsonRenderer, timestamp
 from core.schema import string_schema
-from merchants.authentication import actor_for, client_origin
-from merchants.models import ApiKey
+from merchants.authentication import actor_for, attempt_actor
 from vault import selectors, services
 from vault.api import relations
 from vault.api import serializers as s
@@ -351,7 +349,7 @@ class TokenDetokenizeView(ApiView):
         if not isinstance(exc, KeysUnavailable):
             try:
                 token_detokenize_refused(
-                    actor=self._attempt_actor(),
+                    actor=attempt_actor(self.request),
                     reference=self.kwargs["reference"],
                     reason=DETOKENIZE_REFUSALS.get(response.status_code) or response.data["errorName"],
                     status=response.status_code,
@@ -359,17 +357,6 @@ class TokenDetokenizeView(ApiView):
             except DatabaseError:
                 logger.exception("a failed detokenize attempt could not be audited")
         return response
-
-    def _attempt_actor(self) -> Actor:
-        try:
-            key = self.request.auth
-        except exceptions.APIException:  # the failure came before authentication, which refuses the key too
-            key = None
-        return (
-            actor_for(self.request)
-            if isinstance(key, ApiKey)
-            else Actor("anonymous", origin=client_origin(self.request))
-        )
 
 
 class RelationView(APIView):
