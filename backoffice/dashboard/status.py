@@ -99,58 +99,67 @@ def trouble_tiles(
     if endpoints is not None:
         failing = endpoints["failing"]
         tiles.append(
-            Tile(
-                key="endpoints-failing",
-                label="Endpoints failing",
-                figure=f"{failing:,}",
+            count_tile(
+                "endpoints-failing",
+                "Endpoints failing",
+                failing,
                 url=links.get("endpoints_failing"),
-                tone=tone_of_count(failing, bad=FAILING_ENDPOINTS_BAD),
-                rule=count_rule(bad=FAILING_ENDPOINTS_BAD),
                 strip=f"{counted(failing, 'endpoint')} failing",
+                bad=FAILING_ENDPOINTS_BAD,
             )
         )
     if webhooks is not None:
         dead_24h = webhooks["dead_letters_24h"]
         tiles.append(overdue_tile(now=now, webhooks=webhooks, links=links))
         tiles.append(
-            Tile(
-                key="dead-letters-24h",
-                label="Dead letters, last 24 h",
-                figure=f"{dead_24h:,}",
+            count_tile(
+                "dead-letters-24h",
+                "Dead letters, last 24 h",
+                dead_24h,
                 url=links.get("dead_letters_24h"),
-                tone=tone_of_count(dead_24h, warning=DEAD_LETTERS_24H_WARNING),
-                rule=count_rule(warning=DEAD_LETTERS_24H_WARNING),
                 strip=f"{counted(dead_24h, 'dead letter')} in 24 h",
+                warning=DEAD_LETTERS_24H_WARNING,
             )
         )
     if attempts is not None:
         tiles.append(attempts_tile(succeeded=attempts[0], failed=attempts[1]))
-    network_rule = count_rule(warning=NETWORK_FAILURES_24H_WARNING)
-    if "requests" in network:
-        tiles.append(
-            Tile(
-                key="network-requests-failed",
-                label="Network-token requests failed, 24 h",
-                figure=f"{network['requests']:,}",
-                url=links.get("requests_failed"),
-                tone=tone_of_count(network["requests"], warning=NETWORK_FAILURES_24H_WARNING),
-                rule=network_rule,
-                strip=f"{counted(network['requests'], 'network-token request')} failed",
+    for kind, key, label, link, noun in (
+        (
+            "requests",
+            "network-requests-failed",
+            "Network-token requests failed, 24 h",
+            "requests_failed",
+            "network-token request",
+        ),
+        ("items", "batch-items-failed", "Batch items failed, 24 h", "items_failed", "batch item"),
+    ):
+        if kind in network:
+            tiles.append(
+                count_tile(
+                    key,
+                    label,
+                    network[kind],
+                    url=links.get(link),
+                    strip=f"{counted(network[kind], noun)} failed",
+                    warning=NETWORK_FAILURES_24H_WARNING,
+                )
             )
-        )
-    if "items" in network:
-        tiles.append(
-            Tile(
-                key="batch-items-failed",
-                label="Batch items failed, 24 h",
-                figure=f"{network['items']:,}",
-                url=links.get("items_failed"),
-                tone=tone_of_count(network["items"], warning=NETWORK_FAILURES_24H_WARNING),
-                rule=network_rule,
-                strip=f"{counted(network['items'], 'batch item')} failed",
-            )
-        )
     return tiles
+
+
+def count_tile(
+    key: str, label: str, count: int, *, url: str | None, strip: str, warning: int | None = None, bad: int | None = None
+) -> Tile:
+    """A count whose colour its thresholds decide (``tone_of_count``), with the rule in words."""
+    return Tile(
+        key=key,
+        label=label,
+        figure=f"{count:,}",
+        url=url,
+        tone=tone_of_count(count, warning=warning, bad=bad),
+        rule=count_rule(warning=warning, bad=bad),
+        strip=strip,
+    )
 
 
 def overdue_tile(*, now: datetime, webhooks: dict, links: dict) -> Tile:
