@@ -7,6 +7,7 @@ KILL) by the ``with`` block that started them, whatever happens inside it.
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -108,12 +109,13 @@ class Run:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         self.databases.clear()
 
-    def manage(self, args: list[str], *, database: str, log: str, timeout: float = 600) -> str:
-        """Run ``manage.py`` in the benchmark environment; returns its output, raises BenchError on failure."""
+    def manage(self, args: list[str], *, database: str, log: str, timeout: float = 600, env: dict | None = None) -> str:
+        """Run ``manage.py`` in the benchmark environment (plus ``env``); returns its output, raises BenchError on
+        failure."""
         result = subprocess.run(
             [PYTHON, "manage.py", *args],
             cwd=ROOT,
-            env=self.env(database=database),
+            env=self.env(database=database, **(env or {})),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -142,9 +144,10 @@ class Run:
             out.close()
 
     @contextlib.contextmanager
-    def gunicorns(self, databases: dict[str, str], *, workers: int):
-        """One gunicorn with sync workers per ``log name → database``, each on a free loopback port, started
-        together; yields ``log name → base URL`` once every one answers /healthz."""
+    def gunicorns(self, databases: dict[str, str], *, workers: int, env: dict[str, dict] | None = None):
+        """One gunicorn with sync workers per ``log name → database`` (and ``log name → environment`` of its own in
+        ``env``), each on a free loopback port, started together; yields ``log name → base URL`` once every one
+        answers /healthz."""
         with contextlib.ExitStack() as stack:
             started = {}
             for log, database in databases.items():
@@ -167,7 +170,9 @@ class Run:
                     "--graceful-timeout",
                     "5",
                 ]
-                process = stack.enter_context(self.process(command, database=database, log=log))
+                process = stack.enter_context(
+                    self.process(command, database=database, log=log, env=(env or {}).get(log))
+                )
                 started[log] = (process, f"http://127.0.0.1:{port}")
             for log, (process, url) in started.items():
                 wait_until(
@@ -323,6 +328,51 @@ def ensure_wrk() -> None:
         raise BenchError(f"apt-get install wrk failed: {result.stderr[-300:]}")
 
 
+# ------------------------------------------------------------------------------------------------------------
+# SoftHSM2: the HSM of the pkcs11 KEK provider's benchmarks
+# ------------------------------------------------------------------------------------------------------------
+SOFTHSM2_MODULE = os.environ.get("SOFTHSM2_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
+
+
+def ensure_softhsm() -> None:
+    """Debian's softhsm2, installed with apt-get when missing and we are root (as ``ensure_wrk``)."""
+    if os.path.isfile(SOFTHSM2_MODULE) and shutil.which("softhsm2-util"):
+        return
+    if os.geteuid() != 0:
+        raise BenchError("SoftHSM2 is not installed: install Debian's softhsm2 package (sudo apt-get install softhsm2)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
+    result = subprocess.run(["apt-get", "install", "-y", "softhsm2"], env=env, capture_output=True, text=True)
+    if result.returncode or not os.path.isfile(SOFTHSM2_MODULE):
+        raise BenchError(f"apt-get install softhsm2 failed: {result.stderr[-300:]}")
+
+
+def softhsm_token(directory: Path, *, label: str) -> dict[str, str]:
+    """A new SoftHSM2 token in ``directory``; returns the environment a process needs to use it through the pkcs11
+    KEK provider (its key label aside): SoftHSM2's configuration, the module, the token and a PIN made here."""
+    ensure_softhsm()
+    tokens = directory / "tokens"
+    tokens.mkdir(parents=True)
+    conf = directory / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    pin = secrets.token_hex(12)
+    result = subprocess.run(
+        ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", secrets.token_hex(12)],
+        env={**os.environ, "SOFTHSM2_CONF": str(conf)},
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode:
+        raise BenchError(f"softhsm2-util --init-token failed: {result.stderr[-300:]}")
+    return {
+        "SOFTHSM2_CONF": str(conf),
+        "VAULT_KEK_PROVIDER": "pkcs11",
+        "PKCS11_MODULE": SOFTHSM2_MODULE,
+        "PKCS11_TOKEN_LABEL": label,
+        "PKCS11_PIN": pin,
+    }
+
+
 def wrk(
     url: str,
     *,
@@ -370,17 +420,17 @@ def alternate(
 ) -> dict[str, Load]:
     """Run wrk against each target in turn, ``rounds`` times, so that each pair of figures shares the machine's
     moods; a short unmeasured warm-up of each first. ``loads``: name → (url, wrk environment, or a function
-    returning one for each wrk run)."""
+    returning one for each wrk run), or (url, environment, wrk script) for another script than ``cards.lua``."""
     merged = {name: Load() for name in loads}
 
-    def once(url, env, seconds):
+    def once(url, env, seconds, script=WRK_SCRIPT):
         env = env() if callable(env) else env
-        return wrk(url, seconds=seconds, connections=connections, threads=threads, env=env, log=log)
+        return wrk(url, seconds=seconds, connections=connections, threads=threads, env=env, log=log, script=script)
 
     if warmup:
-        for url, env in loads.values():
-            once(url, env, warmup)
+        for load in loads.values():
+            once(load[0], load[1], warmup, *load[2:])
     for _ in range(rounds):
-        for name, (url, env) in loads.items():
-            merged[name].add(once(url, env, seconds))
+        for name, load in loads.items():
+            merged[name].add(once(load[0], load[1], seconds, *load[2:]))
     return merged

@@ -31,7 +31,7 @@ from pathlib import Path
 from benchmarks.cases import SCALES, Context, sizes_for
 from benchmarks.harness import ROOT, BenchError, Run, ensure_wrk
 
-BENCHMARKS = ("crypto", "tokenize", "forward", "retokenize", "batch", "webhook", "import")
+BENCHMARKS = ("crypto", "tokenize", "forward", "retokenize", "batch", "webhook", "import", "hsm", "rotate_kek")
 MODULES = {"import": "importing"}
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
 
     results = {}
-    if {"tokenize", "forward", "retokenize"} & set(selected):
+    if {"tokenize", "forward", "retokenize", "hsm"} & set(selected):
         try:
             ensure_wrk()
         except BenchError as exc:
@@ -313,6 +313,32 @@ def rows_of(name: str, r: dict) -> list[tuple[str, ...]]:
                 "",
                 "",
             ),
+        ]
+    if name == "hsm":
+        return [
+            (
+                name if path == "tokenize" else "",
+                f"{path} with the pkcs11 provider (SoftHSM2) {http(r[path]['pkcs11'])}",
+                f"local provider {http(r[path]['local'])}",
+                f"{r[path]['ratio']}",
+                "req/s ratio >= 0.95",
+                verdict(r[path]["met"]),
+            )
+            for path in ("tokenize", "detokenize")
+        ]
+    if name == "rotate_kek":
+        small, large = r["small"], r["large"]
+        return [
+            (
+                name,
+                f"rotate_kek (pkcs11) with {_n(large['cards'])} cards: {_n(large['seconds'])} s, "
+                f"{large['keys_rewrapped']} keys re-wrapped (process: {_n(large['process_seconds'])} s)",
+                f"with {_n(small['cards'])} cards: {_n(small['seconds'])} s "
+                f"(process: {_n(small['process_seconds'])} s)",
+                f"{r['ratio']}",
+                f"<= reference + {r['tolerance_seconds']} s",
+                met,
+            )
         ]
     if name == "crypto":
         return [

@@ -8,7 +8,8 @@ own token id and reference, the number encrypted by the key ring under its assoc
 fingerprint, so the API finds, matches and decrypts them like any other token. About 30x faster than the API.
 
 Run as a module (``python -m benchmarks.seed``) to fill another database than the runner's: it prints the new
-merchant's id and API key as JSON.
+merchant's id and API key as JSON (and with ``--detokenize``, a key allowed to detokenize and a stored token's
+reference, the path of its href).
 """
 
 import argparse
@@ -141,6 +142,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, required=True)
     parser.add_argument("--prefix", required=True, help="the first digits of every card (6 for 16-digit cards)")
     parser.add_argument("--merchant", default="Bench merchant")
+    parser.add_argument(
+        "--detokenize",
+        action="store_true",
+        help="also a key of scope tokens:detokenize, the merchant's card-data limit lifted (it would measure itself)",
+    )
     args = parser.parse_args()
 
     import django
@@ -148,11 +154,22 @@ def main() -> None:
     django.setup()
     from django.db import connection
 
+    from merchants import services
+    from vault.models import Token
+
     merchant, raw_key = merchant_with_key(args.merchant)
     tokens_copy(merchant=merchant, numbers=stored_cards(args.prefix, args.tokens), count=args.tokens)
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE vault_token")
-    print(json.dumps({"merchant_id": merchant.pk, "api_key": raw_key}))
+    seeded = {"merchant_id": merchant.pk, "api_key": raw_key}
+    if args.detokenize:
+        merchant.card_data_rate_limit = "9999/second"
+        merchant.save(update_fields=["card_data_rate_limit"])
+        _, seeded["detokenize_key"] = services.api_key_create(
+            merchant=merchant, scopes=["tokens:detokenize"], name="bench detokenize"
+        )
+        seeded["token_reference"] = Token.objects.filter(merchant=merchant).values_list("reference", flat=True).first()
+    print(json.dumps(seeded))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,23 @@ def keep_djangos_logging(**kwargs):
     not propagate) writes past the redaction of card numbers."""
 
 
+@signals.worker_init.connect
+def check_the_kek(**kwargs):
+    """A worker whose KEK provider cannot serve (a wrong HSM PIN, a missing module, token or key; a malformed
+    VAULT_KEK) stops as it starts, with the one line saying what to do (vault/apps.py). SystemExit, as Celery logs
+    and ignores what else a signal's receiver raises."""
+    import django
+    from django.core.exceptions import ImproperlyConfigured
+
+    django.setup()
+    from vault.kek import kek_provider
+
+    try:
+        kek_provider().verify()
+    except ImproperlyConfigured as exc:
+        raise SystemExit(f"celery worker: {exc}") from None
+
+
 @signals.task_prerun.connect
 @signals.task_postrun.connect
 def close_unusable_database_connections(task=None, **kwargs):

@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from backoffice.dashboard import views as dashboard
+from backoffice.demo.checkout import checkout as demo_checkout
 from backoffice.health import HealthView
 from core.api import EndpointNotFoundView
 
@@ -29,6 +30,10 @@ urlpatterns = [
     path("", include("vault.api.urls")),
     path("", include("notifications.api.urls")),
     path("", include("networks.api.urls")),
+    # Card capture's pages for the shopper's browser: capture.js and the framed form (vault/capture/pages.py).
+    path("", include("vault.capture.urls")),
+    # Only where DEMO_PAGES is on (the embedded run, the tests); elsewhere it answers like an unknown path.
+    path("demo/checkout/", demo_checkout, name="demo-checkout"),
     # Anything else answers endpointNotFound in the API's error shape.
     re_path(r"^(?!admin/|static/).*$", EndpointNotFoundView.as_view()),
 ]

@@ -1,6 +1,7 @@
-"""Encryption at rest for the apps below the vault on the ladder (webhook signing secrets), under the vault's key
-ring: ``key_ring()`` is the ring the vault hands card code (checked against the data, re-encrypted by
-``rotate_keys``), which the vault registers when it starts (``vault.apps``), since no app below it may import it.
+"""Encryption at rest for the apps below the vault on the ladder (webhook signing secrets, idempotent answers), under
+the vault's key ring: ``key_ring()`` is the ring the vault hands card code (its data encryption keys, stored wrapped
+by the key encryption key and unwrapped on first use; re-encrypted by ``rotate_keys``), which the vault registers
+when it starts (``vault.apps``), since no app below it may import it.
 
 Each value is encrypted as the vault encrypts a card: AES-256-GCM under the active key version, bound by associated
 data to the row it belongs to; its model names the column (``encrypted_field``), keeps ``key_version`` and says

@@ -151,12 +151,14 @@ class KeysNotReady(ApiError):
 
 
 class CardKeyUnavailable(ApiError):
-    """A card stored under a key version this server's ring lacks (``CardKeyMissing``: a key
-    rollout that has not reached this server). Not a ServiceUnavailable: the database is fine."""
+    """A card stored under a key version no key is stored for (``CardKeyMissing``), or a key out of reach for now
+    (``CardKeysUnreachable``: the key encryption key's provider does not answer). Not a ServiceUnavailable: the
+    database is fine."""
 
     status_code = 503
     error_name = "serviceUnavailable"
     default_message = "The card's encryption key is not available on this server; retry later"
+    unreachable_message = "The keys of card data cannot be reached just now; retry later"
 
 
 class BusinessRuleError(ApiError):
@@ -213,7 +215,30 @@ class CardKeysMismatch(DomainError):
 
 
 class CardKeyMissing(DomainError):
-    """A card is stored under a key version this server does not hold (``vault.crypto``)."""
+    """A card is stored under a key version no key is stored for (``vault.crypto``)."""
+
+
+class CardKeysUnreachable(DomainError):
+    """A key a card operation needs is not in this server's memory and the provider of the key encryption key (an
+    HSM) cannot unwrap it now (``vault.keys``): 503, and the operation works again once it answers."""
+
+
+class NotAuthenticated(DomainError):
+    """A request that proves itself with a secret of its own instead of an API key (a capture session's client
+    secret, ``vault.capture``) sent a wrong one or none: 401 ``accessDenied``."""
+
+
+class CaptureSessionExpired(DomainError):
+    """The capture session's time is up (``vault.capture``): 410 ``captureSessionExpired``."""
+
+
+class CaptureSessionCompleted(DomainError):
+    """The capture session has its card already (``vault.capture``): 409 ``captureSessionCompleted``."""
+
+
+class CaptureSessionLocked(DomainError):
+    """The capture session had its 5 failed submissions and takes no card any more, even with the right secret
+    (``vault.capture``): 403 ``captureSessionLocked``."""
 
 
 DOMAIN_ANSWERS: dict[type[DomainError], Callable[[DomainError], ApiError]] = {
@@ -222,6 +247,11 @@ DOMAIN_ANSWERS: dict[type[DomainError], Callable[[DomainError], ApiError]] = {
     # Their messages name the problems, for the log: never in an answer.
     CardKeysMismatch: lambda exc: KeysNotReady(),  # the vault logged the problems when it found them
     CardKeyMissing: lambda exc: CardKeyUnavailable(),  # the ring logged the version
+    CardKeysUnreachable: lambda exc: CardKeyUnavailable(CardKeyUnavailable.unreachable_message),  # logged per outage
+    NotAuthenticated: lambda exc: AccessDenied(str(exc) or None),
+    CaptureSessionExpired: lambda exc: BusinessRuleError("captureSessionExpired", str(exc), status_code=410),
+    CaptureSessionCompleted: lambda exc: BusinessRuleError("captureSessionCompleted", str(exc), status_code=409),
+    CaptureSessionLocked: lambda exc: BusinessRuleError("captureSessionLocked", str(exc), status_code=403),
 }
 
 

@@ -8,7 +8,8 @@ pinned copy of drf-spectacular-sidecar), forms post here only, and no other site
 inline: the admin's templates and the docs' page carry a few ``<style>`` blocks, and a style cannot run code. Images
 may be ``data:`` URLs, which Swagger UI's stylesheet uses for its icons.
 
-The API's JSON answers get no header: a browser renders nothing of them.
+The API's JSON answers get no header: a browser renders nothing of them. A page that needs another policy sets its
+own, which is left as it is: card capture's form, framed by its session's origin (vault/capture/pages.py).
 """
 
 CONTENT_SECURITY_POLICY = "; ".join(

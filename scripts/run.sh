@@ -19,7 +19,15 @@ fi
 
 mkdir -p var
 
+# Started with the pkcs11 provider (VAULT_KEK_PROVIDER=pkcs11 and PKCS11_*), the KEK is generated inside the HSM
+# when its label is missing there (non-extractable); the start-up check would refuse everything below without it.
+if [[ "${VAULT_KEK_PROVIDER:-local}" == pkcs11 ]]; then
+    "$PY" manage.py kek_create
+fi
 "$PY" manage.py migrate --noinput
+# An install from before key custody (var/local.env holding VAULT_KEYS) has its keys wrapped under the KEK now
+# generated beside them; every later start finds nothing to wrap.
+"$PY" manage.py migrate_keys_to_kek
 "$PY" manage.py setup_local
 # A database without any token gets the demo data set once, so the back office has something to show;
 # seed_demo --if-empty says so when it seeds and does nothing otherwise. SEED_DEMO=0 make run skips it.

@@ -27,6 +27,20 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
 }
 
+# Debian's SoftHSM2, the HSM the pkcs11 KEK provider is tested and measured on (the tests and benchmarks initialise
+# tokens of their own in temporary directories: only the package is needed). Installed when absent and we are root.
+SOFTHSM2_MODULE="${SOFTHSM2_MODULE:-/usr/lib/softhsm/libsofthsm2.so}"
+require_softhsm() {
+    if [[ ! -f "$SOFTHSM2_MODULE" ]] || ! command -v softhsm2-util >/dev/null 2>&1; then
+        if [[ "$SOFTHSM2_MODULE" == /usr/lib/softhsm/libsofthsm2.so ]] && is_root; then
+            apt_install softhsm2
+        fi
+        [[ -f "$SOFTHSM2_MODULE" ]] && command -v softhsm2-util >/dev/null 2>&1 \
+            || die "SoftHSM2 not found ($SOFTHSM2_MODULE, softhsm2-util): the pkcs11 KEK provider runs against it (e.g. 'sudo apt-get install softhsm2', or SOFTHSM2_MODULE=/path/to/libsofthsm2.so)"
+    fi
+    export SOFTHSM2_MODULE
+}
+
 # Run a command as the `postgres` system user when we are root (PostgreSQL
 # refuses to run as root), otherwise as ourselves.
 as_pg() {

@@ -9,8 +9,9 @@
 # installed with apt-get when absent and we are root) and save their screenshots
 # under $TEST_OUTPUT_DIR (default test-results/<timestamp>).
 # Extra arguments are passed to pytest in both passes.
+# The pkcs11 KEK provider's tests use Debian's SoftHSM2 (installed with apt-get when absent and we are root).
 # After each pass a leak scan (scripts/leak_scan.py) searches the pass's logs, broker traffic and database dumps
-# for every card number the tests used; a hit fails the run (see "Leak scan" below).
+# for every card number and every key the tests used; a hit fails the run (see "Leak scan" below).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -76,6 +77,12 @@ if [[ ! -x "$CHROMIUM" ]]; then
 fi
 log "using $("$CHROMIUM" --version 2>/dev/null | head -n1)"
 
+# ------------------------------------------------------------------ SoftHSM2
+# The pkcs11 KEK provider's tests run on a real SoftHSM2 token, which tests/vault/conftest.py initialises in a
+# temporary directory of each pytest process's own: the package is all they need.
+require_softhsm
+log "using $(softhsm2-util --version | head -n1 | sed 's/^/SoftHSM2 /') ($SOFTHSM2_MODULE)"
+
 # Where the browser tests save their screenshots, one folder per run.
 export TEST_OUTPUT_DIR="${TEST_OUTPUT_DIR:-test-results/$(date +%Y%m%d-%H%M%S)}"
 log "screenshots go to $TEST_OUTPUT_DIR"
@@ -97,14 +104,16 @@ else
 fi
 
 # ----------------------------------------------------------------- Leak scan
-# Each pass records everything a card number could leak into: every log its processes write (TEST_LOG_FILE, read by
-# config/settings/test.py and inherited by the workers and servers the tests start; the workers' own output), every
-# message that went over the wire to the broker (redis-cli monitor for the whole pass), the test database
+# Each pass records everything a card number or a key could leak into: every log its processes write (TEST_LOG_FILE,
+# read by config/settings/test.py and inherited by the workers and servers the tests start; the workers' own output),
+# every message that went over the wire to the broker (redis-cli monitor for the whole pass), the test database
 # (tests/conftest.py: on PostgreSQL what each test wrote before its rollback, each transactional test's data before
 # its flush, the whole database at the end) and the servers' logs. After the pass, scripts/leak_scan.py searches all
-# of it for every card number the tests used. Forwards (POST /forward) hand the card to a payment provider: the
-# tests' loopback providers (tests/receiver.py) keep what they receive in memory, the provider's side, never in the
-# capture; our side of every forward (logs, the Forward and audit rows) is searched like the rest.
+# of it for every card number the tests used, and for every key: each process of the pass appends the hex of each key
+# encryption key, data encryption key and HSM PIN it used to TEST_KEY_MATERIAL_FILE, outside the capture. Forwards
+# (POST /forward) hand the card to a payment provider: the tests' loopback providers (tests/receiver.py) keep what
+# they receive in memory, the provider's side, never in the capture; our side of every forward (logs, the Forward and
+# audit rows) is searched like the rest.
 if ! command -v redis-cli >/dev/null 2>&1; then
     is_root && apt_install redis-tools
     command -v redis-cli >/dev/null 2>&1 || die "redis-cli not found: the leak scan records the broker's traffic with it (e.g. 'sudo apt-get install redis-tools')."
@@ -122,8 +131,9 @@ broker_database() {
 run_pass() {
     local name=$1 database_url=$2 broker_url=$3 i monitor_pid pass_rc scan_rc
     shift 3
-    local capture="$tmp/capture-$name" numbers="$tmp/card-numbers-$name.txt"
+    local capture="$tmp/capture-$name" numbers="$tmp/card-numbers-$name.txt" keys="$tmp/key-material-$name.txt"
     mkdir -p "$capture"
+    : >"$keys"  # a pass that used no key (a -k selection) still has its list, empty
     redis-cli -u "$broker_url" monitor >"$capture/broker-monitor.log" 2>&1 &
     monitor_pid=$!
     for ((i = 0; i < 50; i++)); do
@@ -134,7 +144,8 @@ run_pass() {
 
     pass_rc=0
     TEST_CAPTURE_DIR="$capture" TEST_LOG_FILE="$capture/app.log" TEST_CARD_NUMBERS_FILE="$numbers" \
-        DATABASE_URL="$database_url" CELERY_BROKER_URL="$broker_url" "$PY" -m pytest "$@" || pass_rc=$?
+        TEST_KEY_MATERIAL_FILE="$keys" DATABASE_URL="$database_url" CELERY_BROKER_URL="$broker_url" \
+        "$PY" -m pytest "$@" || pass_rc=$?
     local monitor_lived=1
     kill -0 "$monitor_pid" 2>/dev/null || monitor_lived=0
     kill "$monitor_pid" 2>/dev/null || true
@@ -142,7 +153,7 @@ run_pass() {
 
     log "leak scan of the $name pass"
     scan_rc=0
-    "$PY" scripts/leak_scan.py --numbers "$numbers" "$capture" "${server_logs[@]}" || scan_rc=$?
+    "$PY" scripts/leak_scan.py --numbers "$numbers" --keys "$keys" "$capture" "${server_logs[@]}" || scan_rc=$?
     if [[ ! -s "$capture/app.log" ]]; then
         log "ERROR: the $name pass wrote no log to $capture/app.log: the leak scan did not see the logs"
         scan_rc=1
@@ -187,7 +198,7 @@ read -r sqlite_rc sqlite_scan_rc <"$tmp/rc-sqlite" || { sqlite_rc=1 sqlite_scan_
 read -r pg_rc pg_scan_rc <"$tmp/rc-postgresql" || { pg_rc=1 pg_scan_rc=1; }
 
 status() { if [[ $1 -eq 0 ]]; then echo "passed"; else echo "FAILED (pytest exit $1)"; fi; }
-scan_status() { if [[ $1 -eq 0 ]]; then echo "no card number leaked"; else echo "LEAK SCAN FAILED (see above)"; fi; }
+scan_status() { if [[ $1 -eq 0 ]]; then echo "no card number or key leaked"; else echo "LEAK SCAN FAILED (see above)"; fi; }
 echo
 echo "sqlite: $(status "$sqlite_rc"); $(scan_status "$sqlite_scan_rc")"
 echo "postgresql: $(status "$pg_rc"); $(scan_status "$pg_scan_rc")"

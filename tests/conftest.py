@@ -89,6 +89,15 @@ def client_for(raw_key: str) -> APIClient:
 
 
 @pytest.fixture(autouse=True)
+def _keys_looked_at_afresh():
+    """Each test's database holds keys of its own (the first card operation stores them): this process looks at them
+    at the test's first card operation, as a process does after a restore, rather than trusting its last look."""
+    from vault import keys
+
+    keys.key_ring_refresh()
+
+
+@pytest.fixture(autouse=True)
 def _postgres_tests_fail_loudly_elsewhere(request):
     if request.node.get_closest_marker("postgres") and connection.vendor != "postgresql":
         pytest.fail("this test needs PostgreSQL: run it through `make test` (its second pass) or set DATABASE_URL")
@@ -370,6 +379,64 @@ def _transactional(item: pytest.Item) -> bool:
     if marker and marker.kwargs.get("transaction"):
         return True
     return not {"transactional_db", "live_server"}.isdisjoint(getattr(item, "fixturenames", ()))
+
+
+#   TEST_KEY_MATERIAL_FILE   where each test appends, one hex string a line, the key material it used: the KEKs of the
+#                            settings, the keys of VAULT_KEYS, and every key stored in its database, unwrapped
+_recorded_key_material: set[bytes] = set()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    yield
+    path = os.environ.get("TEST_KEY_MATERIAL_FILE")
+    if path:
+        new = _key_material(item) - _recorded_key_material
+        _recorded_key_material.update(new)
+        with open(path, "a") as out:
+            out.writelines(f"{key.hex()}\n" for key in new)
+
+
+def _key_material(item: pytest.Item) -> set[bytes]:
+    """What the test's keys are, read as the test left them: before its fixtures undo its settings and database."""
+    import base64
+    import binascii
+
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    from vault.kek import kek_provider
+    from vault.kek.local import keks_from
+    from vault.models import DataKey
+
+    material = set()
+    try:  # the local KEKs, as the components assemble them
+        current, previous = keks_from(
+            kek=settings.VAULT_KEK, components=settings.VAULT_KEK_COMPONENTS, previous=settings.VAULT_KEK_PREVIOUS
+        )
+        material |= {current, *previous}
+    except ImproperlyConfigured:
+        pass
+    texts = [settings.VAULT_FINGERPRINT_KEY, *re.split("[,:]", settings.VAULT_KEK_COMPONENTS)]
+    texts += re.split("[,:]", settings.VAULT_KEK_PREVIOUS)
+    texts += [entry.partition(":")[2] for entry in settings.VAULT_KEYS.split(",")]
+    for text in filter(None, (text.strip() for text in texts)):
+        try:
+            material.add(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError):
+            pass
+    marker = item.get_closest_marker("django_db")
+    if marker is None and {"db", "transactional_db"}.isdisjoint(getattr(item, "fixturenames", ())):
+        return material
+    try:
+        for row in DataKey.objects.filter(wrapped_key__isnull=False):
+            try:
+                material.add(kek_provider().unwrap(row.kek_id, bytes(row.wrapped_key)))
+            except Exception:  # noqa: BLE001 - a key this process cannot unwrap is one it did not use
+                pass
+    except DatabaseError:
+        pass  # the test left its transaction failed: nothing can be read from it
+    return material
 
 
 @pytest.hookimpl(trylast=True)

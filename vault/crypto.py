@@ -1,49 +1,41 @@
 """The key ring: AES-256-GCM for card numbers, HMAC-SHA256 for fingerprints.
 
-``VAULT_KEYS`` holds versioned 32-byte keys (``"2:<base64>,1:<base64>"``, in any order). Every version in the ring
-decrypts; new rows are encrypted under the *active* version, ``VAULT_ACTIVE_KEY_VERSION`` (the highest version when
-unset), and record it. That split is what makes a rollout safe: a new version is first added everywhere while the old
-one stays active, so every process can read what any other writes; only then is it activated, ``rotate_keys``
-re-encrypts the older rows to it, and the old version leaves the ring.
-
-A row under a version this process's ring lacks raises ``KeyVersionUnavailable`` (a rollout not finished here: a
-503 for the client, an error log line naming the version), never the integrity failure ``DecryptionFailed``, which
-is kept for a ciphertext that does not authenticate under a key the ring has. It and ``KeyRingMismatch`` (below) are
-``KeysUnavailable``: the work may succeed later or elsewhere, and is not the request's fault.
+A ring holds data encryption keys (DEKs) by version and encrypts under its *active* version, recording the version
+with each ciphertext; every version it holds decrypts. Where the keys come from is ``vault.keys``'s business: DEKs
+stored wrapped by the key encryption key and unwrapped on first use, handed to the ring as they are needed (its
+``fetch``), so a process reads rows under any version any other process wrote.
 
 Each ciphertext is bound to its row and merchant through GCM's associated data: a ciphertext copied into another
-row or another merchant's token fails authentication instead of decrypting.
+row or another merchant's token fails authentication instead of decrypting (``DecryptionFailed``).
 
-Fingerprints (the identity lookup for "same card") are HMAC-SHA256 under ``VAULT_FINGERPRINT_KEY``, a key of their
-own: a plain hash of a 16-digit number with a known BIN is brute-forced in minutes.
+Fingerprints (the identity lookup for "same card") are HMAC-SHA256 under a key of their own, the fingerprint key: a
+plain hash of a 16-digit number with a known BIN is brute-forced in minutes.
 
 Every key has a *check value*, the first bytes of an HMAC of a fixed label under it: stored with the data
-(``vault.models.KeyCheck``), it tells whether a key is the one the data was written with without revealing it.
-``key_ring()``, the one way card code gets the ring, hands it out only while the ring matches those values
-(``vault.keys.keys_verify``); ``configured_key_ring()`` is the ring as configured, for that check itself.
+(``vault.models.DataKey``), it tells whether a key is the one the data was written with without revealing it.
 
-Cipher and HMAC objects are built once per process; building an ``AESGCM`` per call halves throughput.
+Before key custody, the keys came from the environment: ``VAULT_KEYS`` (``"2:<base64>,1:<base64>"``) and
+``VAULT_FINGERPRINT_KEY``. ``parse_key_ring`` still reads them, for ``migrate_keys_to_kek``, which wraps them under
+the KEK with their versions and check values, and for the processes serving meanwhile.
+
+Cipher and HMAC objects are built once per key; building an ``AESGCM`` per call halves throughput.
 """
 
 import base64
 import binascii
-import functools
 import hashlib
 import hmac
-import logging
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from core.errors import CardKeyMissing, CardKeysMismatch
-
-logger = logging.getLogger(__name__)
+from core.errors import CardKeyMissing, CardKeysMismatch, CardKeysUnreachable
 
 NONCE_BYTES = 12
+KEY_BYTES = 32  # AES-256, and the fingerprint key's HMAC-SHA256
 # What a check value is the HMAC of, and how many of its bytes are kept: enough to tell keys apart, far too few (and
 # the wrong function) to tell anything of the key.
 CHECK_LABEL = b"tokenvault key check value"
@@ -60,38 +52,45 @@ class KeysUnavailable(Exception):
 
 
 class KeyVersionUnavailable(KeysUnavailable, CardKeyMissing):
-    """The ciphertext was written under a key version this process's ring does not hold (a rollout that has not
-    reached this server, or a key dropped too early). Says the version, never anything of the data."""
+    """The ciphertext is under a key version no key is stored for (a database restored without its keys' table, or
+    with an older copy of it). Says the version, never anything of the data."""
 
     def __init__(self, version: int):
         self.version = version
-        super().__init__(f"key version {version} is not in this server's VAULT_KEYS")
+        super().__init__(f"no key is stored for key version {version}")
 
 
 class KeyRingMismatch(KeysUnavailable, CardKeysMismatch):
-    """The ring does not match the keys the data was written with (``vault.selectors.key_ring_problems``): no card
-    operation until an operator fixes the keys. ``problems`` say what differs, never any key material."""
+    """The keys this process can get do not match the keys the data was written with (``vault.keys.keys_problems``):
+    no card operation until an operator fixes them. ``problems`` say what differs, never any key material."""
 
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("the keys do not match the data: " + "; ".join(problems))
 
 
-def _decode_key(text: str, what: str) -> bytes:
+class KeysUnreachable(KeysUnavailable, CardKeysUnreachable):
+    """A key this work needs is not in memory yet and the KEK provider cannot unwrap it now (an HSM unreachable):
+    503 until it answers again. Says which KEK, never key material."""
+
+
+def new_key() -> bytes:
+    return os.urandom(KEY_BYTES)
+
+
+def decode_key(text: str, what: str) -> bytes:
+    """A base64 key of 32 bytes from a setting; ImproperlyConfigured naming ``what`` (never the value) otherwise."""
     try:
         key = base64.b64decode(text.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise ImproperlyConfigured(f"{what} is not valid base64") from None
-    if len(key) != 32:
-        raise ImproperlyConfigured(f"{what} must be 32 bytes (AES-256), got {len(key)}")
+    if len(key) != KEY_BYTES:
+        raise ImproperlyConfigured(f"{what} must be {KEY_BYTES} bytes (AES-256), got {len(key)}")
     return key
 
 
 def parse_key_ring(spec: str) -> list[tuple[int, bytes]]:
-    """``"2:<b64>,1:<b64>"`` → ``[(2, key), (1, key)]``, in the order given, versions unique.
-
-    The order carries no meaning: the active version is named (or the highest), so a rule about order would only be
-    one more way for a rollout to fail."""
+    """``VAULT_KEYS`` (``"2:<b64>,1:<b64>"``) → ``[(2, key), (1, key)]``, in the order given, versions unique."""
     keys: list[tuple[int, bytes]] = []
     for part in filter(None, (p.strip() for p in spec.split(","))):
         version, sep, material = part.partition(":")
@@ -99,7 +98,7 @@ def parse_key_ring(spec: str) -> list[tuple[int, bytes]]:
             raise ImproperlyConfigured("VAULT_KEYS entries must look like '<version>:<base64 key>'")
         if not 1 <= int(version) <= 32767:
             raise ImproperlyConfigured(f"VAULT_KEYS version {version.strip()} is not between 1 and 32767")
-        keys.append((int(version), _decode_key(material, f"VAULT_KEYS version {version.strip()}")))
+        keys.append((int(version), decode_key(material, f"VAULT_KEYS version {version.strip()}")))
     if not keys:
         raise ImproperlyConfigured("VAULT_KEYS holds no key")
     versions = [v for v, _ in keys]
@@ -113,32 +112,61 @@ def check_value(key: bytes) -> str:
     return hmac.new(key, CHECK_LABEL, hashlib.sha256).digest()[:CHECK_BYTES].hex()
 
 
-@dataclass
 class KeyRing:
-    keys: list[tuple[int, bytes]]
-    fingerprint_key: bytes
-    active_version: int | None = None  # None: the highest version of ``keys``
-    _ciphers: dict[int, AESGCM] = field(init=False, repr=False)
-    _hmac: "hmac.HMAC" = field(init=False, repr=False)
+    """DEKs by version, one of them active, and the fingerprint key.
 
-    def __post_init__(self):
-        self._ciphers = {version: AESGCM(key) for version, key in self.keys}
-        if self.active_version is None:
-            self.active_version = max(self._ciphers)
-        elif self.active_version not in self._ciphers:
-            held = ", ".join(str(v) for v in self.versions)
-            raise ImproperlyConfigured(
-                f"VAULT_ACTIVE_KEY_VERSION {self.active_version} is not a version of VAULT_KEYS (it holds {held})"
-            )
-        self._hmac = hmac.new(self.fingerprint_key, digestmod=hashlib.sha256)
+    ``fetch(version)``, when given, supplies the key of a version the ring does not hold yet, the first time a
+    ciphertext under it is decrypted (and raises what keeps it from doing so); without it such a version is a
+    ``KeyVersionUnavailable``. Keys are only ever added: a process's ring is shared by its threads, and a dict
+    assignment is atomic.
+    """
+
+    def __init__(
+        self,
+        *,
+        keys: Iterable[tuple[int, bytes]],
+        fingerprint_key: bytes,
+        active_version: int | None = None,
+        fetch: Callable[[int], bytes] | None = None,
+    ):
+        self._keys: dict[int, bytes] = {}
+        self._ciphers: dict[int, AESGCM] = {}
+        for version, key in keys:
+            self.hold(version, key)
+        if active_version is None:
+            active_version = max(self._keys)
+        self.activate(active_version)
+        self.fingerprint_key = fingerprint_key
+        self._hmac = hmac.new(fingerprint_key, digestmod=hashlib.sha256)
+        self._fetch = fetch
+
+    def hold(self, version: int, key: bytes) -> None:
+        """Hold ``key`` under ``version`` (replacing the key held under it, if any)."""
+        self._ciphers[version] = AESGCM(key)
+        self._keys[version] = key
+
+    def activate(self, version: int) -> None:
+        """Encrypt under ``version`` from now on: a version the ring holds."""
+        if version not in self._ciphers:
+            raise ValueError(f"key version {version} is not in the ring")
+        self.active_version = version
+
+    def holds(self, version: int) -> bool:
+        return version in self._ciphers
 
     @property
     def versions(self) -> list[int]:
-        return [v for v, _ in self.keys]
+        return list(self._keys)
+
+    @property
+    def keys(self) -> list[tuple[int, bytes]]:
+        """The keys held, ``(version, key)``, the active one first."""
+        active = self.active_version
+        return [(active, self._keys[active])] + [(v, k) for v, k in self._keys.items() if v != active]
 
     def check_value(self, version: int) -> str:
         """The check value of the key under ``version`` (which must be in the ring)."""
-        return check_value(dict(self.keys)[version])
+        return check_value(self._keys[version])
 
     @property
     def fingerprint_check_value(self) -> str:
@@ -146,9 +174,9 @@ class KeyRing:
 
     def encrypt(self, plaintext: str, *, associated_data: bytes) -> tuple[int, bytes]:
         """Encrypt under the active key; returns ``(version, nonce || ciphertext || tag)``."""
+        version = self.active_version  # read once: another thread may activate a newer one meanwhile
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._ciphers[self.active_version].encrypt(nonce, plaintext.encode(), associated_data)
-        return self.active_version, nonce + sealed
+        return version, nonce + self._ciphers[version].encrypt(nonce, plaintext.encode(), associated_data)
 
     def encrypt_many(self, items: list[tuple[str, bytes]]) -> tuple[int, list[bytes]]:
         """``encrypt`` for many ``(plaintext, associated_data)`` at once, as the import needs: one read of random
@@ -164,12 +192,14 @@ class KeyRing:
         return version, blobs
 
     def decrypt(self, version: int, blob: bytes, *, associated_data: bytes) -> str:
-        """The plaintext of ``blob``. Raises KeyVersionUnavailable (and logs the version, once per call) when the
-        ring lacks ``version``, DecryptionFailed when the blob does not authenticate under it."""
+        """The plaintext of ``blob``. A version not held yet is fetched first (raising what ``fetch`` raises, or
+        KeyVersionUnavailable without one); DecryptionFailed when the blob does not authenticate under it."""
         cipher = self._ciphers.get(version)
         if cipher is None:
-            logger.error("a stored card is under key version %s, which is not in this server's VAULT_KEYS", version)
-            raise KeyVersionUnavailable(version)
+            if self._fetch is None:
+                raise KeyVersionUnavailable(version)
+            self.hold(version, self._fetch(version))
+            cipher = self._ciphers[version]
         try:
             return cipher.decrypt(bytes(blob[:NONCE_BYTES]), bytes(blob[NONCE_BYTES:]), associated_data).decode()
         except InvalidTag:
@@ -179,19 +209,3 @@ class KeyRing:
         digest = self._hmac.copy()
         digest.update(number.encode())
         return digest.hexdigest()
-
-
-@functools.cache
-def configured_key_ring() -> KeyRing:
-    """The ring as the settings make it, checked against nothing (malformed settings raise ImproperlyConfigured)."""
-    return KeyRing(
-        keys=parse_key_ring(settings.VAULT_KEYS),
-        fingerprint_key=_decode_key(settings.VAULT_FINGERPRINT_KEY, "VAULT_FINGERPRINT_KEY"),
-        active_version=settings.VAULT_ACTIVE_KEY_VERSION,
-    )
-
-
-def reset_key_ring(*, setting, **kwargs):
-    # A new ring object is also checked afresh against the data (vault.keys.keys_verify).
-    if setting in ("VAULT_KEYS", "VAULT_FINGERPRINT_KEY", "VAULT_ACTIVE_KEY_VERSION", "VAULT_KEY_CHECK_SECONDS"):
-        configured_key_ring.cache_clear()

@@ -1,204 +1,611 @@
-"""Key custody: the card keys against the data they wrote (check values), and rotation.
+"""Key custody: the data encryption keys (DEKs) and the fingerprint key, stored wrapped by the key encryption key
+(KEK); this process's key ring; cryptoperiods; rotation; and the move from ``VAULT_KEYS``.
 
-``key_ring()`` hands out the configured ring (``vault.crypto``) only while its keys match the check values stored with
-the data; ``keys_rotate`` re-encrypts every card to the active version, and ``key_versions_retire`` says which
-versions may then leave the ring.
+**The keys.** Every key the data is encrypted under is a row of ``vault.models.DataKey``: wrapped by the KEK of the
+provider ``VAULT_KEK_PROVIDER`` chooses (``vault.kek``), with its check value. DEK versions are the numbers the
+encrypted rows' ``key_version`` columns hold; the newest one not retired is *active*: new data is encrypted under it.
+On an empty database the first card operation makes the fingerprint key and DEK 1 (two processes doing so at once
+store one of each: the unique constraints, and the loser reads the winner's).
+
+**This process's ring** (``key_ring()``, the one way card code gets keys). Keys are unwrapped on first use and kept
+for the process's life: the fingerprint key and the active DEK when the process first works on cards, any other
+version the first time a value under it is read (``KeyRing.fetch``), so any process reads whatever any other wrote.
+The process looks at the rows again at most every ``VAULT_KEY_CHECK_SECONDS`` (one query on a table of a few rows,
+and one on the primary key of the tokens): to switch to a newer active DEK, to start a new one when the cryptoperiod
+of the active one is over, and to find what keeps it from serving (``keys_problems``: a key that does not unwrap
+under this process's KEK, or unwraps to another key than the data's). While there is any, card operations answer
+503 ``keysNotReady`` and the problems are logged once, not per request.
+
+**Cryptoperiods.** A new DEK is started when the active one is ``VAULT_DEK_MAX_AGE_DAYS`` old or has encrypted
+``VAULT_DEK_MAX_USES`` cards since it became active. The cards are counted as the tokens made since (the highest
+token id against the one recorded at the start of the period: an index lookup), not by a counter that every tokenize
+would update, which would make every tokenize of every process wait for the same row. ``rotate_keys``
+(``keys_rotate``) then moves the older values to it; versions left with nothing are retired.
+
+**The KEK out of reach** (an HSM down, ``vault.kek.KekUnavailable``): what is in memory keeps working; an operation
+needing a key that is not answers 503 (``KeysUnreachable``), the outage is logged once when it starts and once when
+it ends, and the provider is asked again at most every ``KEK_RETRY_SECONDS``, so an outage does not send every
+request to an HSM that does not answer. A new active DEK that cannot be unwrapped yet leaves the process encrypting
+under the one it has.
+
+**Before key custody** the keys came from ``VAULT_KEYS`` and ``VAULT_FINGERPRINT_KEY``, their check values alone
+stored. ``keys_migrate_to_kek`` wraps them under the KEK with the same versions and check values, so no encrypted row
+changes; until it has, a process given those variables serves with them, checked against the stored values.
 """
 
+import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.apps import apps
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
+from django.db.models import Max, Min
 from django.utils import timezone
 
 from core.audit import SYSTEM, Actor, audit_record
-from vault import selectors
-from vault.crypto import KeyRing, KeyRingMismatch, configured_key_ring
-from vault.models import KeyCheck
+from vault.crypto import (
+    KeyRing,
+    KeyRingMismatch,
+    KeysUnreachable,
+    KeyVersionUnavailable,
+    check_value,
+    decode_key,
+    new_key,
+    parse_key_ring,
+)
+from vault.kek import KEK_SETTINGS, KekUnavailable, kek_provider
+from vault.models import DataKey, Token
 
 logger = logging.getLogger(__name__)
 
+# After the KEK provider failed, how long operations needing it answer 503 without asking it again (the answers'
+# Retry-After is 1 s too).
+KEK_RETRY_SECONDS = 1.0
+# The settings this process's keys come from: a change (tests; a process never changes its settings) makes it start
+# afresh, as a new process would.
+KEY_SETTINGS = KEK_SETTINGS | {"VAULT_KEYS", "VAULT_FINGERPRINT_KEY", "VAULT_ACTIVE_KEY_VERSION"}
+LOOK_SETTINGS = {"VAULT_KEY_CHECK_SECONDS", "VAULT_DEK_MAX_AGE_DAYS", "VAULT_DEK_MAX_USES"}
 
-def key_ring() -> KeyRing:
-    """The ring, for work on card data: only while its keys match those the data was written with.
-
-    Checked against the check values stored with the data on first use in a process, then again at most every
-    ``VAULT_KEY_CHECK_SECONDS``; raises KeyRingMismatch meanwhile (see ``keys_verify``, which also
-    records the check values of keys used for the first time).
-    """
-    ring = configured_key_ring()
-    keys_verify(ring=ring)
-    return ring
+FINGERPRINT_DIFFERS = (
+    "VAULT_FINGERPRINT_KEY differs from the one the data was written with: duplicate tokens would follow"
+)
 
 
+# ------------------------------------------------------------------------------------------------------------
+# The keys of VAULT_KEYS and VAULT_FINGERPRINT_KEY, for an installation from before key custody
+# ------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class _KeysVerdict:
-    """This process's last check of ``ring`` against the data, made at ``checked_at`` (time.monotonic()); a verdict
-    that is not ``settled`` is checked again at the next card operation."""
+class LegacyKeys:
+    keys: dict[int, bytes]
+    fingerprint_key: bytes | None
+    active_version: int | None  # VAULT_ACTIVE_KEY_VERSION
 
-    ring: KeyRing
+    def __bool__(self):
+        return bool(self.keys or self.fingerprint_key)
+
+
+@functools.cache
+def legacy_keys() -> LegacyKeys:
+    """``VAULT_KEYS``, ``VAULT_FINGERPRINT_KEY`` and ``VAULT_ACTIVE_KEY_VERSION``, all optional (only the move to key
+    custody needs them). Malformed ones raise ImproperlyConfigured (checked at start-up: ``vault.apps``)."""
+    spec, fingerprint = settings.VAULT_KEYS, settings.VAULT_FINGERPRINT_KEY
+    return LegacyKeys(
+        keys=dict(parse_key_ring(spec)) if spec.strip() else {},
+        fingerprint_key=decode_key(fingerprint, "VAULT_FINGERPRINT_KEY") if fingerprint.strip() else None,
+        active_version=settings.VAULT_ACTIVE_KEY_VERSION,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# This process's keys
+# ------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Look:
+    """This process's last look at the stored keys, made at ``at`` (time.monotonic()); a look that is not
+    ``settled`` (it stored keys inside the caller's transaction, which may yet roll back) is made again at the next
+    card operation."""
+
     problems: tuple[str, ...]
-    checked_at: float
+    at: float
     settled: bool = True
 
 
-_keys_verdict: _KeysVerdict | None = None
+@dataclass
+class _Outage:
+    """The KEK provider ``provider`` failed: not asked again before ``retry_at`` (time.monotonic())."""
+
+    provider: object
+    reason: str
+    retry_at: float
 
 
-def keys_verify(*, ring: KeyRing) -> None:
-    """Refuse card work while ``ring`` does not match the keys the data was written with (``key_ring``
-    calls this before handing the ring out).
+class _Mismatch(Exception):
+    """A stored key this process cannot use as it is: ``problem`` says which and why, never any key material."""
 
-    Asks ``selectors.key_ring_problems`` on the process's first card operation and then at most every
-    ``VAULT_KEY_CHECK_SECONDS`` (a couple of queries on a table of a few rows). When all is well, records the check
-    values that are new (``key_checks_record``) and asks again: of two processes recording different keys at once,
-    one wins and the other sees the difference. Logs one error line when the problems appear or change (not one per
-    request), and raises KeyRingMismatch while there are any.
-    """
-    global _keys_verdict
-    verdict = _keys_verdict
-    now = time.monotonic()
-    if (
-        verdict is None
-        or verdict.ring is not ring
-        or not verdict.settled
-        or now - verdict.checked_at >= settings.VAULT_KEY_CHECK_SECONDS
+    def __init__(self, problem: str):
+        self.problem = problem
+        super().__init__(problem)
+
+
+_ring: KeyRing | None = None
+_look: _Look | None = None
+_outage: _Outage | None = None
+_reported: set[str] = set()  # problems of lazily fetched versions already logged
+
+
+def key_ring() -> KeyRing:
+    """The ring, for work on card data: the fingerprint key and the active DEK unwrapped, other versions unwrapped
+    when first read. Looks at the stored keys on first use, then again at most every ``VAULT_KEY_CHECK_SECONDS``
+    (``_look_again``). Raises KeyRingMismatch while the keys do not match the data, KeysUnreachable while a key it
+    needs is not in memory and the KEK provider cannot unwrap it."""
+    look = _look
+    if look is None or not look.settled or time.monotonic() - look.at >= settings.VAULT_KEY_CHECK_SECONDS:
+        look = _look_again()
+    if look.problems:
+        raise KeyRingMismatch(list(look.problems))
+    return _ring
+
+
+def key_ring_refresh() -> None:
+    """Have this process look at the stored keys again at its next card operation (it did something to them: a new
+    DEK, a migration, a retirement), rather than within ``VAULT_KEY_CHECK_SECONDS``."""
+    global _look
+    _look = None
+
+
+def reset_custody(*, setting, **kwargs):
+    """``setting_changed``: a process given other key settings starts afresh, as a new process would."""
+    global _ring, _look, _outage
+    if setting in KEY_SETTINGS:
+        legacy_keys.cache_clear()
+        _ring = _look = _outage = None
+        _reported.clear()
+    elif setting in LOOK_SETTINGS:
+        _look = None
+
+
+def _look_again() -> _Look:
+    """Read the stored keys, make the first ones on an empty database, start a new DEK when the cryptoperiod of the
+    active one is over, and settle the ring on them (``_settle``). Logs the problems when they appear or change, and
+    once when they are gone."""
+    global _look
+    previous = _look
+    rows = _rows()
+    created = False
+    if not rows:
+        created = _first_keys_create()
+        rows = _rows()
+    problems = tuple(_settle(rows))
+    # Only a process whose keys are the data's may start the next DEK (one with another KEK would wrap it under that).
+    if not problems and _cryptoperiod_keep(rows):
+        created = True
+        problems = tuple(_settle(_rows()))
+    if problems and (previous is None or previous.problems != problems):
+        logger.error("card operations refused until the keys match the data: %s", "; ".join(problems))
+    elif not problems and previous is not None and previous.problems:
+        logger.info("the keys match the data again: card operations resume")
+    # Keys stored inside the caller's transaction are trusted once they are seen committed.
+    settled = not (created and transaction.get_connection().in_atomic_block)
+    look = _look = _Look(problems=problems, at=time.monotonic(), settled=settled)
+    return look
+
+
+def _rows() -> list[DataKey]:
+    return list(DataKey.objects.all())
+
+
+def _settle(rows: list[DataKey]) -> list[str]:
+    """Make the ring hold the stored fingerprint key and active DEK, keeping what it holds where the check values
+    still match (a ring whose keys the rows no longer name, as after a restore, is replaced). Returns the problems
+    that keep it from serving. Raises KeysUnreachable when a key it needs cannot be unwrapped and the ring has none
+    to go on with."""
+    global _ring
+    problems = _stored_problems(rows)
+    if problems:
+        return problems
+    fingerprint = next((row for row in rows if row.purpose == DataKey.FINGERPRINT), None)
+    live = {row.version: row for row in rows if row.purpose == DataKey.ENCRYPTION and row.retired_at is None}
+    if not live:
+        return ["no data encryption key is stored: run manage.py rotate_keys --new-dek"]
+    active = live[max(live)]
+    ring = _ring
+    fingerprint_check = fingerprint.check_value if fingerprint else check_value(legacy_keys().fingerprint_key)
+    if ring is not None and (
+        ring.fingerprint_check_value != fingerprint_check
+        or any(not _holds_key_of(ring, version, rows) for version in ring.versions)
     ):
-        problems = selectors.key_ring_problems()
-        recorded = not problems and key_checks_record(ring=ring)
-        if recorded:
-            problems = selectors.key_ring_problems()
-        if problems and (verdict is None or verdict.problems != tuple(problems)):
-            logger.error("card operations refused until the keys match the data: %s", "; ".join(problems))
-        elif not problems and verdict is not None and verdict.ring is ring and verdict.problems:
-            logger.info("the keys match the data again: card operations resume")
-        # A record written inside the caller's transaction is trusted once it is seen committed.
-        settled = not (recorded and transaction.get_connection().in_atomic_block)
-        verdict = _keys_verdict = _KeysVerdict(ring=ring, problems=tuple(problems), checked_at=now, settled=settled)
-    if verdict.problems:
-        raise KeyRingMismatch(list(verdict.problems))
+        ring = None  # the rows name other keys than this ring's: start afresh
+    if ring is not None and ring.holds(active.version) and ring.active_version == active.version:
+        return []
+    try:
+        if ring is None:
+            fingerprint_key = _key_of(fingerprint) if fingerprint else legacy_keys().fingerprint_key
+            ring = KeyRing(keys=[(active.version, _key_of(active))], fingerprint_key=fingerprint_key, fetch=_fetch)
+        elif not ring.holds(active.version):
+            ring.hold(active.version, _key_of(active))
+        ring.activate(active.version)
+    except _Mismatch as mismatch:
+        return [mismatch.problem]
+    except KeysUnreachable:
+        if _ring is None or ring is not _ring:
+            raise
+        # A newer DEK this process cannot unwrap yet: it goes on encrypting under the one it holds.
+        return []
+    _ring = ring
+    return []
 
 
-def _forget_keys_verdict() -> None:
-    global _keys_verdict
-    _keys_verdict = None
+def _holds_key_of(ring: KeyRing, version: int, rows: list[DataKey]) -> bool:
+    """Whether what ``ring`` holds under ``version`` is what the rows say: a version they do not name yet (stored by
+    another thread since they were read) contradicts nothing."""
+    row = next((r for r in rows if r.purpose == DataKey.ENCRYPTION and r.version == version), None)
+    return row is None or not row.check_value or row.check_value == ring.check_value(version)
 
 
-def key_checks_record(*, ring: KeyRing) -> bool:
-    """Store with the data the check values of the keys ``ring`` uses on it where none is stored yet: the
-    fingerprint key's, the active version's (its first use as the active one; a retired version made active again is
-    live again), and those of versions in the ring found holding data without one (migration 0005). Returns whether
-    it wrote anything.
-
-    Never changes a stored value: a difference is a problem to report (``selectors.key_ring_problems``), not one to
-    paper over; ``keys_verify`` calls this only when there is none. Concurrent calls store one row each (the unique
-    constraints, with INSERT … ON CONFLICT DO NOTHING).
-    """
-    recorded = list(KeyCheck.objects.all())
-    encryption = {check.version: check for check in recorded if check.purpose == KeyCheck.ENCRYPTION}
-    new = []
-    if not any(check.purpose == KeyCheck.FINGERPRINT for check in recorded):
-        new.append(KeyCheck(purpose=KeyCheck.FINGERPRINT, check_value=ring.fingerprint_check_value))
-    if ring.active_version not in encryption:
-        new.append(
-            KeyCheck(
-                purpose=KeyCheck.ENCRYPTION,
-                version=ring.active_version,
-                check_value=ring.check_value(ring.active_version),
+def _stored_problems(rows: list[DataKey]) -> list[str]:
+    """What the rows themselves say keeps this process from serving, before anything is unwrapped: keys from before
+    key custody that this process has not been given, or has been given different; values stored without keys."""
+    legacy = legacy_keys()
+    problems = []
+    if not rows and _values_stored():
+        problems.append(
+            "encrypted values are stored but no key is: restore the keys' table (vault_keycheck) with the data"
+        )
+    fingerprint = next((row for row in rows if row.purpose == DataKey.FINGERPRINT), None)
+    if fingerprint is None and rows and legacy.fingerprint_key is None:
+        problems.append(
+            "no fingerprint key is stored for the cards and VAULT_FINGERPRINT_KEY is not set: run "
+            "manage.py migrate_keys_to_kek with the VAULT_FINGERPRINT_KEY they were written with"
+        )
+    elif fingerprint is not None and not fingerprint.is_wrapped:
+        if legacy.fingerprint_key is None:
+            problems.append(
+                "the fingerprint key is not wrapped under a KEK yet and VAULT_FINGERPRINT_KEY is not set: run "
+                "manage.py migrate_keys_to_kek with the VAULT_FINGERPRINT_KEY the data was written with"
             )
-        )
-    wrote = False
-    with transaction.atomic():
-        if new:
-            KeyCheck.objects.bulk_create(new, ignore_conflicts=True)
-            wrote = True
-        active = encryption.get(ring.active_version)
-        if active is not None and active.retired_at is not None:
-            wrote |= bool(KeyCheck.objects.filter(pk=active.pk).update(retired_at=None))
-        for version, check in encryption.items():
-            if not check.check_value and version in ring.versions:
-                wrote |= bool(
-                    KeyCheck.objects.filter(pk=check.pk, check_value="").update(check_value=ring.check_value(version))
-                )
-    return wrote
+        elif fingerprint.check_value != check_value(legacy.fingerprint_key):
+            problems.append(FINGERPRINT_DIFFERS)
+    for row in rows:
+        if row.purpose != DataKey.ENCRYPTION or row.is_wrapped or row.retired_at is not None:
+            continue
+        key = legacy.keys.get(row.version)
+        if key is None:
+            problems.append(
+                f"key version {row.version} holds data but is neither wrapped under a KEK nor in VAULT_KEYS: run "
+                "manage.py migrate_keys_to_kek with the VAULT_KEYS it was written with"
+            )
+        elif row.check_value and row.check_value != check_value(key):
+            problems.append(f"key version {row.version} in VAULT_KEYS differs from the one the data was written with")
+    return problems
 
 
-def key_versions_retire(*, active: int) -> list[int]:
-    """Mark retired every recorded key version but ``active`` that no encrypted value is under any more, and return
-    them: such a version may leave the ring (its key stays with the backups made under it).
-
-    Looks each candidate up in every encrypted table, a scan where none is left: ``rotate_keys``'s business, never a
-    request's. A process still using a retired version as its active one makes it live again at its next check.
-    """
-    retired = []
-    for check in KeyCheck.objects.filter(purpose=KeyCheck.ENCRYPTION, retired_at__isnull=True).exclude(version=active):
-        in_use = any(
-            model.objects.filter(key_version=check.version, **{f"{model.encrypted_field}__isnull": False}).exists()
-            for model in encrypted_models()
-        )
-        if not in_use:
-            KeyCheck.objects.filter(pk=check.pk, retired_at__isnull=True).update(retired_at=timezone.now())
-            retired.append(check.version)
-    if retired:
-        _forget_keys_verdict()
-    return retired
+def _key_of(row: DataKey) -> bytes:
+    """The key of ``row``: unwrapped under the KEK it names, or from VAULT_KEYS / VAULT_FINGERPRINT_KEY while it is
+    not wrapped. Raises _Mismatch when that is not the key the data was written with, KeysUnreachable when the KEK
+    provider cannot unwrap it now."""
+    if not row.is_wrapped:
+        legacy = legacy_keys()
+        key = legacy.fingerprint_key if row.purpose == DataKey.FINGERPRINT else legacy.keys.get(row.version)
+        if key is None or (row.check_value and row.check_value != check_value(key)):
+            raise _Mismatch(f"the {row} is neither wrapped under a KEK nor the one in VAULT_KEYS")
+        return key
+    key = _unwrapped(row)
+    if check_value(key) != row.check_value:
+        raise _Mismatch(f"the {row} unwraps under {row.kek_id} to another key than the one the data was written with")
+    return key
 
 
+def _unwrapped(row: DataKey) -> bytes:
+    """``row``'s key unwrapped by the KEK provider, which is not asked again within KEK_RETRY_SECONDS of a failure."""
+    global _outage
+    provider = kek_provider()
+    outage = _outage
+    ongoing = outage is not None and outage.provider is provider
+    if ongoing and time.monotonic() < outage.retry_at:
+        raise KeysUnreachable(outage.reason)
+    try:
+        key = provider.unwrap(row.kek_id, bytes(row.wrapped_key))
+    except KekUnavailable as exc:
+        if not ongoing:
+            logger.error(
+                "the KEK provider cannot unwrap keys (%s): card operations needing a key not in memory answer 503 "
+                "until it can",
+                exc,
+            )
+        _outage = _Outage(provider=provider, reason=str(exc), retry_at=time.monotonic() + KEK_RETRY_SECONDS)
+        raise KeysUnreachable(str(exc)) from None
+    except ValueError:
+        raise _Mismatch(
+            f"the {row} does not unwrap under {row.kek_id}: this process's KEK is not the one it was wrapped with"
+        ) from None
+    if ongoing:
+        logger.info("the KEK provider unwraps keys again: card operations resume")
+        _outage = None
+    return key
+
+
+def _fetch(version: int) -> bytes:
+    """``KeyRing.fetch``: the key of a version the ring does not hold yet, read and unwrapped the first time a value
+    under it is. Raises KeyVersionUnavailable (no such key stored), KeyRingMismatch, KeysUnreachable."""
+    row = DataKey.objects.filter(purpose=DataKey.ENCRYPTION, version=version).first()
+    if row is None:
+        logger.error("a stored value is under key version %s, for which no key is stored", version)
+        raise KeyVersionUnavailable(version)
+    try:
+        return _key_of(row)
+    except _Mismatch as mismatch:
+        if mismatch.problem not in _reported:
+            _reported.add(mismatch.problem)
+            logger.error("card operations under key version %s refused: %s", version, mismatch.problem)
+        raise KeyRingMismatch([mismatch.problem]) from None
+
+
+def keys_problems(*, every_key: bool = False) -> list[str]:
+    """What keeps this process's keys from serving the values stored: one sentence each, naming versions, KEKs and
+    settings, never key material; empty when all is well (nothing stored yet is no problem).
+
+    Reads the stored keys (a table of a few rows) and unwraps the fingerprint key and the active DEK when this
+    process does not hold them yet (then it does); with ``every_key`` (the system check), every key not retired, so
+    that a KEK that is not the data's is found at start-up. A KEK provider out of reach is a problem here, named.
+    Stores nothing. Raises DatabaseError when the database cannot be read."""
+    rows = _rows()
+    if not rows:
+        return _stored_problems(rows)
+    try:
+        problems = _settle(rows)
+        if every_key and not problems:
+            for row in rows:
+                if row.retired_at is None and row.is_wrapped and not _ring_holds(row):
+                    try:
+                        _ring.hold(row.version, _key_of(row))
+                    except _Mismatch as mismatch:
+                        problems.append(mismatch.problem)
+    except KeysUnreachable as exc:
+        return [f"the KEK provider cannot unwrap the keys now: {exc}"]
+    return problems
+
+
+def _ring_holds(row: DataKey) -> bool:
+    if row.purpose == DataKey.FINGERPRINT:
+        return _ring.fingerprint_check_value == row.check_value
+    return _ring.holds(row.version) and _ring.check_value(row.version) == row.check_value
+
+
+def keys_awaiting_migration() -> list[str]:
+    """The stored keys from before key custody that ``migrate_keys_to_kek`` has yet to wrap (and that this process
+    serves with from VAULT_KEYS meanwhile), by name."""
+    return [
+        str(row)
+        for row in DataKey.objects.filter(wrapped_key__isnull=True, retired_at__isnull=True).order_by("purpose", "pk")
+    ]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Making keys: the first ones, and new DEKs (cryptoperiods, or an operator)
+# ------------------------------------------------------------------------------------------------------------
 def encrypted_models() -> list:
     """Every model holding data under the key ring: those naming their ``encrypted_field``."""
     return [model for model in apps.get_models() if getattr(model, "encrypted_field", None)]
 
 
+def _values_stored() -> bool:
+    return any(
+        model.objects.filter(**{f"{model.encrypted_field}__isnull": False}).exists() for model in encrypted_models()
+    )
+
+
+def _token_pk_now() -> int | None:
+    """The highest token id now; None while there is no token (the next one's id is the sequence's business, and
+    PostgreSQL's does not start again at 1 when a table empties)."""
+    return Token.objects.aggregate(highest=Max("pk"))["highest"]
+
+
+def _cards_encrypted_since(start: int | None) -> int:
+    """How many tokens were made since the token id ``start`` (None: since a time there was none): the highest id
+    less ``start``, or less the lowest id but one. Two lookups on the primary key's index, whatever the count."""
+    ids = Token.objects.aggregate(highest=Max("pk"), lowest=Min("pk"))
+    if ids["highest"] is None:
+        return 0
+    return ids["highest"] - (start if start is not None else ids["lowest"] - 1)
+
+
+def _wrapped_row(*, purpose: str, version: int | None, key: bytes) -> DataKey:
+    """A row for the new ``key``, wrapped under the current KEK (KekUnavailable → KeysUnreachable)."""
+    try:
+        kek_id, wrapped = kek_provider().wrap(key)
+    except KekUnavailable as exc:
+        raise KeysUnreachable(str(exc)) from None
+    started = version is not None
+    return DataKey(
+        purpose=purpose,
+        version=version,
+        wrapped_key=wrapped,
+        kek_id=kek_id,
+        check_value=check_value(key),
+        period_started_at=timezone.now() if started else None,
+        token_pk_at_start=_token_pk_now() if started else None,
+    )
+
+
+def _first_keys_create() -> bool:
+    """On an empty table, store a new fingerprint key and DEK 1, wrapped under the KEK; two processes doing so at
+    once store one of each (INSERT … ON CONFLICT DO NOTHING on the unique constraints), and both then read the rows
+    stored. Nothing when encrypted values are stored already (their keys are missing: a problem, not a new start).
+    Returns whether it tried."""
+    if _values_stored():
+        return False
+    rows = [
+        _wrapped_row(purpose=DataKey.FINGERPRINT, version=None, key=new_key()),
+        _wrapped_row(purpose=DataKey.ENCRYPTION, version=1, key=new_key()),
+    ]
+    DataKey.objects.bulk_create(rows, ignore_conflicts=True)
+    logger.info("stored the first data encryption key and fingerprint key, wrapped under %s", rows[0].kek_id)
+    return True
+
+
+def _cryptoperiod_over(active: DataKey) -> str | None:
+    """Why the cryptoperiod of the active DEK is over, or None. Keys from VAULT_KEYS not wrapped yet have none here:
+    it starts once migrate_keys_to_kek has wrapped them (until then, processes of the previous release may serve).
+    Nor is a DEK replaced while it is wrapped under another KEK than this process's current one (a KEK rotation
+    rolling out): the new one would be wrapped under a KEK the processes not restarted yet do not hold."""
+    if not active.is_wrapped or active.period_started_at is None:
+        return None
+    if active.kek_id != kek_provider().current_kek_id():
+        return None
+    if timezone.now() - active.period_started_at >= timedelta(days=settings.VAULT_DEK_MAX_AGE_DAYS):
+        return f"key version {active.version} is {settings.VAULT_DEK_MAX_AGE_DAYS} days old (VAULT_DEK_MAX_AGE_DAYS)"
+    uses = _cards_encrypted_since(active.token_pk_at_start)
+    if uses >= settings.VAULT_DEK_MAX_USES:
+        return f"key version {active.version} has encrypted {uses:,} cards (VAULT_DEK_MAX_USES)"
+    return None
+
+
+def _cryptoperiod_keep(rows: list[DataKey]) -> bool:
+    """Start a new DEK when the active one's cryptoperiod is over (``_cryptoperiod_over``). Returns whether it
+    stored one (this process or another: the constraint lets one through)."""
+    live = [row for row in rows if row.purpose == DataKey.ENCRYPTION and row.retired_at is None]
+    if not live:
+        return False
+    reason = _cryptoperiod_over(max(live, key=lambda row: row.version))
+    if reason is None:
+        return False
+    try:
+        _dek_store(rows=rows, reason=reason, actor=SYSTEM)
+    except KeysUnreachable as exc:
+        logger.warning("a new data encryption key is due (%s) but cannot be wrapped now: %s", reason, exc)
+        return False
+    return True
+
+
+def _dek_store(*, rows: list[DataKey], reason: str, actor: Actor) -> int:
+    """Store a new DEK under the version after every one ``rows`` hold; returns the version stored, by this call or
+    by a concurrent one that took the same version first (then this one stored nothing, and audits nothing)."""
+    version = max((row.version for row in rows if row.purpose == DataKey.ENCRYPTION), default=0) + 1
+    row = _wrapped_row(purpose=DataKey.ENCRYPTION, version=version, key=new_key())
+    DataKey.objects.bulk_create([row], ignore_conflicts=True)
+    if DataKey.objects.filter(purpose=DataKey.ENCRYPTION, version=version, check_value=row.check_value).exists():
+        logger.info("started data encryption key version %s: %s", version, reason)
+        audit_record(
+            actor=actor, action="keys.dek.create", detail={"version": version, "reason": reason, "kek": row.kek_id}
+        )
+    return version
+
+
+def dek_create(*, actor: Actor, reason: str = "started by an operator") -> int:
+    """Start a new DEK now: stored wrapped under the current KEK, under the next version, it is the active one for
+    every process from its next look at the keys (this one at once). Audited (``keys.dek.create``). Returns its
+    version; two calls at once store one DEK, and both return its version. The values under older versions stay
+    there until ``keys_rotate`` moves them. Refuses, storing nothing, while this process's keys do not match the
+    data (KeyRingMismatch: a DEK wrapped under a KEK that is not the data's would be one no other process reads),
+    and raises KeysUnreachable when the KEK provider cannot wrap it."""
+    key_ring()
+    version = _dek_store(rows=_rows(), reason=reason, actor=actor)
+    key_ring_refresh()
+    return version
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Rotation: values to the active DEK, retirement of emptied versions
+# ------------------------------------------------------------------------------------------------------------
+def key_versions_retire(*, active: int) -> list[int]:
+    """Mark retired every DEK version but ``active`` that no encrypted value is under any more, and return them. Its
+    wrapped key stays, with the backups made under it (and a process that still encrypted under it, before its
+    next look, would still read what it wrote: ``keys_rotate`` run again moves that too).
+
+    Looks each candidate up in every encrypted table, a scan where none is left: ``rotate_keys``'s business, never a
+    request's.
+    """
+    retired = []
+    for row in DataKey.objects.filter(purpose=DataKey.ENCRYPTION, retired_at__isnull=True).exclude(version=active):
+        in_use = any(
+            model.objects.filter(key_version=row.version, **{f"{model.encrypted_field}__isnull": False}).exists()
+            for model in encrypted_models()
+        )
+        if not in_use:
+            DataKey.objects.filter(pk=row.pk, retired_at__isnull=True).update(retired_at=timezone.now())
+            retired.append(row.version)
+    if retired:
+        key_ring_refresh()
+    return retired
+
+
+class _Stopped(Exception):
+    """``keys_rotate``'s should_stop said so."""
+
+
 @dataclass(frozen=True)
 class Rotation:
     rotated: int  # values re-encrypted
-    retired: list[int]  # key versions no value is under any more (they may leave VAULT_KEYS)
+    retired: list[int]  # DEK versions no value is under any more
+    finished: bool = True  # False when should_stop ended the run: values may be left on other versions
 
 
 def keys_rotate(
-    *, batch_size: int = 500, on_batch: Callable[[int], None] | None = None, actor: Actor = SYSTEM
+    *,
+    batch_size: int = 500,
+    on_batch: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    new_dek: bool = False,
+    actor: Actor = SYSTEM,
 ) -> Rotation:
-    """Re-encrypt every encrypted column (card numbers, network token numbers, cards awaiting an async request)
-    under the active key version, then retire the versions no value is left under (``key_versions_retire``).
+    """Re-encrypt every encrypted column (card numbers, network token numbers, cards awaiting an async request,
+    webhook secrets, destination credentials, idempotent answers) under the active DEK, then retire the versions no
+    value is left under (``key_versions_retire``). With ``new_dek``, start a new DEK first (``dek_create``).
 
     Works in batches of ``batch_size`` rows, each its own transaction holding row locks only on its batch, so the
     API keeps serving and an interrupted run loses nothing: a rerun picks up the rows still on other versions.
-    Versions that hold nothing are retired first too, so a version recorded but never used (activated on one server,
-    then not) cannot stop the run. Raises KeyRingMismatch, having changed nothing, while the keys do not match the
-    data, and KeyVersionUnavailable when a value is under a version the ring lacks.
+    ``should_stop`` is asked after each batch: once it says so, the run ends there (``Rotation.finished`` False),
+    as an interrupted one would. Versions that hold nothing are retired first too. One audit row per run:
+    ``keys.rotate.finish``, or ``keys.rotate.stop`` (with the rows moved) for a run stopped, interrupted or failed.
+    Raises KeyRingMismatch, having
+    changed nothing, while the keys do not match the data, KeysUnreachable while the KEK provider cannot unwrap a key
+    it needs, and KeyVersionUnavailable for a value under a version no key is stored for.
     """
-    retired = key_versions_retire(active=configured_key_ring().active_version)
+    if new_dek:
+        dek_create(actor=actor, reason="started by rotate_keys --new-dek")
     ring = key_ring()
     active = ring.active_version
+    retired = key_versions_retire(active=active)
     rotated = 0
-    audit_record(actor=actor, action="keys.rotate.start", detail={"to_version": active})
-    for model in encrypted_models():
-        field = model.encrypted_field
-        last_pk = 0
-        while True:
-            with transaction.atomic():
-                batch = list(
-                    model.objects.select_for_update(of=("self",))
-                    .filter(pk__gt=last_pk, **{f"{field}__isnull": False})
-                    .exclude(key_version=active)
-                    .order_by("pk")[:batch_size]
-                )
-                for row in batch:
-                    aad = row.associated_data()
-                    plain = ring.decrypt(row.key_version, getattr(row, field), associated_data=aad)
-                    row.key_version, ciphertext = ring.encrypt(plain, associated_data=aad)
-                    setattr(row, field, ciphertext)
-                model.objects.bulk_update(batch, ["key_version", field])
-            if not batch:
-                break
-            last_pk = batch[-1].pk
-            rotated += len(batch)
-            if on_batch:
-                on_batch(len(batch))
+    try:
+        for model in encrypted_models():
+            field_name = model.encrypted_field
+            last_pk = 0
+            while True:
+                with transaction.atomic():
+                    batch = list(
+                        model.objects.select_for_update(of=("self",))
+                        .filter(pk__gt=last_pk, **{f"{field_name}__isnull": False})
+                        .exclude(key_version=active)
+                        .order_by("pk")[:batch_size]
+                    )
+                    for row in batch:
+                        aad = row.associated_data()
+                        plain = ring.decrypt(row.key_version, getattr(row, field_name), associated_data=aad)
+                        row.key_version, ciphertext = ring.encrypt(plain, associated_data=aad)
+                        setattr(row, field_name, ciphertext)
+                    model.objects.bulk_update(batch, ["key_version", field_name])
+                if not batch:
+                    break
+                last_pk = batch[-1].pk
+                rotated += len(batch)
+                if on_batch:
+                    on_batch(len(batch))
+                if should_stop and should_stop():
+                    raise _Stopped
+    except BaseException as stop:
+        # One audit row per run: a run stopped, by should_stop or by anything else (an interrupt, a failure), says
+        # how far it went; a rerun goes on from there.
+        with contextlib.suppress(DatabaseError):
+            audit_record(actor=actor, action="keys.rotate.stop", detail={"to_version": active, "rows": rotated})
+        if isinstance(stop, _Stopped):
+            return Rotation(rotated=rotated, retired=retired, finished=False)
+        raise
     retired += key_versions_retire(active=active)
     audit_record(
         actor=actor,
@@ -206,3 +613,137 @@ def keys_rotate(
         detail={"to_version": active, "rows": rotated, "retired_versions": retired},
     )
     return Rotation(rotated=rotated, retired=retired)
+
+
+def values_on_other_versions(active: int) -> int:
+    """How many encrypted values are under another DEK version than ``active`` (what keys_rotate has to move)."""
+    return sum(
+        model.objects.filter(**{f"{model.encrypted_field}__isnull": False}).exclude(key_version=active).count()
+        for model in encrypted_models()
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The KEK: re-wrapping under a new one
+# ------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KekRotation:
+    to_kek: str
+    rewrapped: list[str] = field(default_factory=list)  # the keys re-wrapped, by name
+    from_keks: list[str] = field(default_factory=list)  # the KEKs no key is wrapped under any more
+
+
+def kek_rotate(*, actor: Actor = SYSTEM) -> KekRotation:
+    """Re-wrap every stored key (DEKs, retired ones included, and the fingerprint key) that is wrapped under another
+    KEK than the provider's current one, under the current one. Touches the keys' rows only, never an encrypted
+    value: seconds, whatever the number of cards. Each key is checked against its check value before it is stored
+    again, and each row is updated only if it is still as it was read (two runs at once re-wrap it once).
+    Idempotent. Audited (``keys.kek.rotate``).
+
+    Raises KeysUnreachable when the provider cannot unwrap or wrap now, KeyRingMismatch when a key does not unwrap
+    (its KEK is not among the provider's) or unwraps to another key than the data's: the keys re-wrapped until then
+    stay re-wrapped, and a rerun does the rest.
+    """
+    provider = kek_provider()
+    current = provider.current_kek_id()
+    rewrapped, from_keks = [], set()
+    for row in DataKey.objects.filter(wrapped_key__isnull=False).exclude(kek_id=current).order_by("pk"):
+        try:
+            key = _key_of(row)
+        except _Mismatch as mismatch:
+            raise KeyRingMismatch([mismatch.problem]) from None
+        try:
+            kek_id, wrapped = provider.wrap(key)
+        except KekUnavailable as exc:
+            raise KeysUnreachable(str(exc)) from None
+        if DataKey.objects.filter(pk=row.pk, kek_id=row.kek_id).update(kek_id=kek_id, wrapped_key=wrapped):
+            rewrapped.append(str(row))
+            from_keks.add(row.kek_id)
+    rotation = KekRotation(to_kek=current, rewrapped=rewrapped, from_keks=sorted(from_keks))
+    audit_record(
+        actor=actor,
+        action="keys.kek.rotate",
+        detail={"to_kek": current, "from_keks": rotation.from_keks, "keys": len(rewrapped)},
+    )
+    return rotation
+
+
+def keks_in_use() -> list[str]:
+    """The KEKs stored keys are wrapped under (a KEK may be destroyed once it is none of these, and no backup that
+    must still be restorable holds keys wrapped under it)."""
+    return sorted(set(DataKey.objects.filter(wrapped_key__isnull=False).values_list("kek_id", flat=True)))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The move from VAULT_KEYS
+# ------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KeyMigration:
+    wrapped: list[str]  # the keys wrapped now, by name
+    already: list[str]  # the keys found wrapped already
+    kek: str
+
+
+def keys_migrate_to_kek(*, actor: Actor = SYSTEM) -> KeyMigration:
+    """Wrap the keys of ``VAULT_KEYS`` and ``VAULT_FINGERPRINT_KEY`` under the current KEK, each stored with the
+    version and check value the data was written with: no encrypted row changes, every value still decrypts and
+    every fingerprint stays what it was. Idempotent: a key wrapped already is left as it is.
+
+    Checks everything before it writes anything, in one transaction: every stored key not wrapped yet and not
+    retired must be in those variables, under the same check value, and ``VAULT_ACTIVE_KEY_VERSION``, when set, must
+    be the newest stored version (a rotation between VAULT_KEYS versions is finished first, with rotate_keys).
+    Raises KeyRingMismatch naming what differs, KeysUnreachable when the KEK provider cannot wrap now. The cryptoperiod
+    of the active DEK starts now. Audited (``keys.migrate_to_kek``). Safe while the API serves: processes still on
+    VAULT_KEYS go on with the same keys, and processes on the KEK read the wrapped ones.
+    """
+    legacy = legacy_keys()
+    wrapped, already, problems = [], [], []
+    with transaction.atomic():
+        rows = list(DataKey.objects.select_for_update().order_by("pk"))
+        fingerprint = next((row for row in rows if row.purpose == DataKey.FINGERPRINT), None)
+        encryption = {row.version: row for row in rows if row.purpose == DataKey.ENCRYPTION}
+        live = [version for version, row in encryption.items() if row.retired_at is None]
+        if legacy.active_version is not None and live and legacy.active_version != max(live):
+            problems.append(
+                f"VAULT_ACTIVE_KEY_VERSION is {legacy.active_version} but version {max(live)} holds the newest data: "
+                "finish the rotation first (rotate_keys), then migrate"
+            )
+        plan: list[tuple[DataKey, bytes]] = []
+        for version, row in sorted(encryption.items()):
+            key = legacy.keys.get(version)
+            if row.is_wrapped:
+                already.append(str(row))
+            elif key is None:
+                if row.retired_at is None:
+                    problems.append(f"key version {version} holds data but is not in VAULT_KEYS")
+            elif row.check_value and row.check_value != check_value(key):
+                problems.append(f"key version {version} in VAULT_KEYS differs from the one the data was written with")
+            else:
+                plan.append((row, key))
+        if fingerprint is not None and fingerprint.is_wrapped:
+            already.append(str(fingerprint))
+        elif fingerprint is not None or encryption:
+            if legacy.fingerprint_key is None:
+                problems.append("VAULT_FINGERPRINT_KEY is not set: the cards' fingerprints were made with it")
+            elif fingerprint is not None and fingerprint.check_value != check_value(legacy.fingerprint_key):
+                problems.append(FINGERPRINT_DIFFERS)
+            else:
+                plan.append((fingerprint or DataKey(purpose=DataKey.FINGERPRINT), legacy.fingerprint_key))
+        if problems:
+            raise KeyRingMismatch(problems)
+        now, token_pk = timezone.now(), _token_pk_now()
+        for row, key in plan:
+            try:
+                row.kek_id, row.wrapped_key = kek_provider().wrap(key)
+            except KekUnavailable as exc:
+                raise KeysUnreachable(str(exc)) from None
+            row.check_value = check_value(key)
+            if row.purpose == DataKey.ENCRYPTION:
+                row.period_started_at, row.token_pk_at_start = now, token_pk
+            row.save()
+            wrapped.append(str(row))
+        migration = KeyMigration(wrapped=wrapped, already=already, kek=kek_provider().current_kek_id())
+        if wrapped:
+            audit_record(actor=actor, action="keys.migrate_to_kek", detail={"keys": wrapped, "kek": migration.kek})
+    key_ring_refresh()
+    return migration

@@ -1,3 +1,4 @@
+import hashlib
 import secrets
 
 from django.db import models
@@ -197,13 +198,18 @@ class ExpiryExtension(models.Model):
         return f"{self.old_expires_at:%Y-%m-%d} → {self.new_expires_at:%Y-%m-%d} ({self.reason})"
 
 
-class KeyCheck(models.Model):
-    """The check value of a key the data was written under, stored with the data (and so in every backup of it).
+class DataKey(models.Model):
+    """A key the data is encrypted under: a data encryption key (DEK) of card numbers and the other encrypted columns,
+    or the fingerprint key. Stored only wrapped by the key encryption key (KEK, ``vault.kek``), and unwrapped into a
+    process's memory on first use (``vault.keys``): never in clear here, nor in any backup of this table.
 
-    One row per encryption key version ever active, and one for the fingerprint key. A process compares its own keys
-    with these before it works on cards (``vault.selectors.key_ring_problems``), so a start or a restore with other
-    keys is refused instead of failing every card, or silently making duplicate tokens. Never key material: a check
-    value is the first 8 bytes of an HMAC of a fixed label under the key (``vault.crypto.check_value``).
+    One row per DEK version (the number the encrypted rows' ``key_version`` columns hold), and one for the fingerprint
+    key. ``kek_id`` names the KEK it is wrapped under, so ``rotate_kek`` finds the rows to re-wrap under a new one;
+    ``check_value`` (the first 8 bytes of an HMAC of a fixed label under the key: ``vault.crypto.check_value``) tells
+    whether what a KEK unwraps is the key the data was written with, without saying anything of it.
+
+    A row without a wrapped key is a key from before key custody, from ``VAULT_KEYS`` or ``VAULT_FINGERPRINT_KEY``,
+    whose check value alone is recorded: ``migrate_keys_to_kek`` wraps it, with the same version and check value.
     """
 
     ENCRYPTION, FINGERPRINT = "encryption", "fingerprint"
@@ -211,15 +217,29 @@ class KeyCheck(models.Model):
     purpose = models.CharField(max_length=12, choices=[(ENCRYPTION, "encryption"), (FINGERPRINT, "fingerprint")])
     # The key version (encryption keys only).
     version = models.PositiveSmallIntegerField(null=True, blank=True)
-    # Blank only for a version found holding data when this table was made (migration 0005), until a process with
-    # that version in its ring records its value.
+    # AES key wrap of the 32-byte key under the KEK ``kek_id`` (40 bytes); NULL for a key not wrapped yet (above).
+    wrapped_key = models.BinaryField(null=True, editable=False)
+    # ``local:<check value>`` or ``pkcs11:<label>``; "" while not wrapped. The database default lets a process of the
+    # previous release, still serving during an upgrade, record a check value as it used to.
+    kek_id = models.CharField("KEK", max_length=200, blank=True, default="", db_default="")
+    # Blank only for a version found holding data when the check values were first recorded (migration 0005), until
+    # migrate_keys_to_kek records it.
     check_value = models.CharField(max_length=16, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
-    # Set by rotate_keys once no row is left under the version: it may then leave the ring (and stays with the
-    # backups made under it).
+    # The start of a DEK's cryptoperiod (VAULT_DEK_MAX_AGE_DAYS, VAULT_DEK_MAX_USES): when it was made, or wrapped by
+    # migrate_keys_to_kek; and the highest token id then (NULL when there was no token), so that the cards encrypted
+    # under it since are counted through the primary key (index lookups) rather than by a counter every tokenize
+    # would have to update.
+    period_started_at = models.DateTimeField(null=True, blank=True)
+    token_pk_at_start = models.BigIntegerField(null=True, blank=True)
+    # Set by rotate_keys once no row is left under the version. Its wrapped key stays, for the backups made under it.
     retired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        # The table of the check values this model grew from, under its old name: a process of the previous release
+        # reads it while an upgrade rolls out, and finds its rows as it left them.
+        db_table = "vault_keycheck"
+        verbose_name = "key"
         constraints = [
             models.UniqueConstraint(
                 fields=["version"], condition=Q(purpose="encryption"), name="keycheck_one_per_encryption_version"
@@ -232,11 +252,21 @@ class KeyCheck(models.Model):
                 | Q(purpose="fingerprint", version__isnull=True),
                 name="keycheck_version_for_encryption_keys_only",
             ),
+            # A wrapped key names its KEK and has its check value; a key not wrapped names no KEK.
+            models.CheckConstraint(
+                condition=Q(wrapped_key__isnull=True, kek_id="")
+                | (Q(wrapped_key__isnull=False) & ~Q(kek_id="") & ~Q(check_value="")),
+                name="datakey_wrapped_names_its_kek",
+            ),
         ]
         ordering = ["purpose", "version"]
 
     def __str__(self):
         return f"{self.purpose} key {self.version}" if self.version else f"{self.purpose} key"
+
+    @property
+    def is_wrapped(self) -> bool:
+        return self.wrapped_key is not None
 
 
 def new_destination_id() -> str:
@@ -340,3 +370,98 @@ class Forward(models.Model):
     @property
     def audit_id(self) -> str:
         return self.public_id
+
+
+def new_capture_session_id() -> str:
+    return f"cs_{secrets.token_urlsafe(16)}"
+
+
+# A capture session takes this many failed submissions (a wrong client secret, a card its rules refuse), then none.
+CAPTURE_MAX_FAILED_SUBMISSIONS = 5
+# How its card was tokenized: as POST /tokens' 201, 200 and 409.
+CAPTURE_OUTCOMES = ("created", "matched", "conflict")
+# What a session is in (CaptureSession.status).
+CAPTURE_STATUSES = ("open", "completed", "expired", "locked")
+
+
+class CaptureSession(models.Model):
+    """One card captured in a shopper's browser (``vault.capture``): opened by the merchant's server for one page
+    origin, it takes one card, for a few minutes, from whoever holds its client secret.
+
+    The secret itself is never stored: its SHA-256 is (it is 256 random bits, so a slow hash buys nothing, as for API
+    keys). Nothing of the card is kept here either: a completed session names the token that holds it.
+    """
+
+    audit_type = "capture_session"
+
+    public_id = models.CharField(max_length=40, default=new_capture_session_id, editable=False)
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="capture_sessions")
+    # scheme://host[:port], lower case, without the default port: as a browser writes the page's origin.
+    origin = models.CharField(max_length=300)
+    # What the card is tokenized with, as POST /tokens would take them.
+    namespace = models.CharField(max_length=64, null=True, blank=True)
+    description = models.CharField(max_length=255, null=True, blank=True)
+    client_secret_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField()
+    failed_submissions = models.PositiveSmallIntegerField(default=0)
+    # Protected, as a forward's: tokens are never removed, a deleted one leaves its tombstone.
+    token = models.ForeignKey(Token, on_delete=models.PROTECT, null=True, blank=True, related_name="capture_sessions")
+    outcome = models.CharField(
+        max_length=8, choices=[(outcome, outcome) for outcome in CAPTURE_OUTCOMES], null=True, blank=True
+    )
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = "capture session"
+        constraints = [
+            # Indexed here rather than with unique=True (see Token.Meta): nothing looks for it by prefix.
+            models.UniqueConstraint(fields=["public_id"], name="capturesession_public_id_unique"),
+            models.CheckConstraint(
+                condition=Q(failed_submissions__lte=CAPTURE_MAX_FAILED_SUBMISSIONS),
+                name="capturesession_failed_submissions_at_most_five",
+            ),
+            # Open, or completed with its one card: the token, how it was tokenized and when, all or nothing.
+            models.CheckConstraint(
+                condition=Q(completed_at__isnull=True, token__isnull=True, outcome__isnull=True)
+                | Q(
+                    completed_at__isnull=False,
+                    token__isnull=False,
+                    # Spelt out: IN is NULL for a NULL outcome, and a check that is NULL passes.
+                    outcome__isnull=False,
+                    outcome__in=CAPTURE_OUTCOMES,
+                ),
+                name="capturesession_completed_has_one_card",
+            ),
+        ]
+
+    def __str__(self):
+        return self.public_id
+
+    @property
+    def audit_id(self) -> str:
+        return self.public_id
+
+    @staticmethod
+    def secret_hash(client_secret: str) -> str:
+        return hashlib.sha256(client_secret.encode()).hexdigest()
+
+    @property
+    def is_completed(self) -> bool:
+        return self.completed_at is not None
+
+    @property
+    def is_locked(self) -> bool:
+        return self.failed_submissions >= CAPTURE_MAX_FAILED_SUBMISSIONS
+
+    def is_expired(self, now=None) -> bool:
+        return self.expires_at <= (now or timezone.now())
+
+    def status(self, now=None) -> str:
+        """``completed`` or ``locked`` for good; else ``expired`` once its time is up, ``open`` until then."""
+        if self.is_completed:
+            return "completed"
+        if self.is_locked:
+            return "locked"
+        return "expired" if self.is_expired(now) else "open"

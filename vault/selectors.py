@@ -4,14 +4,14 @@ import re
 from datetime import date, datetime, time, timedelta
 from urllib.parse import urlsplit
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Case, Count, Q, QuerySet, Subquery, Value, When
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from core.errors import NotFound, ResourceNotFound
 from merchants.models import Merchant
-from vault.crypto import configured_key_ring
-from vault.models import TOKEN_ID_ALPHABET, TOKEN_ID_LENGTH, KeyCheck, Namespace, Token, TokenConflict
+from vault import keys
+from vault.models import TOKEN_ID_ALPHABET, TOKEN_ID_LENGTH, DataKey, Namespace, Token, TokenConflict
 
 TOKEN_ID = re.compile(f"^[{TOKEN_ID_ALPHABET}]{{{TOKEN_ID_LENGTH}}}$")
 HREF_PATH = re.compile(r"^(?:.*/)?tokens/([A-Za-z0-9_-]+)/?$")
@@ -64,30 +64,50 @@ def namespaces_with_counts() -> QuerySet[Namespace]:
 
 
 def key_ring_problems() -> list[str]:
-    """What keeps this process's keys from serving the cards stored: one sentence each, naming versions and
-    settings, never key material; empty when all is well.
+    """What keeps this process's keys from serving the values stored (``vault.keys.keys_problems``): one sentence
+    each, never key material; empty when all is well. For ``/healthz``: the stored keys (a table of a few rows) read,
+    and the fingerprint key and the active DEK unwrapped the first time only."""
+    return keys.keys_problems()
 
-    The keys are compared with the check values stored with the data (``KeyCheck``, a table of a few rows: one query,
-    never a scan of the cards): a version that holds data (recorded, not retired by ``rotate_keys``) but is not in
-    ``VAULT_KEYS``, a version whose key differs from the one recorded for it, a fingerprint key that differs. Card
-    operations refuse while there is any (``vault.keys.keys_verify``); nothing recorded yet (a new database) is
-    no problem. Raises DatabaseError when the database cannot be read.
+
+def data_keys() -> QuerySet[DataKey]:
+    """Every stored key, with ``active_version`` (the version new data is encrypted under) and ``values`` (how many
+    encrypted values are under it: cards, network token numbers, secrets; 0 for the fingerprint key).
+
+    The values are counted first, with one GROUP BY per encrypted table: with no index on ``key_version`` (every
+    tokenize would pay for one), a scan of each, which the admin's page of keys can afford and a request could not
+    (see ``vault.admin.keys`` for its cost on 100,000 tokens). Counting per key instead, in a subquery for each row,
+    scanned each table once per key.
     """
-    ring = configured_key_ring()
-    problems = []
-    for check in KeyCheck.objects.all():
-        if check.purpose == KeyCheck.FINGERPRINT:
-            if check.check_value != ring.fingerprint_check_value:
-                problems.append(
-                    "VAULT_FINGERPRINT_KEY differs from the one the data was written with: duplicate "
-                    "tokens would follow"
-                )
-        elif check.version not in ring.versions:
-            if check.retired_at is None:
-                problems.append(f"key version {check.version} holds data but is not in VAULT_KEYS")
-        elif check.check_value and check.check_value != ring.check_value(check.version):
-            problems.append(f"key version {check.version} in VAULT_KEYS differs from the one the data was written with")
-    return problems
+    counts: dict[int, int] = {}
+    for model in keys.encrypted_models():
+        rows = (
+            model.objects.filter(**{f"{model.encrypted_field}__isnull": False})
+            .values_list("key_version")
+            .annotate(count=Count("*"))
+            .order_by()
+        )
+        for version, count in rows:
+            counts[version] = counts.get(version, 0) + count
+    active = (
+        DataKey.objects.filter(purpose=DataKey.ENCRYPTION, retired_at__isnull=True)
+        .order_by("-version")
+        .values("version")[:1]
+    )
+    values = Case(*(When(version=version, then=Value(count)) for version, count in counts.items()), default=Value(0))
+    return DataKey.objects.annotate(active_version=Subquery(active), values=values)
+
+
+def data_key_state(row: DataKey, *, active: int | None) -> str:
+    """``active`` (the DEK new data is encrypted under, and the fingerprint key), ``decrypt-only`` (an older DEK still
+    holding data), ``retired`` (holding none), or ``not wrapped`` (a key of VAULT_KEYS awaiting migrate_keys_to_kek)."""
+    if row.retired_at is not None:
+        return "retired"
+    if not row.is_wrapped:
+        return "not wrapped"
+    if row.purpose == DataKey.FINGERPRINT or row.version == active:
+        return "active"
+    return "decrypt-only"
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ from notifications.models import WebhookEndpoint
 from vault import cards, services
 from vault.models import Token
 
+# The merchant `make run` prints a key of (``manage.py setup_local``), whose page the demo checkout is.
+DEMO_MERCHANT = "Demo merchant"
+# The merchants of the demo data set (``manage.py seed_demo``).
 DEMO_MERCHANTS = ("Northwind Outfitters", "Harbour Coffee Roasters", "Lumen Travel")
 MERCHANT_WEIGHTS = (5, 3, 2)
 DEMO_MARK = "(demo"

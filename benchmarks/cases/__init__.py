@@ -30,6 +30,8 @@ class Sizes:
     webhook_latency_seconds: float
     webhook_latency_rate: float
     crypto: int
+    rotate_kek_small: int
+    rotate_kek_large: int
     timeout: float  # how long a queue-draining benchmark (batch, webhook) may take before it reports what it got
 
 
@@ -49,6 +51,8 @@ SCALES = {
         webhook_latency_seconds=20,
         webhook_latency_rate=100,
         crypto=50_000,
+        rotate_kek_small=10_000,
+        rotate_kek_large=1_000_000,
         timeout=600,
     ),
     "smoke": Sizes(
@@ -66,6 +70,8 @@ SCALES = {
         webhook_latency_seconds=0.5,
         webhook_latency_rate=40,
         crypto=2_000,
+        rotate_kek_small=100,
+        rotate_kek_large=2_000,
         timeout=60,
     ),
 }

@@ -1,8 +1,9 @@
 -- wrk script for the forward benchmark: POSTs one constant body per request (a forward of one stored card, or the
--- same bytes to the bare endpoint) and reports, as one JSON line, the counts by status and the full latency
--- histogram, in the format of cards.lua (the runner merges rounds the same way).
+-- same bytes to the bare endpoint; the hsm benchmark's detokenize of one stored card, an empty body) and reports, as
+-- one JSON line, the counts by status and the full latency histogram, in the format of cards.lua (the runner merges
+-- rounds the same way).
 --
--- Environment (set by benchmarks/cases/forward.py):
+-- Environment (set by benchmarks/cases/forward.py and hsm.py):
 --   BENCH_API_KEY   the merchant's raw key
 --   BENCH_BODY      the JSON body of every request
 

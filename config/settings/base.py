@@ -105,20 +105,43 @@ else:
 # ------------------------------------------------------------------------------------------------------------
 # "try" or "live": decides the default token lifetime (7 days or 4 years).
 TOKENS_ENVIRONMENT = env.str("TOKENS_ENVIRONMENT", default="try")
-# Versioned AES-256 key ring, in any order: "2:<base64 32 bytes>,1:<base64 32 bytes>". Every version decrypts.
-VAULT_KEYS = env.str("VAULT_KEYS")
-# The version new card data is encrypted under, and rotate_keys re-encrypts to; the highest of VAULT_KEYS when unset.
-# A rollout adds a version to every process's ring first and activates it only then (vault/crypto.py).
+# Key custody (vault/keys.py, vault/kek/): cards are encrypted under data encryption keys (DEKs), stored in the
+# database only wrapped by the key encryption key (KEK) of this provider: "local" (the KEK from VAULT_KEK, or XORed
+# from VAULT_KEK_COMPONENTS, base64 of 32 bytes each, two or more: split knowledge), "pkcs11" (an HSM: the KEK never
+# leaves it), or the dotted path of a provider class of vault.kek's contract.
+VAULT_KEK_PROVIDER = env.str("VAULT_KEK_PROVIDER", default="local")
+VAULT_KEK = env.str("VAULT_KEK", default="")
+VAULT_KEK_COMPONENTS = env.str("VAULT_KEK_COMPONENTS", default="")
+# Older KEKs (comma-separated; a KEK made of components as its components joined by ":"), kept only until rotate_kek
+# has re-wrapped every key under the current one.
+VAULT_KEK_PREVIOUS = env.str("VAULT_KEK_PREVIOUS", default="")
+PKCS11_MODULE = env.str("PKCS11_MODULE", default="")
+PKCS11_TOKEN_LABEL = env.str("PKCS11_TOKEN_LABEL", default="")
+PKCS11_PIN = env.str("PKCS11_PIN", default="")
+PKCS11_KEY_LABEL = env.str("PKCS11_KEY_LABEL", default="")
+# Cryptoperiods: a new DEK is started when the active one is this old, or has encrypted this many cards. 90 days is
+# PCI DSS's customary period; a million cards keeps what one DEK protects bounded, and stays far below the 2^32
+# encryptions NIST SP 800-38D allows a key with random 96-bit nonces.
+VAULT_DEK_MAX_AGE_DAYS = env.int("VAULT_DEK_MAX_AGE_DAYS", default=90)
+VAULT_DEK_MAX_USES = env.int("VAULT_DEK_MAX_USES", default=1_000_000)
+# The keys of an installation from before key custody, read only until manage.py migrate_keys_to_kek has wrapped them
+# under the KEK (same versions, same check values): VAULT_KEYS "2:<base64 32 bytes>,1:<base64 32 bytes>", the
+# version it encrypted under (the highest when unset), and the fingerprint key. Remove them once migrated.
+VAULT_KEYS = env.str("VAULT_KEYS", default="")
 VAULT_ACTIVE_KEY_VERSION = env.int("VAULT_ACTIVE_KEY_VERSION", default=None)
-# HMAC-SHA256 key for card fingerprints (base64 of 32 bytes); never the same as an encryption key.
-VAULT_FINGERPRINT_KEY = env.str("VAULT_FINGERPRINT_KEY")
-# How long a process trusts its last check of the keys against the check values stored with the data (card
-# operations refuse with 503 keysNotReady while they do not match; vault.keys.keys_verify).
+VAULT_FINGERPRINT_KEY = env.str("VAULT_FINGERPRINT_KEY", default="")
+# How often a process looks at the stored keys again: to switch to a newer DEK, start one at the end of a
+# cryptoperiod, and find keys that do not match the data (card operations refuse with 503 keysNotReady meanwhile).
 VAULT_KEY_CHECK_SECONDS = env.float("VAULT_KEY_CHECK_SECONDS", default=5.0)
 TOKEN_CONFLICT_TTL_SECONDS = env.int("TOKEN_CONFLICT_TTL_SECONDS", default=30 * 60)
 NAMESPACE_CARD_LIMIT = 16
+# How long a capture session (POST /capture-sessions: a card typed in the shopper's browser) takes its card.
+CAPTURE_SESSION_LIFETIME_SECONDS = env.int("CAPTURE_SESSION_LIFETIME_SECONDS", default=15 * 60)
 # Where merchants reach this API: the base of token hrefs in webhook events, and of the links in API answers.
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="")
+# The demo checkout page (/demo/checkout/, backoffice/demo/checkout.py): the embedded run and the tests switch it on;
+# no environment variable does, so production never serves it.
+DEMO_PAGES = False
 
 # ------------------------------------------------------------------------------------------------------------
 # Networks and webhooks
@@ -200,7 +223,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"EventTypeEnum": "notifications.models.EVENT_TYPES"},
+    "ENUM_NAME_OVERRIDES": {
+        "EventTypeEnum": "notifications.models.EVENT_TYPES",
+        "CaptureSessionStatusEnum": "vault.models.CAPTURE_STATUSES",
+    },
     # Every request body is required; see core.schema for what the schema publishes beyond drf-spectacular.
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.require_request_bodies"],
     # /api/docs/ runs on the admin's origin: Swagger UI from the pinned drf-spectacular-sidecar package, served with

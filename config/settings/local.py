@@ -17,6 +17,9 @@ os.environ.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{os.environ.get('POR
 from .base import *  # noqa: E402,F403
 from .base import env  # noqa: E402
 
+# The demo checkout at /demo/checkout/ (browser card capture with the demo merchant).
+DEMO_PAGES = True
+
 # ------------------------------------------------------------------------------------------------------------
 # Celery on the local filesystem: a worker and beat on this machine, no server to install.
 # ------------------------------------------------------------------------------------------------------------

@@ -22,11 +22,25 @@ REQUIRED = (
     "DJANGO_SECRET_KEY",
     "DJANGO_ALLOWED_HOSTS",
     "PUBLIC_BASE_URL",
-    "VAULT_KEYS",
-    "VAULT_FINGERPRINT_KEY",
     "NETWORK_TOKENS_JWE_KEY",
 )
-_missing = [name for name in REQUIRED if not os.environ.get(name, "").strip()]
+# The key encryption key's provider needs its own (vault/kek/): the KEK, or its components, for the local one; the
+# HSM's module, token, PIN and key label for pkcs11. Another provider (a dotted path) reads its own settings.
+KEK_REQUIRED = {
+    "local": (("VAULT_KEK", "VAULT_KEK_COMPONENTS"),),
+    "pkcs11": ("PKCS11_MODULE", "PKCS11_TOKEN_LABEL", "PKCS11_PIN", "PKCS11_KEY_LABEL"),
+}
+
+
+def _given(name: str) -> bool:
+    return bool(os.environ.get(name, "").strip())
+
+
+_missing = [name for name in REQUIRED if not _given(name)]
+for _names in KEK_REQUIRED.get(os.environ.get("VAULT_KEK_PROVIDER", "local"), ()):
+    _either = _names if isinstance(_names, tuple) else (_names,)
+    if not any(_given(name) for name in _either):
+        _missing.append(" or ".join(_either))
 if _missing:
     raise ImproperlyConfigured(
         f"Production settings need {len(_missing)} more environment variable(s), missing: {', '.join(_missing)} "
@@ -34,13 +48,24 @@ if _missing:
     )
 
 from .base import *  # noqa: E402,F403
-from .base import SECRET_KEY, VAULT_FINGERPRINT_KEY, VAULT_KEYS, WEBHOOK_ALLOW_LOOPBACK, env  # noqa: E402
+from .base import (  # noqa: E402
+    SECRET_KEY,
+    VAULT_FINGERPRINT_KEY,
+    VAULT_KEK,
+    VAULT_KEK_COMPONENTS,
+    VAULT_KEK_PREVIOUS,
+    VAULT_KEK_PROVIDER,
+    VAULT_KEYS,
+    WEBHOOK_ALLOW_LOOPBACK,
+    env,
+)
 
 DEBUG = False
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL")
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL")
 TSP_SIMULATOR_ENDPOINTS = False
+DEMO_PAGES = False
 TOKENS_ENVIRONMENT = env.str("TOKENS_ENVIRONMENT", default="live")
 
 
@@ -69,9 +94,22 @@ if (
 if "*" in ALLOWED_HOSTS:
     _weak.append("DJANGO_ALLOWED_HOSTS must name the hosts served, not '*'")
 # One key, one purpose: the fingerprints must not be computable by whoever holds the encryption keys, nor the reverse.
+_legacy_keys = {_key_bytes(entry.partition(":")[2]) for entry in VAULT_KEYS.split(",") if entry.strip()} - {None}
 _fingerprint_key = _key_bytes(VAULT_FINGERPRINT_KEY)
-if _fingerprint_key and _fingerprint_key in {_key_bytes(entry.partition(":")[2]) for entry in VAULT_KEYS.split(",")}:
+if _fingerprint_key and _fingerprint_key in _legacy_keys:
     _weak.append("VAULT_FINGERPRINT_KEY must differ from every key of VAULT_KEYS")
+# The local KEK: split knowledge when it comes in components (two or more, none cancelling the others out), and a key
+# of its own, never one of the keys it protects (those of VAULT_KEYS, while they are being moved under it).
+if VAULT_KEK_PROVIDER == "local":
+    from vault.kek.local import keks_from  # plain Python (base64, XOR): nothing of Django's set-up
+
+    try:
+        _kek, _previous_keks = keks_from(kek=VAULT_KEK, components=VAULT_KEK_COMPONENTS, previous=VAULT_KEK_PREVIOUS)
+    except ImproperlyConfigured as exc:
+        _weak.append(str(exc))
+    else:
+        if _kek in _legacy_keys | {_fingerprint_key}:
+            _weak.append("VAULT_KEK must differ from every key of VAULT_KEYS and from VAULT_FINGERPRINT_KEY")
 # Loopback webhooks are for development: here they would open the connect-time address check to this machine's own
 # services (and let seed_demo write demo merchants). The benchmarks, whose receiver is on loopback, say so in their
 # own settings module.

@@ -24,6 +24,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": DATABASES["default"]["NAME"].replace(".sqlite3", "") + "-test.sqlite3"}
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+DEMO_PAGES = True  # the demo checkout page is tested like the rest
 ALLOWED_HOSTS = ["*"]
 
 # Every log line of the run also goes to this file when it is set (by scripts/test.sh), with the console's redaction

@@ -46,6 +46,7 @@ from django.utils import timezone
 
 from networks.models import NetworkToken
 from vault import cards
+from vault.keys import key_ring
 
 DECLINE_SUFFIX = "0002"
 STEP_UP_SUFFIX = "0036"
@@ -98,8 +99,9 @@ class Provisioned:
 
 
 def _simulator_key(purpose: str) -> bytes:
-    # The simulators' own secrets, derived from the fingerprint key so that stable ids survive restarts.
-    return hmac.new(base64.b64decode(settings.VAULT_FINGERPRINT_KEY), purpose.encode(), hashlib.sha256).digest()
+    # The simulators' own secrets, derived from the fingerprint key (HMAC of the purpose under it) so that stable ids
+    # survive restarts. The key itself stays in the vault's ring, which gives its HMAC of any text.
+    return bytes.fromhex(key_ring().fingerprint(purpose))
 
 
 def keyed_digest(purpose: str, *parts: str) -> bytes:

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from networks.models import Batch, BatchItem, Issuer, NetworkToken, ProvisioningRequest
 from notifications.models import Delivery, DeliveryAttempt, Event, WebhookEndpoint
+from vault.keys import key_ring
 from vault.models import Token
 
 URL = "/admin/dashboard/"
@@ -31,6 +32,7 @@ def on(day: date, at: time = time(0, 1)) -> datetime:
 
 def make_tokens(merchant, created_at: list[datetime], **fields) -> None:
     """Live Visa tokens created at each moment of ``created_at``; ``fields`` change any column."""
+    key_ring()  # the keys they are under, stored first as the first card stores them (vault.keys)
     Token.objects.bulk_create(
         [
             Token(

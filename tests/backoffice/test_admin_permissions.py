@@ -28,8 +28,8 @@ from networks.models import LifecycleEvent, NetworkToken
 from notifications import services as notification_services
 from notifications.models import Delivery, Event, WebhookEndpoint
 from tests.conftest import MASTERCARD, SHERLOCK, VISA, VISA_2, logged_in, staff_in
-from vault import forwarding, services
-from vault.models import ExpiryExtension, Token, TokenConflict
+from vault import forwarding, keys, services
+from vault.models import DataKey, ExpiryExtension, Token, TokenConflict
 
 pytestmark = pytest.mark.pci("7.2.2")  # staff see and do what their group's job needs, nothing more
 
@@ -45,6 +45,7 @@ BACK_OFFICE_PERMISSIONS = {
     ("vault", "view_forwarddestination"),
     ("vault", "change_forwarddestination"),
     ("vault", "view_forward"),
+    ("vault", "view_capturesession"),
     ("core", "view_auditlog"),
     ("networks", "view_networktoken"),
     ("networks", "view_lifecycleevent"),
@@ -630,6 +631,16 @@ def _delivery_ids(world, objects):
     return [f"{world.event.public_id}/{world.endpoint.public_id}"]
 
 
+def _dek(version: int) -> list:
+    return [DataKey.objects.get(purpose="encryption", version=version)]
+
+
+def _older_dek(world: World) -> list:
+    """DEK 1, holding alice's cards, and DEK 2 started since by another superuser: the cards wait to move to it."""
+    keys.dek_create(actor=Actor("admin:someone"))
+    return _dek(1)
+
+
 WINDOW = {
     "since": (timezone.now() - timedelta(days=1)).strftime("%Y-%m-%d %H:%M"),
     "until": (timezone.now() + timedelta(days=1)).strftime("%Y-%m-%d %H:%M"),
@@ -731,6 +742,10 @@ CASES = [
     ),
     Case("notifications.delivery", "retry_now", "admin.webhook.retry_now", lambda w: [w.delivery], {}, _delivery_ids),
     Case("notifications.delivery", "replay", "admin.webhook.replay", lambda w: [_failed(w)], {}, _delivery_ids),
+    # Key custody: each action is one run of its service over every key, audited once (superusers only).
+    Case("vault.datakey", "start_new_dek", "keys.dek.create", lambda w: _dek(1), {}, None),
+    Case("vault.datakey", "reencrypt", "keys.rotate.finish", _older_dek, {}, None),
+    Case("vault.datakey", "rewrap", "keys.kek.rotate", lambda w: _dek(1), {}, None),
 ]
 
 

@@ -15,7 +15,6 @@ from networks import tsp
 from networks.tsp.base import Provisioned, TokenService
 from tests.conftest import AMEX, DISCOVER, MASTERCARD, ROOT, VISA
 
-SECRETS = ("DJANGO_SECRET_KEY", "VAULT_KEYS", "VAULT_FINGERPRINT_KEY", "NETWORK_TOKENS_JWE_KEY")
 # What production reads from its environment, besides the secrets (which the test run generated: reused here).
 SERVERS = {
     "DJANGO_ALLOWED_HOSTS": "vault.example.com",
@@ -84,13 +83,13 @@ def test_the_celery_app_runs_production_settings_unless_told_otherwise(tmp_path)
     ids=["manage.py", "celery"],
 )
 def test_an_incomplete_production_environment_names_every_missing_variable_at_once(tmp_path, command):
-    env = production_environment(tmp_path, DATABASE_URL=None, VAULT_KEYS=None, PUBLIC_BASE_URL=None)
+    env = production_environment(tmp_path, DATABASE_URL=None, VAULT_KEK=None, PUBLIC_BASE_URL=None)
 
     result = run(command, env)
 
     assert result.returncode != 0
-    assert "missing: DATABASE_URL, PUBLIC_BASE_URL, VAULT_KEYS" in result.stderr
-    assert os.environ["VAULT_FINGERPRINT_KEY"] not in result.stderr + result.stdout
+    assert "missing: DATABASE_URL, PUBLIC_BASE_URL, VAULT_KEK or VAULT_KEK_COMPONENTS" in result.stderr
+    assert os.environ["DJANGO_SECRET_KEY"] not in result.stderr + result.stdout
 
 
 def test_manage_py_says_what_is_missing_in_one_line_without_a_traceback(tmp_path):

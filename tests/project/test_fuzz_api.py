@@ -12,16 +12,18 @@ with alice's key not readable with bob's. One check of ours is added, ``no_other
 
 Path parameters, ``?tokenId=``, ``?namespace=``, card numbers and the ``token`` of a network-token request are drawn
 half of the time from real values (Schemathesis dictionaries): alice's objects, so requests get past the 404 of a
-made-up id, and bob's, so every operation is also tried on objects alice must not reach. Any string or integer is now
-and then one of a few values known to break things (``TROUBLE``).
+made-up id, and bob's, so every operation is also tried on objects alice must not reach. A capture session's
+``clientSecret`` is drawn the same way from alice's sessions' secrets, so that a card gets past the 401 of a made-up
+secret (to any session, bob's included: his secrets are never drawn). Any string or integer is now and then one of a few
+values known to break things (``TROUBLE``).
 
-What no JSON Schema can say is made true of the data that claims to be valid (``BusinessRules``, a ``map_case``
-hook on positive cases only): a card number passes the Luhn check, a card expiry and a token expiry are in the
-future, a webhook URL is a loopback one (the SSRF guard would resolve any other, here to nothing public), and
-``encryptedData`` is a card really encrypted to the API's key, and a forward goes under its destination with headers
-a request can carry and the card's number in its body. Negative cases are left as drawn. The operations whose
-documented 422 depends on the state of what they act on (a network token already deleted or suspended, a card its
-network does not support) may answer it to valid data.
+What no JSON Schema can say is made true of the data that claims to be valid (``BusinessRules``, a ``map_case`` hook on
+positive cases only): a card number passes the Luhn check, a card expiry and a token expiry are in the future, a webhook
+URL is a loopback one (the SSRF guard would resolve any other, here to nothing public), ``encryptedData`` is a card
+really encrypted to the API's key, a capture session's origin is one a browser could have, and a forward goes under its
+destination with headers a request can carry and the card's number in its body. Negative cases are left as drawn. The
+operations whose documented 422 depends on the state of what they act on (a network token already deleted or suspended,
+a card its network does not support) may answer it to valid data.
 
 Bounds: ``FUZZ_EXAMPLES`` examples per operation in the fuzzing phase and as many stateful scenarios; the coverage
 phase is finite by nature. ``MAX_RUN_SECONDS`` is a ceiling that fails the test, never one that quietly cuts the run
@@ -81,6 +83,10 @@ MAX_RUN_SECONDS = 600
 CORRELATION = {"HTTP_X_CORRELATION_ID": "fuzz-setup"}
 # A loopback receiver nobody listens on: nothing is delivered anyway, the broker being stubbed.
 HOOK = "http://127.0.0.1:9/fuzz"
+# Origins a capture session takes: not every string the schema's pattern admits is one (a host is DNS labels, a port
+# at most 65535), which valid data is made of.
+ORIGINS = ["https://shop.example", "https://checkout.shop.example:8443", "http://localhost:3000"]
+SHOP = ORIGINS[0]
 # Cards alice's requests may carry (dictionaries). Bob also holds JCB, which alice never sends: seeing it would
 # mean bob's card reached alice.
 CARDS = [VISA, VISA_2, MASTERCARD]
@@ -136,6 +142,8 @@ class Merchant:
     request_ids: list[str] = field(default_factory=list)
     batch_ids: list[str] = field(default_factory=list)
     destination_ids: list[str] = field(default_factory=list)
+    capture_session_ids: list[str] = field(default_factory=list)
+    capture_secrets: list[str] = field(default_factory=list)
 
     @property
     def object_ids(self) -> set[str]:
@@ -148,13 +156,14 @@ class Merchant:
             *self.request_ids,
             *self.batch_ids,
             *self.destination_ids,
+            *self.capture_session_ids,
         }
 
 
 def merchant_with_objects(name: str, cards: list[str], *, provider: str) -> Merchant:
     """A merchant with every scope and, made through the API: a webhook endpoint, a forward destination at
     ``provider``, a token per card (the first in namespace ``fuzz``, the last with a pending conflict), an ACTIVE
-    network token of the first card, an asynchronous network-token request and a batch."""
+    network token of the first card, an asynchronous network-token request, a batch and two capture sessions."""
     _, key = merchant_services.merchant_create(name=name, scopes=list(SCOPES))
     client = client_for(key)
     merchant = Merchant(key=key)
@@ -166,6 +175,11 @@ def merchant_with_objects(name: str, cards: list[str], *, provider: str) -> Merc
     )
     assert destination.status_code == 201, destination.content
     merchant.destination_ids.append(destination.json()["id"])
+    for _ in range(2):
+        session = client.post("/capture-sessions", {"origin": SHOP}, format="json")
+        assert session.status_code == 201, session.content
+        merchant.capture_session_ids.append(session.json()["id"])
+        merchant.capture_secrets.append(session.json()["clientSecret"])
     for index, number in enumerate(cards):
         body = card_request(cardNumber=number, **({"namespace": "fuzz"} if index == 0 else {}))
         created = client.post("/tokens", body, format="json")
@@ -378,6 +392,8 @@ class BusinessRules:
             elif key == "tokenExpiryDateTime" and isinstance(item, str):
                 later = timezone.now() + timedelta(hours=1 + _pick(item, 6 * 24))  # within the lifetime
                 value[key] = later.strftime("%Y-%m-%dT%H:%M:%SZ")
+            elif key == "origin" and isinstance(item, str):
+                value[key] = ORIGINS[_pick(item, len(ORIGINS))]
             elif key == "url" and isinstance(item, str):
                 value[key] = f"{self.provider}/{_pick(item, 1000)}"
             elif key == "encryptedData" and isinstance(item, str):
@@ -504,8 +520,12 @@ def fuzz_config(*, alice: Merchant, bob: Merchant, wfc_path: str) -> schemathesi
             bob.endpoint_ids,
             bob.event_ids,
             bob.destination_ids,
+            alice.capture_session_ids,
+            bob.capture_session_ids,
         ),
         "destination-ids": ids(alice.destination_ids, bob.destination_ids),
+        # alice's only: bob's session taking a card alice sent would be bob's object changed by her.
+        "capture-secrets": [*alice.capture_secrets, "not-a-secret"],
         "network-token-ids": ids(alice.network_token_ids, bob.network_token_ids),
         "request-ids": ids(alice.request_ids, bob.request_ids),
         "batch-ids": ids(alice.batch_ids, bob.batch_ids),
@@ -523,6 +543,7 @@ def fuzz_config(*, alice: Merchant, bob: Merchant, wfc_path: str) -> schemathesi
         "query.namespace": "namespaces",
         "body.token": "token-values",
         "body.destination": "destination-ids",
+        "body.clientSecret": "capture-secrets",
         "body.networkToken": "network-token-ids",
         "body.paymentInstrument.cardNumber": "cards",
         "body.card.cardNumber": "cards",

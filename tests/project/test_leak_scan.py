@@ -160,7 +160,7 @@ def test_the_script_passes_a_clean_capture(tmp_path):
     )
 
     assert result.returncode == 0, result.stderr
-    assert "no card number found" in result.stdout
+    assert "no card number or key found" in result.stdout
 
 
 @pytest.mark.celery
@@ -265,3 +265,120 @@ def test_a_forward_leaves_no_card_number_in_the_log_or_the_database(alice, api, 
     assert list(leak_scan.scan_text(database_text(), numbers)) == []
     for answer in (bad, sent, timed_out):
         assert list(leak_scan.scan_text(answer.content.decode(), numbers)) == []
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Keys: every key encryption key, data encryption key and PIN a pass used (TEST_KEY_MATERIAL_FILE), in any of the
+# forms a program writes bytes in. Each test makes its own keys; they go into its temporary files only.
+# ------------------------------------------------------------------------------------------------------------
+def key_forms(key: bytes) -> dict[str, str]:
+    """The lines a careless program could write ``key`` in, by name."""
+    body = base64.b64encode(json.dumps([[key.hex()], {}]).encode()).decode()
+    return {
+        "hex": f"unwrapped data key {key.hex()}",
+        "upper-case hex in a SQLite dump": f"INSERT INTO \"vault_datakey\" VALUES(1,X'{key.hex().upper()}');",
+        "bytea in a pg_dump": f"1\tpkcs11:kek-a\t\\x{key.hex()}",
+        "base64": json.dumps({"message": f"kek={base64.b64encode(key).decode()}"}),
+        "URL-safe base64 unpadded": f"key {base64.urlsafe_b64encode(key).decode().rstrip('=')}",
+        "inside base64, offset 0": base64.b64encode(key + b"tail").decode(),
+        "inside base64, offset 1": base64.b64encode(b"h" + key + b"tail").decode(),
+        "inside base64, offset 2": base64.b64encode(b"he" + key + b"tail").decode(),
+        "bytes literal": f"ValueError: bad key {key!r}",
+        "bytes literal in a JSON line": json.dumps({"message": f"ring keys [{key!r}]"}),
+        "celery message": monitor_line("LPUSH", "celery", json.dumps({"body": body})).strip(),
+    }
+
+
+FORMS = list(key_forms(b"\0" * 32))
+
+
+@pytest.mark.parametrize("form", FORMS, ids=FORMS)
+def test_it_finds_a_key_however_it_was_written(tmp_path, form):
+    key, other = os.urandom(32), os.urandom(32)
+    log = tmp_path / "some.log"
+    log.write_text(f"first line\n{key_forms(key)[form]}\n{key_forms(other)[form]}\n")
+
+    leaks = list(leak_scan.scan_files([log], set(), leak_scan.Keys([key])))
+
+    assert {(leak.line, leak.key_id) for leak in leaks} == {(2, leak_scan.key_id(key))}
+    assert leaks[0].encoded == (form == "celery message")
+
+
+def test_it_finds_a_raw_key_even_across_a_line_break(tmp_path):
+    key = b"\n" + os.urandom(30) + b"\n"  # raw bytes hold any byte, a line break too
+    dump = tmp_path / "dump.bin"
+    dump.write_bytes(b"header\n" + os.urandom(100).replace(b"\n", b" ") + key + b"\nrest\n")
+
+    [leak] = [leak for leak in leak_scan.scan_files([dump], set(), leak_scan.Keys([key])) if leak.form == "raw"]
+
+    assert (leak.line, leak.key_id) == (2, leak_scan.key_id(key))
+
+
+def test_it_finds_a_pin_in_clear(tmp_path):
+    pin = os.urandom(12).hex()
+    log = tmp_path / "app.log"
+    log.write_text(f"ok\nlogging in to the HSM with {pin}\n")
+
+    leaks = list(leak_scan.scan_files([log], set(), leak_scan.Keys([pin.encode()])))
+
+    assert [(leak.line, leak.form) for leak in leaks] == [(2, "raw")]
+
+
+def test_it_finds_one_key_among_thousands_in_a_broker_capture(tmp_path):
+    """A pass records a data key or more per test: the scan looks each window up in one index of them all."""
+    keys = [os.urandom(32) for _ in range(5000)]
+    log = tmp_path / "broker-monitor.log"
+    log.write_text(
+        "".join(monitor_line("LPUSH", "celery", celery_message([os.urandom(200).hex()])) for _ in range(500))
+        + f"{keys[1234].hex()}\n"
+    )
+
+    [leak] = leak_scan.scan_files([log], set(), leak_scan.Keys(keys))
+
+    assert (leak.line, leak.key_id) == (501, leak_scan.key_id(keys[1234]))
+
+
+def test_the_script_names_a_leaked_key_by_a_hash_never_its_bytes(tmp_path):
+    key = os.urandom(32)
+    capture = tmp_path / "capture"
+    capture.mkdir()
+    (capture / "app.log").write_text(f"ok\nrewrapping {base64.b64encode(key).decode()}\n")
+    keys = tmp_path / "key-material.txt"
+    keys.write_text(f"{os.urandom(32).hex()}\n{key.hex()}\n")
+    sources = tmp_path / "no-sources"
+    sources.mkdir()
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "leak_scan.py"),
+            "--keys",
+            str(keys),
+            "--sources",
+            str(sources),
+            str(capture),
+        ],
+        capture_output=True,
+        text=True,
+    )
+
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert f"{capture / 'app.log'}:2: a test key (SHA-256 {leak_scan.key_id(key)}...) in base64" in output
+    assert "0 card numbers and 2 keys searched for" in output
+    for form in (key.hex(), base64.b64encode(key).decode()[:40]):
+        assert form not in output
+
+
+def test_the_script_refuses_a_key_too_short_to_search_for(tmp_path):
+    keys = tmp_path / "key-material.txt"
+    keys.write_text(f"{os.urandom(8).hex()}\n")
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "leak_scan.py"), "--keys", str(keys), str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+
+    assert result.returncode == 2
+    assert "a key of 8 bytes is too short to search for" in result.stderr

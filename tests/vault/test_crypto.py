@@ -1,9 +1,12 @@
 """The key ring: encryption bound to row and merchant, HMAC fingerprints, an active version apart from the versions
-that decrypt, rotation that can be interrupted and retires what it emptied."""
+that decrypt, keys fetched the first time a value under them is read, and rotation to a new data encryption key
+(DEK) that can be interrupted and retires what it emptied.
+
+alice and bob are merchants (tests/conftest.py); carol is alice's payment processor, whose key may detokenize.
+"""
 
 import base64
 import hashlib
-import logging
 from io import StringIO
 
 import pytest
@@ -12,11 +15,11 @@ from django.core.management import call_command
 
 from config.settings.secrets import new_key
 from core.models import AuditLog
-from tests.conftest import MASTERCARD, VISA, card_request, path_of
+from tests.conftest import AMEX, MASTERCARD, VISA, card_request, path_of
 from vault import keys, services
 from vault.crypto import DecryptionFailed, KeyRing, KeyVersionUnavailable, parse_key_ring
 from vault.keys import key_ring
-from vault.models import KeyCheck, Token
+from vault.models import DataKey, Token
 
 
 def b64key(byte: int) -> str:
@@ -27,10 +30,13 @@ def a_card(number=VISA):
     return services.Card(number=number, holder_name="Sherlock Holmes", expiry_month=5, expiry_year=2035)
 
 
-def ring_of(*versions: int, active: int | None = None) -> KeyRing:
-    """A ring holding ``versions``, each under the key b64key(version)."""
+def ring_of(*versions: int, active: int | None = None, fetch=None) -> KeyRing:
+    """A ring holding ``versions``, each under the key bytes([version]) * 32."""
     return KeyRing(
-        keys=[(v, bytes([v]) * 32) for v in versions], fingerprint_key=bytes([99]) * 32, active_version=active
+        keys=[(v, bytes([v]) * 32) for v in versions],
+        fingerprint_key=bytes([99]) * 32,
+        active_version=active,
+        fetch=fetch,
     )
 
 
@@ -38,18 +44,22 @@ def test_the_card_number_is_stored_only_as_ciphertext_under_the_active_key(alice
     token = services.card_tokenize(merchant=alice, card=a_card()).token
     token.refresh_from_db()
     assert VISA.encode() not in bytes(token.pan_ciphertext)
-    assert token.key_version == key_ring().active_version
+    assert token.key_version == key_ring().active_version == 1
     assert len(bytes(token.pan_ciphertext)) == 12 + len(VISA) + 16  # nonce, ciphertext, GCM tag
 
 
 @pytest.mark.pci("3.5.1.1")
 @pytest.mark.pci("3.7.1")
-def test_keys_are_made_of_32_random_bytes_and_a_weaker_one_is_refused():
+def test_keys_are_made_of_32_random_bytes_and_a_weaker_one_is_refused(alice):
     made = [base64.b64decode(new_key()) for _ in range(64)]
     assert all(len(key) == 32 for key in made) and len(set(made)) == 64
     for weak in (base64.b64encode(bytes(16)).decode(), base64.b64encode(bytes(31)).decode(), "not-base64!"):
         with pytest.raises(ImproperlyConfigured):
             parse_key_ring(f"1:{weak}")
+    # The keys the vault makes itself: a DEK and a fingerprint key of their own, 32 random bytes each.
+    services.card_tokenize(merchant=alice, card=a_card())
+    ring = key_ring()
+    assert len(ring.keys[0][1]) == 32 and len(ring.fingerprint_key) == 32 and ring.keys[0][1] != ring.fingerprint_key
 
 
 def test_the_fingerprint_is_a_keyed_hmac_not_a_plain_hash(alice):
@@ -99,52 +109,50 @@ def test_numbers_encrypted_together_decrypt_each_under_its_own_row_and_never_sha
         (b64key(1), "<version>:<base64 key>"),
     ],
 )
-def test_a_malformed_key_ring_is_refused_with_a_reason(spec, complaint):
+def test_a_malformed_vault_keys_is_refused_with_a_reason(spec, complaint):
+    # Read only to move an installation from before key custody under the KEK (migrate_keys_to_kek).
     with pytest.raises(ImproperlyConfigured, match=complaint):
         parse_key_ring(spec)
 
 
 # ------------------------------------------------------------------------------------------------------------
-# The active version, and versions that only decrypt
+# The active version, versions that only decrypt, versions fetched on first read
 # ------------------------------------------------------------------------------------------------------------
 def test_a_ring_encrypts_under_its_active_version_and_decrypts_under_every_version_it_holds():
-    # Step 1 of a rollout: version 2 is in the ring, version 1 still encrypts.
-    decrypt_only = ring_of(2, 1, active=1)
-    version, blob = decrypt_only.encrypt(VISA, associated_data=b"token:1:A")
+    ring = ring_of(2, 1, active=1)
+    version, blob = ring.encrypt(VISA, associated_data=b"token:1:A")
     assert version == 1
-    # Step 2, on another process: version 2 encrypts; each reads what the other wrote.
-    activated = ring_of(2, 1, active=2)
-    version_2, blob_2 = activated.encrypt(MASTERCARD, associated_data=b"token:1:B")
+
+    ring.activate(2)
+    version_2, blob_2 = ring.encrypt(MASTERCARD, associated_data=b"token:1:B")
+
     assert version_2 == 2
-    assert activated.decrypt(1, blob, associated_data=b"token:1:A") == VISA
-    assert decrypt_only.decrypt(2, blob_2, associated_data=b"token:1:B") == MASTERCARD
+    assert ring.decrypt(1, blob, associated_data=b"token:1:A") == VISA
+    assert ring.decrypt(2, blob_2, associated_data=b"token:1:B") == MASTERCARD
 
 
 def test_the_active_version_is_the_highest_when_none_is_named_whatever_the_order_of_the_ring():
     assert ring_of(1, 3, 2).active_version == 3
     assert [v for v, _ in parse_key_ring(f"1:{b64key(1)},2:{b64key(2)}")] == [1, 2]
+    with pytest.raises(ValueError, match="key version 4 is not in the ring"):
+        ring_of(1).activate(4)
 
 
-def test_an_active_version_the_ring_does_not_hold_stops_start_up_naming_it():
-    with pytest.raises(
-        ImproperlyConfigured,
-        match=r"VAULT_ACTIVE_KEY_VERSION 3 is not a version of VAULT_KEYS "
-        r"\(it holds 2, 1\)",
-    ):
-        ring_of(2, 1, active=3)
-
-
-def test_a_version_the_ring_lacks_is_a_key_version_unavailable_logged_once_naming_it(caplog):
+def test_a_version_the_ring_lacks_is_fetched_once_the_first_time_a_value_under_it_is_read():
     version, blob = ring_of(2, 1, active=2).encrypt(VISA, associated_data=b"token:1:A")
-    old_ring = ring_of(1)
+    fetched = []
 
-    with caplog.at_level(logging.ERROR), pytest.raises(KeyVersionUnavailable) as raised:
-        old_ring.decrypt(version, blob, associated_data=b"token:1:A")
+    def fetch(wanted: int) -> bytes:
+        fetched.append(wanted)
+        return bytes([wanted]) * 32
 
+    ring = ring_of(1, fetch=fetch)
+    assert [ring.decrypt(version, blob, associated_data=b"token:1:A") for _ in range(3)] == [VISA] * 3
+    assert fetched == [2] and ring.versions == [1, 2] and ring.active_version == 1
+
+    with pytest.raises(KeyVersionUnavailable) as raised:  # and a ring that fetches nothing names the version
+        ring_of(1).decrypt(version, blob, associated_data=b"token:1:A")
     assert raised.value.version == 2 and not isinstance(raised.value, DecryptionFailed)
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1 and "key version 2" in errors[0].getMessage()
-    assert VISA not in caplog.text
 
 
 def test_a_ciphertext_that_does_not_authenticate_under_a_version_the_ring_holds_stays_an_integrity_failure():
@@ -164,81 +172,75 @@ def test_check_values_tell_keys_apart_and_hold_nothing_of_them():
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Rotation
+# Rotation to a new DEK
 # ------------------------------------------------------------------------------------------------------------
-def test_rotation_re_encrypts_every_card_and_the_old_key_can_then_leave_the_ring(settings, carol_api, alice):
-    settings.VAULT_KEYS = f"1:{b64key(1)}"
+@pytest.mark.pci("3.7.4")
+def test_rotation_to_a_new_dek_re_encrypts_every_card_and_retires_the_old_one(carol_api, alice):
     hrefs = []
     for number in (VISA, MASTERCARD):
         response = carol_api.post("/tokens", card_request(cardNumber=number), format="json")
         hrefs.append(path_of(response.json()["tokenPaymentInstrument"]["href"]))
     assert set(Token.objects.values_list("key_version", flat=True)) == {1}
 
-    settings.VAULT_KEYS = f"2:{b64key(2)},1:{b64key(1)}"
     out = StringIO()
-    call_command("rotate_keys", stdout=out, stderr=StringIO())
-    assert "Rotated 2 value(s); 0 left" in out.getvalue()
-    assert "Retired key version(s) 1" in out.getvalue()
-    assert set(Token.objects.values_list("key_version", flat=True)) == {2}
-    assert AuditLog.objects.filter(action="keys.rotate.finish", detail__rows=2, detail__retired_versions=[1]).exists()
+    call_command("rotate_keys", "--new-dek", stdout=out, stderr=StringIO())
 
-    settings.VAULT_KEYS = f"2:{b64key(2)}"
+    assert "Started data encryption key version 2" in out.getvalue()
+    assert "Rotated 2 value(s); 0 left" in out.getvalue() and "Retired key version(s) 1" in out.getvalue()
+    assert set(Token.objects.values_list("key_version", flat=True)) == {2}
+    assert DataKey.objects.get(purpose="encryption", version=1).retired_at is not None
+    assert AuditLog.objects.filter(action="keys.dek.create", actor="command:rotate_keys", detail__version=2).exists()
+    assert AuditLog.objects.filter(action="keys.rotate.finish", detail__rows=2, detail__retired_versions=[1]).exists()
     numbers = [carol_api.post(f"{href}/detokenize").json()["paymentInstrument"]["cardNumber"] for href in hrefs]
     assert numbers == [VISA, MASTERCARD]
 
 
-def test_rotation_goes_to_the_active_version_not_the_highest(settings, alice):
-    settings.VAULT_KEYS = f"1:{b64key(1)}"
-    token = services.card_tokenize(merchant=alice, card=a_card()).token
-    # Version 3 is rolled out (decrypt-only), version 2 is the one activated.
-    settings.VAULT_KEYS = f"3:{b64key(3)},2:{b64key(2)},1:{b64key(1)}"
-    settings.VAULT_ACTIVE_KEY_VERSION = 2
-
-    assert keys.keys_rotate().rotated == 1
-
-    token.refresh_from_db()
-    assert token.key_version == 2
-
-
-def test_an_interrupted_rotation_finishes_on_rerun_without_losing_a_card(settings, alice):
-    settings.VAULT_KEYS = f"1:{b64key(1)}"
+def test_an_interrupted_rotation_finishes_on_rerun_without_losing_a_card(alice):
     numbers = ["4111111111111111", "5555555555554444", "378282246310005", "6011111111111117", "3530111333300000"]
     tokens = [services.card_tokenize(merchant=alice, card=a_card(n)).token for n in numbers]
-
-    settings.VAULT_KEYS = f"2:{b64key(2)},1:{b64key(1)}"
+    keys.dek_create(actor=keys.SYSTEM)
 
     def crash_after_first_batch(count):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         keys.keys_rotate(batch_size=2, on_batch=crash_after_first_batch)
-    versions = sorted(Token.objects.values_list("key_version", flat=True))
-    assert versions == [1, 1, 1, 2, 2]
-    # Interrupted: version 1 still holds cards, and may not leave the ring.
-    assert KeyCheck.objects.get(purpose="encryption", version=1).retired_at is None
+    assert sorted(Token.objects.values_list("key_version", flat=True)) == [1, 1, 1, 2, 2]
+    assert AuditLog.objects.filter(action="keys.rotate.stop", detail__rows=2).exists()
+    # Interrupted: version 1 still holds cards, and is not retired.
+    assert DataKey.objects.get(purpose="encryption", version=1).retired_at is None
 
     assert keys.keys_rotate(batch_size=2).rotated == 3
-    assert KeyCheck.objects.get(purpose="encryption", version=1).retired_at is not None
-    settings.VAULT_KEYS = f"2:{b64key(2)}"
+    assert DataKey.objects.get(purpose="encryption", version=1).retired_at is not None
     ring = key_ring()
     for token, number in zip(tokens, numbers, strict=True):
         token.refresh_from_db()
+        assert token.key_version == 2
         assert ring.decrypt(token.key_version, token.pan_ciphertext, associated_data=token.associated_data()) == number
 
 
-def test_rotation_also_re_encrypts_network_token_numbers(settings, alice):
+def test_a_rotation_told_to_stop_ends_after_the_batch_and_the_next_run_goes_on(alice):
+    tokens = [services.card_tokenize(merchant=alice, card=a_card(n)).token for n in (VISA, MASTERCARD, AMEX)]
+    keys.dek_create(actor=keys.SYSTEM)
+
+    stopped = keys.keys_rotate(batch_size=2, should_stop=lambda: True)
+
+    assert (stopped.rotated, stopped.finished) == (2, False)
+    assert AuditLog.objects.filter(action="keys.rotate.stop", detail__rows=2).exists()
+    assert keys.keys_rotate(batch_size=2).rotated == 1
+    assert {token.key_version for token in Token.objects.filter(pk__in=[t.pk for t in tokens])} == {2}
+
+
+def test_rotation_also_re_encrypts_network_token_numbers(alice):
     from networks import services as network_services
     from networks import tsp
     from networks.models import NetworkToken
 
-    settings.VAULT_KEYS = f"1:{b64key(1)}"
     origin = network_services.Origin(merchant=alice, correlation_id="rotation")
     token = network_services.network_token_provision(origin=origin, card=tsp.CardData(MASTERCARD, 5, 2035))
     number = key_ring().decrypt(1, token.dpan_ciphertext, associated_data=token.associated_data())
 
-    settings.VAULT_KEYS = f"2:{b64key(2)},1:{b64key(1)}"
-    keys.keys_rotate()
-    settings.VAULT_KEYS = f"2:{b64key(2)}"
+    keys.keys_rotate(new_dek=True)
 
     token = NetworkToken.objects.get(pk=token.pk)
     assert token.key_version == 2

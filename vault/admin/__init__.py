@@ -14,7 +14,7 @@ service writes the change and its audit row (``token.delete``, ``token.extend_ex
 refuses is left alone, and the page says why in the service's words.
 """
 
-from vault.admin import conflicts, forwarding, namespaces, tokens  # noqa: F401 - each registers its pages
+from vault.admin import capture, conflicts, forwarding, keys, namespaces, tokens  # noqa: F401 - each registers its pages
 from vault.admin.base import NamespaceFilter
 
 __all__ = ["NamespaceFilter"]  # the network-token batches list types namespaces in the same way

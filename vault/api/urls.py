@@ -1,8 +1,8 @@
 from django.urls import path, register_converter
 
 from core.api import IdConverter
-from vault.api import destinations, forward, relations, views
-from vault.models import ForwardDestination, Token
+from vault.api import capture, destinations, forward, relations, views
+from vault.models import CaptureSession, ForwardDestination, Token
 
 
 class ReferenceConverter(IdConverter):
@@ -21,8 +21,13 @@ class DestinationIdConverter(IdConverter):
     regex = f"[A-Za-z0-9_-]{{1,{ForwardDestination._meta.get_field('public_id').max_length}}}"
 
 
+class CaptureSessionIdConverter(IdConverter):
+    regex = f"[A-Za-z0-9_-]{{1,{CaptureSession._meta.get_field('public_id').max_length}}}"
+
+
 register_converter(ReferenceConverter, "token_reference")
 register_converter(DestinationIdConverter, "destination_id")
+register_converter(CaptureSessionIdConverter, "capture_session_id")
 register_converter(RelationConverter, "relation")
 
 ref = "tokens/<token_reference:reference>"
@@ -48,6 +53,11 @@ urlpatterns = [
         destinations.DestinationView.as_view(),
         name="forward-destination",
     ),
+    path("capture-sessions", capture.CaptureSessionsView.as_view(), name="capture-sessions"),
+    path(
+        "capture-sessions/<capture_session_id:public_id>", capture.CaptureSessionView.as_view(), name="capture-session"
+    ),
+    path("capture/<capture_session_id:public_id>/card", capture.CaptureCardView.as_view(), name="capture-card"),
     # Where the curie of every answer leads (relations.CURIE_PATH).
     path("rels/tokens/<relation:rel>.json", views.RelationView.as_view(), name="token-relation"),
 ]

@@ -4,10 +4,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from backoffice.demo.plans import DEMO_MERCHANT
 from merchants import services
 from merchants.models import ApiKey, Merchant
-
-DEMO_MERCHANT = "Demo merchant"
 
 
 class Command(BaseCommand):
