@@ -105,7 +105,7 @@ else:
 # ------------------------------------------------------------------------------------------------------------
 # "try" or "live": decides the default token lifetime (7 days or 4 years).
 TOKENS_ENVIRONMENT = env.str("TOKENS_ENVIRONMENT", default="try")
-# Key custody (vault/keys.py, vault/kek/): cards are encrypted under data encryption keys (DEKs), stored in the
+# Key custody (vault/keys/, vault/kek/): cards are encrypted under data encryption keys (DEKs), stored in the
 # database only wrapped by the key encryption key (KEK) of this provider: "local" (the KEK from VAULT_KEK, or XORed
 # from VAULT_KEK_COMPONENTS, base64 of 32 bytes each, two or more: split knowledge), "pkcs11" (an HSM: the KEK never
 # leaves it), or the dotted path of a provider class of vault.kek's contract.

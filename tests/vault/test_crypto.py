@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 
 from config.settings.secrets import new_key
+from core.audit import SYSTEM
 from core.models import AuditLog
 from tests.conftest import AMEX, MASTERCARD, VISA, card_request, path_of
 from vault import keys, services
@@ -198,7 +199,7 @@ def test_rotation_to_a_new_dek_re_encrypts_every_card_and_retires_the_old_one(ca
 def test_an_interrupted_rotation_finishes_on_rerun_without_losing_a_card(alice):
     numbers = ["4111111111111111", "5555555555554444", "378282246310005", "6011111111111117", "3530111333300000"]
     tokens = [services.card_tokenize(merchant=alice, card=a_card(n)).token for n in numbers]
-    keys.dek_create(actor=keys.SYSTEM)
+    keys.dek_create(actor=SYSTEM)
 
     def crash_after_first_batch(count):
         raise KeyboardInterrupt
@@ -221,7 +222,7 @@ def test_an_interrupted_rotation_finishes_on_rerun_without_losing_a_card(alice):
 
 def test_a_rotation_told_to_stop_ends_after_the_batch_and_the_next_run_goes_on(alice):
     tokens = [services.card_tokenize(merchant=alice, card=a_card(n)).token for n in (VISA, MASTERCARD, AMEX)]
-    keys.dek_create(actor=keys.SYSTEM)
+    keys.dek_create(actor=SYSTEM)
 
     stopped = keys.keys_rotate(batch_size=2, should_stop=lambda: True)
 

@@ -13,6 +13,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from config.settings.secrets import new_key
+from core.audit import SYSTEM
 from core.models import AuditLog
 from tests.conftest import MASTERCARD, VISA, logged_in
 from vault import keys
@@ -44,7 +45,7 @@ def cards(tokenize):
 @pytest.mark.pci("3.6.1")
 @pytest.mark.pci("3.6.1.1")
 def test_the_keys_page_shows_versions_states_counts_and_check_values_and_no_key_material(cards, admin_client, settings):
-    keys.dek_create(actor=keys.SYSTEM)
+    keys.dek_create(actor=SYSTEM)
 
     page = admin_client.get(reverse(CHANGELIST)).content.decode()
 
@@ -78,7 +79,7 @@ def test_a_superuser_starts_a_new_dek_through_its_confirmation_page_and_it_is_au
 
 @pytest.mark.pci("3.7.4")
 def test_a_superuser_re_encrypts_the_cards_to_the_current_dek_and_the_old_one_retires(cards, admin_client):
-    keys.dek_create(actor=keys.SYSTEM)
+    keys.dek_create(actor=SYSTEM)
     old = DataKey.objects.get(version=1)
     confirm = admin_client.get(action_url(old, "reencrypt")).content.decode()
     assert "2 value(s) under it" in confirm

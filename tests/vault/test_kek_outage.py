@@ -16,6 +16,7 @@ import pytest
 from django.conf import settings as django_settings
 from rest_framework.test import APIClient
 
+from core.audit import SYSTEM
 from tests.conftest import AMEX, MASTERCARD, VISA, VISA_2, path_of, wait_for
 from vault import keys
 from vault.crypto import check_value
@@ -78,7 +79,7 @@ def test_an_hsm_out_of_reach_fails_only_what_needs_a_key_not_in_memory_and_it_re
     hsm, settings, tokenize, carol_api, api, caplog
 ):
     under_1 = href(tokenize(cardNumber=VISA))
-    keys.dek_create(actor=keys.SYSTEM)
+    keys.dek_create(actor=SYSTEM)
     under_2 = href(tokenize(cardNumber=MASTERCARD))
     restart(settings)
     assert tokenize(cardNumber=AMEX).status_code == 201  # in memory now: the fingerprint key and DEK 2, not DEK 1
