@@ -64,6 +64,13 @@ def leaks_in(tmp_path, text: str, numbers=NUMBERS) -> list:
     return list(leak_scan.scan_files([log], numbers))
 
 
+def leak_scan_run(*arguments: str) -> subprocess.CompletedProcess:
+    """scripts/leak_scan.py run as make test runs it, with ``arguments``."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "leak_scan.py"), *arguments], capture_output=True, text=True
+    )
+
+
 @pytest.mark.parametrize(
     "line",
     [
@@ -131,19 +138,7 @@ def test_the_script_fails_naming_file_and_line_but_never_the_number(tmp_path):
     sources = tmp_path / "no-sources"
     sources.mkdir()
 
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "leak_scan.py"),
-            "--numbers",
-            str(numbers),
-            "--sources",
-            str(sources),
-            str(capture),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    result = leak_scan_run("--numbers", str(numbers), "--sources", str(sources), str(capture))
 
     assert result.returncode == 1
     output = result.stdout + result.stderr
@@ -155,9 +150,7 @@ def test_the_script_fails_naming_file_and_line_but_never_the_number(tmp_path):
 def test_the_script_passes_a_clean_capture(tmp_path):
     (tmp_path / "app.log").write_text('{"message": "tokenized [REDACTED]"}\n')
 
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "leak_scan.py"), str(tmp_path)], capture_output=True, text=True
-    )
+    result = leak_scan_run(str(tmp_path))
 
     assert result.returncode == 0, result.stderr
     assert "no card number or key found" in result.stdout
@@ -348,19 +341,7 @@ def test_the_script_names_a_leaked_key_by_a_hash_never_its_bytes(tmp_path):
     sources = tmp_path / "no-sources"
     sources.mkdir()
 
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "leak_scan.py"),
-            "--keys",
-            str(keys),
-            "--sources",
-            str(sources),
-            str(capture),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    result = leak_scan_run("--keys", str(keys), "--sources", str(sources), str(capture))
 
     assert result.returncode == 1
     output = result.stdout + result.stderr
@@ -374,11 +355,7 @@ def test_the_script_refuses_a_key_too_short_to_search_for(tmp_path):
     keys = tmp_path / "key-material.txt"
     keys.write_text(f"{os.urandom(8).hex()}\n")
 
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "leak_scan.py"), "--keys", str(keys), str(tmp_path)],
-        capture_output=True,
-        text=True,
-    )
+    result = leak_scan_run("--keys", str(keys), str(tmp_path))
 
     assert result.returncode == 2
     assert "a key of 8 bytes is too short to search for" in result.stderr

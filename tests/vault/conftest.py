@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,17 @@ class SoftHsmToken:
             "PKCS11_PIN": self.pin,
             "PKCS11_KEY_LABEL": key_label,
         }
+
+    def script(self, script: str, key_label: str) -> subprocess.CompletedProcess:
+        """``script`` (Python, using python-pkcs11) run in a process of its own, as the HSM's own tools would be:
+        ``sys.argv[1:4]`` are the module, the token label and ``key_label``; the PIN comes on standard input."""
+        return subprocess.run(
+            [sys.executable, "-c", script, self.module, self.label, key_label],
+            input=self.pin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     @contextlib.contextmanager
     def unplugged(self):

@@ -64,13 +64,7 @@ except pkcs11.AttributeSensitive:
     found["VALUE"] = "sensitive"
 print(json.dumps(found))
 """
-    result = subprocess.run(
-        [sys.executable, "-c", script, softhsm.module, softhsm.label, label],
-        input=softhsm.pin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = softhsm.script(script, label)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -270,13 +264,7 @@ with pkcs11.lib(module).get_token(token_label=token_label).open(rw=True, user_pi
         template={Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: True},
     )
 """
-    made = subprocess.run(
-        [sys.executable, "-c", script, softhsm.module, softhsm.label, label],
-        input=softhsm.pin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    made = softhsm.script(script, label)
     assert made.returncode == 0, made.stderr
 
     with pytest.raises(ImproperlyConfigured, match=f"key '{label}' .* can leave the HSM"):

@@ -7,8 +7,6 @@ The settings choose the pkcs11 provider as a server's environment would; each ch
 keys afresh, as a new server process would (``vault.keys.reset_custody``).
 """
 
-import subprocess
-import sys
 import uuid
 
 import pytest
@@ -44,13 +42,7 @@ module, token_label, label = sys.argv[1:4]
 with pkcs11.lib(module).get_token(token_label=token_label).open(rw=True, user_pin=sys.stdin.read()) as session:
     session.get_key(ObjectClass.SECRET_KEY, KeyType.AES, label=label).destroy()
 """
-    result = subprocess.run(
-        [sys.executable, "-c", script, softhsm.module, softhsm.label, label],
-        input=softhsm.pin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = softhsm.script(script, label)
     assert result.returncode == 0, result.stderr
 
 
