@@ -62,8 +62,19 @@ class ApiRateThrottle(SimpleRateThrottle):
         key = request.auth
         if not isinstance(key, ApiKey) or not self.counts(view):
             return True
-        self.rate = getattr(key.merchant, self.merchant_rate) or api_settings.DEFAULT_THROTTLE_RATES[self.scope]
+        actor = actor_for(request)
+        return self.allowed(
+            request, view, merchant=key.merchant, ident=key.pk, actor=actor, audited=("api_key", key.prefix)
+        )
+
+    def allowed(self, request, view, *, merchant, ident, actor, audited: tuple[str, str]) -> bool:
+        """DRF's check of this call against the recent calls of ``ident``, at ``merchant``'s rate (the default when
+        it has none, or when there is no merchant); the first refusal in a window is audited by ``actor`` on the
+        object ``audited`` (type, id)."""
+        own = getattr(merchant, self.merchant_rate) if merchant is not None else ""
+        self.rate = own or api_settings.DEFAULT_THROTTLE_RATES[self.scope]
         self.num_requests, self.duration = self.parse_rate(self.rate)
+        self.ident = ident
         try:
             if super().allow_request(request, view):
                 return True
@@ -72,17 +83,17 @@ class ApiRateThrottle(SimpleRateThrottle):
             return self.unchecked()
         if self.cache.add(f"{self.key}_audited", True, self.duration):
             audit_record(
-                actor=actor_for(request),
+                actor=actor,
                 action="api.rate_limited",
                 result=AuditLog.FAILURE,
-                object_type="api_key",
-                object_id=key.prefix,
+                object_type=audited[0],
+                object_id=audited[1],
                 detail={"limit": self.scope, "rate": self.rate, "endpoint": request.resolver_match.url_name},
             )
         return False
 
     def get_cache_key(self, request, view):
-        return self.cache_format % {"scope": self.scope, "ident": request.auth.pk}
+        return self.cache_format % {"scope": self.scope, "ident": self.ident}
 
     def wait(self):
         # Until the call that filled the limit leaves the window (the newest call comes first). DRF's says nothing
