@@ -8,6 +8,9 @@
 # The browser tests (tests/browser) drive Debian's Chromium (/usr/bin/chromium,
 # installed with apt-get when absent and we are root) and save their screenshots
 # under $TEST_OUTPUT_DIR (default test-results/<timestamp>).
+# Each pass runs its tests in $TEST_WORKERS pytest-xdist workers (default 3): most of the suite waits on the workers,
+# servers and browsers it starts, so six processes on two cores keep them busy (tests/notifications: 163 s alone,
+# 112 s in two workers). Each worker has its own test database and broker database (config/settings/test.py).
 # Extra arguments are passed to pytest in both passes.
 # The pkcs11 KEK provider's tests use Debian's SoftHSM2 (installed with apt-get when absent and we are root).
 # After each pass a leak scan (scripts/leak_scan.py) searches the pass's logs, broker traffic and database dumps
@@ -83,6 +86,22 @@ log "using $("$CHROMIUM" --version 2>/dev/null | head -n1)"
 require_softhsm
 log "using $(softhsm2-util --version | head -n1 | sed 's/^/SoftHSM2 /') ($SOFTHSM2_MODULE)"
 
+# ------------------------------------------------------------------ promtool
+# The alert rules of deploy/prometheus are checked and unit-tested by promtool (tests/project/test_monitoring_config.py),
+# from Debian's prometheus package: installed when absent and we are root.
+if ! command -v promtool >/dev/null 2>&1; then
+    is_root && apt_install prometheus
+    command -v promtool >/dev/null 2>&1 || die "promtool not found: the alert rules are checked with it (e.g. 'sudo apt-get install prometheus')"
+fi
+log "using $(promtool --version 2>&1 | head -n1)"
+
+# ------------------------------------------------------------------ workers
+TEST_WORKERS="${TEST_WORKERS:-3}"
+[[ "$TEST_WORKERS" =~ ^[0-9]+$ ]] || die "TEST_WORKERS must be a number of pytest-xdist workers (0: none)"
+workers=()
+((TEST_WORKERS > 0)) && workers=(-n "$TEST_WORKERS" --dist load)
+log "each pass in ${TEST_WORKERS} pytest-xdist worker(s)"
+
 # Where the browser tests save their screenshots, one folder per run.
 export TEST_OUTPUT_DIR="${TEST_OUTPUT_DIR:-test-results/$(date +%Y%m%d-%H%M%S)}"
 log "screenshots go to $TEST_OUTPUT_DIR"
@@ -145,7 +164,7 @@ run_pass() {
     pass_rc=0
     TEST_CAPTURE_DIR="$capture" TEST_LOG_FILE="$capture/app.log" TEST_CARD_NUMBERS_FILE="$numbers" \
         TEST_KEY_MATERIAL_FILE="$keys" DATABASE_URL="$database_url" CELERY_BROKER_URL="$broker_url" \
-        "$PY" -m pytest "$@" || pass_rc=$?
+        "$PY" -m pytest "${workers[@]}" "$@" || pass_rc=$?
     local monitor_lived=1
     kill -0 "$monitor_pid" 2>/dev/null || monitor_lived=0
     kill "$monitor_pid" 2>/dev/null || true

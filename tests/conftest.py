@@ -33,7 +33,15 @@ pytest_plugins = ["tests.pci_map"]
 
 ROOT = Path(__file__).resolve().parent.parent
 # Set by scripts/test.sh for the leak scan (see the end of this file); a plain pytest run captures nothing.
-CAPTURE_DIR = Path(os.environ["TEST_CAPTURE_DIR"]) if os.environ.get("TEST_CAPTURE_DIR") else None
+# Each pytest-xdist worker keeps its logs and dumps in a folder of its own inside it (their names are counted per
+# process).
+CAPTURE_DIR = (
+    Path(os.environ["TEST_CAPTURE_DIR"]) / os.environ.get("PYTEST_XDIST_WORKER", "main")
+    if os.environ.get("TEST_CAPTURE_DIR")
+    else None
+)
+if CAPTURE_DIR is not None:
+    CAPTURE_DIR.mkdir(parents=True, exist_ok=True)
 WORKER_LOG = (CAPTURE_DIR or ROOT / "var") / "test-worker.log"
 PGBIN = Path(os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin"))
 

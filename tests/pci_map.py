@@ -8,6 +8,9 @@ map's requirements are the first column of its tables. Then:
 - in a run of the whole suite (no file, ``-k`` or node id chosen), a requirement of the map with no marked test at
   all, or whose marked tests ran and none passed, fails the run, named in the summary. Tests another pass runs (the
   PostgreSQL-only ones, deselected on SQLite) count for their requirement in that pass.
+
+Under pytest-xdist the tests are collected by the workers, each running a share of them: each worker hands what it
+collected to the controller (``workeroutput``), which hears every test's report and judges the whole run.
 """
 
 import re
@@ -71,7 +74,22 @@ class ControlMap:
                 found.append(f"{requirement}: none of its {len(self.selected[requirement])} test(s) passed")
         return found
 
+    def pytest_testnodedown(self, node, error):
+        """(pytest-xdist's controller) a worker is done: what it collected and selected."""
+        output = getattr(node, "workeroutput", {})
+        for mine, theirs in (
+            (self.collected, output.get("pci_collected", {})),
+            (self.selected, output.get("pci_selected", {})),
+        ):
+            for requirement, node_ids in theirs.items():
+                mine.setdefault(requirement, set()).update(node_ids)
+
     def pytest_sessionfinish(self, session):
+        workeroutput = getattr(self.config, "workeroutput", None)
+        if workeroutput is not None:  # a pytest-xdist worker: the controller judges
+            workeroutput["pci_collected"] = {requirement: sorted(ids) for requirement, ids in self.collected.items()}
+            workeroutput["pci_selected"] = {requirement: sorted(ids) for requirement, ids in self.selected.items()}
+            return
         if self.config.option.collectonly or not self.whole_suite() or session.exitstatus not in (0, 1):
             return
         self.reported = self.problems()

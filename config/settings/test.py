@@ -16,6 +16,26 @@ os.environ.setdefault("PUBLIC_BASE_URL", "http://testserver")
 os.environ.setdefault("API_RATE_LIMIT", "9999/minute")
 os.environ.setdefault("API_CARD_DATA_RATE_LIMIT", "9999/minute")
 
+
+def _own_broker_database(url: str, worker: str) -> str:
+    """A pytest-xdist worker's broker database: the pass's Redis database ``n`` becomes ``n + 2 * (i + 1)`` for worker
+    ``gw<i>``, so the Celery workers its tests start never take a task another worker's tests queued (for their own
+    test database). scripts/test.sh gives its two passes databases 1 and 2: with three workers each, 3 to 8 are theirs.
+    The variable is rewritten, not only the setting: the workers and servers the tests start inherit it. They inherit
+    PYTEST_XDIST_WORKER too, and ``TEST_WORKER_BROKER_URL``, which says the rewriting is done: theirs is the broker
+    they are given, this one or another of a test's (a drill's own Redis)."""
+    base, _, number = url.rstrip("/").rpartition("/")
+    if not url.startswith("redis://") or not number.isdigit():
+        return url
+    return f"{base}/{int(number) + 2 * (int(worker.removeprefix('gw')) + 1)}"
+
+
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _worker.startswith("gw") and os.environ.get("CELERY_BROKER_URL") and "TEST_WORKER_BROKER_URL" not in os.environ:
+    os.environ["CELERY_BROKER_URL"] = os.environ["TEST_WORKER_BROKER_URL"] = _own_broker_database(
+        os.environ["CELERY_BROKER_URL"], _worker
+    )
+
 from .base import *  # noqa: E402,F403
 from .base import DATABASES, LOGGING, env  # noqa: E402
 
