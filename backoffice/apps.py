@@ -6,6 +6,9 @@ class BackofficeConfig(AppConfig):
     verbose_name = "Back office"
 
     def ready(self):
-        from backoffice import staff_audit
+        from django.core import checks
+
+        from backoffice import metrics, staff_audit
 
         staff_audit.connect()  # staff permission and group changes are audit rows, whoever makes them
+        checks.register(metrics.metrics_protected, checks.Tags.security)

@@ -1,31 +1,104 @@
-"""``/healthz``: it reads the database, the vault's keys, the broker and the webhook sweeper's heartbeat, so it lives
-at the top of the ladder with the rest of what reads every app."""
+"""``/healthz`` and ``/readyz``: what load balancers and orchestrators ask of each server.
+
+Two questions, two answers. *Liveness* (``/healthz``): does this process answer at all; if not, restart it. It asks
+nothing of anything else, so that an outage of the database, the broker or the HSM never gets every server of the
+deployment restarted at once (which would cure nothing and lose the keys each holds in memory). *Readiness*
+(``/readyz``): can this server serve requests now; if not, take it out of rotation. It reads the database, the
+vault's keys, the KEK provider, the migrations, the broker and the webhook sweeper's heartbeat, so it lives at the
+top of the ladder with the rest of what reads every app.
+"""
+
+import threading
+import time
+from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection
+from django.core.signals import setting_changed
+from django.db import DatabaseError, connection
+from django.db.migrations.executor import MigrationExecutor
+from django.dispatch import receiver
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from notifications.selectors import deliveries_sweep_ran_at
+from vault.metrics import kek_available
 from vault.selectors import key_ring_problems
 
+# What each check may read: the schema of the answers below, for the OpenAPI document and for whoever parses them.
+CHECKS = {
+    "database": ["ok", "down"],
+    "keys": ["ok", "down", "unknown"],
+    "kek": ["ok", "down"],
+    "migrations": ["ok", "pending", "unknown"],
+    "broker": ["ok", "down"],
+    "beat": ["ok", "stale", "unknown"],
+}
+LIVE_SCHEMA = {
+    "type": "object",
+    "properties": {"status": {"type": "string", "enum": ["ok"]}},
+    "required": ["status"],
+    "additionalProperties": False,
+}
 
-class HealthView(APIView):
-    """``/healthz``: can this server serve, and is the deployment around it alive.
+
+def ready_schema(*statuses: str) -> dict:
+    """``/readyz``'s answer when its ``status`` is one of ``statuses``."""
+    return {
+        "type": "object",
+        "properties": {
+            "status": {"type": "string", "enum": list(statuses)},
+            "checks": {
+                "type": "object",
+                "properties": {name: {"type": "string", "enum": values} for name, values in CHECKS.items()},
+                "required": list(CHECKS),
+                "additionalProperties": False,
+            },
+        },
+        "required": ["status", "checks"],
+        "additionalProperties": False,
+    }
+
+
+class LiveView(APIView):
+    """``/healthz``: the process answers. No database, broker or HSM is asked: a dependency's outage is
+    ``/readyz``'s to report, and restarting processes would not cure it."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="healthz",
+        auth=[],
+        summary="Liveness: 200 while this process answers",
+        description="Asks nothing of the database, the broker or the HSM: for a process supervisor's liveness probe.",
+        responses={200: OpenApiResponse(LIVE_SCHEMA)},
+    )
+    def get(self, request):
+        return Response({"status": "ok"})
+
+
+class ReadyView(APIView):
+    """``/readyz``: can this server serve, and is the deployment around it alive.
 
     ``checks`` holds ``database`` and ``keys`` (the key ring matches the data: ``vault.selectors.key_ring_problems``),
-    without which this server cannot serve cards, ``ok`` or ``down``; ``broker`` (a fresh connection to it, within
-    ``BROKER_TIMEOUT`` seconds), ``ok`` or ``down``; and ``beat``, ``ok`` while the webhook sweeper beat sends every
-    few seconds has left its heartbeat within ``BEAT_STALE_AFTER_SECONDS``, else ``stale``. A check that needs the
-    database reads ``unknown`` while it is down.
+    without which this server cannot serve cards, ``ok`` or ``down``; ``migrations``, ``ok`` when every migration of
+    this server's code is applied to the database, else ``pending``; ``kek``, ``ok`` while the KEK provider can wrap and
+    unwrap keys (``kek_ask``: within ``KEK_TIMEOUT`` seconds, asked at most every few seconds), else ``down``;
+    ``broker`` (a fresh connection to it, within ``BROKER_TIMEOUT`` seconds), ``ok`` or ``down``; and ``beat``,
+    ``ok`` while the webhook sweeper beat sends every few seconds has left its heartbeat within
+    ``BEAT_STALE_AFTER_SECONDS``, else ``stale``. A check that needs the database reads ``unknown`` while it is down.
 
-    The status is 503 only when this server cannot serve (database or keys): load balancers take it out of rotation
-    and nothing else. A broker or beat outage is the whole deployment's, and the API goes on serving through it (the
-    work it accepts waits in the database): it answers 200 with ``status: degraded``, for monitoring to alert on,
-    rather than have every load balancer drop every server at once.
+    The status is 503 only when this server cannot serve: the database or the keys down, or migrations pending (this
+    code would query columns and tables the database does not have yet: a new release's server joins once
+    ``migrate`` has run, and an older one stays in, the database's newer migrations being no concern of its code).
+    Load balancers take it out of rotation and nothing else. A broker or beat outage is the whole deployment's, and
+    the API goes on serving through it (the work it accepts waits in the database): it answers 200 with
+    ``status: degraded``, for monitoring to alert on, rather than have every load balancer drop every server at once.
+    The KEK provider out of reach is the same: every server shares it, and what a server holds in memory keeps
+    serving cards (``vault.keys``); a server that cannot serve cards without it reads ``keys: down`` already.
     """
 
     authentication_classes = []
@@ -33,26 +106,30 @@ class HealthView(APIView):
     BROKER_TIMEOUT = 1.0
 
     @extend_schema(
-        operation_id="healthz",
+        operation_id="readyz",
         auth=[],
-        summary="Health: 200 while this server can serve (status ok or degraded), 503 when it cannot",
+        summary="Readiness: 200 while this server can serve (status ok or degraded), 503 when it cannot",
         description=(
-            "`checks`: `database` and `keys` (`ok`/`down`: 503 when either is down), `broker` (`ok`/`down`) and "
-            "`beat` (`ok`/`stale`), these two reported as `status: degraded` with 200."
+            "`checks`: `database`, `keys` (`ok`/`down`) and `migrations` (`ok`/`pending`): 503 when any is not ok; "
+            "`kek` (`ok`/`down`), `broker` (`ok`/`down`) and `beat` (`ok`/`stale`), these three reported as "
+            "`status: degraded` with 200. A check that needs the database reads `unknown` while it is down."
         ),
-        responses={200: {"type": "object"}, 503: {"type": "object"}},
+        responses={200: OpenApiResponse(ready_schema("ok", "degraded")), 503: OpenApiResponse(ready_schema("down"))},
     )
     def get(self, request):
         checks = {"database": "ok" if self._database_answers() else "down"}
-        if checks["database"] == "ok":
-            checks["keys"] = "down" if key_ring_problems() else "ok"
-        else:
-            checks["keys"] = "unknown"
+        up = checks["database"] == "ok"
+        checks["keys"] = self._keys() if up else "unknown"
+        # After the keys, which may have just met the provider's outage; answered in a thread of its own meanwhile.
+        kek = kek_ask()
+        checks["migrations"] = self._migrations() if up else "unknown"
         checks["broker"] = "ok" if self._broker_answers() else "down"
-        checks["beat"] = self._beat() if checks["database"] == "ok" else "unknown"
-        if checks["database"] != "ok" or checks["keys"] != "ok":
+        checks["beat"] = self._beat() if up else "unknown"
+        checks["kek"] = "ok" if kek.answer() else "down"
+        checks = {name: checks[name] for name in CHECKS}  # in the documented order
+        if any(checks[name] != "ok" for name in ("database", "keys", "migrations")):
             return Response({"status": "down", "checks": checks}, status=503)
-        degraded = checks["broker"] != "ok" or checks["beat"] != "ok"
+        degraded = any(checks[name] != "ok" for name in ("kek", "broker", "beat"))
         return Response({"status": "degraded" if degraded else "ok", "checks": checks}, status=200)
 
     @staticmethod
@@ -63,6 +140,20 @@ class HealthView(APIView):
             return True
         except Exception:  # noqa: BLE001 - any database failure is "down"
             return False
+
+    @staticmethod
+    def _keys() -> str:
+        try:
+            return "down" if key_ring_problems() else "ok"
+        except DatabaseError:  # the database answers, but not with the keys' table (a schema not migrated yet)
+            return "unknown"
+
+    @staticmethod
+    def _migrations() -> str:
+        try:
+            return "ok" if migrations_applied() else "pending"
+        except DatabaseError:  # the database went away since it answered
+            return "unknown"
 
     def _broker_answers(self) -> bool:
         from config import celery_app
@@ -83,3 +174,80 @@ class HealthView(APIView):
         last = deliveries_sweep_ran_at()
         fresh = last is not None and (timezone.now() - last).total_seconds() <= settings.BEAT_STALE_AFTER_SECONDS
         return "ok" if fresh else "stale"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Migrations: asked until they are all applied, then never again by this process
+# ------------------------------------------------------------------------------------------------------------
+_migrated = False
+
+
+def migrations_applied() -> bool:
+    """Whether every migration of this code is recorded as applied in the database (the plan ``migrate`` would run
+    is empty): the migration files read and one query, about 10 ms. A yes is kept for the process's life, since its
+    code does not change under it; a no is asked again next time, so a server started before ``migrate`` ran joins
+    once it has. Raises DatabaseError when the database cannot be read."""
+    global _migrated
+    if not _migrated:
+        executor = MigrationExecutor(connection)
+        _migrated = not executor.migration_plan(executor.loader.graph.leaf_nodes())
+    return _migrated
+
+
+@receiver(setting_changed)
+def _reset_migrated(*, setting, **kwargs):
+    # Other migration modules or another database make other code, or another schema, to compare: as a new process.
+    global _migrated
+    if setting in ("MIGRATION_MODULES", "DATABASES"):
+        _migrated = False
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The KEK provider: the vault's answer, waited for KEK_TIMEOUT seconds at most
+# ------------------------------------------------------------------------------------------------------------
+KEK_TIMEOUT = 1.0
+
+_kek_lock = threading.Lock()
+
+
+@dataclass
+class KekAsk:
+    """A question to the KEK provider (``vault.metrics.kek_available``), running in ``thread``."""
+
+    thread: threading.Thread
+    at: float
+    answered: threading.Event
+
+    def answer(self) -> bool:
+        """Whether the provider can wrap and unwrap keys: no when it has not said yes within ``KEK_TIMEOUT`` seconds
+        of the question."""
+        self.thread.join(timeout=max(0.0, self.at + KEK_TIMEOUT - time.monotonic()))
+        return self.answered.is_set()
+
+
+_kek_ask: KekAsk | None = None
+
+
+def kek_ask() -> KekAsk:
+    """Ask whether this process's KEK provider wraps and unwraps keys now, as ``vault.metrics.kek_available`` knows
+    it: no while ``vault.keys`` knows of an outage, else the provider's answer to a wrap of a throwaway key, kept a
+    few seconds (so load balancers polling every second send an HSM one operation every few seconds per process).
+
+    The question runs in a thread of its own, its answer waited for ``KEK_TIMEOUT`` seconds at most: an HSM that hangs
+    (a network HSM behind a dropped link, whose calls block until their own timeout) reads no at once, and while that
+    call is still stuck no other is started behind it: the stuck question is returned, to be answered no."""
+    global _kek_ask
+    with _kek_lock:
+        ask = _kek_ask
+        if ask is None or not ask.thread.is_alive():
+            answered = threading.Event()
+            thread = threading.Thread(target=_kek_available, args=(answered,), name="readyz-kek", daemon=True)
+            ask = _kek_ask = KekAsk(thread=thread, at=time.monotonic(), answered=answered)
+            thread.start()
+    return ask
+
+
+def _kek_available(answered: threading.Event) -> None:
+    _, available = kek_available()
+    if available:
+        answered.set()

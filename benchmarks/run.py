@@ -31,7 +31,18 @@ from pathlib import Path
 from benchmarks.cases import SCALES, Context, sizes_for
 from benchmarks.harness import ROOT, BenchError, Run, ensure_wrk
 
-BENCHMARKS = ("crypto", "tokenize", "forward", "retokenize", "batch", "webhook", "import", "hsm", "rotate_kek")
+BENCHMARKS = (
+    "crypto",
+    "tokenize",
+    "forward",
+    "retokenize",
+    "batch",
+    "webhook",
+    "import",
+    "hsm",
+    "rotate_kek",
+    "metrics",
+)
 MODULES = {"import": "importing"}
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -84,7 +95,7 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
 
     results = {}
-    if {"tokenize", "forward", "retokenize", "hsm"} & set(selected):
+    if {"tokenize", "forward", "retokenize", "hsm", "metrics"} & set(selected):
         try:
             ensure_wrk()
         except BenchError as exc:
@@ -337,6 +348,17 @@ def rows_of(name: str, r: dict) -> list[tuple[str, ...]]:
                 f"(process: {_n(small['process_seconds'])} s)",
                 f"{r['ratio']}",
                 f"<= reference + {r['tolerance_seconds']} s",
+                met,
+            )
+        ]
+    if name == "metrics":
+        return [
+            (
+                name,
+                f"POST /tokens counting (multiprocess) {http(r['with'])}",
+                f"METRICS_ENABLED false {http(r['without'])}",
+                f"{r['ratio']}",
+                "req/s ratio >= 0.97",
                 met,
             )
         ]

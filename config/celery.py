@@ -47,3 +47,25 @@ def close_unusable_database_connections(task=None, **kwargs):
     if task is not None and task.request.is_eager:
         return
     close_old_connections()
+
+
+@signals.worker_ready.connect
+def count_this_worker(**kwargs):
+    """``tokenvault_celery_worker_processes`` counts this worker (1) while it runs, for the worker-missing alert: set
+    in the worker's main process once it takes tasks, whatever its pool (core/metrics.py)."""
+    from django.conf import settings
+
+    if settings.METRICS_ENABLED:
+        from core.metrics import CELERY_WORKER_PROCESSES
+
+        CELERY_WORKER_PROCESSES.set(1)
+
+
+@signals.worker_shutdown.connect
+def uncount_this_worker(**kwargs):
+    """A worker that stops leaves the count at once; its counters stay counted (core/metrics.py). One killed without a
+    word leaves it at the next scrape."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())

@@ -4,7 +4,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from backoffice.dashboard import views as dashboard
 from backoffice.demo.checkout import checkout as demo_checkout
-from backoffice.health import HealthView
+from backoffice.health import LiveView, ReadyView
+from backoffice.metrics import MetricsView
 from core.api import EndpointNotFoundView
 
 admin.site.site_header = admin.site.site_title = "Token vault back office"
@@ -22,7 +23,9 @@ urlpatterns = [
     path("admin/dashboard/", admin.site.admin_view(dashboard.dashboard), name="admin-dashboard"),
     path("admin/dashboard/live/", admin.site.admin_view(dashboard.dashboard_live), name="admin-dashboard-live"),
     path("admin/", admin.site.urls),
-    path("healthz", HealthView.as_view(), name="healthz"),
+    path("healthz", LiveView.as_view(), name="healthz"),
+    path("readyz", ReadyView.as_view(), name="readyz"),
+    path("metrics", MetricsView.as_view(), name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(**public), name="schema"),
     # The split view serves Swagger UI's start-up script as a file of its own (/api/docs/?script), which the
     # Content-Security-Policy lets run, where an inline one would not (core/middleware.py).

@@ -228,14 +228,21 @@ class AuditLogAdmin(ReadOnlyAdmin):
     """The audit log, read-only. Its actors and objects are names here (core knows none of the apps); the back
     office, which reads every app, shows this page with them linked to their pages (backoffice/audit_page.py)."""
 
-    list_display = ["when", "actor_shown", "action", "subject", "result_shown", "origin"]
+    list_display = ["when", "actor_shown", "action", "subject", "result_shown", "origin", "request_id"]
     list_filter = ["action", "result"]
-    search_fields = ["object_id", "actor"]
-    search_help_text = "An object's id (a tokenId, a key's prefix, a public id) or an actor (api-key:sk_…, admin:name)."
-    empty_hint = "Search by an object's whole id or an actor's whole name, or choose another action, result or date."
+    # A request id is matched whole (its index serves it): the id a merchant quotes from an answer's X-Request-Id.
+    search_fields = ["object_id", "actor", "request_id__exact"]
+    search_help_text = (
+        "An object's id (a tokenId, a key's prefix, a public id), an actor (api-key:sk_…, admin:name) or a request's "
+        "X-Request-Id."
+    )
+    empty_hint = (
+        "Search by an object's whole id, an actor's whole name or a whole request id, or choose another action, "
+        "result or date."
+    )
     date_hierarchy = "created_at"
     show_full_result_count = False
-    fields = ["when", "actor_shown", "merchant", "action", "subject", "result_shown", "origin", "detail"]
+    fields = ["when", "actor_shown", "merchant", "action", "subject", "result_shown", "origin", "request_id", "detail"]
     readonly_fields = fields
     list_select_related = ["merchant"]
 

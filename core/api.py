@@ -239,6 +239,7 @@ class ErrorOutput(serializers.Serializer):
     errorName = serializers.CharField()
     message = serializers.CharField()
     validationErrors = ErrorItemOutput(many=True, required=False)
+    requestId = serializers.CharField(help_text="The id of the request answered, as its X-Request-Id header says")
 
 
 class EndpointNotFoundView(APIView):

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from core.models import AuditLog
+from core.request_id import current_request_id
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,8 @@ def audit_record(
     object_id: str = "",
     detail: dict | None = None,
 ) -> AuditLog:
-    """Append one audit row. ``obj`` names the object by its ``audit_type`` and ``audit_id``. Never pass card data
-    in ``detail``."""
+    """Append one audit row, with the id of the request being served (core.request_id) if any. ``obj`` names the
+    object by its ``audit_type`` and ``audit_id``. Never pass card data in ``detail``."""
     if obj is not None:
         object_type, object_id = obj.audit_type, obj.audit_id
     return AuditLog.objects.create(
@@ -40,4 +41,5 @@ def audit_record(
         result=result,
         origin=actor.origin[:64],
         detail=detail or {},
+        request_id=current_request_id() or "",
     )

@@ -9,6 +9,9 @@ provider's public error reference::
 
 Messages are ours, chosen per error name: DRF's own texts sometimes quote the rejected input, and a rejected card
 number must never be echoed back or logged.
+
+Every error body also names its request, ``"requestId"`` (the answer's ``X-Request-Id``, core.request_id): the id a
+merchant quotes to support, which finds the request's log lines and audit rows.
 """
 
 import logging
@@ -20,6 +23,8 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
+
+from core.request_id import current_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -393,7 +398,7 @@ def exception_handler(exc, context):
     if isinstance(error, ServiceUnavailable):
         view = context.get("view")
         logger.warning("database unavailable in %s: %s", type(view).__name__ if view else "api", exc)
-    response = Response(error.as_dict(), status=error.status_code)
+    response = Response(error_body(error), status=error.status_code)
     if error.status_code == 503:
         response["Retry-After"] = "1"
     if error.status_code == 401:
@@ -404,9 +409,18 @@ def exception_handler(exc, context):
     return response
 
 
+def error_body(error: ApiError) -> dict:
+    """The body of an error answer: the error in the shape, and the id of the request it answers."""
+    body = error.as_dict()
+    request_id = current_request_id()
+    if request_id is not None:
+        body["requestId"] = request_id
+    return body
+
+
 def json_error(error: ApiError) -> JsonResponse:
     """The same shape outside DRF (Django's 404/500 handlers)."""
-    return JsonResponse(error.as_dict(), status=error.status_code)
+    return JsonResponse(error_body(error), status=error.status_code)
 
 
 def handler404(request, exception=None):

@@ -22,6 +22,9 @@ class AuditLog(models.Model):
     result = models.CharField(max_length=10, choices=[(SUCCESS, "success"), (FAILURE, "failure")])
     origin = models.CharField(max_length=64, blank=True)
     detail = models.JSONField(default=dict, blank=True)
+    # The X-Request-Id of the request that acted (or queued the task that did; core.request_id), blank for the
+    # system's own work: what joins the row to the request's log lines. Indexed for the admin's search by it.
+    request_id = models.CharField(max_length=128, blank=True, db_index=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
 
     class Meta:

@@ -32,6 +32,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from core import queue
+from networks.metrics import issuer_call_count
 from networks.models import Batch, BatchItem, Issuer
 
 RELEASE_HORIZON_SECONDS = 2
@@ -77,10 +78,11 @@ def reserve_call(issuer: Issuer) -> float:
 
 
 def call_slot(issuer: Issuer) -> None:
-    """Wait until ``issuer`` may be called again."""
+    """Wait until ``issuer`` may be called again (the call is counted: ``tokenvault_issuer_calls_total``)."""
     wait = reserve_call(issuer)
     if wait > 0:
         time.sleep(wait)
+    issuer_call_count(issuer)
 
 
 class CallSlots:
@@ -100,7 +102,7 @@ class CallSlots:
         self.interval = timedelta(seconds=1 / issuer.rate_limit_per_second)
 
     def take(self) -> datetime:
-        """Wait for the next slot; returns the moment the call may start (now)."""
+        """Wait for the next slot; returns the moment the call may start (now), and counts the call."""
         while True:
             now = timezone.now()
             usable = max(self.interval, timedelta(seconds=SLOT_GRACE_SECONDS))
@@ -116,6 +118,7 @@ class CallSlots:
             else:
                 self.slots.popleft()
                 self.calls -= 1
+                issuer_call_count(self.issuer)
                 return now
 
 

@@ -103,6 +103,12 @@ start() {
     echo "run.sh: started $name (pid $!)"
 }
 
+# Every process started below counts in one folder, which /metrics adds up (core/metrics.py): emptied first, so the
+# counts are this run's (not those of the commands above either).
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$PWD/var/metrics}"
+mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+rm -f "$PROMETHEUS_MULTIPROC_DIR"/*.db
+
 start runserver "$PY" manage.py runserver "127.0.0.1:${PORT}" --noreload
 start celery-worker "$CELERY" -A config worker --loglevel=INFO --concurrency=2
 start celery-beat "$CELERY" -A config beat --loglevel=INFO --schedule var/celerybeat-schedule

@@ -5,6 +5,7 @@ environment-specific modules (local, test, production) only decide defaults and 
 """
 
 import contextlib
+import ipaddress
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -45,6 +46,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so every answer (the refusals of the middleware below too) carries X-Request-Id and is measured.
+    "core.request_id.RequestIdMiddleware",
+    "core.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "core.middleware.ContentSecurityPolicyMiddleware",
     # The admin's static files, collected into STATIC_ROOT by `manage.py collectstatic`: served by the application
@@ -415,3 +419,27 @@ SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
     *SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"],
     "core.schema.idempotency_in_schema",
 ]
+
+# ------------------------------------------------------------------------------------------------------------
+# Metrics (GET /metrics, Prometheus's text format: core/metrics.py, backoffice/metrics.py)
+# ------------------------------------------------------------------------------------------------------------
+# Off: nothing is counted (not even the time of a request) and /metrics answers like an unknown path.
+METRICS_ENABLED = env.bool("METRICS_ENABLED", default=True)
+# The folder where every process of this host (gunicorn's workers, Celery's) writes its counts, which /metrics adds
+# up. prometheus-client reads the variable itself, as it is imported: it must be in the environment of every process,
+# not only here. Empty: each process counts in memory and /metrics shows the counts of the process it reaches.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+# Who may read /metrics: a request with `Authorization: Bearer <METRICS_TOKEN>`, or from an address of
+# METRICS_ALLOWED_ADDRESSES (IPs and CIDR blocks, comma-separated, matched against the connection's peer: behind the
+# TLS proxy that is the proxy, so scrape the servers directly). Either suffices when both are set. With neither,
+# /metrics answers everyone where METRICS_OPEN (local runs, tests) and no one in production, which warns at start.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_ADDRESSES = env.list("METRICS_ALLOWED_ADDRESSES", default=[])
+for _network in METRICS_ALLOWED_ADDRESSES:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_ADDRESSES must list IP addresses or CIDR blocks (like 10.0.0.0/8), not {_network!r}"
+        ) from None
+METRICS_OPEN = True

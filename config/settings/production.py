@@ -49,6 +49,7 @@ if _missing:
 
 from .base import *  # noqa: E402,F403
 from .base import (  # noqa: E402
+    METRICS_TOKEN,
     SECRET_KEY,
     VAULT_FINGERPRINT_KEY,
     VAULT_KEK,
@@ -67,6 +68,9 @@ PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL")
 TSP_SIMULATOR_ENDPOINTS = False
 DEMO_PAGES = False
 TOKENS_ENVIRONMENT = env.str("TOKENS_ENVIRONMENT", default="live")
+# /metrics answers only METRICS_TOKEN or METRICS_ALLOWED_ADDRESSES; with neither, no one (backoffice/metrics.py).
+METRICS_OPEN = False
+METRICS_TOKEN_MIN_LENGTH = 32
 
 
 def _key_bytes(text: str) -> bytes | None:
@@ -115,6 +119,12 @@ if VAULT_KEK_PROVIDER == "local":
 # own settings module.
 if WEBHOOK_ALLOW_LOOPBACK:
     _weak.append("WEBHOOK_ALLOW_LOOPBACK cannot be switched on under production settings")
+# A token for /metrics that could be guessed would show the traffic and the state of the vault to anyone.
+if METRICS_TOKEN and len(METRICS_TOKEN) < METRICS_TOKEN_MIN_LENGTH:
+    _weak.append(
+        f"METRICS_TOKEN must have {METRICS_TOKEN_MIN_LENGTH} characters or more (python -c "
+        '"import secrets; print(secrets.token_urlsafe(32))" makes one)'
+    )
 if _weak:
     raise ImproperlyConfigured(f"Production refuses a weak configuration: {'; '.join(_weak)}")
 
@@ -127,7 +137,8 @@ STORAGES = {
 
 # HTTPS only, behind a TLS-terminating proxy that sets X-Forwarded-Proto (the README's "TLS and the proxy"): browsers
 # come back over HTTPS for a year, to this host and the names under it; plain HTTP is redirected, except /healthz
-# (load balancers). The Content-Security-Policy is core.middleware's, in every environment.
+# and /readyz (load balancers, orchestrators) and /metrics (Prometheus, which scrapes each server directly). The
+# Content-Security-Policy is core.middleware's, in every environment.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
@@ -135,7 +146,7 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 # to undo, and no business of one service on it: `check --deploy`'s reminder (security.W021) is not for us.
 SILENCED_SYSTEM_CHECKS = ["security.W021"]
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=True)
 CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=True)
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -19,6 +19,7 @@ from merchants.models import Merchant
 from networks import scheduling, tsp
 from networks.errors import Failure, NetworkNotConfigured, TspUnavailable, failure_of
 from networks.events import created_data, failed_data
+from networks.metrics import batch_items_count
 from networks.models import Batch, BatchItem, Issuer, NetworkToken
 from networks.services.issuers import issuer_for
 from networks.services.provisioning import (
@@ -106,6 +107,7 @@ def batch_create(*, merchant: Merchant, entries: list[BatchEntry]) -> Batch:
         if failures:
             events_emit(merchant=merchant, type="network_token.failed", data=failures)
         transaction.on_commit(_dispatch_soon, robust=True)
+    batch_items_count(BatchItem.FAILED, len(failures))
     return batch
 
 
@@ -215,7 +217,7 @@ def _batch_items_write(calls: list[_Call], *, claim: str, rest: list[BatchItem],
         call.item.network_token = token
 
     events = defaultdict(list)  # (merchant, type) → the items' webhooks, written in bulk
-    ended_per_batch = Counter()
+    ended_per_batch, ended_in = Counter(), Counter()  # items ended, per batch and per state
     for call in calls:
         item = call.item
         item.attempts += 1
@@ -245,6 +247,7 @@ def _batch_items_write(calls: list[_Call], *, claim: str, rest: list[BatchItem],
             item.status = BatchItem.PENDING_ACTIVATION  # announced when the network activates the token
         item.finished_at = now
         ended_per_batch[item.batch_id] += 1
+        ended_in[item.status] += 1
     for (merchant, type), data in events.items():
         events_emit(merchant=merchant, type=type, data=data)
     # The items are locked rows of ours: "insert, or on their id update these fields" writes every item's own values
@@ -273,6 +276,8 @@ def _batch_items_write(calls: list[_Call], *, claim: str, rest: list[BatchItem],
     # Last, and in a fixed order: each batch row stays locked until the commit, by whichever worker writes to it.
     for batch_id in sorted(ended_per_batch):
         _batch_progress(batch_id, ended=ended_per_batch[batch_id], now=now)
+    for state, count in ended_in.items():
+        batch_items_count(state, count)
     return sum(ended_per_batch.values())
 
 
@@ -372,6 +377,7 @@ def batch_items_reclaim(*, stale: datetime, now: datetime) -> int:
     # In a fixed order, as _batch_items_write locks batches.
     for batch_id, ended in sorted(Counter(item.batch_id for item in given_up).items()):
         _batch_progress(batch_id, ended=ended, now=now)
+    batch_items_count(BatchItem.FAILED, len(given_up))
     return len(given_up)
 
 

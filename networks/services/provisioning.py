@@ -4,6 +4,7 @@ the vault's link to it. A TSP call never runs inside a database transaction (it 
 is stored in one.
 """
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from networks.errors import (
     tsp_unavailable,
 )
 from networks.events import created_data
+from networks.metrics import PROVISION, tsp_call_count
 from networks.models import Issuer, NetworkToken
 from networks.services.issuers import issuer_for
 from notifications.services import event_emit
@@ -70,15 +72,26 @@ def tsp_provision(
     *, network: str, merchant: Merchant, card: tsp.CardData, account_id: str = "", email: str = ""
 ) -> tsp.Provisioned:
     """The one call to ``network``'s token service for a token, whichever way it was asked for (sync, async, batch).
-    Raises tokenizationDeclined (422) when the issuer says no, ``TspUnavailable`` when the service fails."""
+    Raises tokenizationDeclined (422) when the issuer says no, ``TspUnavailable`` when the service fails. Each call
+    is counted by outcome, and timed (``tokenvault_tsp_requests_total``)."""
+    service = token_service(network)
+    started = time.monotonic()
     try:
-        return token_service(network).provision(
+        provisioned = service.provision(
             tsp.ProvisionRequest(merchant_id=merchant.public_id, card=card, account_id=account_id, email=email)
         )
     except tsp.Declined:
+        _tsp_call_counted(network, "declined", started)
         raise tokenization_declined() from None
     except tsp.TspError as exc:
+        _tsp_call_counted(network, "timeout" if exc.timeout else "error", started)
         raise tsp_unavailable(exc) from exc
+    _tsp_call_counted(network, "success" if provisioned.status == NetworkToken.ACTIVE else "step_up", started)
+    return provisioned
+
+
+def _tsp_call_counted(network: str, outcome: str, started: float) -> None:
+    tsp_call_count(network=network, operation=PROVISION, outcome=outcome, seconds=time.monotonic() - started)
 
 
 def network_token_provision(

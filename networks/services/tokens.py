@@ -2,6 +2,7 @@
 the TSP reports it or an operator triggers it, which also settles the requests and batch items waiting for a step-up
 token's activation. ``LIFECYCLE_FROM`` is the one statement of which event may happen to which token."""
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -13,6 +14,7 @@ from core.errors import BusinessRuleError
 from networks import tsp
 from networks.errors import failure_of, token_not_activated, tsp_unavailable
 from networks.events import created_data, failed_data, updated_data
+from networks.metrics import CRYPTOGRAM, CRYPTOGRAMS_MADE, batch_items_count, tsp_call_count
 from networks.models import BatchItem, LifecycleEvent, NetworkToken, ProvisioningRequest
 from networks.services.provisioning import token_service, vault_links_refresh
 from notifications.services import event_emit, events_emit
@@ -36,8 +38,9 @@ class Cryptogram:
 def cryptogram_create(*, token: NetworkToken, actor: Actor, reveal_number: bool) -> Cryptogram:
     """A single-use cryptogram for an ACTIVE token; audited; a use of the vault token behind it (so its expiry may
     be extended). The token number is included only when ``reveal_number`` (the detokenize scope). Raises
-    tokenNotActive (422) or ``TspUnavailable``."""
+    tokenNotActive (422) or ``TspUnavailable``. Counted by result (``tokenvault_cryptograms_total``)."""
     if token.status != NetworkToken.ACTIVE:
+        CRYPTOGRAMS_MADE[token.network, "not_active"].inc()
         raise BusinessRuleError("tokenNotActive", f"The network token is {token.status}, not ACTIVE", status_code=422)
     # Decrypted first: a number this server cannot read (its key not here yet) must not cost a cryptogram and a use.
     number = (
@@ -45,14 +48,21 @@ def cryptogram_create(*, token: NetworkToken, actor: Actor, reveal_number: bool)
         if reveal_number
         else None
     )
+    service = token_service(token.network)
+    started = time.monotonic()
     try:
-        cryptogram, eci = token_service(token.network).cryptogram(token_id=token.token_id)
+        cryptogram, eci = service.cryptogram(token_id=token.token_id)
     except tsp.TspError as exc:
+        outcome = "timeout" if exc.timeout else "error"
+        tsp_call_count(network=token.network, operation=CRYPTOGRAM, outcome=outcome, seconds=time.monotonic() - started)
+        CRYPTOGRAMS_MADE[token.network, "tsp_unavailable"].inc()
         raise tsp_unavailable(exc) from exc
+    tsp_call_count(network=token.network, operation=CRYPTOGRAM, outcome="success", seconds=time.monotonic() - started)
     with transaction.atomic():
         if token.vault_token_id and token.vault_token.deleted_at is None:
             vault_services.token_use(token=token.vault_token, reason="cryptogram")
         audit_record(actor=actor, action="network_token.cryptogram", obj=token)
+    CRYPTOGRAMS_MADE[token.network, "issued"].inc()
     return Cryptogram(
         token=token,
         cryptogram=cryptogram,
@@ -161,6 +171,7 @@ def _activation_settled(token: NetworkToken) -> None:
             status=ProvisioningRequest.SUCCEEDED, updated_at=now
         )
         BatchItem.objects.filter(pk__in=[item.pk for item in items]).update(status=BatchItem.SUCCEEDED, finished_at=now)
+        batch_items_count(BatchItem.SUCCEEDED, len(items))
         data = [created_data(token, correlation_id=correlation_id, **ids) for correlation_id, ids in waiting]
         events_emit(
             merchant=token.merchant,
@@ -176,6 +187,7 @@ def _activation_settled(token: NetworkToken) -> None:
     BatchItem.objects.filter(pk__in=[item.pk for item in items]).update(
         status=BatchItem.FAILED, failure_code=code, failure_reason=reason, finished_at=now
     )
+    batch_items_count(BatchItem.FAILED, len(items))
     if waiting:
         events_emit(
             merchant=token.merchant,

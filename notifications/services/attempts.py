@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from core import outbound
 from notifications import signing
+from notifications.metrics import attempt_count
 from notifications.models import (
     Delivery,
     DeliveryAttempt,
@@ -180,7 +181,7 @@ def _send(connection: outbound.Connection, delivery: Delivery, signing_secrets: 
 @transaction.atomic
 def _record(outcomes: list[_Outcome]) -> list[DeliveryAttempt]:
     """Write the attempts and move their deliveries on (succeeded, rescheduled or dead-lettered), a few statements
-    for the whole batch; then the health of their endpoints, only where it changes.
+    for the whole batch, and count them by outcome; then the health of their endpoints, only where it changes.
 
     A delivery deleted meanwhile (its endpoint was) gets no attempt, nor one whose claim ran out and went to another
     worker (a DNS lookup has no timeout): that worker sends it again and records that.
@@ -262,10 +263,22 @@ def _record(outcomes: list[_Outcome]) -> list[DeliveryAttempt]:
             for o in outcomes
         ]
     )
+    for o in outcomes:
+        attempt_count(_outcome_label(o), seconds=o.duration_ms / 1000 if o.sent else None)
     for _, group in groupby(outcomes, key=lambda o: o.delivery.endpoint_id):
         group = list(group)
         _note_endpoint_health(group[0].delivery.endpoint, [o for o in group if o.sent], now=now)
     return attempts
+
+
+def _outcome_label(outcome: _Outcome) -> str:
+    """What a recorded attempt came to, for ``tokenvault_webhook_attempts_total`` (``_record`` has moved its delivery
+    on: a dead letter is FAILED)."""
+    if outcome.succeeded:
+        return "delivered"
+    if not outcome.sent:
+        return "skipped"
+    return "dead" if outcome.delivery.status == Delivery.FAILED else "retry"
 
 
 def _attempt_numbers(deliveries: list[Delivery]) -> dict[int, int]:

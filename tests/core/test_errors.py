@@ -27,7 +27,7 @@ from core.logging import PAN_LIKE, RedactCardNumbersFilter, StructuredFormatter,
 from tests.conftest import SHERLOCK, VISA, path_of
 
 REMOVE = object()
-ERROR_KEYS = {"errorName", "message", "validationErrors"}
+ERROR_KEYS = {"errorName", "message", "validationErrors", "requestId"}
 ITEM_KEYS = {"errorName", "message", "jsonPath"}
 
 
@@ -54,7 +54,7 @@ def error_of(response, status: int, name: str) -> dict:
     assert response.status_code == status, (response.status_code, response.content[:500])
     assert "json" in response["Content-Type"], response["Content-Type"]
     body = response.json()
-    assert set(body) <= ERROR_KEYS and {"errorName", "message"} <= set(body), body
+    assert set(body) <= ERROR_KEYS and {"errorName", "message", "requestId"} <= set(body), body
     assert body["errorName"] == name, body
     assert isinstance(body["message"], str) and body["message"], body
     for item in body.get("validationErrors", []):
@@ -454,7 +454,7 @@ def test_it_answers_an_unexpected_error_with_a_bare_500(api, exploding_tokenize)
     api.raise_request_exception = False
     response = api.post("/tokens", SHERLOCK, format="json")
     body = error_of(response, 500, "internalErrorOccurred")
-    assert set(body) == {"errorName", "message"}
+    assert set(body) == {"errorName", "message", "requestId"}
     text = response.content.decode()
     for leak in ("boom", VISA, "Traceback", "RuntimeError", 'File "'):
         assert leak not in text
@@ -480,7 +480,7 @@ def failing_database(monkeypatch, cause: Exception):
 def test_it_answers_503_with_retry_after_while_the_database_is_out_of_reach(api, monkeypatch, cause):
     failing_database(monkeypatch, cause)
     response = api.post("/tokens", SHERLOCK, format="json")
-    assert set(error_of(response, 503, "serviceUnavailable")) == {"errorName", "message"}
+    assert set(error_of(response, 503, "serviceUnavailable")) == {"errorName", "message", "requestId"}
     assert response["Retry-After"] == "1"
     assert "Connection refused" not in response.content.decode() and "locked" not in response.content.decode()
 

@@ -30,7 +30,7 @@ def assert_access_denied(response, status: int) -> dict:
     assert response.status_code == status, (response.status_code, response.content[:500])
     body = response.json()
     assert body["errorName"] == "accessDenied", body
-    assert set(body) == {"errorName", "message"}, body
+    assert set(body) == {"errorName", "message", "requestId"}, body
     assert body["message"]
     return body
 
@@ -370,7 +370,8 @@ def test_bob_tokenizing_the_same_card_gets_his_own_token(api, bob_api, alice_tok
 # Public endpoints
 # ------------------------------------------------------------------------------------------------------------
 def test_health_answers_without_credentials(db, anonymous):
-    response = anonymous.get("/healthz")
+    assert anonymous.get("/healthz").status_code == 200
+    response = anonymous.get("/readyz")
     assert response.status_code == 200
     assert response.json()["checks"]["database"] == "ok"
 
@@ -387,5 +388,6 @@ def test_the_api_docs_answer_without_credentials(db, anonymous):
 
 def test_public_endpoints_write_no_failure_row(db, anonymous):
     anonymous.get("/healthz")
+    anonymous.get("/readyz")
     anonymous.get("/api/schema/")
     assert failed_auth_rows() == []

@@ -140,6 +140,7 @@ def test_a_host_not_allowed_gets_the_apis_error_shape_and_one_warning_line(deplo
     assert response.json() == {
         "errorName": "hostNotAllowed",
         "message": "This server does not serve the requested host",
+        "requestId": response.headers["X-Request-Id"],
     }
 
     def logged():

@@ -21,7 +21,7 @@ HOOK = "http://127.0.0.1:9/hook"
 
 def error_names(response) -> list[tuple[str, str]]:
     body = response.json()
-    assert set(body) <= {"errorName", "message", "validationErrors"}, body
+    assert set(body) <= {"errorName", "message", "validationErrors", "requestId"}, body
     return [(item["errorName"], item["jsonPath"]) for item in body.get("validationErrors", [])]
 
 

@@ -28,6 +28,7 @@ PRODUCTION = {
     "CELERY_BROKER_URL": "redis://broker.internal:6379/0",
     "DJANGO_ALLOWED_HOSTS": "vault.example.com",
     "PUBLIC_BASE_URL": "https://vault.example.com",
+    "METRICS_ALLOWED_ADDRESSES": "10.0.0.0/8",  # the monitoring network's scrapers
 }
 
 

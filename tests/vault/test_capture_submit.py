@@ -187,7 +187,7 @@ def test_a_second_card_in_the_same_session_is_refused(api, session, shopper):
     assert first.status_code == 201
     assert second.status_code == 409
     assert error_name(second) == "captureSessionCompleted"
-    assert set(second.json()) == {"errorName", "message"}
+    assert set(second.json()) == {"errorName", "message", "requestId"}
     assert Token.objects.count() == 1
     assert api.get(f"/capture-sessions/{session['id']}").json()["tokenId"] == first.json()["tokenId"]
 

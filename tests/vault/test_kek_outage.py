@@ -95,13 +95,14 @@ def test_an_hsm_out_of_reach_fails_only_what_needs_a_key_not_in_memory_and_it_re
         # Nothing else stops: the token's page, the webhooks, the health of this server (it holds its keys).
         assert api.get(under_1).status_code == 200
         assert api.get("/webhook-endpoints").status_code == 200
-        assert APIClient().get("/healthz").json()["checks"]["keys"] == "ok"
+        assert APIClient().get("/readyz").json()["checks"]["keys"] == "ok"
 
         hsm.link_up = True
         back = wait_for(lambda: (answer := carol_api.post(f"{under_1}/detokenize")).status_code == 200 and answer)
 
     for answer in answers:
-        assert answer.status_code == 503 and answer.json() == UNREACHABLE and answer["Retry-After"] == "1"
+        assert answer.status_code == 503 and answer["Retry-After"] == "1"
+        assert answer.json() == {**UNREACHABLE, "requestId": answer.headers["X-Request-Id"]}
     assert back.json()["paymentInstrument"]["cardNumber"] == VISA
     said = outage_lines(caplog)
     assert len(said) == 2  # when it went, and when it came back: not once per request
@@ -115,9 +116,10 @@ def test_a_server_started_while_the_hsm_is_away_answers_503_and_serves_once_it_i
     hsm.link_up = False
 
     refused = tokenize(cardNumber=MASTERCARD)
-    health = APIClient().get("/healthz")
+    health = APIClient().get("/readyz")
 
-    assert refused.status_code == 503 and refused.json() == UNREACHABLE
+    assert refused.status_code == 503
+    assert refused.json() == {**UNREACHABLE, "requestId": refused.headers["X-Request-Id"]}
     assert health.status_code == 503 and health.json()["checks"]["keys"] == "down"  # it cannot serve a card
     hsm.link_up = True
     wait_for(lambda: tokenize(cardNumber=MASTERCARD).status_code == 201)
@@ -127,7 +129,8 @@ def test_a_server_started_while_the_hsm_is_away_answers_503_and_serves_once_it_i
 def test_a_first_card_while_the_hsm_is_away_stores_no_key_and_answers_503(hsm, tokenize):
     hsm.link_up = False
 
-    assert tokenize().json() == UNREACHABLE
+    refused = tokenize()
+    assert refused.json() == {**UNREACHABLE, "requestId": refused.headers["X-Request-Id"]}
     assert not DataKey.objects.exists() and not Token.objects.exists()
 
 

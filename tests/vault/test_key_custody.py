@@ -110,7 +110,7 @@ def test_a_server_started_with_another_kek_answers_503_says_so_once_and_serves_a
         other_card = tokenize(cardNumber=MASTERCARD)
 
     assert again.status_code == 503, again.content
-    assert again.json() == UNREACHABLE and again["Retry-After"] == "1"
+    assert again.json() == {**UNREACHABLE, "requestId": again.headers["X-Request-Id"]} and again["Retry-After"] == "1"
     assert other_card.status_code == 503
     assert Token.objects.count() == 1 and DataKey.objects.count() == 2  # no second token, no new keys
     outage = [r.getMessage() for r in caplog.records if r.name == "vault.keys" and r.levelno >= logging.ERROR]
@@ -174,6 +174,7 @@ def test_a_card_under_a_version_no_key_is_stored_for_answers_503_naming_the_vers
     assert answer.status_code == 503 and answer.json() == {
         "errorName": "serviceUnavailable",
         "message": "The card's encryption key is not available on this server; retry later",
+        "requestId": answer.headers["X-Request-Id"],
     }
     assert [r.getMessage() for r in caplog.records if "key version 7" in r.getMessage()] == [
         "a stored value is under key version 7, for which no key is stored"
@@ -444,7 +445,8 @@ def test_a_backup_restored_with_another_kek_is_refused_and_serves_every_card_wit
             assert refused.returncode != 0 and "is not held by this process" in refused.stderr, refused.stderr[-2000:]
         with api_server("wrong-kek", wrong_kek, tmp_path) as wrong:
             again = tokenize_on(carol, wrong, VISA)
-            assert again.status_code == 503 and again.json() == UNREACHABLE, again.text[:300]
+            assert again.status_code == 503, again.text[:300]
+            assert again.json() == {**UNREACHABLE, "requestId": again.headers["X-Request-Id"]}, again.text[:300]
             found = carol.get(f"{wrong.url}/tokens", params={"tokenId": stored[VISA]["tokenId"]}, timeout=30)
             assert found.status_code == 200
             assert len([line for line in wrong.log_lines() if "cannot unwrap keys" in line]) == 1

@@ -28,6 +28,7 @@ from vault.forwarding import expressions
 from vault.forwarding.destinations import destination_credentials, destination_get
 from vault.forwarding.network_tokens import NetworkTokenCard, network_token_card
 from vault.keys import key_ring
+from vault.metrics import FORWARDED, forward_result
 from vault.models import Forward, ForwardDestination, Token
 from vault.services.tokens import token_use
 
@@ -149,7 +150,8 @@ def card_forward(
     method, status, duration) and a use of the token (``token_use``: the live expiry extension). A destination that
     gives no answer is written the same way, as a failure, and raises ``DestinationUnavailable`` (502, or 504 after
     ``FORWARD_TIMEOUT_SECONDS``). An answer of more than ``FORWARD_MAX_ANSWER_BYTES`` is cut there
-    (``body_truncated``): the provider acted, so its status and headers must reach the merchant.
+    (``body_truncated``): the provider acted, so its status and headers must reach the merchant. Every forward sent
+    is counted by what the destination did (``tokenvault_forwards_total``).
     """
     headers = headers or {}
     template = expressions.request_template(path=path, headers=headers, body=body)
@@ -205,10 +207,12 @@ def card_forward(
         record.duration_ms = round((time.monotonic() - started) * 1000)
         record.error = DestinationUnavailable.error_name
         _forward_record(record, actor=actor, failure=str(exc))
+        FORWARDED["timeout" if isinstance(exc, outbound.OutboundTimeout) else "unreachable"].inc()
         raise DestinationUnavailable(timed_out=isinstance(exc, outbound.OutboundTimeout)) from None
     record.duration_ms = round((time.monotonic() - started) * 1000)
     record.status_code = answer.status
     _forward_record(record, actor=actor)
+    FORWARDED[forward_result(answer.status)].inc()
     also = (values["card.number"], network_token.number) if network_token else (values["card.number"],)
 
     def masked(text: str) -> str:
@@ -255,9 +259,10 @@ def _forward_record(record: Forward, *, actor: Actor, failure: str = "") -> None
 
 def card_forward_refused(*, actor: Actor, reason: str, status: int) -> AuditLog:
     """Audit a forward refused before anything was sent (no key, scope, rate limit, a bad template, an unknown
-    token or destination): one failure row with ``reason`` and the answer's ``status``. The request's values are
-    not written down (anything may be typed there, a card number too). Call it once the attempt's own transactions
-    are rolled back."""
+    token or destination): one failure row with ``reason`` and the answer's ``status``, counted as refused. The
+    request's values are not written down (anything may be typed there, a card number too). Call it once the
+    attempt's own transactions are rolled back."""
+    FORWARDED["refused"].inc()
     return audit_record(
         actor=actor,
         action="token.forward",

@@ -125,6 +125,14 @@ def key_ring_refresh() -> None:
     _look = None
 
 
+def kek_outage_known() -> bool:
+    """Whether this process's KEK provider failed within the last ``KEK_RETRY_SECONDS`` (card operations needing it
+    answer 503 without asking it meanwhile): what the process knows of an outage, at no cost. After that the
+    provider must be asked again to know."""
+    outage = _outage
+    return outage is not None and outage.provider is kek_provider() and time.monotonic() < outage.retry_at
+
+
 def reset_custody(*, setting, **kwargs):
     """``setting_changed``: a process given other key settings starts afresh, as a new process would."""
     global _ring, _look, _outage

@@ -20,6 +20,7 @@ from merchants.models import Merchant
 from vault import cards, rules
 from vault.events import token_event
 from vault.keys import key_ring
+from vault.metrics import TOKENIZED
 from vault.models import Namespace, Token, TokenConflict, new_token_id, new_token_reference
 
 logger = logging.getLogger(__name__)
@@ -264,6 +265,7 @@ _TOKEN_INSERT = RowInsert(Token, ignore_conflicts=True)
 
 def _created(token: Token) -> TokenizeResult:
     token_event(token, "token.created")
+    TOKENIZED[Outcome.CREATED].inc()
     return TokenizeResult(token=token, outcome=Outcome.CREATED)
 
 
@@ -277,6 +279,7 @@ def _check_namespace_room(namespace: Namespace) -> None:
     try:
         rules.namespace_has_room(live)
     except rules.RuleBroken as broken:
+        TOKENIZED["namespace_full"].inc()
         raise BusinessRuleError(broken.name, broken.message) from None
 
 
@@ -304,6 +307,7 @@ def _match(token: Token, *, card: Card, scheme_transaction_reference: str | None
         token.save(update_fields=[*changed, "updated_at"])
         token_event(token, "token.updated", changed=["schemeTransactionReference"])
     if not differences:
+        TOKENIZED[Outcome.MATCHED].inc()
         return TokenizeResult(token=token, outcome=Outcome.MATCHED)
 
     TokenConflict.objects.filter(token=token).delete()
@@ -312,6 +316,7 @@ def _match(token: Token, *, card: Card, scheme_transaction_reference: str | None
         expires_at=timezone.now() + timedelta(seconds=settings.TOKEN_CONFLICT_TTL_SECONDS),
         **differences,
     )
+    TOKENIZED[Outcome.CONFLICT].inc()
     return TokenizeResult(token=token, outcome=Outcome.CONFLICT, conflict=conflict)
 
 

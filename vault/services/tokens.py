@@ -18,6 +18,7 @@ from core.models import AuditLog
 from vault.crypto import KeysUnavailable, KeyVersionUnavailable
 from vault.events import token_event
 from vault.keys import key_ring
+from vault.metrics import DETOKENIZED, detokenize_refused_result
 from vault.models import ExpiryExtension, Token
 from vault.services.tokenize import card_data_destroy, default_lifetime
 
@@ -129,7 +130,8 @@ def token_detokenize(*, token: Token, actor: Actor) -> tuple[Token, str]:
 
     Returns the (possibly extended) token and the number. The number must go straight into the response. Raises
     KeysUnavailable (KeyRingMismatch, or KeyVersionUnavailable when this server's ring lacks the card's key version):
-    nothing is changed then but a failure row in the audit log.
+    nothing is changed then but a failure row in the audit log. Either way counted (``tokenvault_detokenize_total``:
+    released, unavailable).
     """
     try:
         with transaction.atomic():
@@ -149,19 +151,23 @@ def token_detokenize(*, token: Token, actor: Actor) -> tuple[Token, str]:
         audit_record(
             actor=actor, action="token.detokenize", obj=token, result=AuditLog.FAILURE, detail={"reason": reason}
         )
+        DETOKENIZED["unavailable"].inc()
         raise
+    DETOKENIZED["released"].inc()
     return token, number
 
 
 def token_detokenize_refused(*, actor: Actor, reference: str, reason: str, status: int) -> AuditLog:
     """Audit a detokenize attempt that released nothing, other than those ``token_detokenize`` audits itself (the
     keys failing it): refused before it ran (no key, a key without the scope, the rate limit, no such token for the
-    merchant) or failing in it otherwise. Writes one failure row with ``reason`` and the answer's ``status``.
+    merchant) or failing in it otherwise. Writes one failure row with ``reason`` and the answer's ``status``, and
+    counts the attempt by that status (``vault.metrics.DETOKENIZE_REFUSED``).
 
     The row names the token whose href ends in ``reference``, whatever its merchant or state, so that staff see which
     token was tried; for a reference of no token it names none, and the reference itself is never written down
     (anything may be typed there, a card number too). Call it once the attempt's own transactions are rolled back.
     """
+    DETOKENIZED[detokenize_refused_result(status)].inc()
     token_id = Token.objects.filter(reference=reference).values_list("token_id", flat=True).first()
     return audit_record(
         actor=actor,

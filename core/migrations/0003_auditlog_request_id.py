@@ -1,0 +1,18 @@
+"""Audit rows name the request that wrote them (``X-Request-Id``, core.request_id); older rows keep a blank one."""
+
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("core", "0002_idempotent_request"),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name="auditlog",
+            name="request_id",
+            field=models.CharField(blank=True, db_index=True, default="", max_length=128),
+            preserve_default=False,
+        ),
+    ]
