@@ -210,7 +210,10 @@ def test_a_real_worker_failing_to_deliver_raises_the_backlog_and_the_retry_count
 
         assert response.status_code == 201
         receiver.wait_for_requests(1, timeout=30)
-        after = wait_for(lambda: (s := scrape()).attempts()["retry"] >= 1 and s, timeout=15)
+        # The worker counts the attempt, the retry and the attempt's time one after the other: wait for the last.
+        after = wait_for(
+            lambda: (s := scrape()).value("tokenvault_webhook_attempt_duration_seconds_count") >= 1 and s, timeout=30
+        )
     finally:
         stop_celery_worker(worker)
     assert before.attempts() == {"delivered": 0, "retry": 0, "dead": 0, "skipped": 0}  # a new folder: none yet
