@@ -23,7 +23,7 @@ from core.logging import PAN_LIKE, REQUEST_ID
 HEADER = "X-Request-Id"
 SAFE_CHARACTERS = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # PAN_LIKE groups digits by spaces or dashes and spares a decimal's fraction; in an id every separator may group
-# digits ("4111.1111.1111.1111", "0.4111111111111111"), so the id's own separators are read as dashes.
+# digits (a card number in dotted groups of four, or after "0."), so the id's own separators are read as dashes.
 SEPARATORS = re.compile(r"[._:]")
 
 
