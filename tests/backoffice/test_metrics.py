@@ -9,10 +9,10 @@ the scraper is Prometheus, an anonymous client of /metrics, coming from 127.0.0.
 import pytest
 from django.core import checks
 from django.test import Client
-from prometheus_client.parser import text_string_to_metric_families
 
 from merchants import services as merchant_services
 from tests.conftest import AMEX, MASTERCARD, VISA, VISA_2, card_request, client_for, path_of
+from tests.metrics import Scrape
 from tests.project.test_settings import production_with, start_django
 
 # The apps' state gauges are read from the database at each scrape.
@@ -23,20 +23,16 @@ TOKENS_CREATED = ("tokenvault_http_requests_total", {"route": "tokens", "method"
 TOKEN = "metrics-scraper-token-of-forty-chars-xyz"
 
 
-def scrape(client: Client | None = None, **headers) -> dict[tuple[str, tuple], float]:
-    """What /metrics shows, read as Prometheus reads it: ``(sample name, sorted labels) -> value``."""
+def scrape(client: Client | None = None, **headers) -> Scrape:
+    """What /metrics shows, read as Prometheus reads it."""
     response = (client or Client()).get("/metrics", **headers)
     assert response.status_code == 200, response.content[:300]
     assert response["Content-Type"].startswith("text/plain")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.content.decode())
-        for sample in family.samples
-    }
+    return Scrape(response.content.decode())
 
 
-def value(samples: dict, name: str, labels: dict) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+def value(samples: Scrape, name: str, labels: dict) -> float:
+    return samples.value(name, **labels)
 
 
 @pytest.fixture
@@ -76,7 +72,7 @@ def test_a_token_path_counts_under_its_pattern_and_an_unknown_path_as_unmatched(
     samples = scrape()
     assert value(samples, *unknown) == value(before, *unknown) + 1
     assert value(samples, *a_token) == value(before, *a_token) + 1
-    routes = {dict(labels).get("route") for _, labels in samples}
+    routes = {dict(labels).get("route") for _, labels in samples.samples}
     assert not any("no-such-endpoint" in route or "not-a-token" in route for route in routes if route)
 
 

@@ -12,39 +12,21 @@ the gauges read this test's database.
 import time
 
 import pytest
-from django.test import Client
-from prometheus_client.parser import text_string_to_metric_families
 
 from core.audit import Actor
 from networks import scheduling, services
 from networks.models import Issuer, NetworkToken, ProvisioningRequest
 from tests.cards import declining_card, distinct_card_numbers, step_up_card
 from tests.conftest import MASTERCARD, VISA
+from tests.metrics import Scrape
 from vault import services as vault_services
 
 EXPIRY = {"month": 5, "year": 2035}
 BAKER_STREET = "Baker Street Bank"  # the registry's issuer of VISA (BIN 444433), 50 calls a second
 
 
-class Scrape:
-    """One scrape of /metrics, as ``(sample name, sorted labels) -> value``."""
-
-    def __init__(self, text: str):
-        self.text = text
-        self.samples = {
-            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
-
-    def value(self, name: str, **labels) -> float:
-        return self.samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
 def scrape() -> Scrape:
-    response = Client().get("/metrics")
-    assert response.status_code == 200, response.content
-    return Scrape(response.content.decode())
+    return Scrape.of()
 
 
 def moved(before: Scrape, after: Scrape, name: str, **labels) -> float:

@@ -14,31 +14,19 @@ themselves, and make a delivery due by moving its ``next_attempt_at``.
 from datetime import timedelta
 
 import pytest
-from django.test import Client
 from django.utils import timezone
-from prometheus_client.parser import text_string_to_metric_families
 
 from notifications import services
 from notifications.models import Delivery
 from tests.conftest import MASTERCARD, VISA, card_request, client_for, start_celery_worker, stop_celery_worker, wait_for
+from tests.metrics import Scrape
 from tests.receiver import Receiver, Reply
 
 OUTCOMES = ("delivered", "retry", "dead", "skipped")
 
 
-class Scrape:
-    """One scrape of /metrics, as ``(sample name, sorted labels) -> value``."""
-
-    def __init__(self, text: str):
-        self.text = text
-        self.samples = {
-            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
-
-    def value(self, name: str, **labels) -> float:
-        return self.samples.get((name, tuple(sorted(labels.items()))), 0.0)
+class WebhookScrape(Scrape):
+    """One scrape of /metrics, read for the webhooks' figures."""
 
     def attempts(self) -> dict[str, float]:
         return {outcome: self.value("tokenvault_webhook_attempts_total", outcome=outcome) for outcome in OUTCOMES}
@@ -48,10 +36,8 @@ class Scrape:
         return tuple(self.value("tokenvault_webhook_backlog", state=state) for state in ("pending", "due"))
 
 
-def scrape() -> Scrape:
-    response = Client().get("/metrics")
-    assert response.status_code == 200, response.content
-    return Scrape(response.content.decode())
+def scrape() -> WebhookScrape:
+    return WebhookScrape.of()
 
 
 def moved(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

@@ -13,30 +13,14 @@ import uuid
 
 import pytest
 from django.test import Client
-from prometheus_client.parser import text_string_to_metric_families
 
 from core.audit import Actor
 from tests.cards import distinct_card_numbers
 from tests.conftest import AMEX, MASTERCARD, VISA, VISA_2, card_request, path_of
+from tests.metrics import Scrape
 from tests.receiver import Receiver, Reply
 from vault import keys
 from vault.models import Token
-
-
-class Scrape:
-    """One scrape of /metrics: its text and its samples."""
-
-    def __init__(self, text: str):
-        self.text = text
-        self.samples = {
-            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
-
-    def value(self, name: str, **labels) -> float:
-        """The sample ``name`` with exactly ``labels``; 0 when the scrape has none (a counter not counted yet)."""
-        return self.samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 class Prometheus:
@@ -46,9 +30,7 @@ class Prometheus:
         self.client = Client()
 
     def scrape(self) -> Scrape:
-        response = self.client.get("/metrics")
-        assert response.status_code == 200, response.content
-        return Scrape(response.content.decode())
+        return Scrape.of(self.client)
 
 
 @pytest.fixture
