@@ -354,15 +354,16 @@ def events_of(api, type) -> list[dict]:
     return [event["data"] for event in reversed(events)]
 
 
-def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1):
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
+def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1, progress=None):
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds, saying what
+    ``progress()`` (if given) reads then: how far the awaited work got tells a slow machine from a stuck one."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = predicate()
         if result:
             return result
         time.sleep(interval)
-    pytest.fail(f"condition not met within {timeout}s")
+    pytest.fail(f"condition not met within {timeout}s" + (f"; {progress()}" if progress else ""))
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ CHROMIUM_FLAGS = [
 PASSWORD = "correct horse battery staple"
 ACTION_TIMEOUT_MS = 5_000
 NAVIGATION_TIMEOUT_MS = 10_000
+# A full-page screen of a long page (the API docs) is painted whole: under a loaded CI machine it took over 5 s.
+SCREENSHOT_TIMEOUT_MS = 30_000
 
 _reports = pytest.StashKey[dict]()
 
@@ -116,7 +118,7 @@ def page(browser, live_server, request) -> Page:
     shot.parent.mkdir(parents=True, exist_ok=True)
     other.unlink(missing_ok=True)  # an earlier run's screen of the other outcome would mislead
     try:
-        page.screenshot(path=shot, full_page=True)
+        page.screenshot(path=shot, full_page=True, timeout=SCREENSHOT_TIMEOUT_MS)
     finally:
         context.close()
     # An admin page whose script throws is broken for its users, whatever the assertions looked at.
