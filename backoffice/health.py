@@ -8,10 +8,6 @@ vault's keys, the KEK provider, the migrations, the broker and the webhook sweep
 top of the ladder with the rest of what reads every app.
 """
 
-import threading
-import time
-from dataclasses import dataclass
-
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.db import DatabaseError, connection
@@ -24,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from notifications.selectors import deliveries_sweep_ran_at
-from vault.metrics import kek_available
+from vault.metrics import kek_ask
 from vault.selectors import key_ring_problems
 
 # What each check may read: the schema of the answers below, for the OpenAPI document and for whoever parses them.
@@ -86,9 +82,9 @@ class ReadyView(APIView):
     ``checks`` holds ``database`` and ``keys`` (the key ring matches the data: ``vault.selectors.key_ring_problems``),
     without which this server cannot serve cards, ``ok`` or ``down``; ``migrations``, ``ok`` when every migration of
     this server's code is applied to the database, else ``pending``; ``kek``, ``ok`` while the KEK provider can wrap and
-    unwrap keys (``kek_ask``: within ``KEK_TIMEOUT`` seconds, asked at most every few seconds), else ``down``;
-    ``broker`` (a fresh connection to it, within ``BROKER_TIMEOUT`` seconds), ``ok`` or ``down``; and ``beat``,
-    ``ok`` while the webhook sweeper beat sends every few seconds has left its heartbeat within
+    unwrap keys (``vault.metrics.kek_ask``: within ``KEK_TIMEOUT`` seconds, asked at most every few seconds), else
+    ``down``; ``broker`` (a fresh connection to it, within ``BROKER_TIMEOUT`` seconds), ``ok`` or ``down``; and
+    ``beat``, ``ok`` while the webhook sweeper beat sends every few seconds has left its heartbeat within
     ``BEAT_STALE_AFTER_SECONDS``, else ``stale``. A check that needs the database reads ``unknown`` while it is down.
 
     The status is 503 only when this server cannot serve: the database or the keys down, or migrations pending (this
@@ -125,7 +121,7 @@ class ReadyView(APIView):
         checks["migrations"] = self._migrations() if up else "unknown"
         checks["broker"] = "ok" if self._broker_answers() else "down"
         checks["beat"] = self._beat() if up else "unknown"
-        checks["kek"] = "ok" if kek.answer() else "down"
+        checks["kek"] = "ok" if kek.answer()[1] else "down"
         checks = {name: checks[name] for name in CHECKS}  # in the documented order
         if any(checks[name] != "ok" for name in ("database", "keys", "migrations")):
             return Response({"status": "down", "checks": checks}, status=503)
@@ -200,54 +196,3 @@ def _reset_migrated(*, setting, **kwargs):
     global _migrated
     if setting in ("MIGRATION_MODULES", "DATABASES"):
         _migrated = False
-
-
-# ------------------------------------------------------------------------------------------------------------
-# The KEK provider: the vault's answer, waited for KEK_TIMEOUT seconds at most
-# ------------------------------------------------------------------------------------------------------------
-KEK_TIMEOUT = 1.0
-
-_kek_lock = threading.Lock()
-
-
-@dataclass
-class KekAsk:
-    """A question to the KEK provider (``vault.metrics.kek_available``), running in ``thread``."""
-
-    thread: threading.Thread
-    at: float
-    answered: threading.Event
-
-    def answer(self) -> bool:
-        """Whether the provider can wrap and unwrap keys: no when it has not said yes within ``KEK_TIMEOUT`` seconds
-        of the question."""
-        self.thread.join(timeout=max(0.0, self.at + KEK_TIMEOUT - time.monotonic()))
-        return self.answered.is_set()
-
-
-_kek_ask: KekAsk | None = None
-
-
-def kek_ask() -> KekAsk:
-    """Ask whether this process's KEK provider wraps and unwraps keys now, as ``vault.metrics.kek_available`` knows
-    it: no while ``vault.keys`` knows of an outage, else the provider's answer to a wrap of a throwaway key, kept a
-    few seconds (so load balancers polling every second send an HSM one operation every few seconds per process).
-
-    The question runs in a thread of its own, its answer waited for ``KEK_TIMEOUT`` seconds at most: an HSM that hangs
-    (a network HSM behind a dropped link, whose calls block until their own timeout) reads no at once, and while that
-    call is still stuck no other is started behind it: the stuck question is returned, to be answered no."""
-    global _kek_ask
-    with _kek_lock:
-        ask = _kek_ask
-        if ask is None or not ask.thread.is_alive():
-            answered = threading.Event()
-            thread = threading.Thread(target=_kek_available, args=(answered,), name="readyz-kek", daemon=True)
-            ask = _kek_ask = KekAsk(thread=thread, at=time.monotonic(), answered=answered)
-            thread.start()
-    return ask
-
-
-def _kek_available(answered: threading.Event) -> None:
-    _, available = kek_available()
-    if available:
-        answered.set()

@@ -9,7 +9,9 @@ the alerts see the first one, and the services' cost is one increment.
 **The KEK provider** (``tokenvault_kek_available{provider}``): 0 while ``vault.keys`` knows of an outage (the
 provider failed within ``KEK_RETRY_SECONDS``, so the ring does not ask it again either); otherwise the provider's own
 answer to a wrap of a throwaway key, asked at most every ``KEK_PROBE_SECONDS`` per provider and process, so that a
-scrape is not an HSM round trip.
+scrape is not an HSM round trip. The question runs in a thread of its own, its answer waited for ``KEK_TIMEOUT``
+seconds at most (``kek_ask``, which ``/readyz`` asks too): an HSM that hangs reads 0 at once, and no other question
+is started behind the stuck one.
 """
 
 import logging
@@ -107,17 +109,70 @@ class _KekProbe:
 _probe = _KekProbe()
 
 
-def kek_available() -> tuple[str, bool]:
-    """This process's KEK provider's name and whether it can wrap and unwrap keys now (see the module's docstring).
-    A provider that cannot even be made from the settings is unavailable."""
+def _kek_asked() -> tuple[str, bool]:
+    """This process's KEK provider's name and whether it can wrap and unwrap keys now, without a bound on the time
+    the provider takes. A provider that cannot even be made from the settings is unavailable."""
     try:
         provider = kek_provider()
     except Exception:  # noqa: BLE001 - ImproperlyConfigured, or a custom provider failing to start: not available
-        return settings.VAULT_KEK_PROVIDER if "." not in settings.VAULT_KEK_PROVIDER else "custom", False
+        return _configured_name(), False
     name = getattr(provider, "name", "custom")
     if kek_outage_known():
         return name, False
     return name, _probe.available(provider)
+
+
+def _configured_name() -> str:
+    return settings.VAULT_KEK_PROVIDER if "." not in settings.VAULT_KEK_PROVIDER else "custom"
+
+
+KEK_TIMEOUT = 1.0
+
+
+class KekAsk:
+    """A question to the KEK provider (``_kek_asked``), asked in a thread of its own as soon as it is made."""
+
+    last_name = ""  # the provider's name as the last question answered it
+
+    def __init__(self):
+        self.at = time.monotonic()
+        self.answered = threading.Event()
+        self.name, self.available = "", False
+        self.thread = threading.Thread(target=self._run, name="kek-ask", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.name, self.available = _kek_asked()
+        KekAsk.last_name = self.name
+        self.answered.set()
+
+    def answer(self) -> tuple[str, bool]:
+        """The provider's name and whether it can wrap and unwrap keys: no when it has not answered within
+        ``KEK_TIMEOUT`` seconds of the question (named then as the question before answered, or by the settings)."""
+        self.thread.join(timeout=max(0.0, self.at + KEK_TIMEOUT - time.monotonic()))
+        if self.answered.is_set():
+            return self.name, self.available
+        return KekAsk.last_name or _configured_name(), False
+
+
+_kek_lock = threading.Lock()
+_kek_ask: KekAsk | None = None
+
+
+def kek_ask() -> KekAsk:
+    """Ask whether this process's KEK provider wraps and unwraps keys now (``KekAsk.answer`` waits for the answer):
+    while a question is stuck in the provider, it is returned rather than a new one started behind it."""
+    global _kek_ask
+    with _kek_lock:
+        if _kek_ask is None or not _kek_ask.thread.is_alive():
+            _kek_ask = KekAsk()
+        return _kek_ask
+
+
+def kek_available() -> tuple[str, bool]:
+    """This process's KEK provider's name and whether it can wrap and unwrap keys now, within ``KEK_TIMEOUT`` seconds
+    (see the module's docstring)."""
+    return kek_ask().answer()
 
 
 class StateCollector:

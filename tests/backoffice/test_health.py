@@ -22,7 +22,7 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from backoffice.health import CHECKS, KEK_TIMEOUT
+from backoffice.health import CHECKS
 from config.settings.secrets import new_key
 from notifications import services as notification_services
 from notifications.models import Heartbeat
@@ -36,10 +36,12 @@ from tests.conftest import (
     stop_celery_worker,
     wait_for,
 )
+from tests.metrics import Scrape
 from tests.project.test_drills import api_server, free_port
 from tests.receiver import Receiver
 from vault.kek import KekUnavailable
 from vault.kek.local import LocalProvider
+from vault.metrics import KEK_PROBE_SECONDS, KEK_TIMEOUT
 
 ALL_OK = {"database": "ok", "keys": "ok", "kek": "ok", "migrations": "ok", "broker": "ok", "beat": "ok"}
 
@@ -226,6 +228,26 @@ def test_an_hsm_that_hangs_is_down_within_the_timeout_and_is_not_called_again_wh
     hsm.link = "up"
     hsm.let_through.set()
     wait_for(lambda: ready()[1]["checks"]["kek"] == "ok", timeout=10)
+
+
+def test_a_metrics_scrape_reads_an_hsm_that_hangs_as_unavailable_within_the_timeout(db, hsm):
+    assert Scrape.of().value("tokenvault_kek_available", provider="network-hsm") == 1
+    hsm.link = "hanging"
+    time.sleep(KEK_PROBE_SECONDS)  # the answer above is kept this long
+
+    began = time.monotonic()
+    scrapes = [Scrape.of() for _ in range(3)]
+    took = time.monotonic() - began
+
+    assert [scrape.value("tokenvault_kek_available", provider="network-hsm") for scrape in scrapes] == [0, 0, 0]
+    assert KEK_TIMEOUT <= took < 5  # not the 30 s the call hangs for, nor three times the timeout
+    assert hsm.wraps == 2  # the first scrape's, and the one stuck: no other piled up behind it
+    assert ready()[1]["checks"]["kek"] == "down"  # /readyz waits for the same question, not a second one
+    assert hsm.wraps == 2
+
+    hsm.link = "up"
+    hsm.let_through.set()
+    wait_for(lambda: Scrape.of().value("tokenvault_kek_available", provider="network-hsm") == 1, timeout=10)
 
 
 # ------------------------------------------------------------------------------------------------------------
