@@ -15,6 +15,12 @@ class Scrape:
             for sample in family.samples
         }
 
+    @property
+    def words(self) -> str:
+        """The text without its sample values: the names, labels, help and types, where a card or an id could be
+        written. A value is a number, whose digits may hold any short run of digits (a BIN, in 0.014718849000018963)."""
+        return "\n".join(line if line.startswith("#") else line.rpartition(" ")[0] for line in self.text.splitlines())
+
     @classmethod
     def of(cls, client: Client | None = None):
         """GET /metrics (as an anonymous client unless ``client`` is given), which must answer 200."""

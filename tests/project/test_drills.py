@@ -579,9 +579,15 @@ def test_a_worker_that_lived_through_a_postgresql_restart_completes_every_reques
         stop_celery_worker(worker)
 
     assert list(merchant.ended.values()) == ["SUCCEEDED"] * 105
-    # The worker noticed the broken connection before using it: no task failed on it (and waited for a retry).
-    since_restart = WORKER_LOG.read_bytes()[logged_before:].decode(errors="replace")
-    assert "OperationalError" not in since_restart and "InterfaceError" not in since_restart, since_restart[-2000:]
+    # The worker noticed the broken connection before using it: no task failed on it (and waited for a retry). A
+    # connection refused is a task beat started during the outage, whose line can be written just after it.
+    since_restart = WORKER_LOG.read_bytes()[logged_before:].decode(errors="replace").splitlines()
+    failed_on_it = [
+        line
+        for line in since_restart
+        if ("OperationalError" in line or "InterfaceError" in line) and "Connection refused" not in line
+    ]
+    assert not failed_on_it, failed_on_it
 
 
 @pytest.mark.celery
