@@ -725,10 +725,13 @@ def test_the_replay_window_starts_when_the_endpoint_started_failing(operator, al
     failing_since = timezone.now() - timedelta(days=2, minutes=3)
     WebhookEndpoint.objects.filter(pk=endpoint.pk).update(failing_since=failing_since)
 
+    asked_at = timezone.now()
     form_page = replay_form(operator, endpoint)
 
     assert window_of(form_page)["since"] == failing_since.replace(second=0, microsecond=0)
-    assert window_of(form_page)["until"] > timezone.now()
+    # In whole minutes, rounded up: past the moment the operator asked (not the moment the test reads it, which may
+    # be in the next minute).
+    assert window_of(form_page)["until"] > asked_at
     assert "Starts when the endpoint began failing" in form_page.content.decode()
 
 
