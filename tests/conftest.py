@@ -96,6 +96,12 @@ def client_for(raw_key: str) -> APIClient:
     return client
 
 
+def text_without_request_id(response) -> str:
+    """The body with its request id cut out, to search for what must not be in it: 32 random hex digits hold a short
+    run of digits ("987", "4444") now and then."""
+    return response.content.decode().replace(response["X-Request-Id"], "")
+
+
 @pytest.fixture(autouse=True)
 def _keys_looked_at_afresh():
     """Each test's database holds keys of its own (the first card operation stores them): this process looks at them

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from backoffice.dashboard import charts, figures
 from networks.models import Issuer, NetworkToken
-from notifications.models import Delivery, WebhookEndpoint
+from notifications.models import Delivery, DeliveryAttempt, WebhookEndpoint
 from tests.backoffice.dashboard_data import (
     LIVE,
     URL,
@@ -310,16 +310,20 @@ def test_a_window_without_finished_deliveries_says_so_rather_than_a_rate(admin_c
 
 
 def test_attempts_are_counted_per_hour_over_the_last_24_hours_in_utc(admin_client, alice):
-    now = timezone.now()
-    hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     [delivery] = make_deliveries(endpoint(alice, "https://alice.example/hooks"), 1, Delivery.SUCCEEDED)
-    make_attempts(delivery, [hour + timedelta(seconds=1)] * 3, succeeded=True)  # this hour
-    make_attempts(delivery, [hour + timedelta(seconds=2)], succeeded=False)
-    make_attempts(delivery, [hour - timedelta(hours=5, minutes=-10)] * 2, succeeded=False)  # five hours back
-    make_attempts(delivery, [hour - timedelta(hours=23)], succeeded=True)  # the oldest hour shown
-    make_attempts(delivery, [hour - timedelta(hours=24)] * 4, succeeded=True)  # the hour before: not shown
+    for _ in range(2):
+        hour = timezone.now().astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        make_attempts(delivery, [hour + timedelta(seconds=1)] * 3, succeeded=True)  # this hour
+        make_attempts(delivery, [hour + timedelta(seconds=2)], succeeded=False)
+        make_attempts(delivery, [hour - timedelta(hours=5, minutes=-10)] * 2, succeeded=False)  # five hours back
+        make_attempts(delivery, [hour - timedelta(hours=23)], succeeded=True)  # the oldest hour shown
+        make_attempts(delivery, [hour - timedelta(hours=24)] * 4, succeeded=True)  # the hour before: not shown
 
-    body = page(admin_client)
+        body = page(admin_client)
+        if timezone.now() < hour + timedelta(hours=1):
+            break
+        # The page was drawn in the next hour, not the one the attempts were made for: make them again for that one.
+        DeliveryAttempt.objects.filter(delivery=delivery).delete()
 
     this, five_back, oldest = (f"{hour - timedelta(hours=n):%Y-%m-%d %H:00}" for n in (0, 5, 23))
     drawn = bars(body, "chart-webhook-hourly")

@@ -129,7 +129,9 @@ def test_each_tile_with_a_threshold_says_it_and_those_without_have_no_colour(adm
 def trouble(alice, bob):
     """A bit of everything, each with rows just outside what the tiles count."""
     now = timezone.now()
-    make_tokens(alice, [now - timedelta(minutes=m) for m in (1, 2, 3)])
+    # A few minutes ago, but never before today's midnight: in the first minutes of a day they would be yesterday's.
+    today_start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    make_tokens(alice, [max(now - timedelta(minutes=m), today_start) for m in (1, 2, 3)])
     make_tokens(alice, [now - timedelta(days=2), now - timedelta(days=40)])
     failing = endpoint(alice, "https://alice.example/failing", failing_since=now - timedelta(hours=5))
     endpoint(bob, "https://bob.example/failing", failing_since=now - timedelta(days=1))

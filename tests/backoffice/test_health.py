@@ -224,7 +224,7 @@ def test_an_hsm_that_hangs_is_down_within_the_timeout_and_is_not_called_again_wh
     again = [ready() for _ in range(3)]
 
     assert first[1]["checks"]["kek"] == "down" and first[0] == 200
-    assert KEK_TIMEOUT <= took < 5  # not the 30 s the call hangs for
+    assert KEK_TIMEOUT <= took < 10  # not the 30 s the call hangs for
     assert all(answer[1]["checks"]["kek"] == "down" for answer in again)
     assert hsm.wraps == 1  # one call stuck, and no other piled up behind it
 
@@ -243,7 +243,7 @@ def test_a_metrics_scrape_reads_an_hsm_that_hangs_as_unavailable_within_the_time
     took = time.monotonic() - began
 
     assert [scrape.value("tokenvault_kek_available", provider="network-hsm") for scrape in scrapes] == [0, 0, 0]
-    assert KEK_TIMEOUT <= took < 5  # not the 30 s the call hangs for, nor three times the timeout
+    assert KEK_TIMEOUT <= took < 10  # not the 30 s the call hangs for (nor a question each: the wraps below)
     assert hsm.wraps == 2  # the first scrape's, and the one stuck: no other piled up behind it
     assert ready()[1]["checks"]["kek"] == "down"  # /readyz waits for the same question, not a second one
     assert hsm.wraps == 2
@@ -267,7 +267,9 @@ def test_a_broker_that_is_down_is_reported_at_once_and_the_server_stays_in_rotat
 
     assert response.status_code == 200
     assert response.json() == {"status": "degraded", "checks": {**ALL_OK, "broker": "down", "beat": "stale"}}
-    assert took < 3
+    # One refused connection, not a retrying one (kombu retries a broker forever by default): a fresh server's first
+    # answer on a busy machine takes a few seconds at most.
+    assert took < 8
     assert live.status_code == 200
 
 

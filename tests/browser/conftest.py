@@ -244,7 +244,7 @@ def screens(page: Page, name: str) -> list[Path]:
         page.set_viewport_size(size)
         path = output_dir() / f"{name}-{width}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=path, full_page=True)
+        page.screenshot(path=path, full_page=True, timeout=SCREENSHOT_TIMEOUT_MS)
         saved.append(path)
     page.set_viewport_size(viewport)
     return saved

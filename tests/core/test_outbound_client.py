@@ -160,7 +160,7 @@ def test_a_hanging_receiver_times_out_within_the_deadline():
 
     assert isinstance(error, outbound.OutboundTimeout)
     assert str(error) == "timed out after 0.5 s"
-    assert 0.5 <= took < 1.2
+    assert 0.5 <= took < 5  # the receiver hangs for 60 s: a busy machine may add seconds, not a minute
 
 
 def test_a_receiver_stalling_in_its_body_is_held_to_the_same_deadline():
@@ -170,7 +170,7 @@ def test_a_receiver_stalling_in_its_body_is_held_to_the_same_deadline():
         took = time.monotonic() - began
 
     assert isinstance(error, outbound.OutboundTimeout)
-    assert 0.5 <= took < 1.2
+    assert 0.5 <= took < 5  # the body stalls for 60 s
 
 
 def test_a_refused_connection_fails():

@@ -263,7 +263,7 @@ def test_a_silent_proxy_is_bounded_by_the_calls_deadline(dns, settings, caplog):
         took = time.monotonic() - began
     assert isinstance(error, outbound.OutboundTimeout)
     assert_failed_quietly(error, "timed out after 1 s", caplog)
-    assert 0.9 <= took < 2
+    assert 0.9 <= took < 10  # the proxy stays silent for 30 s
 
 
 @pytest.mark.parametrize(

@@ -92,7 +92,8 @@ def test_an_async_request_for_a_vault_token_succeeds_and_sends_a_signed_created_
 
     request = services.provisioning_request_create(merchant=alice, correlation_id="corr-async-1", vault_token=card)
 
-    wait_for(lambda: ProvisioningRequest.objects.get(pk=request.pk).status != ProvisioningRequest.PENDING, timeout=30)
+    # This wait includes the worker's start-up, which alone can take tens of seconds on a loaded machine.
+    wait_for(lambda: ProvisioningRequest.objects.get(pk=request.pk).status != ProvisioningRequest.PENDING, timeout=120)
     request.refresh_from_db()
     assert request.status == ProvisioningRequest.SUCCEEDED
     assert request.attempts == 1
@@ -122,7 +123,7 @@ def test_an_async_request_for_a_declined_card_fails_with_a_failed_webhook_and_fo
     assert request.card_ciphertext is not None  # kept, encrypted, until a worker takes it
     worker()
 
-    wait_for(lambda: ProvisioningRequest.objects.get(pk=request.pk).status != ProvisioningRequest.PENDING, timeout=30)
+    wait_for(lambda: ProvisioningRequest.objects.get(pk=request.pk).status != ProvisioningRequest.PENDING, timeout=120)
     request.refresh_from_db()
     assert request.status == ProvisioningRequest.FAILED
     assert request.failure_code == "tokenizationDeclined"
@@ -156,7 +157,7 @@ def test_a_card_sent_in_the_request_is_stored_encrypted_and_destroyed_once_the_r
     )
     worker()
 
-    wait_for(lambda: ProvisioningRequest.objects.get(pk=request.pk).status != ProvisioningRequest.PENDING, timeout=30)
+    wait_for(lambda: ProvisioningRequest.objects.get(pk=request.pk).status != ProvisioningRequest.PENDING, timeout=120)
     request.refresh_from_db()
     assert request.status == ProvisioningRequest.SUCCEEDED
     assert request.card_ciphertext is None

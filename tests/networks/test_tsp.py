@@ -345,13 +345,25 @@ def test_reservations_of_one_issuer_are_spaced_by_one_over_its_rate(db):
 
     started_at = timezone.now()
     started = time.time()
-    waits = [scheduling.reserve_call(issuer) for _ in range(10)]
+    waits, starts = [], []
+    for _ in range(10):
+        before = timezone.now()
+        waits.append(scheduling.reserve_call(issuer))
+        after = timezone.now()
+        # The slot booked: the issuer's clock now ends one interval after its start.
+        start = Issuer.objects.values_list("next_call_at", flat=True).get(pk=issuer.pk) - timedelta(seconds=0.1)
+        # The wait returned leads to that start from the clock the call read, between the test's two reads.
+        assert before + timedelta(seconds=waits[-1]) <= start <= after + timedelta(seconds=waits[-1])
+        starts.append(start)
     elapsed = time.time() - started
 
     assert waits[0] == 0
     # The tenth call starts 9 × 0.1 s after the first; the time spent reserving counts towards that.
     assert waits[-1] + elapsed >= 0.9 - 0.001
-    assert all(later > earlier for earlier, later in zip(waits, waits[1:], strict=False))
+    # Each slot starts one interval after the one before at least (more only should the test have stalled longer than
+    # an interval between two reservations, the clock having run idle meanwhile). The waits themselves need not
+    # grow: a stalled test reads a later clock for the same booking.
+    assert all(later - earlier >= timedelta(seconds=0.1) for earlier, later in zip(starts, starts[1:], strict=False))
     issuer.refresh_from_db()
     # Ten slots of 0.1 s from the first reservation, which started no earlier than the test's clock read.
     assert issuer.next_call_at >= started_at + timedelta(seconds=1.0)

@@ -216,11 +216,13 @@ def test_a_receiver_that_hangs_is_cut_at_the_timeout(endpoint, receiver, tokeniz
     attempt = services.delivery_attempt(delivery_id=delivery.pk)
     elapsed = time.monotonic() - started
 
-    assert len(receiver.requests) == 1
+    assert len(receiver.wait_for_requests(1)) == 1
     assert "timed out" in attempt.error
     assert attempt.status_code is None and not attempt.succeeded
-    assert 900 <= attempt.duration_ms <= 1600
-    assert elapsed < 2.5
+    # Cut at the 1 s timeout, not after the hang (up to 60 s) or the default 15 s; the upper bounds leave room for a
+    # loaded machine.
+    assert 900 <= attempt.duration_ms <= 5000
+    assert elapsed < 10
     delivery.refresh_from_db()
     assert delivery.status == Delivery.PENDING
     assert delivery.next_attempt_at > timezone.now()
@@ -239,7 +241,8 @@ def test_a_receiver_that_stalls_in_the_middle_of_its_answer_is_cut_at_the_timeou
     attempt = services.delivery_attempt(delivery_id=delivery.pk)
 
     assert "timed out" in attempt.error and not attempt.succeeded
-    assert 900 <= attempt.duration_ms <= 1600
+    assert len(receiver.wait_for_requests(1)) == 1  # no second try on a fresh deadline
+    assert 900 <= attempt.duration_ms <= 5000  # not the stall's 60 s, nor the default 15 s
     delivery.refresh_from_db()
     assert delivery.status == Delivery.PENDING and delivery.next_attempt_at > timezone.now()
 
@@ -1369,7 +1372,7 @@ def test_a_real_worker_delivers_a_tokenized_cards_webhook_without_anything_calle
     response = client_for(alice.raw_key).post("/tokens", card_request(), format="json")
 
     assert response.status_code == 201
-    [request] = receiver.wait_for_requests(1, timeout=30)
+    [request] = receiver.wait_for_requests(1, timeout=120)  # the worker's start-up included
     payload = verified(endpoint.secret, request)
     assert payload["type"] == "token.created"
     assert payload["data"]["tokenId"] == response.json()["tokenId"]

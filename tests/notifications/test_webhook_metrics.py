@@ -184,18 +184,22 @@ def test_no_webhook_metric_names_an_endpoint_its_url_or_the_card(alice, endpoint
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_failing_to_deliver_raises_the_backlog_and_the_retry_counter(alice, receiver, settings, tmp_path):
     # The worker and this test's /metrics share a metrics folder, as a host's gunicorn and Celery processes do.
-    # The worker runs no beat: its first failed attempt is retried in about 5 s, by nobody during this test.
+    # The worker runs no beat: its first failed attempt is retried in about 5 minutes (its schedule here, so that
+    # the delivery is not due yet however slow the machine), by nobody during this test.
     settings.PROMETHEUS_MULTIPROC_DIR = str(tmp_path)
     receiver.always(Reply(500))
     endpoint = services.endpoint_create(merchant=alice, url=receiver.url)
-    worker = start_celery_worker(env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    worker = start_celery_worker(env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "WEBHOOK_RETRY_SCHEDULE": "300"})
     try:
         before = scrape()
 
         response = client_for(alice.raw_key).post("/tokens", card_request(), format="json")
 
         assert response.status_code == 201
-        receiver.wait_for_requests(1, timeout=30)
+        receiver.wait_for_requests(1, timeout=120)  # the worker's start-up included
+        # The worker counts the attempt inside the transaction that records it: before its commit a scrape would
+        # find the counts up and the delivery still due. Wait for the committed row first.
+        wait_for(lambda: Delivery.objects.filter(endpoint=endpoint, attempt_count=1).exists(), timeout=30)
         # The worker counts the attempt, the retry and the attempt's time one after the other: wait for the last.
         after = wait_for(
             lambda: (s := scrape()).value("tokenvault_webhook_attempt_duration_seconds_count") >= 1 and s, timeout=30

@@ -5,6 +5,7 @@ alice is a merchant tokenizing cards through the real gunicorn; the scraper is P
 the same gunicorn or, for the Celery worker's count, through this process's view over the same folder.
 """
 
+import contextlib
 import glob
 import json
 import os
@@ -61,6 +62,16 @@ def counted_by_pid(directory: Path) -> dict[int, float]:
     return counts
 
 
+def answered_by_pid(directory: Path) -> set[int]:
+    """The processes whose file counts an answer to any request."""
+    pids = set()
+    for path in glob.glob(str(directory / "counter_*.db")):
+        samples = [sample for metric in multiprocess.MultiProcessCollector.merge([path]) for sample in metric.samples]
+        if any(sample.name == "tokenvault_http_requests_total" and sample.value for sample in samples):
+            pids.add(int(Path(path).stem.rpartition("_")[2]))
+    return pids
+
+
 def workers_of(master: subprocess.Popen) -> set[int]:
     listed = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master.pid)], capture_output=True, text=True)
     return {int(pid) for pid in listed.stdout.split()}
@@ -83,6 +94,15 @@ def test_two_gunicorn_workers_are_scraped_as_one_sum_of_this_start_which_outlive
             headers = {"Authorization": f"Bearer {alice.raw_key}", "Connection": "close"}
             return requests.post(f"{url}/tokens", json=card_request(cardNumber=number), headers=headers, timeout=60)
 
+        # The server yields once one worker answered; the other may still be starting. Both serve before the load.
+        def both_answered() -> bool:
+            with contextlib.suppress(requests.RequestException):
+                requests.get(f"{url}/healthz", headers={"Connection": "close"}, timeout=10)
+            workers = workers_of(master)
+            return len(workers) == 2 and workers <= answered_by_pid(directory)
+
+        wait_for(both_answered, timeout=120, interval=0.1)
+
         # Four at a time, so that both workers are busy.
         with ThreadPoolExecutor(4) as pool:
             statuses = [response.status_code for response in pool.map(tokenize, numbers)]
@@ -97,7 +117,7 @@ def test_two_gunicorn_workers_are_scraped_as_one_sum_of_this_start_which_outlive
         # A worker killed: gunicorn starts another, and the dead one's counts are still in the sum.
         victim = min(served)
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: victim not in workers_of(master) and len(workers_of(master)) == 2, timeout=60)
+        wait_for(lambda: victim not in workers_of(master) and len(workers_of(master)) == 2, timeout=120)
         assert tokens_created(scraped(url)) == 40
         text = requests.get(f"{url}/metrics", timeout=30).text
 
