@@ -164,7 +164,8 @@ def kek_ask() -> KekAsk:
     while a question is stuck in the provider, it is returned rather than a new one started behind it."""
     global _kek_ask
     with _kek_lock:
-        if _kek_ask is None or not _kek_ask.thread.is_alive():
+        # Answered (its thread may not have ended yet: its answer is still an old one) or ended without an answer.
+        if _kek_ask is None or _kek_ask.answered.is_set() or not _kek_ask.thread.is_alive():
             _kek_ask = KekAsk()
         return _kek_ask
 
