@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -535,12 +536,17 @@ class AsyncRequests:
     def send(self, numbers: list[str]) -> None:
         for number in numbers:
             card = {"cardNumber": number, "cardExpiryDate": {"month": 5, "year": 2035}}
-            response = self.session.post(
-                f"{self.url}/network-tokens/async",
-                json={"card": card},
-                headers={"X-Correlation-Id": f"drill-{number[-6:]}"},
-                timeout=30,
-            )
+            # SQLite, busy with the worker's writes, may answer 503 (nothing stored): sent again, as a merchant would.
+            for _ in range(10):
+                response = self.session.post(
+                    f"{self.url}/network-tokens/async",
+                    json={"card": card},
+                    headers={"X-Correlation-Id": f"drill-{number[-6:]}"},
+                    timeout=30,
+                )
+                if response.status_code != 503:
+                    break
+                time.sleep(int(response.headers.get("Retry-After", "1")))
             assert response.status_code == 202, response.text[:300]
             self.waiting.append(response.json()["requestId"])
 

@@ -29,6 +29,16 @@ BEFORE = [
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def latest_migrations(transactional_db):
+    # A transactional test with serialized_rollback before this one leaves the content-type and permission tables
+    # empty (its flush skips post_migrate): a migrate fills them, as on an installation, before the test goes back.
+    call_command("migrate", verbosity=0)
+    yield
+    # A test that failed half-way must not leave its old schema to the tests after it.
+    call_command("migrate", verbosity=0)
+
+
 def migrate(targets) -> object:
     executor = MigrationExecutor(connection)
     executor.migrate(targets)
