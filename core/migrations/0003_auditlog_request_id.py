@@ -1,4 +1,8 @@
-"""Audit rows name the request that wrote them (``X-Request-Id``, core.request_id); older rows keep a blank one."""
+"""Audit rows name the request that wrote them (``X-Request-Id``, core.request_id); older rows keep a blank one.
+
+The column alone: on PostgreSQL 11 and later adding it with a constant default rewrites nothing. Its index is
+built by the next migration, without locking the table.
+"""
 
 from django.db import migrations, models
 
@@ -12,7 +16,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="auditlog",
             name="request_id",
-            field=models.CharField(blank=True, db_index=True, default="", max_length=128),
+            field=models.CharField(blank=True, default="", max_length=128),
             preserve_default=False,
         ),
     ]

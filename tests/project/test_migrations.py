@@ -3,10 +3,12 @@
 Merchants and API keys moved from the vault to ``merchants``, the audit log to ``core`` (their tables stay); the
 vault's tokens learned their newest network token (filled in for the tokens there are); events learned whether they
 were fanned out (those there are already have their deliveries). The database is taken back to the migrations
-before the move, filled through the historical models as the old code wrote it, and migrated forward.
+before the move, filled through the historical models as the old code wrote it, and migrated forward. The audit
+log's request-id index comes after its column, built on PostgreSQL without locking the table.
 """
 
 import base64
+import io
 from datetime import timedelta
 
 import pytest
@@ -130,3 +132,41 @@ def test_rows_permissions_and_links_survive_the_move_to_the_new_apps(settings):
     assert NewToken.objects.get(pk=token.pk).network_token_id == "newer"
     # An event written before the change had its deliveries made then: the dispatcher must not make them again.
     assert NewEvent.objects.get(pk=event.pk).fanned_out is True
+
+
+def request_id_indexes() -> dict[str, dict]:
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, "vault_auditlog")
+    return {name: c for name, c in constraints.items() if c["columns"] == ["request_id"] and c["index"]}
+
+
+def test_the_audit_logs_request_id_index_is_built_after_its_column_and_only_once():
+    # An installation with the column (core 0003) and rows in it, before the index.
+    old = migrate([("core", "0003_auditlog_request_id")])
+    assert request_id_indexes() == {}
+    old.get_model("core", "AuditLog").objects.create(
+        actor="api-key:sk_abcdefgh", action="token.detokenize", result="success", request_id="r" * 32
+    )
+
+    call_command("migrate", verbosity=0)
+
+    # One index, the plain one the admin's exact search uses: no second one for LIKE on PostgreSQL.
+    assert list(request_id_indexes()) == ["auditlog_request_id"]
+    from core.models import AuditLog
+
+    assert AuditLog.objects.filter(request_id="r" * 32).count() == 1
+
+
+@pytest.mark.postgres
+def test_on_postgresql_the_request_id_index_is_built_without_locking_the_audit_log():
+    # What an operator reads before running it on a large vault.
+    sql = io.StringIO()
+    call_command("sqlmigrate", "core", "0004", stdout=sql)
+    assert "CREATE INDEX CONCURRENTLY" in sql.getvalue()
+    assert "BEGIN" not in sql.getvalue()  # not in a transaction, which PostgreSQL would refuse
+
+    migrate([("core", "0003_auditlog_request_id")])
+    call_command("migrate", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'auditlog_request_id'::regclass")
+        assert cursor.fetchone() == (True,)
