@@ -3,6 +3,7 @@ serving, and the making of keys (the first ones; new DEKs at the end of a crypto
 
 import functools
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -103,6 +104,7 @@ _ring: KeyRing | None = None
 _look: _Look | None = None
 _outage: _Outage | None = None
 _reported: set[str] = set()  # problems of lazily fetched versions already logged
+_activation = threading.Lock()  # threads share the ring: which DEK it encrypts under is compared and changed at once
 
 
 def key_ring() -> KeyRing:
@@ -174,11 +176,15 @@ def _rows() -> list[DataKey]:
     return list(DataKey.objects.all())
 
 
-def _settle(rows: list[DataKey]) -> list[str]:
+def _settle(rows: list[DataKey], *, read_again: bool = True) -> list[str]:
     """Make the ring hold the stored fingerprint key and active DEK, keeping what it holds where the check values
     still match (a ring whose keys the rows no longer name, as after a restore, is replaced). Returns the problems
     that keep it from serving. Raises KeysUnreachable when a key it needs cannot be unwrapped and the ring has none
-    to go on with."""
+    to go on with.
+
+    Rows whose newest DEK is older than the one the ring encrypts under are read again first: another thread of the
+    process may have settled on a DEK stored after they were read. Read again, they are older only after a restore.
+    """
     global _ring
     problems = _stored_problems(rows)
     if problems:
@@ -203,7 +209,6 @@ def _settle(rows: list[DataKey]) -> list[str]:
             ring = KeyRing(keys=[(active.version, _key_of(active))], fingerprint_key=fingerprint_key, fetch=_fetch)
         elif not ring.holds(active.version):
             ring.hold(active.version, _key_of(active))
-        ring.activate(active.version)
     except _Mismatch as mismatch:
         return [mismatch.problem]
     except KeysUnreachable:
@@ -211,8 +216,12 @@ def _settle(rows: list[DataKey]) -> list[str]:
             raise
         # A newer DEK this process cannot unwrap yet: it goes on encrypting under the one it holds.
         return []
-    _ring = ring
-    return []
+    with _activation:
+        older = read_again and _ring is not None and active.version < _ring.active_version
+        if not older:
+            ring.activate(active.version)
+            _ring = ring
+    return _settle(_rows(), read_again=False) if older else []
 
 
 def _holds_key_of(ring: KeyRing, version: int, rows: list[DataKey]) -> bool:
