@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shlex
 import shutil
 import socket
@@ -64,6 +65,9 @@ from vault.models import Token
 # serialized_rollback: the issuers seeded by the migrations are there whatever test ran before, and the flush at the
 # end leaves the database as the next serialized test expects it (a plain flush recreates the content types with
 # other ids, and that test's reload of its data then fails on them).
+
+# psycopg's words for a connection that could not be made (refused, or the server shutting down or starting up).
+CONNECT_FAILED = re.compile(r"connection to server at .{0,80}? port \d+ failed:")
 
 # Short leases so a drill takes seconds, not the production minutes (as in tests/notifications/test_webhook_crash.py).
 FAST_RECOVERY = {
@@ -589,12 +593,13 @@ def test_a_worker_that_lived_through_a_postgresql_restart_completes_every_reques
 
     assert list(merchant.ended.values()) == ["SUCCEEDED"] * 105
     # The worker noticed the broken connection before using it: no task failed on it (and waited for a retry). A
-    # connection refused is a task beat started during the outage, whose line can be written just after it.
+    # connection that could not be made ("connection to server at … failed:", refused or refused while the server shut
+    # down) is a task beat started during the outage, whose line can be written just after it.
     since_restart = WORKER_LOG.read_bytes()[logged_before:].decode(errors="replace").splitlines()
     failed_on_it = [
         line
         for line in since_restart
-        if ("OperationalError" in line or "InterfaceError" in line) and "Connection refused" not in line
+        if ("OperationalError" in line or "InterfaceError" in line) and not CONNECT_FAILED.search(line)
     ]
     assert not failed_on_it, failed_on_it
 
