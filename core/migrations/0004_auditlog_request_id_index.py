@@ -20,16 +20,12 @@ class AddIndexConcurrentlyOnPostgreSQL(AddIndexConcurrently):
         return f"Create index {self.index.name} on field(s) {fields} of model {self.model_name}, concurrently on PostgreSQL"
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-        else:
-            AddIndex.database_forwards(self, app_label, schema_editor, from_state, to_state)
+        operation = AddIndexConcurrently if schema_editor.connection.vendor == "postgresql" else AddIndex
+        operation.database_forwards(self, app_label, schema_editor, from_state, to_state)
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
-        else:
-            AddIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)
+        operation = AddIndexConcurrently if schema_editor.connection.vendor == "postgresql" else AddIndex
+        operation.database_backwards(self, app_label, schema_editor, from_state, to_state)
 
 
 class Migration(migrations.Migration):
